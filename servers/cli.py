@@ -1,0 +1,246 @@
+"""The ``envfleet`` command. Each command opens one library object and calls one method."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .environment import Environment
+from .errors import EnvFleetError, SpecError
+from .registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, Registry, registry_json_schema
+from .spec import spec_json_schema
+
+app = typer.Typer(
+    name="envfleet",
+    help="Serve, inspect and validate EnvFleet environments (MCP servers over isolated SQLite state).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+registry_app = typer.Typer(help="Build and check registry.json.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+out = Console()
+err = Console(stderr=True)
+
+RegistryOpt = Annotated[
+    Optional[Path],  # noqa: UP045 - typer reads the annotation
+    typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use."),
+]
+EnvRootOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environment folders (scanned; no registry file needed)."),
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _registry(registry: Path | None, env_root: Path | None) -> Registry:
+    try:
+        return Registry.resolve(registry, env_root)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+
+
+@app.command("list")
+def list_envs(
+    registry: RegistryOpt = None,
+    env_root: EnvRootOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registry entries as JSON.")] = False,
+) -> None:
+    """List the environments in the registry."""
+    reg = _registry(registry, env_root)
+    if as_json:
+        out.print_json(json.dumps([reg.entry(i).model_dump(mode="json", by_alias=True) for i in reg.ids()]))
+        return
+    table = Table("id", "title", "version", "domain", "tools", "tables")
+    for env_id in reg.ids():
+        entry = reg.entry(env_id)
+        table.add_row(entry.id, entry.title, entry.version, entry.domain, str(entry.tool_count), str(len(entry.tables)))
+    out.print(table)
+
+
+@app.command()
+def serve(
+    env: Annotated[Optional[str], typer.Argument(help="Environment id from the registry, or an environment folder.")] = None,  # noqa: UP045
+    all_envs: Annotated[bool, typer.Option("--all", help="Serve every environment of the registry over HTTP.")] = False,
+    transport: Annotated[str, typer.Option(help="stdio or http (--all implies http).")] = "stdio",
+    host: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8100,
+    registry: RegistryOpt = None,
+    env_root: EnvRootOpt = None,
+    allowed_host: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--allowed-host", envvar="ENVFLEET_ALLOWED_HOSTS",
+                     help="Host header to accept besides localhost (e.g. 'fleet:*'); '*' disables the check."),
+    ] = None,
+    state_ttl: Annotated[float, typer.Option(help="Seconds an idle state copy is kept.")] = 1800.0,
+    max_states: Annotated[int, typer.Option(help="Most live state copies; more are refused.")] = 4096,
+    sse: Annotated[bool, typer.Option("--sse", help="Answer with SSE streams instead of JSON responses.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve one environment over stdio or HTTP, or the whole fleet over HTTP (--all)."""
+    if all_envs == (env is not None):
+        raise _fail("give an environment id (or folder), or --all", 2)
+    if transport not in ("stdio", "http"):
+        raise _fail("--transport must be stdio or http", 2)
+    if allowed_host and len(allowed_host) == 1 and "," in allowed_host[0]:
+        allowed_host = [h.strip() for h in allowed_host[0].split(",") if h.strip()]
+    if all_envs or transport == "http":
+        from .serving import serve_http
+
+        reg = _registry(registry, env_root)
+        single = None
+        if env is not None:
+            single = _env_id(reg, env)
+        try:
+            serve_http(reg, host=host, port=port, single=single, json_response=not sse, allowed_hosts=allowed_host,
+                       state_ttl=state_ttl, max_states=max_states, log_level=log_level)
+        except EnvFleetError as e:
+            raise _fail(str(e)) from None
+        return
+    from .serving import serve_stdio
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    environment = _load_env(env, registry, env_root)
+    serve_stdio(environment)
+
+
+def _env_id(reg: Registry, env: str) -> str:
+    path = Path(env)
+    if (path / "env.json").exists() and env not in reg.entries:
+        raise _fail("serving a folder over HTTP: use --env-root with its parent folder", 2)
+    try:
+        reg.entry(env)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+    return env
+
+
+def _load_env(env: str | None, registry: Path | None, env_root: Path | None) -> Environment:
+    assert env is not None
+    try:
+        path = Path(env)
+        if (path / "env.json").exists() or path.name == "env.json":
+            return Environment.load(path)
+        return _registry(registry, env_root).environment(env)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="An environment folder (or its env.json).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result, with each tool's read and write sets, as JSON.")] = False,
+) -> None:
+    """Check an environment: schema, SQL, names, seed data. Exit 1 with every problem listed."""
+    try:
+        env = Environment.load(path)
+    except SpecError as e:
+        if as_json:
+            out.print_json(json.dumps({"ok": False, "issues": [{"location": i.location, "message": i.message} for i in e.issues]}))
+        else:
+            err.print(f"[red]✗ {path}[/red]: {len(e.issues)} problem(s)", highlight=False)
+            for issue in e.issues:
+                err.print(f"  [bold]{issue.location}[/bold]: {issue.message}", highlight=False)
+        raise typer.Exit(1) from None
+    report = env.report
+    if as_json:
+        out.print_json(json.dumps({
+            "ok": True,
+            "id": env.id,
+            "content_hash": env.content_hash,
+            "warnings": [{"location": w.location, "message": w.message} for w in report.warnings],
+            "tools": {name: analysis.to_dict() for name, analysis in report.tools.items()},
+        }))
+        return
+    rows = sum(len(rows) for rows in env.seed.values())
+    out.print(f"[green]✓ {env.id}[/green] {env.spec.version}: {len(env.spec.tables)} tables, {rows} seed rows, "
+              f"{len(env.spec.tools)} tools", highlight=False)
+    for warning in report.warnings:
+        out.print(f"  [yellow]warning[/yellow] {warning.location}: {warning.message}", highlight=False)
+
+
+@app.command("mcp-config")
+def mcp_config(
+    env: Annotated[str, typer.Argument(help="Environment id.")],
+    url: Annotated[Optional[str], typer.Option(help="Base URL of a running `envfleet serve --all` (gives an HTTP entry).")] = None,  # noqa: UP045
+    state_key: Annotated[Optional[str], typer.Option(help="State key for the HTTP entry (private writable state).")] = None,  # noqa: UP045
+    command: Annotated[Optional[str], typer.Option(help="Command MCP clients should launch (default: this envfleet).")] = None,  # noqa: UP045
+    registry: RegistryOpt = None,
+    env_root: EnvRootOpt = None,
+) -> None:
+    """Print the mcpServers JSON snippet for Claude Desktop, Cursor, Claude Code and other MCP clients."""
+    reg = _registry(registry, env_root)
+    try:
+        entry = reg.entry(env)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+    name = f"envfleet-{entry.id}"
+    server: dict[str, Any]
+    if url:
+        path = entry.launch.http.keyed_path.replace("{state_key}", state_key) if state_key else entry.launch.http.path
+        server = {"type": "http", "url": url.rstrip("/") + path}
+    else:
+        args = ["serve", entry.id]
+        if registry:
+            args += ["--registry", str(registry.resolve())]
+        elif env_root:
+            args += ["--env-root", str(env_root.resolve())]
+        server = {"command": command or shutil.which("envfleet") or "envfleet", "args": args}
+    print(json.dumps({"mcpServers": {name: server}}, indent=2))
+
+
+@registry_app.command("build")
+def registry_build(
+    env_root: Annotated[Path, typer.Option(help="Folder of environment folders.")] = PACKAGED_ENV_ROOT,
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write registry.json.")] = DEFAULT_REGISTRY,
+) -> None:
+    """Regenerate registry.json from the environment folders."""
+    try:
+        reg = Registry.build(env_root, relative_to=out_path.resolve().parent)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+    reg.write(out_path)
+    out.print(f"wrote {out_path} ({len(reg.ids())} environments)", highlight=False)
+
+
+@registry_app.command("check")
+def registry_check(
+    registry: Annotated[Path, typer.Option(help="registry.json to check.")] = DEFAULT_REGISTRY,
+) -> None:
+    """Exit 1 if registry.json does not match the environment folders it lists."""
+    try:
+        reg = Registry.load(registry)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+    stale = reg.stale()
+    if stale:
+        raise _fail(f"{registry} is stale for: {', '.join(stale)}; run `envfleet registry build`")
+    out.print(f"{registry} is up to date ({len(reg.ids())} environments)", highlight=False)
+
+
+@app.command("schema")
+def export_schema(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the JSON Schemas into.")] = Path("docs"),
+) -> None:
+    """Write the JSON Schemas of env.json and registry.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, schema in (("env-spec.schema.json", spec_json_schema()), ("registry.schema.json", registry_json_schema())):
+        (out_dir / name).write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.print(f"wrote {out_dir / name}", highlight=False)
+
+
+def main() -> None:
+    app()

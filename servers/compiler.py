@@ -1,0 +1,191 @@
+"""Turn a validated spec into executable tools, proving each statement against real SQLite.
+
+Static analysis (:mod:`servers.validation`) vouches for names and statement kinds; here every
+statement is also prepared by SQLite itself, on a throwaway copy of the seeded state and under
+the same authorizer the calls will run under. That yields the exact column names each SELECT
+returns, which message templates, ``let`` rows and output schemas are then checked against.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from .errors import SpecError, SpecIssue
+from .spec import EnvSpec, ExecStep, LetStep, RequireStep, ReturnStep, Step, Tool
+from .state import StateCopy, StateTemplate
+from .validation import ToolAnalysis, ValidationReport, step_location
+
+__all__ = ["CompiledStep", "CompiledTool", "compile_tools", "TEMPLATE_FIELD", "render_template"]
+
+TEMPLATE_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+_JSON_TYPES = {
+    "text": "string", "date": "string", "datetime": "string",
+    "integer": "integer", "real": "number", "boolean": "boolean",
+}
+
+
+def render_template(template: str, values: dict[str, Any]) -> str:
+    """Fill ``{name}`` fields; an unknown name is left as written. No attribute access, no format specs."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        value = values[name]
+        if value is None:
+            return "none"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    return TEMPLATE_FIELD.sub(fill, template)
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    step: Step
+    index: int
+    location: str
+    outputs: tuple[str, ...] = ()
+    output_types: tuple[str | None, ...] = ()  # column type per output, when it is a plain column
+
+
+@dataclass
+class CompiledTool:
+    tool: Tool
+    analysis: ToolAnalysis
+    steps: list[CompiledStep]
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    validator: jsonschema.protocols.Validator
+    param_names: tuple[str, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+
+def compile_tools(spec: EnvSpec, report: ValidationReport, template: StateTemplate) -> dict[str, CompiledTool]:
+    """Compile every tool; raises :class:`SpecError` listing every statement SQLite refuses."""
+    issues: list[SpecIssue] = []
+    scratch = template.copy()
+    try:
+        tools = {tool.name: _compile_tool(spec, tool, report.tools[tool.name], scratch, issues) for tool in spec.tools}
+    finally:
+        scratch.close()
+    if issues:
+        raise SpecError(issues)
+    return tools
+
+
+def _compile_tool(spec: EnvSpec, tool: Tool, analysis: ToolAnalysis, scratch: StateCopy, issues: list[SpecIssue]) -> CompiledTool:
+    params = tuple(analysis.params)
+    bound: set[str] = set(params)
+    steps: list[CompiledStep] = []
+    for index, step in enumerate(tool.steps):
+        location = step_location(tool, index)
+        outputs: tuple[str, ...] = ()
+        types: tuple[str | None, ...] = ()
+        if step.sql is not None:
+            try:
+                outputs = _prepare(scratch, step, tool.kind, bound)
+            except sqlite3.Error as e:
+                issues.append(SpecIssue(f"{location}.sql", f"SQLite refuses it: {e}"))
+                steps.append(CompiledStep(step, index, location))
+                continue
+            types = _output_types(spec, analysis, index, outputs)
+            duplicated = sorted({n for n in outputs if outputs.count(n) > 1})
+            if duplicated and not isinstance(step, ExecStep) and getattr(step, "shape", "row") != "scalar":
+                issues.append(SpecIssue(f"{location}.sql", f"returns the column name(s) {', '.join(duplicated)} twice; alias them"))
+        visible = bound | (set(outputs) if isinstance(step, RequireStep) else set())
+        for text_field in ("error", "message"):
+            text = getattr(step, text_field, None)
+            if text:
+                for name in TEMPLATE_FIELD.findall(text):
+                    if name not in visible:
+                        issues.append(SpecIssue(
+                            f"{location}.{text_field}",
+                            f"names {{{name}}}, which is not a parameter, an earlier let, or a column this step returns",
+                        ))
+        if isinstance(step, LetStep):
+            bound |= {step.name} if step.shape == "scalar" else {f"{step.name}_{n}" for n in outputs}
+        steps.append(CompiledStep(step, index, location, outputs, types))
+
+    input_schema = dict(tool.parameters)
+    input_schema.setdefault("properties", {})
+    input_schema["additionalProperties"] = False
+    properties = input_schema["properties"]
+    return CompiledTool(
+        tool=tool,
+        analysis=analysis,
+        steps=steps,
+        input_schema=input_schema,
+        output_schema=_output_schema(steps[-1] if steps else None),
+        validator=jsonschema.Draft202012Validator(input_schema, format_checker=jsonschema.FormatChecker()),
+        param_names=params,
+        defaults={n: p["default"] for n, p in properties.items() if isinstance(p, dict) and "default" in p},
+    )
+
+
+def _prepare(scratch: StateCopy, step: Step, kind: str, bound: set[str]) -> tuple[str, ...]:
+    """Have SQLite prepare the statement under the call's authorizer mode; return its column names."""
+    nulls = dict.fromkeys(bound)
+    with scratch.mode("write" if kind == "write" else "read", budget=10_000_000):
+        if isinstance(step, ExecStep):
+            scratch.conn.execute(f"EXPLAIN {step.sql}", nulls).fetchall()
+            return ()
+        cursor = scratch.conn.execute(step.sql, nulls)  # a SELECT, run on the scratch copy
+        names = tuple(d[0] for d in cursor.description or ())
+        cursor.close()
+        return names
+
+
+def _output_types(spec: EnvSpec, analysis: ToolAnalysis, index: int, outputs: tuple[str, ...]) -> tuple[str | None, ...]:
+    info = analysis.steps[index].info if index < len(analysis.steps) else None
+    if info is None or len(info.outputs) != len(outputs):
+        return (None,) * len(outputs)
+    types: list[str | None] = []
+    for output in info.outputs:
+        table = spec.table(output.table) if output.table else None
+        column = table.column(output.column) if table and output.column else None
+        types.append(column.type if column else None)
+    return tuple(types)
+
+
+def _value_schema(column_type: str | None) -> dict[str, Any]:
+    if column_type is None or column_type == "json":
+        return {}
+    return {"type": [_JSON_TYPES[column_type], "null"]}
+
+
+def _output_schema(last: CompiledStep | None) -> dict[str, Any]:
+    step = last.step if last else None
+    if not isinstance(step, ReturnStep) or step.sql is None:
+        return {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
+    assert last is not None
+    if step.shape == "scalar":
+        return {"type": "object", "properties": {"value": _value_schema(last.output_types[0] if last.output_types else None)},
+                "required": ["value"]}
+    row = {
+        "type": "object",
+        "properties": {name: _value_schema(t) for name, t in zip(last.outputs, last.output_types, strict=True)},
+        "required": list(last.outputs),
+    }
+    if step.shape == "row":
+        return row
+    return {
+        "type": "object",
+        "properties": {
+            "rows": {"type": "array", "items": row},
+            "count": {"type": "integer", "description": "Rows returned."},
+            "truncated": {"type": "boolean", "description": "True when more rows matched than were returned."},
+        },
+        "required": ["rows", "count", "truncated"],
+    }

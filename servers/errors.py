@@ -1,0 +1,109 @@
+"""The EnvFleet error tree.
+
+    EnvFleetError
+    ├── SpecError              an environment spec (or its seed data) is invalid; carries every issue found
+    ├── RegistryError          registry.json is missing, malformed or names an unknown environment
+    ├── StateError             the state store cannot serve a request (capacity, unknown state key)
+    │   └── StateCapacityError too many live state copies
+    └── ToolError              a tool call failed; becomes an MCP result with ``isError: true``
+        ├── UnknownToolError   no tool by that name
+        ├── ToolArgumentError  arguments do not match the tool's input schema
+        ├── RuleViolation      a ``require`` step (a business rule) refused the call
+        ├── ReadOnlyStateError a write tool was called where state is shared and read-only
+        └── ToolExecutionError SQLite refused a statement (constraint, budget, ...)
+
+A ``ToolError`` is the agent's problem and its message is written for the agent; every other
+error is the operator's problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "EnvFleetError",
+    "SpecError",
+    "SpecIssue",
+    "RegistryError",
+    "StateError",
+    "StateCapacityError",
+    "ToolError",
+    "UnknownToolError",
+    "ToolArgumentError",
+    "RuleViolation",
+    "ReadOnlyStateError",
+    "ToolExecutionError",
+]
+
+
+class EnvFleetError(Exception):
+    """Root of every error EnvFleet raises on purpose."""
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec, located by a path such as ``tools.checkout.steps[2].sql``."""
+
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+class SpecError(EnvFleetError):
+    """A spec failed validation. ``issues`` lists every problem, each with its location."""
+
+    def __init__(self, issues: list[SpecIssue], source: str | None = None) -> None:
+        self.issues = issues
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = "\n".join(f"  - {issue}" for issue in issues)
+        super().__init__(f"{head}{len(issues)} problem(s) in the environment spec:\n{lines}")
+
+
+class RegistryError(EnvFleetError):
+    """The registry cannot be read or does not know the requested environment."""
+
+
+class StateError(EnvFleetError):
+    """The state store cannot serve the request."""
+
+
+class StateCapacityError(StateError):
+    """The cap on live state copies is reached."""
+
+
+class ToolError(EnvFleetError):
+    """A tool call failed. The message is meant for the agent that made the call."""
+
+    kind = "tool_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "message": self.message, **self.details}
+
+
+class UnknownToolError(ToolError):
+    kind = "unknown_tool"
+
+
+class ToolArgumentError(ToolError):
+    kind = "invalid_arguments"
+
+
+class RuleViolation(ToolError):
+    kind = "rule_violation"
+
+
+class ReadOnlyStateError(ToolError):
+    kind = "read_only_state"
+
+
+class ToolExecutionError(ToolError):
+    kind = "execution_error"

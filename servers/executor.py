@@ -1,0 +1,300 @@
+"""Run a tool call against one state copy: check the arguments, run the steps in one transaction.
+
+A call either commits every step or changes nothing. Values only ever reach SQLite as bound
+parameters. A failure becomes a :class:`~servers.errors.ToolError` whose message tells the agent
+what to fix; :meth:`Executor.call` turns it into a :class:`ToolResult` with ``is_error`` set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .compiler import CompiledStep, CompiledTool, render_template
+from .errors import (
+    ReadOnlyStateError,
+    RuleViolation,
+    ToolArgumentError,
+    ToolError,
+    ToolExecutionError,
+    UnknownToolError,
+)
+from .spec import Comparison, ExecStep, LetStep, Limits, RequireStep, ReturnStep
+from .state import StateCopy, to_sql_value
+
+__all__ = ["ToolResult", "Executor"]
+
+_MAX_DEPTH = 32
+_SAVEPOINT = "envfleet_call"
+_CONSTRAINT = re.compile(r"^(CHECK|UNIQUE|NOT NULL|FOREIGN KEY) constraint failed(?:: (.+))?$")
+_COMPARE = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+@dataclass
+class ToolResult:
+    """The outcome of one call, in the shape an MCP ``CallToolResult`` needs."""
+
+    tool: str
+    arguments: Any
+    structured: dict[str, Any]
+    is_error: bool = False
+    duration_ms: float = 0.0
+    error: ToolError | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> str:
+        if self.is_error and self.error is not None:
+            return self.error.message
+        if set(self.structured) == {"message"}:
+            return str(self.structured["message"])
+        return json.dumps(self.structured, ensure_ascii=False, separators=(",", ":"))
+
+
+class Executor:
+    """Executes the compiled tools of one environment against any of its state copies."""
+
+    def __init__(self, tools: Mapping[str, CompiledTool], limits: Limits, constraint_messages: Mapping[str, str]) -> None:
+        self.tools = dict(tools)
+        self.limits = limits
+        self.constraint_messages = dict(constraint_messages)
+
+    def call(self, state: StateCopy | None, name: str, arguments: Any = None, *, read_only: bool = False) -> ToolResult:
+        """Run a call and never raise a :class:`ToolError`: failures come back with ``is_error``."""
+        started = time.perf_counter()
+        try:
+            structured = self.execute(state, name, arguments, read_only=read_only)
+        except ToolError as e:
+            return ToolResult(name, arguments, {"error": e.to_dict()}, True, _ms(started), e)
+        return ToolResult(name, arguments, structured, False, _ms(started))
+
+    def execute(self, state: StateCopy | None, name: str, arguments: Any = None, *, read_only: bool = False) -> dict[str, Any]:
+        """Run a call; raises :class:`ToolError` on any failure, after rolling everything back.
+
+        ``read_only`` marks shared state: write tools are refused before anything runs.
+        """
+        tool = self.tools.get(name)
+        if tool is None:
+            raise UnknownToolError(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(self.tools))}.")
+        args = self._check_arguments(tool, arguments)
+        if tool.tool.kind == "write" and (read_only or state is None):
+            raise ReadOnlyStateError(
+                f"{name} changes state, and this connection's state is shared and read-only. Connect to a "
+                "private state URL (…/s/<key>/mcp, with a key of your choosing) to make changes."
+            )
+        assert state is not None
+        bindings: dict[str, Any] = {p: to_sql_value(args[p]) if p in args else tool.defaults.get(p) for p in tool.param_names}
+        counters = dict(state.counters)
+        conn = state.conn
+        changes = conn.total_changes
+        state.set_mode("internal")
+        conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            state.begin_budget(self.limits.max_sql_steps)
+            state.set_mode("write" if tool.tool.kind == "write" else "read")
+            result: dict[str, Any] = {"message": "Done."}
+            for step in tool.steps:
+                outcome = self._run_step(tool, step, conn, bindings, args)
+                if outcome is not None:
+                    result = outcome
+            if tool.tool.kind == "read" and conn.total_changes != changes:
+                raise ToolExecutionError(f"{name} is a read tool but changed state; the change was undone.")
+        except BaseException as e:
+            state.set_mode("internal")
+            conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+            conn.execute(f"RELEASE {_SAVEPOINT}")
+            state.counters.clear()
+            state.counters.update(counters)
+            if isinstance(e, sqlite3.Error):
+                raise self._sqlite_error(name, e) from e
+            raise
+        state.set_mode("internal")
+        conn.execute(f"RELEASE {_SAVEPOINT}")
+        return result
+
+    # -- arguments -----------------------------------------------------------------------------
+
+    def _check_arguments(self, tool: CompiledTool, arguments: Any) -> dict[str, Any]:
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise ToolArgumentError(f"Arguments to {tool.name} must be a JSON object, not {type(arguments).__name__}.")
+        _check_values(tool.name, arguments, self.limits.max_string_length)
+        errors = sorted(tool.validator.iter_errors(arguments), key=lambda e: (list(e.path), e.message))
+        if errors:
+            accepted = ", ".join(
+                f"{p}{'' if p not in tool.input_schema.get('required', []) else ' (required)'}"
+                for p in tool.input_schema["properties"]
+            ) or "none"
+            problems = "; ".join(_describe_schema_error(e) for e in errors[:5])
+            raise ToolArgumentError(
+                f"Invalid arguments for {tool.name}: {problems}. Parameters: {accepted}.",
+                problems=[_describe_schema_error(e) for e in errors],
+            )
+        return arguments
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _run_step(self, tool: CompiledTool, compiled: CompiledStep, conn: sqlite3.Connection,
+                  bindings: dict[str, Any], args: dict[str, Any]) -> dict[str, Any] | None:
+        step = compiled.step
+        if isinstance(step, RequireStep):
+            cursor = conn.execute(step.sql, bindings)
+            row = cursor.fetchone()
+            cursor.close()
+            if not _expectation_holds(step.expect, row):
+                values = {**bindings, **args}
+                if row is not None:
+                    values.update(zip(compiled.outputs, row, strict=False))
+                raise RuleViolation(
+                    render_template(step.error, values), rule=step.rule, tool=tool.name, step=compiled.index
+                )
+            return None
+        if isinstance(step, LetStep):
+            cursor = conn.execute(step.sql, bindings)
+            row = cursor.fetchone()
+            cursor.close()
+            if step.shape == "scalar":
+                bindings[step.name] = row[0] if row is not None else None
+            else:
+                for position, column in enumerate(compiled.outputs):
+                    bindings[f"{step.name}_{column}"] = row[position] if row is not None else None
+            return None
+        if isinstance(step, ExecStep):
+            cursor = conn.execute(step.sql, bindings)
+            affected = cursor.rowcount
+            if (step.affects == "one" and affected != 1) or (step.affects == "at_least_one" and affected < 1):
+                raise RuleViolation(
+                    render_template(step.error or "", {**bindings, **args}), rule="affects", tool=tool.name,
+                    step=compiled.index,
+                )
+            return None
+        assert isinstance(step, ReturnStep)
+        if step.sql is None:
+            return {"message": render_template(step.message or "", {**bindings, **args})}
+        cursor = conn.execute(step.sql, bindings)
+        try:
+            if step.shape == "scalar":
+                row = cursor.fetchone()
+                value = row[0] if row is not None else None
+                return {"value": _to_json(value, compiled.output_types[0] if compiled.output_types else None)}
+            if step.shape == "row":
+                row = cursor.fetchone()
+                if row is None:
+                    raise RuleViolation(render_template(step.not_found, {**bindings, **args}), rule="not_found",
+                                        tool=tool.name, step=compiled.index)
+                return _row(compiled, row)
+            rows = cursor.fetchmany(self.limits.max_rows + 1)
+        finally:
+            cursor.close()
+        truncated = len(rows) > self.limits.max_rows
+        rows = rows[: self.limits.max_rows]
+        return {"rows": [_row(compiled, r) for r in rows], "count": len(rows), "truncated": truncated}
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _sqlite_error(self, name: str, error: sqlite3.Error) -> ToolError:
+        message = str(error)
+        if message == "interrupted":
+            return ToolExecutionError(
+                f"{name} was stopped: it needed more than {self.limits.max_sql_steps:,} SQL steps. Narrow the request."
+            )
+        match = _CONSTRAINT.match(message)
+        if match:
+            kind, detail = match.group(1), match.group(2) or ""
+            if kind == "CHECK" and detail in self.constraint_messages:
+                return ToolExecutionError(self.constraint_messages[detail], constraint=detail)
+            if kind == "UNIQUE":
+                return ToolExecutionError(f"A record with the same {detail} already exists.", constraint=detail)
+            if kind == "NOT NULL":
+                return ToolExecutionError(f"{detail} is required and cannot be empty.", constraint=detail)
+            if kind == "FOREIGN KEY":
+                return ToolExecutionError("The request refers to a record that does not exist.")
+            return ToolExecutionError(f"The change breaks a rule of the data ({kind} {detail}).")
+        if "cannot store" in message:
+            return ToolExecutionError(f"A value has the wrong type: {message}.")
+        if "too big" in message:
+            return ToolExecutionError("A value is too large to store.")
+        return ToolExecutionError(f"{name} failed: {message}.")
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _check_values(tool: str, arguments: dict[str, Any], max_string: int) -> None:
+    """Refuse values no schema keyword catches: non-finite numbers, deep nesting, huge strings."""
+    stack: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in arguments.items()]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ToolArgumentError(f"Invalid arguments for {tool}: {path} is nested more than {_MAX_DEPTH} levels deep.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ToolArgumentError(f"Invalid arguments for {tool}: {path} must be a finite number, not {value}.")
+        if isinstance(value, str) and len(value) > max_string:
+            raise ToolArgumentError(
+                f"Invalid arguments for {tool}: {path} is {len(value):,} characters long; the limit is {max_string:,}."
+            )
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+
+
+def _describe_schema_error(error: Any) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    message = error.message
+    if len(message) > 200:
+        message = message[:200] + "…"
+    return f"{path}: {message}" if path else message
+
+
+def _expectation_holds(expect: Any, row: tuple[Any, ...] | None) -> bool:
+    if expect == "exists":
+        return row is not None
+    if expect == "none":
+        return row is None
+    if row is None:
+        return False
+    value = row[0]
+    if expect == "true":
+        return bool(value)
+    assert isinstance(expect, Comparison)
+    target = to_sql_value(expect.value)
+    if value is None or target is None:
+        return _COMPARE[expect.op](value, target) if expect.op in ("==", "!=") else False
+    try:
+        return bool(_COMPARE[expect.op](value, target))
+    except TypeError:
+        return False
+
+
+def _to_json(value: Any, column_type: str | None) -> Any:
+    if value is None:
+        return None
+    if column_type == "boolean":
+        return bool(value)
+    if column_type == "json" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _row(compiled: CompiledStep, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        name: _to_json(value, column_type)
+        for name, value, column_type in zip(compiled.outputs, row, compiled.output_types, strict=True)
+    }

@@ -1,0 +1,228 @@
+"""The HTTP fleet gateway: many environments in one ASGI app, each an MCP endpoint.
+
+Routes (``{env_id}`` from the registry, ``{state_key}`` chosen by the client):
+
+* ``/envs/{env_id}/mcp`` — streamable HTTP. Handshake-era clients get state per MCP session;
+  sessionless (2026-07-28) clients read the pristine state and cannot write.
+* ``/envs/{env_id}/s/{state_key}/mcp`` — streamable HTTP on the private state named by the key.
+* ``/healthz``, ``/envs``, ``/envs/{env_id}`` — JSON about the fleet.
+
+A single-environment app also answers at ``/mcp`` and ``/s/{state_key}/mcp``. Environments load
+on first use. Mounted ASGI apps get no lifespan, so the gateway runs each environment's session
+manager itself, inside its own task group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from mcp.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from . import __version__
+from .environment import Environment
+from .errors import RegistryError, SpecError
+from .mcp_server import KeyedStates, build_server
+from .registry import Registry
+from .state_pool import StatePool
+
+__all__ = ["GatewaySettings", "Gateway", "create_app", "STATE_KEY_PATTERN", "transport_security"]
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+
+
+def transport_security(allowed_hosts: list[str] | None) -> TransportSecuritySettings:
+    """DNS-rebinding protection: localhost only by default; ``["*"]`` turns the check off."""
+    if allowed_hosts and "*" in allowed_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = LOCAL_HOSTS + [h for h in allowed_hosts or [] if h not in LOCAL_HOSTS]
+    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+@dataclass
+class GatewaySettings:
+    json_response: bool = True
+    allowed_hosts: list[str] | None = None
+    session_idle_timeout: float = 30 * 60
+    max_sessions: int = 10_000
+    sweep_interval: float = 30.0
+
+
+@dataclass
+class _Hosted:
+    env: Environment
+    server: Server[Any]
+    manager: StreamableHTTPSessionManager
+    states: KeyedStates
+
+
+class Gateway:
+    """Loads environments on first use and runs their MCP session managers."""
+
+    def __init__(self, registry: Registry, pool: StatePool, settings: GatewaySettings | None = None,
+                 env_ids: list[str] | None = None) -> None:
+        self.registry = registry
+        self.pool = pool
+        self.settings = settings or GatewaySettings()
+        self.env_ids = list(env_ids) if env_ids is not None else registry.ids()
+        for env_id in self.env_ids:
+            registry.entry(env_id)  # unknown ids fail now, not on first request
+        self._hosted: dict[str, _Hosted] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self._task_group: TaskGroup | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            tg.start_soon(self._sweep_forever)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+                self._task_group = None
+                self._hosted.clear()
+                self.pool.close()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.sweep_interval)
+            expired = self.pool.sweep()
+            if expired:
+                logger.info("expired %d idle state(s)", expired)
+
+    async def hosted(self, env_id: str) -> _Hosted:
+        if env_id in self._hosted:
+            return self._hosted[env_id]
+        if env_id not in self.env_ids:
+            raise RegistryError(f"unknown environment {env_id!r}; this gateway serves: {', '.join(self.env_ids)}")
+        lock = self._locks.setdefault(env_id, anyio.Lock())
+        async with lock:
+            if env_id not in self._hosted:
+                self._hosted[env_id] = await self._start(env_id)
+        return self._hosted[env_id]
+
+    async def _start(self, env_id: str) -> _Hosted:
+        env = await anyio.to_thread.run_sync(self.registry.environment, env_id)
+        if env.content_hash != self.registry.entry(env_id).content_hash:
+            logger.warning("%s changed since registry.json was built; run `envfleet registry build`", env_id)
+        states = KeyedStates(env, self.pool)
+        server = build_server(env, states)
+        manager = StreamableHTTPSessionManager(
+            app=server,
+            json_response=self.settings.json_response,
+            security_settings=transport_security(self.settings.allowed_hosts),
+            session_idle_timeout=self.settings.session_idle_timeout,
+            max_sessions=self.settings.max_sessions,
+        )
+        if self._task_group is None:
+            raise RuntimeError("the gateway is not running; serve its app with an ASGI server that runs lifespans")
+        await self._task_group.start(_run_manager, manager)
+        logger.info("loaded environment %s (%d tools)", env_id, len(env.tool_names))
+        return _Hosted(env, server, manager, states)
+
+    def loaded(self) -> list[str]:
+        return sorted(self._hosted)
+
+
+async def _run_manager(manager: StreamableHTTPSessionManager, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async with manager.run():
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _McpEndpoint:
+    """ASGI endpoint that hands a request to its environment's session manager."""
+
+    def __init__(self, gateway: Gateway, env_id: str | None = None) -> None:
+        self.gateway = gateway
+        self.env_id = env_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope.get("path_params", {})
+        env_id = self.env_id or params.get("env_id", "")
+        key = params.get("state_key")
+        if key is not None and not STATE_KEY_PATTERN.match(key):
+            await _error(400, "state keys are 1-128 characters of A-Z a-z 0-9 . _ ~ -")(scope, receive, send)
+            return
+        try:
+            hosted = await self.gateway.hosted(env_id)
+        except RegistryError as e:
+            await _error(404, str(e))(scope, receive, send)
+            return
+        except SpecError as e:
+            logger.error("environment %s does not load: %s", env_id, e)
+            await _error(503, f"environment {env_id!r} does not load; see the server log")(scope, receive, send)
+            return
+        await hosted.manager.handle_request(scope, receive, send)
+
+
+def create_app(registry: Registry, *, pool: StatePool | None = None, settings: GatewaySettings | None = None,
+               env_ids: list[str] | None = None, single: str | None = None) -> FastAPI:
+    """The gateway app. ``single`` also serves that environment at ``/mcp`` and ``/s/{state_key}/mcp``."""
+    if single is not None:
+        env_ids = [single]
+    gateway = Gateway(registry, pool or StatePool(), settings, env_ids)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with gateway.running():
+            yield
+
+    app = FastAPI(
+        title="EnvFleet gateway",
+        version=__version__,
+        summary="Stateful tool-use environments served over MCP (streamable HTTP).",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+
+    @app.get("/healthz", tags=["fleet"], summary="Liveness and what is loaded")
+    async def healthz() -> dict[str, Any]:
+        stats = gateway.pool.stats()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "environments": gateway.env_ids,
+            "loaded": gateway.loaded(),
+            "states": {"live": stats.live, "max": stats.max_states, "ttl_seconds": stats.ttl},
+        }
+
+    @app.get("/envs", tags=["fleet"], summary="The environments this gateway serves (registry entries)")
+    async def list_envs() -> list[dict[str, Any]]:
+        return [registry.entry(i).model_dump(mode="json", by_alias=True) for i in gateway.env_ids]
+
+    @app.get("/envs/{env_id}", tags=["fleet"], summary="One environment's registry entry", response_model=None)
+    async def get_env(env_id: str) -> dict[str, Any] | JSONResponse:
+        if env_id not in gateway.env_ids:
+            return _error(404, f"unknown environment {env_id!r}")
+        return registry.entry(env_id).model_dump(mode="json", by_alias=True)
+
+    endpoint = _McpEndpoint(gateway)
+    app.router.routes.append(Route("/envs/{env_id}/mcp", endpoint=endpoint))
+    app.router.routes.append(Route("/envs/{env_id}/s/{state_key}/mcp", endpoint=endpoint))
+    if single is not None:
+        single_endpoint = _McpEndpoint(gateway, single)
+        app.router.routes.append(Route("/mcp", endpoint=single_endpoint))
+        app.router.routes.append(Route("/s/{state_key}/mcp", endpoint=single_endpoint))
+    return app

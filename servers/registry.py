@@ -1,0 +1,254 @@
+"""The fleet catalog, ``registry.json``: every environment, its content hash and how to launch it.
+
+The registry is generated from environment folders (``envfleet registry build``), never edited by
+hand. Fields shared with the MCP Registry's ``server.json`` use its names: ``name``, ``title``,
+``description``, ``version``, ``packages`` (with ``transport``) and ``remotes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .environment import SPEC_FILE, Environment, content_hash
+from .errors import RegistryError, SpecError
+
+__all__ = [
+    "REGISTRY_FORMAT",
+    "RegistryEntry",
+    "RegistryFile",
+    "Registry",
+    "PACKAGED_ENV_ROOT",
+    "DEFAULT_REGISTRY",
+    "registry_json_schema",
+]
+
+REGISTRY_FORMAT = 1
+PACKAGE_NAME = "envfleet"
+PACKAGED_ENV_ROOT = Path(__file__).parent / "envs"
+DEFAULT_REGISTRY = Path(__file__).parent.parent / "registry.json"
+"""registry.json at the root of a source checkout (absent from an installed wheel)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Argument(_Model):
+    type: Literal["positional"] = "positional"
+    value: str
+
+
+class Transport(_Model):
+    type: Literal["stdio", "streamable-http"]
+
+
+class Package(_Model):
+    """How to run the environment from the published Python package, as in server.json."""
+
+    registry_type: Literal["pypi"] = Field("pypi", alias="registryType")
+    identifier: str = PACKAGE_NAME
+    version: str
+    transport: Transport = Transport(type="stdio")
+    package_arguments: list[Argument] = Field(alias="packageArguments")
+
+
+class Variable(_Model):
+    description: str
+    default: str
+
+
+class Remote(_Model):
+    """The environment's endpoint under ``envfleet serve --all``, as in server.json ``remotes``."""
+
+    type: Literal["streamable-http"] = "streamable-http"
+    url: str
+    variables: dict[str, Variable] = {}
+
+
+class StdioLaunch(_Model):
+    command: str
+    args: list[str]
+
+
+class HttpLaunch(_Model):
+    path: str = Field(description="Shared, read-only endpoint for modern clients; per-session state for handshake-era clients.")
+    keyed_path: str = Field(description="Private writable state per key: replace {state_key} with a key of your choosing.")
+
+
+class Launch(_Model):
+    stdio: StdioLaunch
+    http: HttpLaunch
+
+
+class RegistryEntry(_Model):
+    id: str
+    name: str = Field(description="server.json-style name, 'envfleet/<id>'.")
+    title: str
+    description: str
+    version: str
+    domain: str
+    tags: list[str] = []
+    path: str = Field(description="The environment folder, relative to the registry file.")
+    content_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    tool_count: int
+    tools: list[str]
+    tables: list[str]
+    packages: list[Package]
+    remotes: list[Remote]
+    launch: Launch
+
+
+class RegistryFile(_Model):
+    format: Literal[1] = REGISTRY_FORMAT
+    environments: list[RegistryEntry]
+
+
+def registry_json_schema() -> dict[str, Any]:
+    schema = RegistryFile.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "urn:envfleet:registry:1"
+    return schema
+
+
+def entry_for(env: Environment, relative_path: str) -> RegistryEntry:
+    spec = env.spec
+    http_path = f"/envs/{spec.id}/mcp"
+    return RegistryEntry(
+        id=spec.id,
+        name=f"{PACKAGE_NAME}/{spec.id}",
+        title=spec.name,
+        description=spec.description,
+        version=spec.version,
+        domain=spec.domain,
+        tags=list(spec.tags),
+        path=relative_path,
+        content_hash=env.content_hash or "",
+        tool_count=len(spec.tools),
+        tools=[t.name for t in spec.tools],
+        tables=[t.name for t in spec.tables],
+        packages=[Package(version=_package_version(), package_arguments=[Argument(value="serve"), Argument(value=spec.id)])],
+        remotes=[Remote(
+            url="{base_url}" + http_path,
+            variables={"base_url": Variable(description="Where `envfleet serve --all` listens.", default="http://127.0.0.1:8100")},
+        )],
+        launch=Launch(
+            stdio=StdioLaunch(command=PACKAGE_NAME, args=["serve", spec.id]),
+            http=HttpLaunch(path=http_path, keyed_path=f"/envs/{spec.id}/s/{{state_key}}/mcp"),
+        ),
+    )
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class Registry:
+    """Entries by id, with their folders resolved; loads environments on demand and keeps them."""
+
+    def __init__(self, entries: list[RegistryEntry], base: Path, source: Path | None = None) -> None:
+        self.entries = {e.id: e for e in entries}
+        self.base = base
+        self.source = source
+        self._loaded: dict[str, Environment] = {}
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> Registry:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RegistryError(f"registry not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise RegistryError(f"{path} is not valid JSON: {e}") from None
+        try:
+            parsed = RegistryFile.model_validate(data)
+        except ValueError as e:
+            raise RegistryError(f"{path} is not a valid registry: {e}") from None
+        return cls(parsed.environments, path.parent.resolve(), path)
+
+    @classmethod
+    def build(cls, env_root: str | Path, relative_to: str | Path | None = None) -> Registry:
+        """Scan every folder with an env.json under ``env_root``; each must load cleanly."""
+        env_root = Path(env_root).resolve()
+        base = Path(relative_to).resolve() if relative_to else env_root
+        if not env_root.is_dir():
+            raise RegistryError(f"environment root not found: {env_root}")
+        entries: list[RegistryEntry] = []
+        loaded: dict[str, Environment] = {}
+        errors: list[str] = []
+        for folder in sorted(p.parent for p in env_root.glob(f"*/{SPEC_FILE}")):
+            try:
+                env = Environment.load(folder)
+            except SpecError as e:
+                errors.append(str(e))
+                continue
+            if env.id in loaded:
+                errors.append(f"{folder}: id {env.id!r} is already used by {loaded[env.id].path}")
+                continue
+            loaded[env.id] = env
+            entries.append(entry_for(env, os.path.relpath(folder, base).replace(os.sep, "/")))
+        if errors:
+            raise RegistryError("some environments do not load:\n" + "\n".join(errors))
+        registry = cls(entries, base)
+        registry._loaded.update(loaded)
+        return registry
+
+    @classmethod
+    def resolve(cls, registry: str | Path | None = None, env_root: str | Path | None = None) -> Registry:
+        """The registry to use: an explicit file, else an env root to scan, else the defaults.
+
+        Also read from ``ENVFLEET_REGISTRY`` / ``ENVFLEET_ENV_ROOT``. The default is the
+        checkout's registry.json, or the packaged environments when that file is absent.
+        """
+        registry = registry or os.environ.get("ENVFLEET_REGISTRY") or None
+        env_root = env_root or os.environ.get("ENVFLEET_ENV_ROOT") or None
+        if registry:
+            return cls.load(registry)
+        if env_root:
+            return cls.build(env_root)
+        if DEFAULT_REGISTRY.exists():
+            return cls.load(DEFAULT_REGISTRY)
+        return cls.build(PACKAGED_ENV_ROOT)
+
+    # -- use -----------------------------------------------------------------------------------
+
+    def to_file(self) -> RegistryFile:
+        return RegistryFile(environments=[self.entries[k] for k in sorted(self.entries)])
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_file().model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n"
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    def ids(self) -> list[str]:
+        return sorted(self.entries)
+
+    def entry(self, env_id: str) -> RegistryEntry:
+        try:
+            return self.entries[env_id]
+        except KeyError:
+            known = ", ".join(self.ids()) or "none"
+            raise RegistryError(f"unknown environment {env_id!r}; the registry has: {known}") from None
+
+    def folder(self, env_id: str) -> Path:
+        return (self.base / self.entry(env_id).path).resolve()
+
+    def environment(self, env_id: str) -> Environment:
+        """Load (once) and return an environment of the registry."""
+        if env_id not in self._loaded:
+            self._loaded[env_id] = Environment.load(self.folder(env_id))
+        return self._loaded[env_id]
+
+    def stale(self) -> list[str]:
+        """Ids whose folder no longer matches the recorded content hash."""
+        return [i for i in self.ids() if content_hash(self.folder(i)) != self.entries[i].content_hash]

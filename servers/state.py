@@ -1,0 +1,296 @@
+"""SQLite state: a template database built once from the seed, and cheap isolated copies of it.
+
+Every state copy is an in-memory SQLite database made with the backup API from the template,
+with the environment's deterministic SQL functions and an authorizer installed:
+
+* ``now()`` / ``today()`` return the environment clock, and SQLite's own date functions are
+  pinned to it (``date('now')`` is the clock, ``'localtime'`` is UTC), so no SQL sees real time;
+* ``new_id('LOAN')`` yields ``LOAN-0001``, ``LOAN-0002``, ... from counters owned by the copy;
+* the authorizer is the runtime second line behind static validation: only the env's own tables,
+  only allow-listed functions, writes only while a write step runs, no schema or PRAGMA access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from .ddl import build_metadata
+from .errors import SpecError, SpecIssue, StateError
+from .spec import EnvSpec
+
+__all__ = ["AuthMode", "StateTemplate", "StateCopy", "ALLOWED_FUNCTIONS"]
+
+AuthMode = Literal["internal", "read", "write"]
+
+ALLOWED_FUNCTIONS = frozenset(
+    """
+    abs char coalesce concat concat_ws format glob hex ifnull iif if instr length like likelihood likely
+    lower ltrim max min nullif octet_length printf quote replace round rtrim sign soundex substr substring
+    trim typeof unhex unicode unistr unlikely upper
+    avg count group_concat string_agg sum total
+    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
+    date time datetime julianday unixepoch strftime timediff
+    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2 mod
+    pi pow power radians sin sinh sqrt tan tanh trunc
+    json json_array json_array_length json_error_position json_extract json_insert json_object json_patch
+    json_pretty json_remove json_replace json_set json_type json_valid json_quote json_group_array
+    json_group_object json_each json_tree -> ->>
+    now today new_id
+    """.split()
+)
+"""Functions spec SQL may call. Anything else (random(), load_extension(), zeroblob(), ...) is refused."""
+
+_DATE_FUNCTIONS = {"date": (0,), "time": (0,), "datetime": (0,), "julianday": (0,), "unixepoch": (0,),
+                   "strftime": (1,), "timediff": (0, 1)}
+_IGNORED_MODIFIERS = {"localtime", "utc"}
+_helper = threading.local()
+
+
+def _helper_connection() -> sqlite3.Connection:
+    """A plain connection whose built-in date functions compute the pinned ones."""
+    conn = getattr(_helper, "conn", None)
+    if conn is None:
+        conn = _helper.conn = sqlite3.connect(":memory:", check_same_thread=False)
+    return conn
+
+
+@lru_cache(maxsize=65_536)
+def _date_function(name: str, args: tuple[Any, ...]) -> Any:
+    placeholders = ", ".join("?" * len(args))
+    return _helper_connection().execute(f"SELECT {name}({placeholders})", args).fetchone()[0]
+
+
+def _pinned_date_function(name: str, time_positions: tuple[int, ...], clock: str):
+    def pinned(*args: Any) -> Any:
+        values = list(args)
+        for position in time_positions:
+            if position >= len(values):
+                values.append(clock)
+            elif isinstance(values[position], str) and values[position].strip().lower() == "now":
+                values[position] = clock
+        first_modifier = max(time_positions) + 1
+        values = values[:first_modifier] + [
+            v for v in values[first_modifier:] if not (isinstance(v, str) and v.strip().lower() in _IGNORED_MODIFIERS)
+        ]
+        return _date_function(name, tuple(values))
+
+    return pinned
+
+
+class _Authorizer:
+    """SQLite authorizer callback; ``mode`` is switched by the executor around each step."""
+
+    __slots__ = ("tables", "mode")
+
+    def __init__(self, tables: frozenset[str]) -> None:
+        self.tables = tables
+        self.mode: AuthMode = "internal"
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
+        if self.mode == "internal":
+            return sqlite3.SQLITE_OK
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_READ:
+            return sqlite3.SQLITE_OK if arg1 in self.tables or arg1 in ("json_each", "json_tree") else sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_FUNCTION:
+            return sqlite3.SQLITE_OK if (arg2 or "").lower() in ALLOWED_FUNCTIONS else sqlite3.SQLITE_DENY
+        if action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE):
+            return sqlite3.SQLITE_OK if self.mode == "write" and arg1 in self.tables else sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_DENY
+
+
+class StateCopy:
+    """One isolated, writable copy of an environment's state."""
+
+    def __init__(self, template: StateTemplate, conn: sqlite3.Connection, counters: dict[str, int]) -> None:
+        self.template = template
+        self.conn = conn
+        self.counters = counters
+        self._authorizer = _Authorizer(template.table_names)
+        self._budget_left = 0
+        spec = template.spec
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Eponymous virtual tables touch the schema on first use; do it now, before the authorizer.
+        conn.execute("SELECT 1 FROM json_each('[]')").fetchall()
+        conn.execute("SELECT 1 FROM json_tree('[]')").fetchall()
+        clock = spec.clock_sql
+        conn.create_function("now", 0, lambda: clock, deterministic=True)
+        conn.create_function("today", 0, lambda: clock[:10], deterministic=True)
+        conn.create_function("new_id", 1, self._new_id)
+        for name, positions in _DATE_FUNCTIONS.items():
+            conn.create_function(name, -1, _pinned_date_function(name, positions, clock), deterministic=True)
+        conn.set_authorizer(self._authorizer)
+        conn.set_progress_handler(self._tick, 1000)
+
+    # -- SQL functions and guards -------------------------------------------------------------
+
+    def _new_id(self, prefix: Any) -> str:
+        sequence = self.template.sequences.get(prefix) if isinstance(prefix, str) else None
+        if sequence is None:
+            raise ValueError(f"new_id: unknown prefix {prefix!r}")
+        number = self.counters[prefix]
+        self.counters[prefix] = number + 1
+        return f"{prefix}-{number:0{sequence}d}"
+
+    def _tick(self) -> int:
+        self._budget_left -= 1000
+        return 1 if self._budget_left < 0 else 0
+
+    @contextmanager
+    def mode(self, mode: AuthMode, budget: int | None = None) -> Iterator[None]:
+        """Run statements under an authorizer mode (and optionally an instruction budget)."""
+        previous = self._authorizer.mode
+        self._authorizer.mode = mode
+        if budget is not None:
+            self._budget_left = budget
+        try:
+            yield
+        finally:
+            self._authorizer.mode = previous
+
+    def begin_budget(self, budget: int) -> None:
+        self._budget_left = budget
+
+    def set_mode(self, mode: AuthMode) -> None:
+        self._authorizer.mode = mode
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of a table, in primary-key order."""
+        return self.template.read_table(self.conn, table, self._authorizer)
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: self.rows(name) for name in sorted(self.template.table_names)}
+
+    def digest(self) -> str:
+        """sha256 of the canonical dump: equal states have equal digests."""
+        return _digest(self.dump(), self.counters)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _digest(dump: Mapping[str, Any], counters: Mapping[str, int]) -> str:
+    canonical = json.dumps({"tables": dump, "sequences": dict(sorted(counters.items()))}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class StateTemplate:
+    """The seeded database of one environment, from which every state copy is made."""
+
+    def __init__(self, spec: EnvSpec, seed: Mapping[str, list[dict[str, Any]]]) -> None:
+        self.spec = spec
+        self.table_names = frozenset(t.name for t in spec.tables)
+        self.sequences = {s.prefix: s.width for s in spec.sequences}
+        self._order_by = {t.name: (t.primary_key or ["rowid"]) for t in spec.tables}
+        self._lock = threading.Lock()
+        self.conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        metadata = build_metadata(spec)
+        ddl = sa.schema.CreateTable
+        dialect = sqlite_dialect.dialect()
+        for table in metadata.sorted_tables:
+            self.conn.execute(str(ddl(table).compile(dialect=dialect, compile_kwargs={"literal_binds": True})))
+        self._insert_seed(metadata, seed)
+        self.start_counters = self._sequence_starts()
+
+    def _insert_seed(self, metadata: sa.MetaData, seed: Mapping[str, list[dict[str, Any]]]) -> None:
+        issues: list[SpecIssue] = []
+        for name in seed:
+            if name not in metadata.tables:
+                issues.append(SpecIssue(f"seed.{name}", f"unknown table {name!r}"))
+        if issues:
+            raise SpecError(issues)
+        dialect = sqlite_dialect.dialect(paramstyle="qmark")
+        self.conn.execute("BEGIN")
+        for sa_table in metadata.sorted_tables:
+            table = self.spec.table(sa_table.name)
+            assert table is not None
+            types = {c.name: c.type for c in table.columns}
+            for index, row in enumerate(seed.get(sa_table.name, [])):
+                where = f"seed.{sa_table.name}[{index}]"
+                unknown = sorted(set(row) - set(types))
+                if unknown:
+                    issues.append(SpecIssue(where, f"unknown column(s) {', '.join(unknown)}"))
+                    continue
+                columns = list(row)
+                statement = sa.insert(sa_table).values({c: sa.bindparam(c) for c in columns})
+                sql = str(statement.compile(dialect=dialect))
+                values = tuple(to_sql_value(row[c], types[c]) for c in columns)
+                try:
+                    self.conn.execute(sql, values)
+                except sqlite3.Error as e:
+                    issues.append(SpecIssue(where, f"rejected by the schema: {e}"))
+        if not issues:
+            for table, rowid, parent, _ in self.conn.execute("PRAGMA foreign_key_check").fetchall():
+                issues.append(SpecIssue(f"seed.{table}", f"row {rowid} references a missing {parent} row"))
+        if issues:
+            self.conn.execute("ROLLBACK")
+            raise SpecError(issues)
+        self.conn.execute("COMMIT")
+
+    def _sequence_starts(self) -> dict[str, int]:
+        starts: dict[str, int] = {}
+        for sequence in self.spec.sequences:
+            pattern = re.compile(rf"^{re.escape(sequence.prefix)}-(\d+)$")
+            table = sa.table(sequence.table, sa.column(sequence.column))
+            sql = str(sa.select(table.c[sequence.column]).compile(dialect=sqlite_dialect.dialect()))
+            highest = 0
+            for (value,) in self.conn.execute(sql):
+                match = pattern.match(value) if isinstance(value, str) else None
+                if match:
+                    highest = max(highest, int(match.group(1)))
+            starts[sequence.prefix] = highest + 1
+        return starts
+
+    def read_table(self, conn: sqlite3.Connection, table: str, authorizer: _Authorizer | None = None) -> list[dict[str, Any]]:
+        if table not in self.table_names:
+            raise StateError(f"unknown table {table!r}")
+        t = sa.table(table, *(sa.column(c.name) for c in self.spec.table(table).columns))  # type: ignore[union-attr]
+        order = [sa.column(c) for c in self._order_by[table]]
+        sql = str(sa.select(t).order_by(*order).compile(dialect=sqlite_dialect.dialect()))
+        previous = authorizer.mode if authorizer else None
+        if authorizer:
+            authorizer.mode = "internal"
+        try:
+            cursor = conn.execute(sql)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            if authorizer and previous:
+                authorizer.mode = previous
+
+    def copy(self) -> StateCopy:
+        """A fresh, isolated copy of the seeded state."""
+        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, cached_statements=512)
+        with self._lock:
+            self.conn.backup(conn)
+        return StateCopy(self, conn, dict(self.start_counters))
+
+    def digest(self) -> str:
+        return _digest({t: self.read_table(self.conn, t) for t in sorted(self.table_names)}, self.start_counters)
+
+
+def to_sql_value(value: Any, column_type: str | None = None) -> Any:
+    """A JSON value as SQLite stores it: booleans as 0/1, objects and arrays as JSON text."""
+    if column_type == "json" and value is not None:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
