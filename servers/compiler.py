@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
+import jsonschema_rs
 
 from .errors import SpecError, SpecIssue
 from .spec import EnvSpec, ExecStep, LetStep, RequireStep, ReturnStep, Step, Tool
@@ -23,6 +23,7 @@ from .validation import ToolAnalysis, ValidationReport, step_location
 __all__ = ["CompiledStep", "CompiledTool", "compile_tools", "TEMPLATE_FIELD", "render_template"]
 
 TEMPLATE_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_REPEATED = re.compile(r":\d+$")
 
 _JSON_TYPES = {
     "text": "string", "date": "string", "datetime": "string",
@@ -63,7 +64,7 @@ class CompiledTool:
     steps: list[CompiledStep]
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
-    validator: jsonschema.protocols.Validator
+    validator: Any  # a compiled jsonschema_rs validator
     param_names: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
 
@@ -128,23 +129,28 @@ def _compile_tool(spec: EnvSpec, tool: Tool, analysis: ToolAnalysis, scratch: St
         steps=steps,
         input_schema=input_schema,
         output_schema=_output_schema(steps[-1] if steps else None),
-        validator=jsonschema.Draft202012Validator(input_schema, format_checker=jsonschema.FormatChecker()),
+        validator=jsonschema_rs.validator_for(input_schema, validate_formats=True),
         param_names=params,
         defaults={n: p["default"] for n, p in properties.items() if isinstance(p, dict) and "default" in p},
     )
 
 
 def _prepare(scratch: StateCopy, step: Step, kind: str, bound: set[str]) -> tuple[str, ...]:
-    """Have SQLite prepare the statement under the call's authorizer mode; return its column names."""
+    """Have SQLite prepare the statement under the call's authorizer mode; return its column names.
+
+    Nothing runs: DML is only EXPLAINed, and a SELECT is wrapped in ``LIMIT 0`` (SQLite reports a
+    repeated name there as ``name:1``, which is turned back into the repeat it stands for).
+    """
     nulls = dict.fromkeys(bound)
-    with scratch.mode("write" if kind == "write" else "read", budget=10_000_000):
+    with scratch.mode("write" if kind == "write" else "read"):
         if isinstance(step, ExecStep):
             scratch.conn.execute(f"EXPLAIN {step.sql}", nulls).fetchall()
             return ()
-        cursor = scratch.conn.execute(step.sql, nulls)  # a SELECT, run on the scratch copy
-        names = tuple(d[0] for d in cursor.description or ())
+        scratch.conn.execute(f"EXPLAIN {step.sql}", nulls).fetchall()
+        cursor = scratch.conn.execute(f"SELECT * FROM ({step.sql}) LIMIT 0", nulls)
+        names = [d[0] for d in cursor.description or ()]
         cursor.close()
-        return names
+        return tuple(_REPEATED.sub("", n) if _REPEATED.sub("", n) in names else n for n in names)
 
 
 def _output_types(spec: EnvSpec, analysis: ToolAnalysis, index: int, outputs: tuple[str, ...]) -> tuple[str | None, ...]:
@@ -155,7 +161,7 @@ def _output_types(spec: EnvSpec, analysis: ToolAnalysis, index: int, outputs: tu
     for output in info.outputs:
         table = spec.table(output.table) if output.table else None
         column = table.column(output.column) if table and output.column else None
-        types.append(column.type if column else None)
+        types.append(column.type if column else output.type)
     return tuple(types)
 
 

@@ -70,11 +70,11 @@ def _column_constraints(table: sa.Table, column: Column) -> list[sa.CheckConstra
     if column.type == "boolean":
         checks.append(sa.CheckConstraint(col.in_([0, 1]), name=f"{prefix}_boolean"))
     elif column.type == "date":
-        checks.append(sa.CheckConstraint(sa.func.date(col) == col, name=f"{prefix}_date"))
+        checks.append(sa.CheckConstraint(sa.func.date(col).is_not_distinct_from(col), name=f"{prefix}_date"))
     elif column.type == "datetime":
-        checks.append(sa.CheckConstraint(sa.func.datetime(col) == col, name=f"{prefix}_datetime"))
+        checks.append(sa.CheckConstraint(sa.func.datetime(col).is_not_distinct_from(col), name=f"{prefix}_datetime"))
     elif column.type == "json":
-        checks.append(sa.CheckConstraint(sa.func.json_valid(col) == 1, name=f"{prefix}_json"))
+        checks.append(sa.CheckConstraint(sa.or_(col.is_(None), sa.func.json_valid(col) == 1), name=f"{prefix}_json"))
     if column.enum is not None:
         checks.append(sa.CheckConstraint(col.in_(column.enum), name=f"{prefix}_enum"))
     return checks

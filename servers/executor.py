@@ -31,6 +31,7 @@ from .state import StateCopy, to_sql_value
 __all__ = ["ToolResult", "Executor"]
 
 _MAX_DEPTH = 32
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SAVEPOINT = "envfleet_call"
 _CONSTRAINT = re.compile(r"^(CHECK|UNIQUE|NOT NULL|FOREIGN KEY) constraint failed(?:: (.+))?$")
 _COMPARE = {
@@ -92,7 +93,7 @@ class Executor:
                 "private state URL (…/s/<key>/mcp, with a key of your choosing) to make changes."
             )
         assert state is not None
-        bindings: dict[str, Any] = {p: to_sql_value(args[p]) if p in args else tool.defaults.get(p) for p in tool.param_names}
+        bindings: dict[str, Any] = {p: to_sql_value(args[p] if p in args else tool.defaults.get(p)) for p in tool.param_names}
         counters = dict(state.counters)
         conn = state.conn
         changes = conn.total_changes
@@ -114,7 +115,7 @@ class Executor:
             conn.execute(f"RELEASE {_SAVEPOINT}")
             state.counters.clear()
             state.counters.update(counters)
-            if isinstance(e, sqlite3.Error):
+            if isinstance(e, sqlite3.Error | OverflowError):
                 raise self._sqlite_error(name, e) from e
             raise
         state.set_mode("internal")
@@ -128,17 +129,17 @@ class Executor:
             arguments = {}
         if not isinstance(arguments, dict):
             raise ToolArgumentError(f"Arguments to {tool.name} must be a JSON object, not {type(arguments).__name__}.")
-        _check_values(tool.name, arguments, self.limits.max_string_length)
-        errors = sorted(tool.validator.iter_errors(arguments), key=lambda e: (list(e.path), e.message))
-        if errors:
+        problems = _value_problems(arguments, self.limits.max_string_length)
+        if not problems and not tool.validator.is_valid(arguments):
+            problems = [_describe_schema_error(e) for e in tool.validator.iter_errors(arguments)]
+        if problems:
             accepted = ", ".join(
                 f"{p}{'' if p not in tool.input_schema.get('required', []) else ' (required)'}"
                 for p in tool.input_schema["properties"]
             ) or "none"
-            problems = "; ".join(_describe_schema_error(e) for e in errors[:5])
             raise ToolArgumentError(
-                f"Invalid arguments for {tool.name}: {problems}. Parameters: {accepted}.",
-                problems=[_describe_schema_error(e) for e in errors],
+                f"Invalid arguments for {tool.name}: {'; '.join(problems[:5])}. Parameters: {accepted}.",
+                problems=problems,
             )
         return arguments
 
@@ -202,7 +203,7 @@ class Executor:
 
     # -- errors --------------------------------------------------------------------------------
 
-    def _sqlite_error(self, name: str, error: sqlite3.Error) -> ToolError:
+    def _sqlite_error(self, name: str, error: sqlite3.Error | OverflowError) -> ToolError:
         message = str(error)
         if message == "interrupted":
             return ToolExecutionError(
@@ -222,7 +223,7 @@ class Executor:
             return ToolExecutionError(f"The change breaks a rule of the data ({kind} {detail}).")
         if "cannot store" in message:
             return ToolExecutionError(f"A value has the wrong type: {message}.")
-        if "too big" in message:
+        if "too big" in message or "too large" in message:
             return ToolExecutionError("A value is too large to store.")
         return ToolExecutionError(f"{name} failed: {message}.")
 
@@ -231,30 +232,34 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _check_values(tool: str, arguments: dict[str, Any], max_string: int) -> None:
-    """Refuse values no schema keyword catches: non-finite numbers, deep nesting, huge strings."""
+def _value_problems(arguments: dict[str, Any], max_string: int) -> list[str]:
+    """Values no schema keyword catches: non-finite numbers, integers SQLite cannot hold, deep nesting,
+    huge strings. Checked iteratively, before the schema, so no value can exhaust the stack."""
     stack: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in arguments.items()]
     while stack:
         path, value, depth = stack.pop()
         if depth > _MAX_DEPTH:
-            raise ToolArgumentError(f"Invalid arguments for {tool}: {path} is nested more than {_MAX_DEPTH} levels deep.")
+            return [f"{path} is nested more than {_MAX_DEPTH} levels deep"]
         if isinstance(value, float) and not math.isfinite(value):
-            raise ToolArgumentError(f"Invalid arguments for {tool}: {path} must be a finite number, not {value}.")
+            return [f"{path} must be a finite number, not {value}"]
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+            return [f"{path} is outside the 64-bit integer range"]
         if isinstance(value, str) and len(value) > max_string:
-            raise ToolArgumentError(
-                f"Invalid arguments for {tool}: {path} is {len(value):,} characters long; the limit is {max_string:,}."
-            )
+            return [f"{path} is {len(value):,} characters long; the limit is {max_string:,}"]
         if isinstance(value, dict):
             stack.extend((f"{path}.{k}", v, depth + 1) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+    return []
 
 
 def _describe_schema_error(error: Any) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
+    """``path: message``, with a long offending value shortened so the reason stays readable."""
+    path = ".".join(str(p) for p in error.instance_path)
     message = error.message
-    if len(message) > 200:
-        message = message[:200] + "…"
+    value = json.dumps(error.instance, ensure_ascii=False, separators=(",", ":"))
+    if len(value) > 60 and message.startswith(value):
+        message = f"{value[:40]}…({len(value):,} characters){message[len(value):]}"
     return f"{path}: {message}" if path else message
 
 

@@ -28,7 +28,6 @@ from fastapi.responses import JSONResponse
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
@@ -38,7 +37,7 @@ from .mcp_server import KeyedStates, build_server
 from .registry import Registry
 from .state_pool import StatePool
 
-__all__ = ["GatewaySettings", "Gateway", "create_app", "STATE_KEY_PATTERN", "transport_security"]
+__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "create_app", "STATE_KEY_PATTERN", "transport_security"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,12 +176,44 @@ class _McpEndpoint:
         await hosted.manager.handle_request(scope, receive, send)
 
 
+_FLEET_PATH = re.compile(r"^/envs/(?P<env_id>[^/]+)/(?:s/(?P<state_key>[^/]*)/)?mcp/?$")
+_SINGLE_PATH = re.compile(r"^/(?:s/(?P<state_key>[^/]*)/)?mcp/?$")
+
+
+class GatewayApp:
+    """The ASGI app: MCP paths go straight to their environment, everything else to ``api``.
+
+    MCP traffic skips the REST framework's middleware and router, which would otherwise cost a
+    large share of each tool call's server CPU.
+    """
+
+    def __init__(self, api: FastAPI, gateway: Gateway, single: str | None) -> None:
+        self.api = api
+        self.gateway = gateway
+        self._fleet = _McpEndpoint(gateway)
+        self._single = _McpEndpoint(gateway, single) if single is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            match = _FLEET_PATH.match(path)
+            endpoint = self._fleet
+            if match is None and self._single is not None:
+                match = _SINGLE_PATH.match(path)
+                endpoint = self._single
+            if match is not None:
+                scope["path_params"] = {k: v for k, v in match.groupdict().items() if v is not None}
+                await endpoint(scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
 def create_app(registry: Registry, *, pool: StatePool | None = None, settings: GatewaySettings | None = None,
-               env_ids: list[str] | None = None, single: str | None = None) -> FastAPI:
+               env_ids: list[str] | None = None, single: str | None = None) -> GatewayApp:
     """The gateway app. ``single`` also serves that environment at ``/mcp`` and ``/s/{state_key}/mcp``."""
     if single is not None:
         env_ids = [single]
-    gateway = Gateway(registry, pool or StatePool(), settings, env_ids)
+    gateway = Gateway(registry, pool if pool is not None else StatePool(), settings, env_ids)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -218,11 +249,4 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
             return _error(404, f"unknown environment {env_id!r}")
         return registry.entry(env_id).model_dump(mode="json", by_alias=True)
 
-    endpoint = _McpEndpoint(gateway)
-    app.router.routes.append(Route("/envs/{env_id}/mcp", endpoint=endpoint))
-    app.router.routes.append(Route("/envs/{env_id}/s/{state_key}/mcp", endpoint=endpoint))
-    if single is not None:
-        single_endpoint = _McpEndpoint(gateway, single)
-        app.router.routes.append(Route("/mcp", endpoint=single_endpoint))
-        app.router.routes.append(Route("/s/{state_key}/mcp", endpoint=single_endpoint))
-    return app
+    return GatewayApp(app, gateway, single)

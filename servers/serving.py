@@ -5,14 +5,10 @@ from __future__ import annotations
 import logging
 
 import anyio
-import uvicorn
-from mcp.server.stdio import stdio_server
 
 from .environment import Environment
-from .gateway import GatewaySettings, create_app
 from .mcp_server import FixedState, build_server
 from .registry import Registry
-from .state_pool import StatePool
 
 __all__ = ["serve_stdio", "serve_http"]
 
@@ -21,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 def serve_stdio(env: Environment) -> None:
     """Serve ``env`` over stdin/stdout. The process owns one state copy for its whole life."""
+    from mcp.server.stdio import stdio_server
+
     state = env.new_state()
     server = build_server(env, FixedState(state))
 
@@ -38,6 +36,11 @@ def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100,
                json_response: bool = True, allowed_hosts: list[str] | None = None, state_ttl: float = 1800.0,
                max_states: int = 4096, log_level: str = "info") -> None:
     """Serve the registry's environments (or just ``single``) over streamable HTTP."""
+    import uvicorn
+
+    from .gateway import GatewaySettings, create_app
+    from .state_pool import StatePool
+
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     if host not in ("127.0.0.1", "localhost", "::1") and not allowed_hosts:
         logger.warning(

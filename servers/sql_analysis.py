@@ -27,7 +27,8 @@ StatementKind = Literal["select", "dml"]
 _NONDETERMINISTIC = (exp.Rand, exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentTime)
 _NONDETERMINISTIC_NAMES = {"random", "randomblob", "changes", "total_changes", "last_insert_rowid"}
 _CLOCK_WORDS = {"now", "localtime", "utc"}
-_STATEMENTS = (exp.Query, exp.DML, exp.Command, exp.DDL, exp.Pragma, exp.Attach, exp.Detach, exp.Transaction, exp.Commit)
+_STATEMENTS = (exp.Query, exp.DML, exp.Command, exp.DDL, exp.Drop, exp.Pragma, exp.Attach, exp.Detach, exp.Analyze,
+               exp.Transaction, exp.Commit, exp.Rollback)
 
 # Table-valued JSON functions, given a schema so the columns they yield can be checked.
 _TABLE_FUNCTIONS = {
@@ -42,11 +43,36 @@ class SqlProblem(Exception):
 
 @dataclass(frozen=True)
 class OutputColumn:
-    """A column a SELECT returns. ``table``/``column`` are set when it is a plain table column."""
+    """A column a SELECT returns. ``table``/``column`` are set when it is a plain table column;
+    ``type`` when the expression's type is evident (a comparison is boolean, COUNT an integer...)."""
 
     name: str
     table: str | None = None
     column: str | None = None
+    type: str | None = None
+
+
+_JSON_FUNCTIONS = {"json", "json_array", "json_object", "json_group_array", "json_group_object", "json_patch",
+                   "json_insert", "json_replace", "json_set", "json_remove"}
+_BOOLEAN_EXPRESSIONS = (exp.Predicate, exp.Connector, exp.Not, exp.Exists)
+
+
+def _evident_type(node: exp.Expression) -> str | None:
+    """The column type an expression obviously has, or None."""
+    if isinstance(node, exp.Paren):
+        return _evident_type(node.this)
+    if isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select) and len(node.this.expressions) == 1:
+        only = node.this.expressions[0]
+        return _evident_type(only.this if isinstance(only, exp.Alias) else only)
+    if isinstance(node, _BOOLEAN_EXPRESSIONS):
+        return "boolean"
+    if isinstance(node, exp.Count):
+        return "integer"
+    if isinstance(node, exp.JSONArrayAgg | exp.JSONObjectAgg | exp.JSONObject | exp.JSONArray):
+        return "json"
+    if isinstance(node, exp.Anonymous) and node.name.lower() in _JSON_FUNCTIONS:
+        return "json"
+    return None
 
 
 @dataclass
@@ -75,7 +101,8 @@ def analyze_statement(sql: str, kind: StatementKind, catalog: Catalog) -> Statem
     tree = statements[0]
 
     if not isinstance(tree, _STATEMENTS):
-        raise SqlProblem("does not parse as a SQL statement")
+        first = sql.split(None, 1)[0] if sql.split() else ""
+        raise SqlProblem(f"does not parse as a SQL statement ({first!r} is not a statement this step can run)")
     if kind == "select" and not isinstance(tree, exp.Select | exp.SetOperation):
         raise SqlProblem(f"must be a SELECT, found {_describe(tree)}")
     if kind == "dml" and not isinstance(tree, exp.Insert | exp.Update | exp.Delete):
@@ -225,7 +252,7 @@ def _outputs(tree: exp.Expression) -> list[OutputColumn]:
         table = column = None
         if isinstance(inner, exp.Column) and scope is not None:
             table, column = _resolve_column(scope, inner)
-        outputs.append(OutputColumn(name=name, table=table, column=column))
+        outputs.append(OutputColumn(name=name, table=table, column=column, type=_evident_type(inner)))
     return outputs
 
 

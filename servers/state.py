@@ -103,7 +103,9 @@ class _Authorizer:
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ:
-            return sqlite3.SQLITE_OK if arg1 in self.tables or arg1 in ("json_each", "json_tree") else sqlite3.SQLITE_DENY
+            # env tables, the JSON table functions, and CTEs (which SQLite reports with no database)
+            allowed = arg1 in self.tables or arg1 in ("json_each", "json_tree") or (db is None and source is None)
+            return sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_OK if (arg2 or "").lower() in ALLOWED_FUNCTIONS else sqlite3.SQLITE_DENY
         if action in (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE):
@@ -119,12 +121,12 @@ class StateCopy:
         self.conn = conn
         self.counters = counters
         self._authorizer = _Authorizer(template.table_names)
-        self._budget_left = 0
         spec = template.spec
+        self._budget_left = spec.limits.max_sql_steps
         conn.execute("PRAGMA foreign_keys = ON")
-        # Eponymous virtual tables touch the schema on first use; do it now, before the authorizer.
-        conn.execute("SELECT 1 FROM json_each('[]')").fetchall()
-        conn.execute("SELECT 1 FROM json_tree('[]')").fetchall()
+        # Eponymous virtual tables touch the schema on first use; do that before the authorizer.
+        for function in template.table_functions:
+            conn.execute(f"SELECT 1 FROM {function}('[]')").fetchall()
         clock = spec.clock_sql
         conn.create_function("now", 0, lambda: clock, deterministic=True)
         conn.create_function("today", 0, lambda: clock[:10], deterministic=True)
@@ -145,32 +147,34 @@ class StateCopy:
         return f"{prefix}-{number:0{sequence}d}"
 
     def _tick(self) -> int:
+        if self._authorizer.mode == "internal":
+            return 0
         self._budget_left -= 1000
         return 1 if self._budget_left < 0 else 0
 
     @contextmanager
-    def mode(self, mode: AuthMode, budget: int | None = None) -> Iterator[None]:
-        """Run statements under an authorizer mode (and optionally an instruction budget)."""
+    def mode(self, mode: AuthMode) -> Iterator[None]:
+        """Run statements under an authorizer mode, restoring the previous one after."""
         previous = self._authorizer.mode
         self._authorizer.mode = mode
-        if budget is not None:
-            self._budget_left = budget
         try:
             yield
         finally:
             self._authorizer.mode = previous
 
-    def begin_budget(self, budget: int) -> None:
-        self._budget_left = budget
-
     def set_mode(self, mode: AuthMode) -> None:
         self._authorizer.mode = mode
+
+    def begin_budget(self, instructions: int) -> None:
+        """Allow this many SQLite VM instructions before statements are interrupted."""
+        self._budget_left = instructions
 
     # -- inspection ----------------------------------------------------------------------------
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """Every row of a table, in primary-key order."""
-        return self.template.read_table(self.conn, table, self._authorizer)
+        with self.mode("internal"):
+            return self.template.read_table(self.conn, table)
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         return {name: self.rows(name) for name in sorted(self.template.table_names)}
@@ -196,7 +200,13 @@ class StateTemplate:
         self.spec = spec
         self.table_names = frozenset(t.name for t in spec.tables)
         self.sequences = {s.prefix: s.width for s in spec.sequences}
-        self._order_by = {t.name: (t.primary_key or ["rowid"]) for t in spec.tables}
+        statements = " ".join(step.sql or "" for tool in spec.tools for step in tool.steps).lower()
+        self.table_functions = [f for f in ("json_each", "json_tree") if f in statements]
+        self._select_all = {
+            t.name: str(sa.select(sa.table(t.name, *(sa.column(c.name) for c in t.columns)))
+                        .order_by(*(sa.column(c) for c in t.primary_key)).compile(dialect=sqlite_dialect.dialect()))
+            for t in spec.tables
+        }
         self._lock = threading.Lock()
         self.conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA foreign_keys = ON")
@@ -257,22 +267,14 @@ class StateTemplate:
             starts[sequence.prefix] = highest + 1
         return starts
 
-    def read_table(self, conn: sqlite3.Connection, table: str, authorizer: _Authorizer | None = None) -> list[dict[str, Any]]:
+    def read_table(self, conn: sqlite3.Connection, table: str) -> list[dict[str, Any]]:
+        """Every row of ``table`` on ``conn``, in primary-key order."""
         if table not in self.table_names:
             raise StateError(f"unknown table {table!r}")
-        t = sa.table(table, *(sa.column(c.name) for c in self.spec.table(table).columns))  # type: ignore[union-attr]
-        order = [sa.column(c) for c in self._order_by[table]]
-        sql = str(sa.select(t).order_by(*order).compile(dialect=sqlite_dialect.dialect()))
-        previous = authorizer.mode if authorizer else None
-        if authorizer:
-            authorizer.mode = "internal"
-        try:
-            cursor = conn.execute(sql)
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        finally:
-            if authorizer and previous:
-                authorizer.mode = previous
+        sql = self._select_all[table]
+        cursor = conn.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def copy(self) -> StateCopy:
         """A fresh, isolated copy of the seeded state."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 from pydantic import ValidationError
+from sqlglot.dialects.sqlite import SQLite
 
 from .ddl import CheckProblem, check_expression
 from .errors import SpecError, SpecIssue
@@ -26,6 +27,7 @@ _SQL_TYPES = {
     "text": "TEXT", "integer": "INTEGER", "real": "REAL", "boolean": "INTEGER",
     "date": "TEXT", "datetime": "TEXT", "json": "TEXT",
 }
+_SQL_KEYWORDS = frozenset(k for k in SQLite.Tokenizer.KEYWORDS if k.isalpha())
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,), "integer": (int,), "real": (int, float), "boolean": (bool,),
     "date": (str,), "datetime": (str,), "json": (str, int, float, bool),
@@ -215,6 +217,8 @@ def _check_parameters(tool: Tool, report: ValidationReport) -> list[str]:
     for name, prop in properties.items():
         if not isinstance(name, str) or not name.isidentifier() or not name.islower() or name.startswith("_"):
             report.error(f"{where}.{name}", "parameter names are lower_snake_case identifiers (they bind as :name)")
+        elif name.upper() in _SQL_KEYWORDS:
+            report.error(f"{where}.{name}", f"'{name}' is an SQL keyword, so ':{name}' does not parse; choose another name")
         elif not isinstance(prop, dict) or not prop.get("description"):
             report.error(f"{where}.{name}", "needs a 'description' the agent can read")
         elif "type" not in prop and "enum" not in prop and "const" not in prop:

@@ -1,0 +1,51 @@
+"""Project-level contracts: public API, layering, exported schemas."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import servers
+from servers.spec import spec_json_schema
+from tests.conftest import REPO
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(servers.__all__) == sorted([
+        "__version__", "EnvSpec", "Environment", "Executor", "ToolResult", "Registry", "RegistryEntry", "StateCopy",
+        "StateTemplate", "StatePool", "ValidationReport", "parse_spec", "validate_spec", "EnvFleetError", "SpecError",
+        "SpecIssue", "RegistryError", "StateError", "StateCapacityError", "ToolError", "UnknownToolError",
+        "ToolArgumentError", "RuleViolation", "ReadOnlyStateError", "ToolExecutionError",
+    ])
+    for name in servers.__all__:
+        assert hasattr(servers, name), name
+
+
+def test_errors_share_one_root() -> None:
+    for name in servers.__all__:
+        obj = getattr(servers, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, servers.EnvFleetError), name
+
+
+def test_servers_never_imports_synthesizer() -> None:
+    for path in (REPO / "servers").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "synthesizer" for n in names), f"{path} imports synthesizer"
+
+
+def test_spec_schema_in_docs_is_current() -> None:
+    published = json.loads((REPO / "docs" / "env-spec.schema.json").read_text())
+    assert published == spec_json_schema(), "run `envfleet schema --out docs`"
+
+
+def test_reference_specs_validate_against_the_published_schema() -> None:
+    import jsonschema
+
+    schema = json.loads((REPO / "docs" / "env-spec.schema.json").read_text())
+    for env_json in Path(servers.__file__).parent.glob("envs/*/env.json"):
+        jsonschema.Draft202012Validator(schema).validate(json.loads(env_json.read_text()))
