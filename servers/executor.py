@@ -259,7 +259,9 @@ def _describe_schema_error(error: Any) -> str:
     message = error.message
     value = json.dumps(error.instance, ensure_ascii=False, separators=(",", ":"))
     if len(value) > 60 and message.startswith(value):
-        message = f"{value[:40]}…({len(value):,} characters){message[len(value):]}"
+        size = len(error.instance) if isinstance(error.instance, str | list | dict) else len(value)
+        unit = "characters" if isinstance(error.instance, str) else "items" if isinstance(error.instance, list | dict) else "characters"
+        message = f"{value[:40]}…({size:,} {unit}){message[len(value):]}"
     return f"{path}: {message}" if path else message
 
 
