@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -29,7 +30,7 @@ registry_app = typer.Typer(help="Build and check registry.json.", no_args_is_hel
 app.add_typer(registry_app, name="registry")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 RegistryOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
@@ -85,8 +86,11 @@ def serve(
         typer.Option("--allowed-host", envvar="ENVFLEET_ALLOWED_HOSTS",
                      help="Host header to accept besides localhost (e.g. 'fleet:*'); '*' disables the check."),
     ] = None,
+    task: Annotated[Optional[str], typer.Option(help="stdio: start from this task's initial state (its instruction is offered as a prompt).")] = None,  # noqa: UP045
     state_ttl: Annotated[float, typer.Option(help="Seconds an idle state copy is kept.")] = 1800.0,
     max_states: Annotated[int, typer.Option(help="Most live state copies; more are refused.")] = 4096,
+    episode_ttl: Annotated[float, typer.Option(help="Seconds an idle episode is kept.")] = 1800.0,
+    max_episodes: Annotated[int, typer.Option(help="Most live episodes; more get HTTP 429.")] = 4096,
     sse: Annotated[bool, typer.Option("--sse", help="Answer with SSE streams instead of JSON responses.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -100,13 +104,16 @@ def serve(
     if all_envs or transport == "http":
         from .serving import serve_http
 
+        if task is not None:
+            raise _fail("--task is for stdio; over HTTP, start an episode: POST /episodes {env_id, task_id}", 2)
         reg = _registry(registry, env_root)
         single = None
         if env is not None:
             single = _env_id(reg, env)
         try:
             serve_http(reg, host=host, port=port, single=single, json_response=not sse, allowed_hosts=allowed_host,
-                       state_ttl=state_ttl, max_states=max_states, log_level=log_level)
+                       state_ttl=state_ttl, max_states=max_states, episode_ttl=episode_ttl, max_episodes=max_episodes,
+                       log_level=log_level)
         except EnvFleetError as e:
             raise _fail(str(e)) from None
         return
@@ -114,7 +121,9 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     environment = _load_env(env, registry, env_root)
-    serve_stdio(environment)
+    if task is not None and task not in {t.id for t in environment.tasks}:
+        raise _fail(f"environment {environment.id!r} has no task {task!r}", 2)
+    serve_stdio(environment, task)
 
 
 def _env_id(reg: Registry, env: str) -> str:
@@ -235,11 +244,138 @@ def registry_check(
 def export_schema(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the JSON Schemas into.")] = Path("docs"),
 ) -> None:
-    """Write the JSON Schemas of env.json and registry.json."""
+    """Write the JSON Schemas of env.json, task packs and registry.json."""
+    from .tasks import task_json_schema
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, schema in (("env-spec.schema.json", spec_json_schema()), ("registry.schema.json", registry_json_schema())):
+    for name, schema in (("env-spec.schema.json", spec_json_schema()), ("task.schema.json", task_json_schema()),
+                         ("registry.schema.json", registry_json_schema())):
         (out_dir / name).write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         out.print(f"wrote {out_dir / name}", highlight=False)
+
+
+def _tasks_for(reg: Registry, env_ids: list[str], task_ids: list[str] | None, split: str | None) -> list[tuple[str, Any]]:
+    selected: list[tuple[str, Any]] = []
+    for env_id in env_ids:
+        try:
+            environment = reg.environment(env_id)
+        except EnvFleetError as e:
+            raise _fail(str(e)) from None
+        for task in environment.tasks:
+            if (task_ids is None or task.id in task_ids) and (split is None or task.split == split):
+                selected.append((env_id, task))
+    if task_ids:
+        missing = set(task_ids) - {t.id for _, t in selected}
+        if missing:
+            raise _fail(f"no such task(s): {', '.join(sorted(missing))}")
+    return selected
+
+
+def _http_client(url: str) -> Any:
+    import os
+
+    import httpx
+
+    from .serving import CONTROL_TOKEN_ENV
+
+    token = os.environ.get(CONTROL_TOKEN_ENV)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=120)
+
+
+@app.command()
+def check(
+    envs: Annotated[Optional[list[str]], typer.Argument(help="Environment ids (default with --all: every one).")] = None,  # noqa: UP045
+    all_envs: Annotated[bool, typer.Option("--all", help="Check every environment of the registry.")] = False,
+    url: Annotated[Optional[str], typer.Option(help="A running gateway to check against (default: start one here).")] = None,  # noqa: UP045
+    concurrency: Annotated[int, typer.Option(help="Tasks checked at once.")] = 8,
+    registry: RegistryOpt = None,
+    env_root: EnvRootOpt = None,
+) -> None:
+    """Run the task gates over real MCP: gold scores 1.0, noop fails, the initial state fails a check,
+    gold replays are deterministic. Exit 1 if any task fails a gate."""
+    import anyio
+
+    from .gates import check_tasks
+    from .serving import running_gateway
+
+    reg = _registry(registry, env_root)
+    if all_envs == bool(envs):
+        raise _fail("give environment ids, or --all", 2)
+    selected = _tasks_for(reg, reg.ids() if all_envs else list(envs or []), None, None)
+    if not selected:
+        raise _fail("no tasks to check")
+
+    async def gate(base: str) -> list[Any]:
+        async with _http_client(base) as http:
+            return await check_tasks(http, selected, concurrency)
+
+    with contextlib.ExitStack() as stack:
+        base = url or stack.enter_context(running_gateway(reg))
+        results = anyio.run(gate, base)
+    table = Table("env", "task", "gold", "noop", "initial fails", "deterministic", "result")
+    for r in results:
+        table.add_row(r.env_id, r.task_id, f"{r.gold_reward}", str(r.noop_success), str(r.initial_fails),
+                      str(r.deterministic), "[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
+    out.print(table)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        for problem in r.problems:
+            err.print(f"[red]{r.env_id}/{r.task_id}[/red]: {problem}", highlight=False)
+    out.print(f"{len(results) - len(failed)}/{len(results)} tasks pass every gate", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    env: Annotated[str, typer.Option("--env", help="Environment id.")],
+    agent: Annotated[str, typer.Option(help="gold, noop or random.")] = "gold",
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task ids (default: all).")] = None,  # noqa: UP045
+    split: Annotated[Optional[str], typer.Option(help="Only tasks of this split: train or test.")] = None,  # noqa: UP045
+    trials: Annotated[int, typer.Option(help="Runs per task.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed for the random agent.")] = 0,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="JSONL file for the trajectories (default: stdout).")] = None,  # noqa: UP045
+    url: Annotated[Optional[str], typer.Option(help="A running gateway (default: start one here).")] = None,  # noqa: UP045
+    registry: RegistryOpt = None,
+    env_root: EnvRootOpt = None,
+) -> None:
+    """Run a built-in agent on tasks through MCP and write one trajectory per line (JSONL)."""
+    import anyio
+
+    from .agents import make_agent
+    from .rollout import rollout_http
+    from .serving import running_gateway
+
+    reg = _registry(registry, env_root)
+    selected = _tasks_for(reg, [env], tasks.split(",") if tasks else None, split)
+
+    async def go(base: str) -> list[Any]:
+        records = []
+        async with _http_client(base) as http:
+            for trial in range(trials):
+                for env_id, task in selected:
+                    try:
+                        built = make_agent(agent, task, seed + trial)
+                    except ValueError as e:
+                        raise _fail(str(e), 2) from None
+                    records.append(await rollout_http(http, env_id, task.id, built))
+        return records
+
+    with contextlib.ExitStack() as stack:
+        base = url or stack.enter_context(running_gateway(reg))
+        try:
+            records = anyio.run(go, base)
+        except EnvFleetError as e:
+            raise _fail(str(e)) from None
+    lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
+    if out_path:
+        out_path.write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
+    successes = sum(1 for r in records if r.success)
+    err.print(f"{agent}: {successes}/{len(records)} episodes succeeded, mean reward "
+              f"{sum(r.reward or 0 for r in records) / max(1, len(records)):.3f}", highlight=False)
 
 
 def main() -> None:

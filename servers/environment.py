@@ -10,22 +10,28 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .compiler import compile_tools
 from .ddl import constraint_messages
-from .errors import SpecError, SpecIssue
+from .diff import StateDiff, diff_states
+from .errors import SpecError, SpecIssue, TaskPackError
 from .executor import Executor, ToolResult
 from .spec import EnvSpec
 from .state import StateCopy, StateTemplate
+from .tasks import InsertRows, Task, TaskPack, UpdateRows, load_task_pack
 from .validation import ValidationReport, parse_spec, validate_spec
 
-__all__ = ["Environment", "content_hash", "SPEC_FILE", "SEED_FILE"]
+if TYPE_CHECKING:
+    from .episodes import Episode
+
+__all__ = ["Environment", "content_hash", "SPEC_FILE", "SEED_FILE", "TASKS_DIR"]
 
 SPEC_FILE = "env.json"
 SEED_FILE = "seed.json"
+TASKS_DIR = "tasks"
 
 
 def content_hash(folder: Path) -> str:
@@ -61,6 +67,10 @@ class Environment:
     executor: Executor
     path: Path | None = None
     content_hash: str | None = None
+    task_packs: list[TaskPack] = field(default_factory=list)
+    _task_templates: dict[str, StateTemplate] = field(default_factory=dict, repr=False)
+    _initial_dumps: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict, repr=False)
+    _gold_diffs: dict[str, StateDiff] = field(default_factory=dict, repr=False)
 
     @property
     def id(self) -> str:
@@ -79,7 +89,7 @@ class Environment:
         if report.issues:
             raise SpecError(report.issues, source)
         try:
-            template = StateTemplate(spec, seed)
+            template = StateTemplate.from_seed(spec, seed)
             tools = compile_tools(spec, report, template)
         except SpecError as e:
             raise SpecError(e.issues, source) from None
@@ -95,7 +105,80 @@ class Environment:
         spec = parse_spec(_read_json(folder / SPEC_FILE), str(folder))
         seed_path = folder / SEED_FILE
         seed = _read_json(seed_path) if seed_path.exists() else {}
-        return cls.from_spec(spec, seed, path=folder, source=str(folder))
+        env = cls.from_spec(spec, seed, path=folder, source=str(folder))
+        for pack in sorted((folder / TASKS_DIR).glob("*.jsonl")):
+            env.add_task_pack(load_task_pack(pack, env.spec, {n: t.validator for n, t in env.executor.tools.items()}))
+        return env
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def add_task_pack(self, pack: TaskPack) -> None:
+        known = {t.id for t in self.tasks}
+        clashes = [t.id for t in pack.tasks if t.id in known]
+        if clashes:
+            raise TaskPackError([SpecIssue(pack.name, f"task id(s) already used by another pack: {', '.join(clashes)}")])
+        self.task_packs.append(pack)
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [task for pack in self.task_packs for task in pack.tasks]
+
+    def task(self, task_id: str) -> Task:
+        for pack in self.task_packs:
+            for task in pack.tasks:
+                if task.id == task_id:
+                    return task
+        raise KeyError(f"environment {self.id!r} has no task {task_id!r}")
+
+    def task_template(self, task_id: str) -> StateTemplate:
+        """The task's initial state (the seed with the task's changes), built once."""
+        if task_id not in self._task_templates:
+            task = self.task(task_id)
+            changes = []
+            for index, change in enumerate(task.initial_state):
+                fields: dict[str, Any]
+                if isinstance(change, InsertRows):
+                    fields = {"rows": change.rows}
+                elif isinstance(change, UpdateRows):
+                    fields = {"where": change.where, "set": change.set}
+                else:
+                    fields = {"where": change.where}
+                changes.append((f"task {task_id} initial_state.{index}", change.table, change.op, fields))
+            try:
+                self._task_templates[task_id] = self.template.derive(changes) if changes else self.template
+            except SpecError as e:
+                raise TaskPackError(e.issues) from None
+        return self._task_templates[task_id]
+
+    def task_initial_dump(self, task_id: str) -> dict[str, list[dict[str, Any]]]:
+        if task_id not in self._initial_dumps:
+            self._initial_dumps[task_id] = self.task_template(task_id).dump()
+        return self._initial_dumps[task_id]
+
+    def gold_diff(self, task_id: str) -> StateDiff:
+        """What the task's gold calls change, replayed once on a fresh copy of its initial state."""
+        if task_id not in self._gold_diffs:
+            task = self.task(task_id)
+            state = self.task_template(task_id).copy()
+            try:
+                for index, call in enumerate(task.gold):
+                    result = self.executor.call(state, call.tool, call.arguments)
+                    if result.is_error:
+                        raise TaskPackError([SpecIssue(f"task {task_id} gold.{index}", f"{call.tool} fails: {result.text}")])
+                self._gold_diffs[task_id] = diff_states(self.task_initial_dump(task_id), state.dump(), self.primary_keys)
+            finally:
+                state.close()
+        return self._gold_diffs[task_id]
+
+    @property
+    def primary_keys(self) -> dict[str, list[str]]:
+        return {t.name: t.primary_key for t in self.spec.tables}
+
+    def episode(self, task_id: str | None = None) -> Episode:
+        """A new isolated episode of ``task_id`` (or of the seed state)."""
+        from .episodes import Episode
+
+        return Episode(self, task_id)
 
     def new_state(self) -> StateCopy:
         """A fresh isolated copy of the seeded state."""

@@ -2,9 +2,11 @@
 
     EnvFleetError
     ├── SpecError              an environment spec (or its seed data) is invalid; carries every issue found
+    │   └── TaskPackError      a task pack is invalid (issues located by file, line and field)
     ├── RegistryError          registry.json is missing, malformed or names an unknown environment
     ├── StateError             the state store cannot serve a request (capacity, unknown state key)
-    │   └── StateCapacityError too many live state copies
+    │   ├── StateCapacityError too many live state copies (or episodes)
+    │   └── EpisodeNotFound    no live episode has that id (never existed, deleted or expired)
     └── ToolError              a tool call failed; becomes an MCP result with ``isError: true``
         ├── UnknownToolError   no tool by that name
         ├── ToolArgumentError  arguments do not match the tool's input schema
@@ -25,9 +27,11 @@ __all__ = [
     "EnvFleetError",
     "SpecError",
     "SpecIssue",
+    "TaskPackError",
     "RegistryError",
     "StateError",
     "StateCapacityError",
+    "EpisodeNotFound",
     "ToolError",
     "UnknownToolError",
     "ToolArgumentError",
@@ -55,12 +59,20 @@ class SpecIssue:
 class SpecError(EnvFleetError):
     """A spec failed validation. ``issues`` lists every problem, each with its location."""
 
+    what = "the environment spec"
+
     def __init__(self, issues: list[SpecIssue], source: str | None = None) -> None:
         self.issues = issues
         self.source = source
         head = f"{source}: " if source else ""
         lines = "\n".join(f"  - {issue}" for issue in issues)
-        super().__init__(f"{head}{len(issues)} problem(s) in the environment spec:\n{lines}")
+        super().__init__(f"{head}{len(issues)} problem(s) in {self.what}:\n{lines}")
+
+
+class TaskPackError(SpecError):
+    """A task pack failed validation; issue locations name the file, line and field."""
+
+    what = "the task pack"
 
 
 class RegistryError(EnvFleetError):
@@ -73,6 +85,10 @@ class StateError(EnvFleetError):
 
 class StateCapacityError(StateError):
     """The cap on live state copies is reached."""
+
+
+class EpisodeNotFound(StateError):
+    """No live episode has the id: it never existed, was deleted, or expired."""
 
 
 class ToolError(EnvFleetError):

@@ -28,7 +28,7 @@ from .errors import (
 from .spec import Comparison, ExecStep, LetStep, Limits, RequireStep, ReturnStep
 from .state import StateCopy, to_sql_value
 
-__all__ = ["ToolResult", "Executor"]
+__all__ = ["ToolResult", "Executor", "expectation_holds"]
 
 _MAX_DEPTH = 32
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -152,7 +152,7 @@ class Executor:
             cursor = conn.execute(step.sql, bindings)
             row = cursor.fetchone()
             cursor.close()
-            if not _expectation_holds(step.expect, row):
+            if not expectation_holds(step.expect, row):
                 values = {**bindings, **args}
                 if row is not None:
                     values.update(zip(compiled.outputs, row, strict=False))
@@ -265,7 +265,7 @@ def _describe_schema_error(error: Any) -> str:
     return f"{path}: {message}" if path else message
 
 
-def _expectation_holds(expect: Any, row: tuple[Any, ...] | None) -> bool:
+def expectation_holds(expect: Any, row: tuple[Any, ...] | None) -> bool:
     if expect == "exists":
         return row is not None
     if expect == "none":

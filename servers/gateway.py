@@ -5,6 +5,8 @@ Routes (``{env_id}`` from the registry, ``{state_key}`` chosen by the client):
 * ``/envs/{env_id}/mcp`` — streamable HTTP. Handshake-era clients get state per MCP session;
   sessionless (2026-07-28) clients read the pristine state and cannot write.
 * ``/envs/{env_id}/s/{state_key}/mcp`` — streamable HTTP on the private state named by the key.
+* ``/envs/{env_id}/episodes/{episode_id}/mcp`` — streamable HTTP on an episode's state.
+* ``/episodes…`` — the REST control plane (:mod:`servers.control_plane`).
 * ``/healthz``, ``/envs``, ``/envs/{env_id}`` — JSON about the fleet.
 
 A single-environment app also answers at ``/mcp`` and ``/s/{state_key}/mcp``. Environments load
@@ -31,11 +33,12 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
+from .control_plane import control_plane
 from .environment import Environment
 from .errors import RegistryError, SpecError
-from .mcp_server import KeyedStates, build_server
+from .mcp_server import HttpRouter, build_server
+from .pool import EpisodePool, StatePool
 from .registry import Registry
-from .state_pool import StatePool
 
 __all__ = ["GatewaySettings", "Gateway", "GatewayApp", "create_app", "STATE_KEY_PATTERN", "transport_security"]
 
@@ -61,6 +64,9 @@ class GatewaySettings:
     session_idle_timeout: float = 30 * 60
     max_sessions: int = 10_000
     sweep_interval: float = 30.0
+    episode_ttl: float = 30 * 60
+    max_episodes: int = 4096
+    control_token: str | None = None  # bearer token for the control plane; None leaves it open
 
 
 @dataclass
@@ -68,7 +74,7 @@ class _Hosted:
     env: Environment
     server: Server[Any]
     manager: StreamableHTTPSessionManager
-    states: KeyedStates
+    router: HttpRouter
 
 
 class Gateway:
@@ -79,6 +85,7 @@ class Gateway:
         self.registry = registry
         self.pool = pool
         self.settings = settings or GatewaySettings()
+        self.episodes = EpisodePool(ttl=self.settings.episode_ttl, max_episodes=self.settings.max_episodes)
         self.env_ids = list(env_ids) if env_ids is not None else registry.ids()
         for env_id in self.env_ids:
             registry.entry(env_id)  # unknown ids fail now, not on first request
@@ -98,13 +105,14 @@ class Gateway:
                 self._task_group = None
                 self._hosted.clear()
                 self.pool.close()
+                self.episodes.close()
 
     async def _sweep_forever(self) -> None:
         while True:
             await anyio.sleep(self.settings.sweep_interval)
-            expired = self.pool.sweep()
+            expired = self.pool.sweep() + self.episodes.sweep()
             if expired:
-                logger.info("expired %d idle state(s)", expired)
+                logger.info("expired %d idle state(s) and episode(s)", expired)
 
     async def hosted(self, env_id: str) -> _Hosted:
         if env_id in self._hosted:
@@ -121,8 +129,8 @@ class Gateway:
         env = await anyio.to_thread.run_sync(self.registry.environment, env_id)
         if env.content_hash != self.registry.entry(env_id).content_hash:
             logger.warning("%s changed since registry.json was built; run `envfleet registry build`", env_id)
-        states = KeyedStates(env, self.pool)
-        server = build_server(env, states)
+        router = HttpRouter(env, self.pool, self.episodes)
+        server = build_server(env, router)
         manager = StreamableHTTPSessionManager(
             app=server,
             json_response=self.settings.json_response,
@@ -134,7 +142,7 @@ class Gateway:
             raise RuntimeError("the gateway is not running; serve its app with an ASGI server that runs lifespans")
         await self._task_group.start(_run_manager, manager)
         logger.info("loaded environment %s (%d tools)", env_id, len(env.tool_names))
-        return _Hosted(env, server, manager, states)
+        return _Hosted(env, server, manager, router)
 
     def loaded(self) -> list[str]:
         return sorted(self._hosted)
@@ -164,6 +172,13 @@ class _McpEndpoint:
         if key is not None and not STATE_KEY_PATTERN.match(key):
             await _error(400, "state keys are 1-128 characters of A-Z a-z 0-9 . _ ~ -")(scope, receive, send)
             return
+        episode_id = params.get("episode_id")
+        if episode_id is not None:
+            episode = self.gateway.episodes.peek(episode_id)
+            if episode is None or episode.env.id != env_id:
+                await _error(404, f"no live episode {episode_id!r} in {env_id!r}: it never existed, was deleted, "
+                                  "or expired")(scope, receive, send)
+                return
         try:
             hosted = await self.gateway.hosted(env_id)
         except RegistryError as e:
@@ -176,7 +191,8 @@ class _McpEndpoint:
         await hosted.manager.handle_request(scope, receive, send)
 
 
-_FLEET_PATH = re.compile(r"^/envs/(?P<env_id>[^/]+)/(?:s/(?P<state_key>[^/]*)/)?mcp/?$")
+_FLEET_PATH = re.compile(
+    r"^/envs/(?P<env_id>[^/]+)/(?:s/(?P<state_key>[^/]*)/|episodes/(?P<episode_id>[^/]+)/)?mcp/?$")
 _SINGLE_PATH = re.compile(r"^/(?:s/(?P<state_key>[^/]*)/)?mcp/?$")
 
 
@@ -236,7 +252,9 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
             "version": __version__,
             "environments": gateway.env_ids,
             "loaded": gateway.loaded(),
-            "states": {"live": stats.live, "max": stats.max_states, "ttl_seconds": stats.ttl},
+            "states": {"live": stats.live, "max": stats.max_items, "ttl_seconds": stats.ttl},
+            "episodes": {"live": len(gateway.episodes), "max": gateway.episodes.max_items,
+                         "ttl_seconds": gateway.episodes.ttl},
         }
 
     @app.get("/envs", tags=["fleet"], summary="The environments this gateway serves (registry entries)")
@@ -249,4 +267,5 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
             return _error(404, f"unknown environment {env_id!r}")
         return registry.entry(env_id).model_dump(mode="json", by_alias=True)
 
+    app.include_router(control_plane(gateway, gateway.settings.control_token))
     return GatewayApp(app, gateway, single)

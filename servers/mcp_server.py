@@ -16,50 +16,83 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from .environment import Environment
-from .errors import StateError
+from .episodes import Episode
+from .errors import EpisodeNotFound, StateError
 from .executor import ToolResult
+from .pool import ExpiringPool, StatePool
 from .state import StateCopy
-from .state_pool import StatePool
 
-__all__ = ["StateBinding", "FixedState", "KeyedStates", "build_server", "schema_markdown", "call_tool_result"]
+__all__ = ["CallRouter", "EpisodeRouter", "HttpRouter", "build_server", "schema_markdown", "call_tool_result"]
 
 logger = logging.getLogger(__name__)
 
 RESOURCE_NOT_FOUND = -32002
+INVALID_PARAMS = -32602
 STATE_UNAVAILABLE = -32000
 SESSION_HEADER = "mcp-session-id"
 
 
-class StateBinding(Protocol):
-    """Finds the state a request acts on. Returns the state and whether it is shared (read-only)."""
-
-    def resolve(self, ctx: ServerRequestContext[Any, Any]) -> tuple[StateCopy, bool]: ...
+Prompt = tuple[str, str, str]
+"""(name, description, text) of an MCP prompt."""
 
 
-class FixedState:
-    """One state for the whole connection: the stdio case."""
+class CallRouter(Protocol):
+    """Decides which state a request acts on, runs the call there, and lists the prompts it offers.
 
-    def __init__(self, state: StateCopy) -> None:
-        self.state = state
-
-    def resolve(self, ctx: ServerRequestContext[Any, Any]) -> tuple[StateCopy, bool]:
-        return self.state, False
-
-
-class KeyedStates:
-    """HTTP: the URL's state key, else the handshake-era session id, else the shared read-only state.
-
-    A request on ``…/s/<key>/mcp`` gets the copy for ``<key>``; a handshake-era client on the plain
-    URL gets a copy for its ``Mcp-Session-Id``; a sessionless (2026-07-28) client on the plain URL
-    reads the pristine seed state, which nobody can write.
+    Raises :class:`StateError` when the state cannot be had (cap reached, episode gone).
     """
 
-    def __init__(self, env: Environment, pool: StatePool) -> None:
+    def call(self, ctx: ServerRequestContext[Any, Any], tool: str, arguments: Any) -> ToolResult: ...
+
+    def prompts(self, ctx: ServerRequestContext[Any, Any]) -> list[Prompt]: ...
+
+
+def task_prompts(episode: Episode) -> list[Prompt]:
+    if episode.task is None:
+        return []
+    return [("task", f"The user's request for task {episode.task.id}", episode.task.instruction)]
+
+
+class EpisodeRouter:
+    """Every call goes to one episode: the stdio case (one process, one episode)."""
+
+    def __init__(self, episode: Episode) -> None:
+        self.episode = episode
+
+    def call(self, ctx: ServerRequestContext[Any, Any], tool: str, arguments: Any) -> ToolResult:
+        return self.episode.call(tool, arguments)
+
+    def prompts(self, ctx: ServerRequestContext[Any, Any]) -> list[Prompt]:
+        return task_prompts(self.episode)
+
+
+class HttpRouter:
+    """HTTP: an episode in the path, else a state key in the path, else the handshake-era session,
+    else the shared read-only seed state.
+
+    ``…/episodes/<id>/mcp`` acts on that episode (and records the call in its trajectory);
+    ``…/s/<key>/mcp`` on the copy for ``<key>``; a handshake-era client on the plain URL on a copy
+    for its ``Mcp-Session-Id``; a sessionless (2026-07-28) client on the plain URL on the pristine
+    seed state, which nobody can write.
+    """
+
+    def __init__(self, env: Environment, pool: StatePool, episodes: ExpiringPool[Episode]) -> None:
         self.env = env
         self.pool = pool
+        self.episodes = episodes
         self._shared: StateCopy | None = None
 
-    def key_for(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
+    def _episode(self, ctx: ServerRequestContext[Any, Any]) -> Episode | None:
+        request = ctx.request
+        episode_id = request.scope.get("path_params", {}).get("episode_id") if request is not None else None
+        if episode_id is None:
+            return None
+        episode = self.episodes.get(episode_id)
+        if episode is None or episode.env.id != self.env.id:
+            raise EpisodeNotFound(f"no live episode {episode_id} in {self.env.id}; it was deleted or expired")
+        return episode
+
+    def state_key(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
         request = ctx.request
         if request is None:
             return None
@@ -69,13 +102,20 @@ class KeyedStates:
         session = request.headers.get(SESSION_HEADER)
         return f"session:{session}" if session else None
 
-    def resolve(self, ctx: ServerRequestContext[Any, Any]) -> tuple[StateCopy, bool]:
-        key = self.key_for(ctx)
+    def call(self, ctx: ServerRequestContext[Any, Any], tool: str, arguments: Any) -> ToolResult:
+        episode = self._episode(ctx)
+        if episode is not None:
+            return episode.call(tool, arguments)
+        key = self.state_key(ctx)
         if key is None:
             if self._shared is None:
                 self._shared = self.env.new_state()
-            return self._shared, True
-        return self.pool.get(self.env, key), False
+            return self.env.executor.call(self._shared, tool, arguments, read_only=True)
+        return self.env.executor.call(self.pool.state(self.env, key), tool, arguments)
+
+    def prompts(self, ctx: ServerRequestContext[Any, Any]) -> list[Prompt]:
+        episode = self._episode(ctx)
+        return task_prompts(episode) if episode is not None else []
 
 
 def call_tool_result(result: ToolResult) -> types.CallToolResult:
@@ -131,8 +171,8 @@ def schema_markdown(env: Environment) -> str:
     return "\n".join(lines)
 
 
-def build_server(env: Environment, binding: StateBinding) -> Server[Any]:
-    """A low-level MCP server for ``env`` whose calls act on the state ``binding`` picks."""
+def build_server(env: Environment, router: CallRouter) -> Server[Any]:
+    """A low-level MCP server for ``env`` whose calls act on the state ``router`` picks."""
     spec = env.spec
     tools = types.ListToolsResult(tools=[_tool(env, name) for name in env.tool_names])
     input_schemas = {name: compiled.input_schema for name, compiled in env.executor.tools.items()}
@@ -152,10 +192,29 @@ def build_server(env: Environment, binding: StateBinding) -> Server[Any]:
 
     async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
-            state, shared = binding.resolve(ctx)
+            return call_tool_result(router.call(ctx, params.name, params.arguments))
         except StateError as e:
             raise MCPError(STATE_UNAVAILABLE, str(e)) from e
-        return call_tool_result(env.executor.call(state, params.name, params.arguments, read_only=shared))
+
+    async def list_prompts(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        try:
+            prompts = router.prompts(ctx)
+        except StateError as e:
+            raise MCPError(STATE_UNAVAILABLE, str(e)) from e
+        return types.ListPromptsResult(prompts=[types.Prompt(name=name, description=description) for name, description, _ in prompts])
+
+    async def get_prompt(ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        try:
+            prompts = {name: (description, text) for name, description, text in router.prompts(ctx)}
+        except StateError as e:
+            raise MCPError(STATE_UNAVAILABLE, str(e)) from e
+        if params.name not in prompts:
+            raise MCPError(INVALID_PARAMS, f"Unknown prompt {params.name!r}; prompts here: {', '.join(prompts) or 'none'}")
+        description, text = prompts[params.name]
+        return types.GetPromptResult(
+            description=description,
+            messages=[types.PromptMessage(role="user", content=types.TextContent(text=text))],
+        )
 
     async def list_resources(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[resource for resource, _ in resources.values()])
@@ -180,4 +239,6 @@ def build_server(env: Environment, binding: StateBinding) -> Server[Any]:
         on_call_tool=call_tool,
         on_list_resources=list_resources,
         on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
     )

@@ -85,6 +85,14 @@ class Launch(_Model):
     http: HttpLaunch
 
 
+class TaskPackEntry(_Model):
+    name: str = Field(description="The pack's file name without .jsonl.")
+    path: str = Field(description="Relative to the environment folder.")
+    tasks: int
+    splits: dict[str, int] = Field(description="Tasks per split (train, test).")
+    content_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
 class RegistryEntry(_Model):
     id: str
     name: str = Field(description="server.json-style name, 'envfleet/<id>'.")
@@ -98,6 +106,7 @@ class RegistryEntry(_Model):
     tool_count: int
     tools: list[str]
     tables: list[str]
+    task_packs: list[TaskPackEntry] = []
     packages: list[Package]
     remotes: list[Remote]
     launch: Launch
@@ -131,6 +140,11 @@ def entry_for(env: Environment, relative_path: str) -> RegistryEntry:
         tool_count=len(spec.tools),
         tools=[t.name for t in spec.tools],
         tables=[t.name for t in spec.tables],
+        task_packs=[
+            TaskPackEntry(name=pack.name, path=f"tasks/{pack.path.name}" if pack.path else pack.name,
+                          tasks=len(pack.tasks), splits=pack.splits, content_hash=pack.content_hash)
+            for pack in env.task_packs
+        ],
         packages=[Package(version=_package_version(), package_arguments=[Argument(value="serve"), Argument(value=spec.id)])],
         remotes=[Remote(
             url="{base_url}" + http_path,

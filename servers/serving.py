@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import anyio
 
 from .environment import Environment
-from .mcp_server import FixedState, build_server
+from .mcp_server import EpisodeRouter, build_server
 from .registry import Registry
 
-__all__ = ["serve_stdio", "serve_http"]
+__all__ = ["serve_stdio", "serve_http", "running_gateway", "CONTROL_TOKEN_ENV"]
 
 logger = logging.getLogger(__name__)
 
+CONTROL_TOKEN_ENV = "ENVFLEET_CONTROL_TOKEN"
 
-def serve_stdio(env: Environment) -> None:
-    """Serve ``env`` over stdin/stdout. The process owns one state copy for its whole life."""
+
+def serve_stdio(env: Environment, task_id: str | None = None) -> None:
+    """Serve ``env`` over stdin/stdout. The process is one episode: the task's initial state (or
+    the seed), for the whole life of the process."""
     from mcp.server.stdio import stdio_server
 
-    state = env.new_state()
-    server = build_server(env, FixedState(state))
+    episode = env.episode(task_id)
+    server = build_server(env, EpisodeRouter(episode))
 
     async def run() -> None:
         async with stdio_server() as (read_stream, write_stream):
@@ -29,28 +37,57 @@ def serve_stdio(env: Environment) -> None:
     try:
         anyio.run(run)
     finally:
-        state.close()
+        episode.close()
+
+
+def _app(registry: Registry, single: str | None, state_ttl: float, max_states: int, **settings: Any) -> Any:
+    from .gateway import GatewaySettings, create_app
+    from .pool import StatePool
+
+    settings.setdefault("control_token", os.environ.get(CONTROL_TOKEN_ENV) or None)
+    return create_app(registry, pool=StatePool(ttl=state_ttl, max_states=max_states),
+                      settings=GatewaySettings(**settings), single=single)
 
 
 def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100, single: str | None = None,
                json_response: bool = True, allowed_hosts: list[str] | None = None, state_ttl: float = 1800.0,
-               max_states: int = 4096, log_level: str = "info") -> None:
-    """Serve the registry's environments (or just ``single``) over streamable HTTP."""
+               max_states: int = 4096, episode_ttl: float = 1800.0, max_episodes: int = 4096,
+               log_level: str = "info") -> None:
+    """Serve the registry's environments (or just ``single``) over streamable HTTP, until stopped."""
     import uvicorn
 
-    from .gateway import GatewaySettings, create_app
-    from .state_pool import StatePool
-
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    if host not in ("127.0.0.1", "localhost", "::1") and not allowed_hosts:
+    local = host in ("127.0.0.1", "localhost", "::1")
+    if not local and not allowed_hosts:
         logger.warning(
             "listening on %s but only localhost Host headers are accepted; pass --allowed-host "
             "(e.g. 'myhost:*', or '*' behind a trusted proxy) for clients that use another name", host,
         )
-    app = create_app(
-        registry,
-        pool=StatePool(ttl=state_ttl, max_states=max_states),
-        settings=GatewaySettings(json_response=json_response, allowed_hosts=allowed_hosts),
-        single=single,
-    )
+    if not local and not os.environ.get(CONTROL_TOKEN_ENV):
+        logger.warning("listening on %s with an open control plane; set %s to require a bearer token", host, CONTROL_TOKEN_ENV)
+    app = _app(registry, single, state_ttl, max_states, json_response=json_response, allowed_hosts=allowed_hosts,
+               episode_ttl=episode_ttl, max_episodes=max_episodes)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
+
+
+@contextlib.contextmanager
+def running_gateway(registry: Registry, *, log_level: str = "warning") -> Iterator[str]:
+    """A gateway on a free 127.0.0.1 port, in a background thread, for as long as the block runs.
+    Yields its base URL. Used by ``envfleet check`` and ``envfleet run`` when no --url is given."""
+    import uvicorn
+
+    app = _app(registry, None, 1800.0, 100_000, max_episodes=100_000)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="envfleet-gateway", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the local gateway did not start")
+        threading.Event().wait(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

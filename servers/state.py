@@ -194,71 +194,63 @@ def _digest(dump: Mapping[str, Any], counters: Mapping[str, int]) -> str:
 
 
 class StateTemplate:
-    """The seeded database of one environment, from which every state copy is made."""
+    """The seeded database of one environment (or one task), from which state copies are made.
 
-    def __init__(self, spec: EnvSpec, seed: Mapping[str, list[dict[str, Any]]]) -> None:
+    Build the environment's template with :meth:`from_seed`; a task's template comes from
+    :meth:`derive`, which applies the task's changes to a copy.
+    """
+
+    def __init__(self, spec: EnvSpec, conn: sqlite3.Connection, metadata: sa.MetaData) -> None:
         self.spec = spec
+        self.conn = conn
+        self.metadata = metadata
         self.table_names = frozenset(t.name for t in spec.tables)
         self.sequences = {s.prefix: s.width for s in spec.sequences}
         statements = " ".join(step.sql or "" for tool in spec.tools for step in tool.steps).lower()
         self.table_functions = [f for f in ("json_each", "json_tree") if f in statements]
         self._select_all = {
             t.name: str(sa.select(sa.table(t.name, *(sa.column(c.name) for c in t.columns)))
-                        .order_by(*(sa.column(c) for c in t.primary_key)).compile(dialect=sqlite_dialect.dialect()))
+                        .order_by(*(sa.column(c) for c in t.primary_key)).compile(dialect=_DIALECT))
             for t in spec.tables
         }
         self._lock = threading.Lock()
-        self.conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        metadata = build_metadata(spec)
-        ddl = sa.schema.CreateTable
-        dialect = sqlite_dialect.dialect()
-        for table in metadata.sorted_tables:
-            self.conn.execute(str(ddl(table).compile(dialect=dialect, compile_kwargs={"literal_binds": True})))
-        self._insert_seed(metadata, seed)
         self.start_counters = self._sequence_starts()
 
-    def _insert_seed(self, metadata: sa.MetaData, seed: Mapping[str, list[dict[str, Any]]]) -> None:
-        issues: list[SpecIssue] = []
-        for name in seed:
-            if name not in metadata.tables:
-                issues.append(SpecIssue(f"seed.{name}", f"unknown table {name!r}"))
-        if issues:
-            raise SpecError(issues)
-        dialect = sqlite_dialect.dialect(paramstyle="qmark")
-        self.conn.execute("BEGIN")
-        for sa_table in metadata.sorted_tables:
-            table = self.spec.table(sa_table.name)
-            assert table is not None
-            types = {c.name: c.type for c in table.columns}
-            for index, row in enumerate(seed.get(sa_table.name, [])):
-                where = f"seed.{sa_table.name}[{index}]"
-                unknown = sorted(set(row) - set(types))
-                if unknown:
-                    issues.append(SpecIssue(where, f"unknown column(s) {', '.join(unknown)}"))
-                    continue
-                columns = list(row)
-                statement = sa.insert(sa_table).values({c: sa.bindparam(c) for c in columns})
-                sql = str(statement.compile(dialect=dialect))
-                values = tuple(to_sql_value(row[c], types[c]) for c in columns)
-                try:
-                    self.conn.execute(sql, values)
-                except sqlite3.Error as e:
-                    issues.append(SpecIssue(where, f"rejected by the schema: {e}"))
-        if not issues:
-            for table, rowid, parent, _ in self.conn.execute("PRAGMA foreign_key_check").fetchall():
-                issues.append(SpecIssue(f"seed.{table}", f"row {rowid} references a missing {parent} row"))
-        if issues:
-            self.conn.execute("ROLLBACK")
-            raise SpecError(issues)
-        self.conn.execute("COMMIT")
+    @classmethod
+    def from_seed(cls, spec: EnvSpec, seed: Mapping[str, list[dict[str, Any]]]) -> StateTemplate:
+        """Create the tables (SQLAlchemy DDL) and load the seed; raises :class:`SpecError` on bad rows."""
+        conn = _connect()
+        conn.execute("PRAGMA foreign_keys = ON")
+        metadata = build_metadata(spec)
+        for table in metadata.sorted_tables:
+            conn.execute(str(sa.schema.CreateTable(table).compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})))
+        unknown = [SpecIssue(f"seed.{name}", f"unknown table {name!r}") for name in seed if name not in metadata.tables]
+        if unknown:
+            raise SpecError(unknown)
+        changes = [(f"seed.{t.name}", t.name, "insert", {"rows": seed[t.name]}) for t in metadata.sorted_tables if seed.get(t.name)]
+        _apply(conn, spec, metadata, changes)
+        return cls(spec, conn, metadata)
+
+    def derive(self, changes: list[tuple[str, str, str, dict[str, Any]]]) -> StateTemplate:
+        """A new template: this one's data with ``changes`` applied, in order.
+
+        Each change is ``(location, table, op, fields)`` with op ``insert`` (``rows``), ``update``
+        (``where``, ``set``) or ``delete`` (``where``); a ``where`` must match at least one row.
+        Raises :class:`SpecError` with each problem at its location.
+        """
+        conn = _connect()
+        with self._lock:
+            self.conn.backup(conn)
+        conn.execute("PRAGMA foreign_keys = ON")
+        _apply(conn, self.spec, self.metadata, changes)
+        return StateTemplate(self.spec, conn, self.metadata)
 
     def _sequence_starts(self) -> dict[str, int]:
         starts: dict[str, int] = {}
         for sequence in self.spec.sequences:
             pattern = re.compile(rf"^{re.escape(sequence.prefix)}-(\d+)$")
             table = sa.table(sequence.table, sa.column(sequence.column))
-            sql = str(sa.select(table.c[sequence.column]).compile(dialect=sqlite_dialect.dialect()))
+            sql = str(sa.select(table.c[sequence.column]).compile(dialect=_DIALECT))
             highest = 0
             for (value,) in self.conn.execute(sql):
                 match = pattern.match(value) if isinstance(value, str) else None
@@ -271,20 +263,82 @@ class StateTemplate:
         """Every row of ``table`` on ``conn``, in primary-key order."""
         if table not in self.table_names:
             raise StateError(f"unknown table {table!r}")
-        sql = self._select_all[table]
-        cursor = conn.execute(sql)
+        cursor = conn.execute(self._select_all[table])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def copy(self) -> StateCopy:
-        """A fresh, isolated copy of the seeded state."""
-        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, cached_statements=512)
+        """A fresh, isolated copy of this template's state."""
+        conn = _connect(cached_statements=512)
         with self._lock:
             self.conn.backup(conn)
         return StateCopy(self, conn, dict(self.start_counters))
 
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            return {t: self.read_table(self.conn, t) for t in sorted(self.table_names)}
+
     def digest(self) -> str:
-        return _digest({t: self.read_table(self.conn, t) for t in sorted(self.table_names)}, self.start_counters)
+        return _digest(self.dump(), self.start_counters)
+
+
+_DIALECT = sqlite_dialect.dialect()
+_QMARK = sqlite_dialect.dialect(paramstyle="qmark")
+
+
+def _connect(cached_statements: int = 128) -> sqlite3.Connection:
+    return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, cached_statements=cached_statements)
+
+
+def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData,
+           changes: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Apply inserts/updates/deletes built with SQLAlchemy Core in one transaction, or none of them."""
+    issues: list[SpecIssue] = []
+    conn.execute("BEGIN")
+    for location, name, op, fields in changes:
+        table = spec.table(name)
+        if table is None or name not in metadata.tables:
+            issues.append(SpecIssue(location, f"unknown table {name!r}"))
+            continue
+        sa_table = metadata.tables[name]
+        types = {c.name: c.type for c in table.columns}
+        try:
+            if op == "insert":
+                for index, row in enumerate(fields["rows"]):
+                    unknown = sorted(set(row) - set(types))
+                    if unknown:
+                        issues.append(SpecIssue(f"{location}[{index}]", f"{name} has no column(s) {', '.join(unknown)}"))
+                        continue
+                    statement = sa.insert(sa_table).values({c: sa.bindparam(c) for c in row})
+                    try:
+                        conn.execute(str(statement.compile(dialect=_QMARK)), tuple(to_sql_value(row[c], types[c]) for c in row))
+                    except sqlite3.Error as e:
+                        issues.append(SpecIssue(f"{location}[{index}]", f"rejected by the schema: {e}"))
+                continue
+            unknown = sorted((set(fields["where"]) | set(fields.get("set", {}))) - set(types))
+            if unknown:
+                issues.append(SpecIssue(location, f"{name} has no column(s) {', '.join(unknown)}"))
+                continue
+            where = fields["where"]
+            condition = sa.and_(*(sa_table.c[c] == sa.bindparam(f"w_{c}") for c in where))
+            params = [to_sql_value(v, types[c]) for c, v in where.items()]
+            if op == "update":
+                statement = sa.update(sa_table).where(condition).values({c: sa.bindparam(f"s_{c}") for c in fields["set"]})
+                params = [to_sql_value(v, types[c]) for c, v in fields["set"].items()] + params
+            else:
+                statement = sa.delete(sa_table).where(condition)
+            cursor = conn.execute(str(statement.compile(dialect=_QMARK)), tuple(params))
+            if cursor.rowcount == 0:
+                issues.append(SpecIssue(location, f"{op} of {name} where {where} matches no row"))
+        except sqlite3.Error as e:
+            issues.append(SpecIssue(location, f"rejected by the schema: {e}"))
+    if not issues:
+        for table_name, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check").fetchall():
+            issues.append(SpecIssue(table_name, f"a row (rowid {rowid}) references a missing {parent} row"))
+    if issues:
+        conn.execute("ROLLBACK")
+        raise SpecError(issues)
+    conn.execute("COMMIT")
 
 
 def to_sql_value(value: Any, column_type: str | None = None) -> Any:

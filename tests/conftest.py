@@ -124,6 +124,53 @@ MINI_SEED: dict[str, Any] = {
 }
 
 
+MINI_TASKS: list[dict[str, Any]] = [
+    {"id": "mini-001", "split": "train", "difficulty": "easy", "tags": ["order"],
+     "instruction": "Please order two candles for me and tell me the order number.",
+     "user": {"persona": "A shopper.", "known": {"item": "candles", "quantity": "2"}, "unknown": ["sku"]},
+     "gold": [{"tool": "search_items", "arguments": {"query": "Candle"}},
+              {"tool": "place_order", "arguments": {"sku": "C-3", "quantity": 2}}],
+     "checks": [
+         {"description": "An order of 2 candles exists", "sql": "SELECT 1 FROM orders WHERE sku = 'C-3' AND quantity = 2"},
+         {"description": "Candle stock went down to 38", "sql": "SELECT stock FROM items WHERE sku = 'C-3'",
+          "expect": {"op": "==", "value": 38}}],
+     "answer": {"facts": ["ORD-0042"]}},
+    {"id": "mini-002", "split": "test", "difficulty": "medium", "tags": ["restock", "initial-state"],
+     "instruction": "The buckets are back: we received 5. Then order one bucket for me.",
+     "user": {"persona": "The shop owner.", "known": {"received": "5 buckets"}, "unknown": []},
+     "initial_state": [{"op": "update", "table": "items", "where": {"sku": "B-2"}, "set": {"name": "Blue bucket"}},
+                       {"op": "insert", "table": "orders", "rows": [
+                           {"order_id": "ORD-0100", "sku": "A-1", "quantity": 1, "placed_at": "2026-01-04 09:00:00"}]}],
+     "gold": [{"tool": "restock", "arguments": {"sku": "B-2", "delta": 5}},
+              {"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1, "gift": True}}],
+     "checks": [
+         {"description": "Bucket stock is 4", "sql": "SELECT stock FROM items WHERE sku = 'B-2'", "expect": {"op": "==", "value": 4}},
+         {"description": "The new order took the next id after the task's ORD-0100",
+          "sql": "SELECT 1 FROM orders WHERE order_id = 'ORD-0101' AND sku = 'B-2' AND gift = 1"}]},
+]
+
+
+def write_tasks(folder: Path, tasks: list[dict[str, Any]], pack: str = "core") -> Path:
+    (folder / "tasks").mkdir(parents=True, exist_ok=True)
+    path = folder / "tasks" / f"{pack}.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in tasks))
+    return path
+
+
+@pytest.fixture
+def mini_env_dir(tmp_path: Path) -> Path:
+    """A fleet folder holding the mini environment with its task pack."""
+    folder = write_env(tmp_path / "fleet" / "mini", copy.deepcopy(MINI_SPEC), copy.deepcopy(MINI_SEED))
+    write_tasks(folder, copy.deepcopy(MINI_TASKS))
+    return folder
+
+
+@pytest.fixture
+def mini_tasks(mini_env_dir: Path) -> Environment:
+    """The mini environment with its task pack, loaded from its folder."""
+    return Environment.load(mini_env_dir)
+
+
 @pytest.fixture
 def mini_spec() -> dict[str, Any]:
     """A fresh deep copy of a small valid spec, for tests to break."""

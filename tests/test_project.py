@@ -13,9 +13,9 @@ from tests.conftest import REPO
 
 def test_public_api_is_pinned() -> None:
     assert sorted(servers.__all__) == sorted([
-        "__version__", "EnvSpec", "Environment", "Executor", "ToolResult", "Registry", "RegistryEntry", "StateCopy",
+        "__version__", "EnvSpec", "Environment", "Episode", "Task", "TaskPack", "Score", "Executor", "ToolResult", "Registry", "RegistryEntry", "StateCopy",
         "StateTemplate", "StatePool", "ValidationReport", "parse_spec", "validate_spec", "EnvFleetError", "SpecError",
-        "SpecIssue", "RegistryError", "StateError", "StateCapacityError", "ToolError", "UnknownToolError",
+        "SpecIssue", "TaskPackError", "RegistryError", "StateError", "StateCapacityError", "EpisodeNotFound", "ToolError", "UnknownToolError",
         "ToolArgumentError", "RuleViolation", "ReadOnlyStateError", "ToolExecutionError",
     ])
     for name in servers.__all__:
@@ -38,9 +38,11 @@ def test_servers_never_imports_synthesizer() -> None:
             assert not any(n.split(".")[0] == "synthesizer" for n in names), f"{path} imports synthesizer"
 
 
-def test_spec_schema_in_docs_is_current() -> None:
-    published = json.loads((REPO / "docs" / "env-spec.schema.json").read_text())
-    assert published == spec_json_schema(), "run `envfleet schema --out docs`"
+def test_schemas_in_docs_are_current() -> None:
+    from servers.tasks import task_json_schema
+
+    for name, schema in (("env-spec.schema.json", spec_json_schema()), ("task.schema.json", task_json_schema())):
+        assert json.loads((REPO / "docs" / name).read_text()) == schema, f"run `envfleet schema --out docs` ({name})"
 
 
 def test_reference_specs_validate_against_the_published_schema() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from servers.environment import Environment
 from servers.errors import StateCapacityError
-from servers.state_pool import StatePool
+from servers.pool import StatePool
 
 
 class FakeClock:
@@ -19,9 +19,9 @@ class FakeClock:
 
 def test_same_key_same_state_other_key_other_state(mini: Environment) -> None:
     pool = StatePool()
-    a = pool.get(mini, "a")
-    assert pool.get(mini, "a") is a
-    b = pool.get(mini, "b")
+    a = pool.state(mini, "a")
+    assert pool.state(mini, "a") is a
+    b = pool.state(mini, "b")
     assert b is not a
     mini.call(a, "restock", {"sku": "C-3", "delta": 2})
     assert a.digest() != b.digest()
@@ -31,15 +31,15 @@ def test_same_key_same_state_other_key_other_state(mini: Environment) -> None:
 def test_idle_states_expire_and_come_back_fresh(mini: Environment) -> None:
     clock = FakeClock()
     pool = StatePool(ttl=60, clock=clock)
-    state = pool.get(mini, "k")
+    state = pool.state(mini, "k")
     mini.call(state, "restock", {"sku": "C-3", "delta": 2})
     clock.now += 59
-    assert pool.get(mini, "k") is state  # use refreshes the idle timer
+    assert pool.state(mini, "k") is state  # use refreshes the idle timer
     clock.now += 59
     assert pool.sweep() == 0
     clock.now += 61
     assert pool.sweep() == 1 and len(pool) == 0
-    fresh = pool.get(mini, "k")
+    fresh = pool.state(mini, "k")
     assert fresh is not state and fresh.digest() == mini.new_state().digest()
     assert pool.stats().expired == 1 and pool.stats().created == 2
 
@@ -47,21 +47,21 @@ def test_idle_states_expire_and_come_back_fresh(mini: Environment) -> None:
 def test_cap_refuses_new_keys_but_serves_existing_ones(mini: Environment) -> None:
     clock = FakeClock()
     pool = StatePool(ttl=60, max_states=2, clock=clock)
-    first = pool.get(mini, "a")
-    pool.get(mini, "b")
+    first = pool.state(mini, "a")
+    pool.state(mini, "b")
     with pytest.raises(StateCapacityError, match="2 states are live, the configured maximum"):
-        pool.get(mini, "c")
-    assert pool.get(mini, "a") is first
+        pool.state(mini, "c")
+    assert pool.state(mini, "a") is first
     clock.now += 61  # both idle past the TTL: room again
-    pool.get(mini, "c")
+    pool.state(mini, "c")
     assert len(pool) == 1
 
 
 def test_keys_are_per_environment(mini: Environment, library: Environment) -> None:
     pool = StatePool()
-    assert pool.get(mini, "k") is not pool.get(library, "k")
+    assert pool.state(mini, "k") is not pool.state(library, "k")
     assert pool.drop_env("mini") == 1 and len(pool) == 1
-    assert pool.drop("library", "k") and not pool.drop("library", "k")
+    assert pool.drop(("library", "k")) and not pool.drop(("library", "k"))
 
 
 def test_copies_do_not_share_writes_even_with_the_template(mini: Environment) -> None:

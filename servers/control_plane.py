@@ -1,0 +1,172 @@
+"""The hidden control plane: create, inspect, score, reset and delete episodes over REST.
+
+Lives on the gateway app next to the MCP endpoints, but the agent never reaches it through MCP:
+its MCP surface is the environment's tools, a policy and the task's instruction. Scoring needs
+the task's checks and gold footprint, which only this side holds. Set ``ENVFLEET_CONTROL_TOKEN``
+to require ``Authorization: Bearer <token>`` on every route here.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from .errors import EnvFleetError, RegistryError, StateCapacityError, StateError, TaskPackError
+from .episodes import Episode
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+__all__ = ["control_plane"]
+
+
+class EpisodeCreate(BaseModel):
+    env_id: str = Field(examples=["library"])
+    task_id: str | None = Field(None, description="A task of the environment; without one the episode starts "
+                                "from the seed state and cannot be scored.", examples=["lib-001"])
+
+
+class EpisodeCreated(BaseModel):
+    episode_id: str
+    env_id: str
+    task_id: str | None
+    mcp_url: str = Field(description="Streamable-HTTP MCP endpoint bound to this episode's state; give it to the agent.")
+    mcp_path: str
+    instruction: str | None = Field(description="What the user wants (the task's instruction).")
+    policy: str
+    tools: list[str]
+
+
+class TrajectoryStepOut(BaseModel):
+    index: int
+    tool: str
+    arguments: Any
+    result: dict[str, Any]
+    text: str
+    is_error: bool
+    duration_ms: float
+
+
+class EpisodeInfo(BaseModel):
+    episode_id: str
+    env_id: str
+    task_id: str | None
+    instruction: str | None
+    steps: int
+    resets: int
+    created_at: float
+    state_hash: str
+    trajectory: list[TrajectoryStepOut] = []
+
+
+class Evaluate(BaseModel):
+    final_message: str | None = Field(None, description="The agent's final message, for tasks with an answer to check.")
+
+
+class CheckOut(BaseModel):
+    name: str
+    description: str
+    passed: bool
+    detail: str
+
+
+class ScoreOut(BaseModel):
+    episode_id: str
+    task_id: str | None
+    reward: float = Field(description="Fraction of checks passed (collateral and answer included).")
+    success: bool
+    checks: list[CheckOut]
+    diff: dict[str, Any]
+    diff_summary: str
+    final_state_hash: str
+
+
+def _error(code: int, message: str) -> HTTPException:
+    return HTTPException(status_code=code, detail=message)
+
+
+def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
+    """The episode routes, guarded by ``token`` when one is set."""
+    bearer = HTTPBearer(auto_error=False, description="ENVFLEET_CONTROL_TOKEN, when the server sets one.")
+
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if token is None:
+            return
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required for the control plane",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(authorize)])
+
+    def find(episode_id: str) -> Episode:
+        episode = gateway.episodes.get(episode_id)
+        if episode is None:
+            raise _error(404, f"no live episode {episode_id!r}: it never existed, was deleted, or expired after "
+                              f"{gateway.episodes.ttl:g} s idle")
+        return episode
+
+    def info(episode: Episode, with_trajectory: bool) -> EpisodeInfo:
+        return EpisodeInfo(**episode.summary(),
+                           trajectory=[TrajectoryStepOut(**s.to_dict()) for s in episode.trajectory] if with_trajectory else [])
+
+    @router.post("", status_code=201, response_model=EpisodeCreated, summary="Start an episode",
+                 responses={404: {"description": "Unknown environment or task"}, 429: {"description": "Too many live episodes"}})
+    async def create(body: EpisodeCreate, request: Request) -> EpisodeCreated:
+        try:
+            hosted = await gateway.hosted(body.env_id)
+        except RegistryError as e:
+            raise _error(404, str(e)) from None
+        except EnvFleetError as e:
+            raise _error(503, f"environment {body.env_id!r} does not load: {e}") from None
+        env = hosted.env
+        if body.task_id is not None and body.task_id not in {t.id for t in env.tasks}:
+            raise _error(404, f"environment {env.id!r} has no task {body.task_id!r}")
+        try:
+            episode = gateway.episodes.open(env, body.task_id)
+        except StateCapacityError as e:
+            raise _error(429, str(e)) from None
+        except TaskPackError as e:
+            raise _error(422, f"task {body.task_id!r} cannot start: {e}") from None
+        path = f"/envs/{env.id}/episodes/{episode.id}/mcp"
+        return EpisodeCreated(
+            episode_id=episode.id, env_id=env.id, task_id=episode.task_id, mcp_path=path,
+            mcp_url=str(request.base_url).rstrip("/") + path, instruction=episode.instruction,
+            policy=env.spec.policy, tools=env.tool_names,
+        )
+
+    @router.get("", response_model=list[EpisodeInfo], summary="Live episodes (without trajectories)")
+    async def list_episodes() -> list[EpisodeInfo]:
+        return [info(e, False) for e in (gateway.episodes.peek(k) for k in gateway.episodes) if e is not None]
+
+    @router.get("/{episode_id}", response_model=EpisodeInfo, summary="An episode and its trajectory")
+    async def get(episode_id: str) -> EpisodeInfo:
+        return info(find(episode_id), True)
+
+    @router.post("/{episode_id}/evaluate", response_model=ScoreOut, summary="Score the episode's current state")
+    async def evaluate(episode_id: str, body: Evaluate | None = None) -> ScoreOut:
+        episode = find(episode_id)
+        try:
+            score = episode.evaluate((body or Evaluate()).final_message)
+        except StateError as e:
+            raise _error(409, str(e)) from None
+        except TaskPackError as e:
+            raise _error(422, f"the task cannot be scored: {e}") from None
+        return ScoreOut(episode_id=episode.id, **score.to_dict())
+
+    @router.post("/{episode_id}/reset", response_model=EpisodeInfo, summary="Back to the task's initial state")
+    async def reset(episode_id: str) -> EpisodeInfo:
+        episode = find(episode_id)
+        episode.reset()
+        return info(episode, False)
+
+    @router.delete("/{episode_id}", status_code=204, summary="End an episode and free its state")
+    async def delete(episode_id: str) -> Response:
+        if not gateway.episodes.drop(episode_id):
+            raise _error(404, f"no live episode {episode_id!r}")
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,100 @@
+"""`envfleet check` and `envfleet run`: the gates and the built-in agents, through real MCP."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ENVFLEET, MINI_TASKS, write_tasks
+
+
+def envfleet(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ENVFLEET, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_reference_task_packs_pass_every_gate() -> None:
+    result = envfleet("check", "--all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    passed, total = summary.split()[0].split("/")
+    assert passed == total and int(total) >= 30, summary
+
+
+def test_mini_pack_passes(mini_env_dir: Path) -> None:
+    result = envfleet("check", "--all", "--env-root", str(mini_env_dir.parent))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2/2 tasks pass every gate" in result.stdout
+
+
+def test_gates_catch_bad_tasks(mini_env_dir: Path) -> None:
+    good = copy.deepcopy(MINI_TASKS[0])
+    failing_gold = {**good, "id": "bad-gold", "gold": [{"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1}}]}
+    passes_initially = {**good, "id": "bad-initial", "answer": None,
+                        "checks": [{"description": "Anvils exist", "sql": "SELECT 1 FROM items WHERE sku = 'A-1'"}]}
+    unreachable = {**good, "id": "bad-check",
+                   "checks": [*good["checks"], {"description": "Impossible", "sql": "SELECT 1 FROM items WHERE stock > 1000"}]}
+    write_tasks(mini_env_dir, [good, failing_gold, passes_initially, unreachable])
+    result = envfleet("check", "--all", "--env-root", str(mini_env_dir.parent))
+    assert result.returncode == 1
+    assert "1/4 tasks pass every gate" in result.stdout
+    problems = result.stderr
+    assert "mini/bad-gold" in problems and "gold.0: place_order fails: Only 0 of B-2 in stock." in problems
+    assert "mini/bad-initial" in problems and "doing nothing already succeeds" in problems
+    assert "the initial state already passes every check" in problems
+    assert "mini/bad-check" in problems and "Impossible" in problems
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_writes_trajectories(mini_env_dir: Path, tmp_path: Path) -> None:
+    root = str(mini_env_dir.parent)
+    gold = tmp_path / "gold.jsonl"
+    result = envfleet("run", "--env", "mini", "--agent", "gold", "--out", str(gold), "--env-root", root)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(gold)
+    assert [r["task_id"] for r in records] == ["mini-001", "mini-002"]
+    assert all(r["success"] and r["reward"] == 1.0 for r in records)
+    assert [s["tool"] for s in records[0]["trajectory"]] == ["search_items", "place_order"]
+    assert records[0]["final_message"] and records[0]["final_state_hash"]
+    assert "gold: 2/2 episodes succeeded" in result.stderr
+
+    noop = tmp_path / "noop.jsonl"
+    envfleet("run", "--env", "mini", "--agent", "noop", "--split", "train", "--out", str(noop), "--env-root", root)
+    records = read_jsonl(noop)
+    assert len(records) == 1 and records[0]["success"] is False and records[0]["trajectory"] == []
+
+    rand = tmp_path / "random.jsonl"
+    result = envfleet("run", "--env", "mini", "--agent", "random", "--trials", "3", "--seed", "4", "--out", str(rand), "--env-root", root)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(rand)
+    assert len(records) == 6 and all(r["trajectory"] for r in records)
+    assert all(0.0 <= r["reward"] <= 1.0 for r in records)
+
+
+def test_run_rejects_unknown_agent_and_tasks(mini_env_dir: Path) -> None:
+    root = str(mini_env_dir.parent)
+    unknown = envfleet("run", "--env", "mini", "--agent", "genius", "--env-root", root)
+    assert unknown.returncode == 2 and "unknown agent 'genius'" in unknown.stderr
+    missing = envfleet("run", "--env", "mini", "--tasks", "mini-404", "--env-root", root)
+    assert missing.returncode == 1 and "no such task(s): mini-404" in missing.stderr
+
+
+@pytest.mark.parametrize("env_id", ["library", "clinic"])
+def test_reference_packs_have_enough_varied_tasks(env_id: str, request: pytest.FixtureRequest) -> None:
+    env = request.getfixturevalue(env_id)
+    tasks = env.tasks
+    assert len(tasks) >= 15
+    assert {t.split for t in tasks} == {"train", "test"}
+    assert all(3 <= len(t.gold) <= 8 for t in tasks)
+    assert sum(1 for t in tasks if t.answer) >= 3
+    assert sum(1 for t in tasks if t.initial_state) >= 3
+    for task in tasks:
+        for token in ("M-1", "C-0", "LOAN-", "FINE-", "PAT-", "APT-", "INV-", "SLOT-"):
+            assert token not in task.instruction, (task.id, token)
