@@ -13,7 +13,6 @@ Prints p50/p95 creation time for a ~1 MB initial state, RSS per idle episode wit
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import shutil

@@ -32,10 +32,10 @@ from .errors import (
 )
 from .evaluation import Score
 from .executor import Executor, ToolResult
+from .pool import StatePool
 from .registry import Registry, RegistryEntry
 from .spec import EnvSpec
 from .state import StateCopy, StateTemplate
-from .pool import StatePool
 from .tasks import Task, TaskPack
 from .validation import ValidationReport, parse_spec, validate_spec
 

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from .errors import EnvFleetError, RegistryError, StateCapacityError, StateError, TaskPackError
 from .episodes import Episode
+from .errors import EnvFleetError, RegistryError, StateCapacityError, StateError, TaskPackError
 
 if TYPE_CHECKING:
     from .gateway import Gateway

@@ -44,19 +44,24 @@ class Score:
 
 
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::00)?z?$")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_ISO_T = re.compile(r"(\d{4}-\d{2}-\d{2})t(\d{2}:\d{2})")
 
 
 def normalise_answer(text: str) -> list[str]:
-    """Tokens for answer matching: case-folded, punctuation dropped, numbers canonical ($29.50 → 29.5)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
+    """Tokens for answer matching: case-folded, punctuation dropped, numbers canonical ($1,029.50 →
+    1029.5), times as HH:MM (9:30:00 → 09:30), ISO date-times split at the T."""
+    text = _ISO_T.sub(r"\1 \2", _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).casefold()))
     tokens: list[str] = []
     for token in re.sub(r"[^\w.:\-/]+", " ", text).split():
         token = token.strip(".:-/")
         if not token:
             continue
-        if _NUMBER.match(token.replace(",", "")):
-            token = token.replace(",", "")
+        if _NUMBER.match(token):
             token = token.rstrip("0").rstrip(".") if "." in token else token.lstrip("0") or "0"
+        elif time := _TIME.match(token):
+            token = f"{int(time.group(1)):02d}:{time.group(2)}"
         tokens.append(token)
     return tokens
 

@@ -51,3 +51,13 @@ def test_reference_specs_validate_against_the_published_schema() -> None:
     schema = json.loads((REPO / "docs" / "env-spec.schema.json").read_text())
     for env_json in Path(servers.__file__).parent.glob("envs/*/env.json"):
         jsonschema.Draft202012Validator(schema).validate(json.loads(env_json.read_text()))
+
+
+def test_lint_is_clean() -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    result = subprocess.run([ruff, "check", "servers", "bench", "tests"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

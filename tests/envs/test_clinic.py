@@ -585,6 +585,17 @@ def test_reschedule_refuses_an_overlap(env: Environment, state: StateCopy) -> No
             "overlaps", "Dr. Samuel Brandt")
 
 
+def test_reschedule_keeps_the_pediatric_age_limit(env: Environment, state: StateCopy) -> None:
+    """Mason Rivera turns 18 on 2026-03-20: pediatrics may see him on the 17th, not after a move to the 20th."""
+    mason = next(p for p in rows(state, "patients") if (p["first_name"], p["last_name"]) == ("Mason", "Rivera"))
+    assert mason["date_of_birth"] == "2008-03-20"
+    booked = ok(env, state, "book_appointment", {"patient_id": mason["patient_id"], "slot_id": "SLT-0069", "reason": "checkup"})
+    friday = by_id(state, "slots")["SLT-0100"]
+    assert friday["start_at"].startswith("2026-03-20") and friday["status"] == "open"
+    refused(env, state, "reschedule_appointment", {"appointment_id": booked["appointment_id"], "new_slot_id": "SLT-0100"},
+            "aged 17 or younger on the visit date", "Mason Rivera")
+
+
 def test_reschedule_refusals(env: Environment, state: StateCopy) -> None:
     olivia_soon = appointment_at(state, "PAT-0008", "2026-03-17 08:30")
     olivia_later = appointment_at(state, "PAT-0008", "2026-03-19 14:00")

@@ -1050,7 +1050,8 @@ class TestCancelHold:
                             "title with two waiting holds")
         first, second = waiting_queue(state, book_id)[:2]
         result = ok(env, state, "cancel_hold", {"hold_id": first["hold_id"], "member_id": first["member_id"]})
-        assert result == {"message": f"Hold {first['hold_id']} is cancelled."}
+        assert result == {"hold_id": first["hold_id"], "status": "cancelled", "released_copy_id": None,
+                          "passed_to_hold_id": None, "released_copy_status": None}
         stored = table(state, "holds", "hold_id")[first["hold_id"]]
         assert (stored["status"], stored["copy_id"], stored["ready_until"]) == ("cancelled", None, None)
         assert waiting_queue(state, book_id)[0]["hold_id"] == second["hold_id"]
@@ -1060,7 +1061,9 @@ class TestCancelHold:
     def test_cancelling_a_ready_hold_with_nobody_waiting_reshelves_the_copy(self, env: Environment, state: StateCopy) -> None:
         hold = the_first((h for h in state.rows("holds") if h["status"] == "ready" and not waiting_queue(state, h["book_id"])),
                          "ready hold of a title nobody else waits for")
-        ok(env, state, "cancel_hold", {"hold_id": hold["hold_id"], "member_id": hold["member_id"]})
+        result = ok(env, state, "cancel_hold", {"hold_id": hold["hold_id"], "member_id": hold["member_id"]})
+        assert result == {"hold_id": hold["hold_id"], "status": "cancelled", "released_copy_id": hold["copy_id"],
+                          "passed_to_hold_id": None, "released_copy_status": "available"}
         assert table(state, "holds", "hold_id")[hold["hold_id"]]["status"] == "cancelled"
         assert table(state, "copies", "copy_id")[hold["copy_id"]]["status"] == "available"
 
@@ -1527,7 +1530,10 @@ class TestHoldQueue:
 
         for current, following in zip(queue, [*queue[1:], None], strict=True):
             assert table(state, "holds", "hold_id")[current["hold_id"]]["status"] == "ready"
-            ok(env, state, "cancel_hold", {"hold_id": current["hold_id"], "member_id": current["member_id"]})
+            result = ok(env, state, "cancel_hold", {"hold_id": current["hold_id"], "member_id": current["member_id"]})
+            assert (result["released_copy_id"], result["passed_to_hold_id"]) == (
+                copy_id, following["hold_id"] if following else None)
+            assert result["released_copy_status"] == ("on_hold_shelf" if following else "available")
             cancelled = table(state, "holds", "hold_id")[current["hold_id"]]
             assert (cancelled["status"], cancelled["copy_id"], cancelled["ready_until"]) == ("cancelled", None, None)
             if following is not None:

@@ -31,6 +31,9 @@ def test_entries_describe_each_environment(library) -> None:
     assert entry.tables == [t.name for t in library.spec.tables]
     assert entry.content_hash == library.content_hash
     assert entry.path == "servers/envs/library"
+    pack = entry.task_packs[0]
+    assert (pack.name, pack.path, pack.tasks) == ("core", "tasks/core.jsonl", len(library.tasks))
+    assert pack.splits == {s: sum(1 for t in library.tasks if t.split == s) for s in ("train", "test")}
     assert entry.launch.stdio.args == ["serve", "library"]
     assert entry.remotes[0].url == "{base_url}/envs/library/mcp"
     dumped = entry.model_dump(mode="json", by_alias=True)

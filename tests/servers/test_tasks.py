@@ -160,6 +160,11 @@ def test_concurrent_episodes_of_one_task_are_scored_on_their_own_state(mini_task
         ("", "anything", False),
         ("Your slot is at 10:30 on 2026-03-19.", "2026-03-19 10:30", False),
         ("Your slot is 2026-03-19 10:30.", "2026-03-19 10:30", True),
+        ("It starts 2026-03-19 10:30:00.", "2026-03-19 10:30", True),
+        ("It starts 2026-03-19T10:30:00Z", "2026-03-19 10:30", True),
+        ("Come at 9:30 tomorrow", "09:30", True),
+        ("The total is $1,250.00", "1250", True),
+        ("The total is 1,250", "250", False),
     ],
 )
 def test_answer_matching(message: str, fact: str, found: bool) -> None:
