@@ -271,14 +271,24 @@ def _tasks_for(reg: Registry, env_ids: list[str], task_ids: list[str] | None, sp
     return selected
 
 
-def _http_client(url: str) -> Any:
+@contextlib.contextmanager
+def _gateway(reg: Registry, url: str | None) -> Any:
+    """(base URL, control-plane token) of the gateway to use: ``url`` (token from the environment), or a
+    local one started for the duration of the block."""
     import os
 
+    from .serving import CONTROL_TOKEN_ENV, running_gateway
+
+    if url:
+        yield url, os.environ.get(CONTROL_TOKEN_ENV)
+        return
+    with running_gateway(reg) as local:
+        yield local.url, local.token
+
+
+def _http_client(url: str, token: str | None) -> Any:
     import httpx
 
-    from .serving import CONTROL_TOKEN_ENV
-
-    token = os.environ.get(CONTROL_TOKEN_ENV)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(base_url=url, headers=headers, timeout=120)
 
@@ -297,7 +307,6 @@ def check(
     import anyio
 
     from .gates import check_tasks
-    from .serving import running_gateway
 
     reg = _registry(registry, env_root)
     if all_envs == bool(envs):
@@ -306,13 +315,12 @@ def check(
     if not selected:
         raise _fail("no tasks to check")
 
-    async def gate(base: str) -> list[Any]:
-        async with _http_client(base) as http:
+    async def gate(base: str, token: str | None) -> list[Any]:
+        async with _http_client(base, token) as http:
             return await check_tasks(http, selected, concurrency)
 
-    with contextlib.ExitStack() as stack:
-        base = url or stack.enter_context(running_gateway(reg))
-        results = anyio.run(gate, base)
+    with _gateway(reg, url) as (base, token):
+        results = anyio.run(gate, base, token)
     table = Table("env", "task", "gold", "noop", "initial fails", "deterministic", "result")
     for r in results:
         table.add_row(r.env_id, r.task_id, f"{r.gold_reward}", str(r.noop_success), str(r.initial_fails),
@@ -345,14 +353,13 @@ def run(
 
     from .agents import make_agent
     from .rollout import rollout_http
-    from .serving import running_gateway
 
     reg = _registry(registry, env_root)
     selected = _tasks_for(reg, [env], tasks.split(",") if tasks else None, split)
 
-    async def go(base: str) -> list[Any]:
+    async def go(base: str, token: str | None) -> list[Any]:
         records = []
-        async with _http_client(base) as http:
+        async with _http_client(base, token) as http:
             for trial in range(trials):
                 for env_id, task in selected:
                     try:
@@ -362,10 +369,9 @@ def run(
                     records.append(await rollout_http(http, env_id, task.id, built))
         return records
 
-    with contextlib.ExitStack() as stack:
-        base = url or stack.enter_context(running_gateway(reg))
+    with _gateway(reg, url) as (base, token):
         try:
-            records = anyio.run(go, base)
+            records = anyio.run(go, base, token)
         except EnvFleetError as e:
             raise _fail(str(e)) from None
     lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)

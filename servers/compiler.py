@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema_rs
+import sqlglot
+from sqlglot import exp
 
+from .ddl import check_expression
 from .errors import SpecError, SpecIssue
 from .spec import EnvSpec, ExecStep, LetStep, RequireStep, ReturnStep, Step, Tool
 from .state import StateCopy, StateTemplate
@@ -78,6 +81,7 @@ def compile_tools(spec: EnvSpec, report: ValidationReport, template: StateTempla
     issues: list[SpecIssue] = []
     scratch = template.copy()
     try:
+        _prepare_table_checks(spec, scratch, issues)
         tools = {tool.name: _compile_tool(spec, tool, report.tools[tool.name], scratch, issues) for tool in spec.tools}
     finally:
         scratch.close()
@@ -135,6 +139,20 @@ def _compile_tool(spec: EnvSpec, tool: Tool, analysis: ToolAnalysis, scratch: St
     )
 
 
+def _prepare_table_checks(spec: EnvSpec, scratch: StateCopy, issues: list[SpecIssue]) -> None:
+    """SQLite does not consult the authorizer inside CHECK constraints, so prepare each one as a
+    SELECT under it: a function outside the allow-list is refused here, at load."""
+    for table in spec.tables:
+        for check in table.checks:
+            probe = sqlglot.select(check_expression(table, check.expression), dialect="sqlite").from_(
+                exp.to_table(table.name)).sql(dialect="sqlite", identify=True)
+            with scratch.mode("read"):
+                try:
+                    scratch.conn.execute(f"EXPLAIN {probe}").fetchall()
+                except sqlite3.Error as e:
+                    issues.append(SpecIssue(f"tables.{table.name}.checks.{check.name}", f"SQLite refuses it: {e}"))
+
+
 def _prepare(scratch: StateCopy, step: Step, kind: str, bound: set[str]) -> tuple[str, ...]:
     """Have SQLite prepare the statement under the call's authorizer mode; return its column names.
 
@@ -147,7 +165,8 @@ def _prepare(scratch: StateCopy, step: Step, kind: str, bound: set[str]) -> tupl
             scratch.conn.execute(f"EXPLAIN {step.sql}", nulls).fetchall()
             return ()
         scratch.conn.execute(f"EXPLAIN {step.sql}", nulls).fetchall()
-        cursor = scratch.conn.execute(f"SELECT * FROM ({step.sql}) LIMIT 0", nulls)
+        body = step.sql.strip().rstrip(";")
+        cursor = scratch.conn.execute(f"SELECT * FROM (\n{body}\n) LIMIT 0", nulls)
         names = [d[0] for d in cursor.description or ()]
         cursor.close()
         return tuple(_REPEATED.sub("", n) if _REPEATED.sub("", n) in names else n for n in names)

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from .episodes import Episode
-from .errors import EnvFleetError, RegistryError, StateCapacityError, StateError, TaskPackError
+from .errors import EnvFleetError, EpisodeNotFound, RegistryError, StateCapacityError, StateError, TaskPackError
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -103,11 +103,10 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
     router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(authorize)])
 
     def find(episode_id: str) -> Episode:
-        episode = gateway.episodes.get(episode_id)
-        if episode is None:
-            raise _error(404, f"no live episode {episode_id!r}: it never existed, was deleted, or expired after "
-                              f"{gateway.episodes.ttl:g} s idle")
-        return episode
+        try:
+            return gateway.episodes.find(episode_id)
+        except EpisodeNotFound as e:
+            raise _error(404, str(e)) from None
 
     def info(episode: Episode, with_trajectory: bool) -> EpisodeInfo:
         return EpisodeInfo(**episode.summary(),

@@ -16,6 +16,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from .spec import Column, EnvSpec, Table
+from .sql_analysis import SqlProblem, check_determinism
 
 __all__ = ["build_metadata", "create_statements", "check_expression", "constraint_messages", "CheckProblem"]
 
@@ -29,24 +30,21 @@ _STORAGE = {
     "json": sa.Text,
 }
 
-# Functions a table check may call: deterministic, local to the row.
-_CHECK_FUNCTIONS = {
-    "length", "lower", "upper", "trim", "ltrim", "rtrim", "abs", "round", "coalesce", "ifnull", "nullif",
-    "substr", "substring", "instr", "date", "datetime", "julianday", "json_valid", "typeof", "min", "max",
-    "least", "greatest", "if", "case", "cast", "glob", "like",
-}
-
-
 class CheckProblem(ValueError):
     """A table check expression is not acceptable."""
 
 
 def check_expression(table: Table, expression: str) -> str:
-    """Parse a table check and render it back as SQL, refusing anything but the table's own columns."""
+    """Parse a table check and render it back as SQL, refusing anything but the table's own columns
+    and deterministic functions (the compiler also has SQLite prepare it under the authorizer)."""
     try:
         tree = sqlglot.parse_one(expression, read="sqlite", into=exp.Condition)
     except ParseError as e:
         raise CheckProblem(f"does not parse: {str(e).splitlines()[0]}") from e
+    try:
+        check_determinism(tree)
+    except SqlProblem as e:
+        raise CheckProblem(str(e)) from None
     columns = {c.name for c in table.columns}
     for node in tree.walk():
         if isinstance(node, exp.Query | exp.Subquery | exp.Placeholder | exp.Parameter):
@@ -56,10 +54,6 @@ def check_expression(table: Table, expression: str) -> str:
                 raise CheckProblem(f"refers to another table ({node.table}); a check sees only its own row")
             if node.name not in columns:
                 raise CheckProblem(f"unknown column {node.name!r} in table {table.name}")
-        if isinstance(node, exp.Func) and not isinstance(node, exp.Column):
-            name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
-            if isinstance(node, exp.Anonymous) and name not in _CHECK_FUNCTIONS:
-                raise CheckProblem(f"calls {name}(), which a check may not use")
     return tree.sql(dialect="sqlite")
 
 
@@ -121,9 +115,8 @@ def build_metadata(spec: EnvSpec) -> sa.MetaData:
     return metadata
 
 
-def create_statements(spec: EnvSpec) -> list[str]:
+def create_statements(metadata: sa.MetaData) -> list[str]:
     """CREATE TABLE statements in dependency order."""
-    metadata = build_metadata(spec)
     dialect = sqlite_dialect.dialect()
     return [
         str(CreateTable(table).compile(dialect=dialect, compile_kwargs={"literal_binds": True})).strip()

@@ -6,6 +6,7 @@ not?) and to show a readable summary of what an episode changed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,10 @@ Dump = Mapping[str, list[dict[str, Any]]]
 
 
 def row_key(row: Mapping[str, Any], primary_key: list[str]) -> str:
-    """A row's primary key as text: the value, or values joined with '|' for composite keys."""
-    return "|".join(str(row[c]) for c in primary_key)
+    """A row's primary key as text: the value itself, or a JSON array for a composite key."""
+    if len(primary_key) == 1:
+        return str(row[primary_key[0]])
+    return json.dumps([row[c] for c in primary_key], ensure_ascii=False)
 
 
 @dataclass

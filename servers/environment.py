@@ -21,7 +21,7 @@ from .errors import SpecError, SpecIssue, TaskPackError
 from .executor import Executor, ToolResult
 from .spec import EnvSpec
 from .state import StateCopy, StateTemplate
-from .tasks import InsertRows, Task, TaskPack, UpdateRows, load_task_pack
+from .tasks import Task, TaskPack, load_task_pack
 from .validation import ValidationReport, parse_spec, validate_spec
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError([SpecIssue(path.name, "file not found")], str(path.parent)) from None
+    except UnicodeDecodeError as e:
+        raise SpecError([SpecIssue(path.name, f"not UTF-8 text: {e.reason} at byte {e.start}")], str(path.parent)) from None
     except json.JSONDecodeError as e:
         raise SpecError([SpecIssue(path.name, f"not valid JSON: {e}")], str(path.parent)) from None
 
@@ -82,9 +84,10 @@ class Environment:
         """Validate and compile a spec; raises :class:`SpecError` with every problem found."""
         if not isinstance(spec, EnvSpec):
             spec = parse_spec(spec, source)
-        seed = dict(seed or {})
-        if not isinstance(seed, dict) or not all(isinstance(v, list) for v in seed.values()):
+        seed = seed or {}
+        if not isinstance(seed, Mapping) or not all(isinstance(v, list) for v in seed.values()):
             raise SpecError([SpecIssue("seed", "must map table names to lists of row objects")], source)
+        seed = dict(seed)
         report = validate_spec(spec)
         if report.issues:
             raise SpecError(report.issues, source)
@@ -134,16 +137,7 @@ class Environment:
         """The task's initial state (the seed with the task's changes), built once."""
         if task_id not in self._task_templates:
             task = self.task(task_id)
-            changes = []
-            for index, change in enumerate(task.initial_state):
-                fields: dict[str, Any]
-                if isinstance(change, InsertRows):
-                    fields = {"rows": change.rows}
-                elif isinstance(change, UpdateRows):
-                    fields = {"where": change.where, "set": change.set}
-                else:
-                    fields = {"where": change.where}
-                changes.append((f"task {task_id} initial_state.{index}", change.table, change.op, fields))
+            changes = [(f"task {task_id} initial_state.{i}", change) for i, change in enumerate(task.initial_state)]
             try:
                 self._task_templates[task_id] = self.template.derive(changes) if changes else self.template
             except SpecError as e:

@@ -75,8 +75,10 @@ def score_state(task: Task, initial: dict[str, list[dict[str, Any]]], final: Sta
                 gold_diff: StateDiff, primary_keys: dict[str, list[str]], final_message: str | None = None) -> Score:
     """Score ``final`` (a live state copy) for ``task``; ``initial`` is the task's starting dump."""
     results: list[CheckResult] = []
+    budget = final.template.spec.limits.max_sql_steps
     for index, check in enumerate(task.checks):
         with final.mode("read"):
+            final.begin_budget(budget)  # every check gets the full budget, whatever the agent's last call used
             try:
                 row = final.conn.execute(check.sql).fetchone()
                 passed, detail = expectation_holds(check.expect, row), "" if row is None else f"first row: {list(row)}"

@@ -107,12 +107,13 @@ class Executor:
                 outcome = self._run_step(tool, step, conn, bindings, args)
                 if outcome is not None:
                     result = outcome
-            if tool.tool.kind == "read" and conn.total_changes != changes:
+            if tool.tool.kind == "read" and (conn.total_changes != changes or state.counters != counters):
                 raise ToolExecutionError(f"{name} is a read tool but changed state; the change was undone.")
         except BaseException as e:
             state.set_mode("internal")
-            conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
-            conn.execute(f"RELEASE {_SAVEPOINT}")
+            if conn.in_transaction:  # an interrupted write has already been rolled back by SQLite
+                conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                conn.execute(f"RELEASE {_SAVEPOINT}")
             state.counters.clear()
             state.counters.update(counters)
             if isinstance(e, sqlite3.Error | OverflowError):
@@ -235,6 +236,8 @@ def _ms(started: float) -> float:
 def _value_problems(arguments: dict[str, Any], max_string: int) -> list[str]:
     """Values no schema keyword catches: non-finite numbers, integers SQLite cannot hold, deep nesting,
     huge strings. Checked iteratively, before the schema, so no value can exhaust the stack."""
+    if not all(_encodes(str(k)) for k in arguments):
+        return ["an argument name is not valid Unicode"]
     stack: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in arguments.items()]
     while stack:
         path, value, depth = stack.pop()
@@ -244,13 +247,26 @@ def _value_problems(arguments: dict[str, Any], max_string: int) -> list[str]:
             return [f"{path} must be a finite number, not {value}"]
         if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
             return [f"{path} is outside the 64-bit integer range"]
-        if isinstance(value, str) and len(value) > max_string:
-            return [f"{path} is {len(value):,} characters long; the limit is {max_string:,}"]
+        if isinstance(value, str):
+            if len(value) > max_string:
+                return [f"{path} is {len(value):,} characters long; the limit is {max_string:,}"]
+            if not _encodes(value):
+                return [f"{path} contains an unpaired surrogate, which is not valid Unicode"]
         if isinstance(value, dict):
+            if not all(_encodes(str(k)) for k in value):
+                return [f"{path} has a key that is not valid Unicode"]
             stack.extend((f"{path}.{k}", v, depth + 1) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
     return []
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _describe_schema_error(error: Any) -> str:
@@ -274,7 +290,7 @@ def expectation_holds(expect: Any, row: tuple[Any, ...] | None) -> bool:
         return False
     value = row[0]
     if expect == "true":
-        return bool(value)
+        return sqlite_truthy(value)
     assert isinstance(expect, Comparison)
     target = to_sql_value(expect.value)
     if value is None or target is None:
@@ -283,6 +299,21 @@ def expectation_holds(expect: Any, row: tuple[Any, ...] | None) -> bool:
         return bool(_COMPARE[expect.op](value, target))
     except TypeError:
         return False
+
+
+_NUMERIC_PREFIX = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def sqlite_truthy(value: Any) -> bool:
+    """Truth as SQLite's WHERE sees it: NULL is false, numbers are true unless zero, text by its numeric prefix."""
+    if value is None:
+        return False
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    match = _NUMERIC_PREFIX.match(str(value))
+    return bool(match) and float(match.group(0)) != 0
 
 
 def _to_json(value: Any, column_type: str | None) -> Any:

@@ -29,14 +29,15 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
 from .control_plane import control_plane
 from .environment import Environment
-from .errors import RegistryError, SpecError
-from .mcp_server import HttpRouter, build_server
+from .errors import EnvFleetError, EpisodeNotFound, RegistryError
+from .mcp_server import SESSION_HEADER, HttpRouter, build_server
 from .pool import EpisodePool, StatePool
 from .registry import Registry
 
@@ -174,21 +175,26 @@ class _McpEndpoint:
             return
         episode_id = params.get("episode_id")
         if episode_id is not None:
-            episode = self.gateway.episodes.peek(episode_id)
-            if episode is None or episode.env.id != env_id:
-                await _error(404, f"no live episode {episode_id!r} in {env_id!r}: it never existed, was deleted, "
-                                  "or expired")(scope, receive, send)
+            try:
+                self.gateway.episodes.find(episode_id, env_id)
+            except EpisodeNotFound as e:
+                await _error(404, str(e))(scope, receive, send)
                 return
         try:
             hosted = await self.gateway.hosted(env_id)
         except RegistryError as e:
             await _error(404, str(e))(scope, receive, send)
             return
-        except SpecError as e:
+        except EnvFleetError as e:
             logger.error("environment %s does not load: %s", env_id, e)
             await _error(503, f"environment {env_id!r} does not load; see the server log")(scope, receive, send)
             return
         await hosted.manager.handle_request(scope, receive, send)
+        if scope["method"] == "DELETE" and key is None and episode_id is None:
+            # a handshake-era client ended its session: its state goes with it
+            session = dict(scope["headers"]).get(SESSION_HEADER.encode())
+            if session:
+                self.gateway.pool.drop((env_id, f"session:{session.decode('latin-1')}"))
 
 
 _FLEET_PATH = re.compile(
@@ -206,6 +212,7 @@ class GatewayApp:
     def __init__(self, api: FastAPI, gateway: Gateway, single: str | None) -> None:
         self.api = api
         self.gateway = gateway
+        self._security = TransportSecurityMiddleware(transport_security(gateway.settings.allowed_hosts))
         self._fleet = _McpEndpoint(gateway)
         self._single = _McpEndpoint(gateway, single) if single is not None else None
 
@@ -220,6 +227,10 @@ class GatewayApp:
             if match is not None:
                 scope["path_params"] = {k: v for k, v in match.groupdict().items() if v is not None}
                 await endpoint(scope, receive, send)
+                return
+            refusal = await self._security.validate_request(Request(scope), is_post=False)
+            if refusal is not None:  # the REST routes get the same Host/Origin check as the MCP endpoints
+                await refusal(scope, receive, send)
                 return
         await self.api(scope, receive, send)
 

@@ -17,9 +17,9 @@ from mcp.shared.exceptions import MCPError
 
 from .environment import Environment
 from .episodes import Episode
-from .errors import EpisodeNotFound, StateError
+from .errors import StateError
 from .executor import ToolResult
-from .pool import ExpiringPool, StatePool
+from .pool import EpisodePool, StatePool
 from .state import StateCopy
 
 __all__ = ["CallRouter", "EpisodeRouter", "HttpRouter", "build_server", "schema_markdown", "call_tool_result"]
@@ -76,7 +76,7 @@ class HttpRouter:
     seed state, which nobody can write.
     """
 
-    def __init__(self, env: Environment, pool: StatePool, episodes: ExpiringPool[Episode]) -> None:
+    def __init__(self, env: Environment, pool: StatePool, episodes: EpisodePool) -> None:
         self.env = env
         self.pool = pool
         self.episodes = episodes
@@ -85,12 +85,7 @@ class HttpRouter:
     def _episode(self, ctx: ServerRequestContext[Any, Any]) -> Episode | None:
         request = ctx.request
         episode_id = request.scope.get("path_params", {}).get("episode_id") if request is not None else None
-        if episode_id is None:
-            return None
-        episode = self.episodes.get(episode_id)
-        if episode is None or episode.env.id != self.env.id:
-            raise EpisodeNotFound(f"no live episode {episode_id} in {self.env.id}; it was deleted or expired")
-        return episode
+        return self.episodes.find(episode_id, self.env.id) if episode_id is not None else None
 
     def state_key(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
         request = ctx.request

@@ -16,7 +16,7 @@ from typing import Generic, Protocol, TypeVar
 
 from .environment import Environment
 from .episodes import Episode
-from .errors import StateCapacityError
+from .errors import EpisodeNotFound, StateCapacityError
 from .state import StateCopy
 
 __all__ = ["ExpiringPool", "StatePool", "EpisodePool", "PoolStats", "DEFAULT_TTL", "DEFAULT_MAX_STATES"]
@@ -67,11 +67,11 @@ class ExpiringPool(Generic[T]):
             self._created += 1
             return item
 
-    def add(self, key: Hashable, item: T, key_of: Callable[[T], Hashable] | None = None) -> T:
-        """Add ``item`` under ``key`` (or ``key_of(item)``), if there is room."""
+    def add(self, key: Hashable, item: T) -> T:
+        """Add ``item`` under ``key``, if there is room."""
         with self._lock:
             self._make_room()
-            self._items[key_of(item) if key_of else key] = (item, self._clock())
+            self._items[key] = (item, self._clock())
             self._created += 1
             return item
 
@@ -164,8 +164,6 @@ class StatePool(ExpiringPool[StateCopy]):
         """The state copy for ``key`` in ``env``, created from the seed on first use."""
         return self.get_or_create((env.id, key), env.new_state)
 
-    def drop_env(self, env_id: str) -> int:
-        return self.drop_where(lambda key: isinstance(key, tuple) and key[0] == env_id)
 
 
 class EpisodePool(ExpiringPool[Episode]):
@@ -179,4 +177,14 @@ class EpisodePool(ExpiringPool[Episode]):
         """Start an episode, if there is room for one more."""
         with self._lock:
             self._make_room()
-            return self.add(None, env.episode(task_id), key_of=lambda e: e.id)
+            episode = env.episode(task_id)
+            return self.add(episode.id, episode)
+
+    def find(self, episode_id: str, env_id: str | None = None) -> Episode:
+        """The live episode (refreshing its idle timer); :class:`EpisodeNotFound` says why not."""
+        episode = self.get(episode_id)
+        if episode is None or (env_id is not None and episode.env.id != env_id):
+            where = f" in {env_id!r}" if env_id else ""
+            raise EpisodeNotFound(f"no live episode {episode_id!r}{where}: it never existed, was deleted, "
+                                  f"or expired after {self.ttl:g} s idle")
+        return episode

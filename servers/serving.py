@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -15,7 +17,7 @@ from .environment import Environment
 from .mcp_server import EpisodeRouter, build_server
 from .registry import Registry
 
-__all__ = ["serve_stdio", "serve_http", "running_gateway", "CONTROL_TOKEN_ENV"]
+__all__ = ["serve_stdio", "serve_http", "running_gateway", "LocalGateway", "CONTROL_TOKEN_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +72,20 @@ def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100,
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
 
 
+@dataclass(frozen=True)
+class LocalGateway:
+    url: str
+    token: str
+
+
 @contextlib.contextmanager
-def running_gateway(registry: Registry, *, log_level: str = "warning") -> Iterator[str]:
-    """A gateway on a free 127.0.0.1 port, in a background thread, for as long as the block runs.
-    Yields its base URL. Used by ``envfleet check`` and ``envfleet run`` when no --url is given."""
+def running_gateway(registry: Registry, *, log_level: str = "warning") -> Iterator[LocalGateway]:
+    """A gateway on a free 127.0.0.1 port, in a background thread, for as long as the block runs,
+    with a control plane guarded by a fresh token. Used by ``envfleet check`` and ``envfleet run``."""
     import uvicorn
 
-    app = _app(registry, None, 1800.0, 100_000, max_episodes=100_000)
+    token = secrets.token_urlsafe(24)
+    app = _app(registry, None, 1800.0, 100_000, max_episodes=100_000, control_token=token)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="envfleet-gateway", daemon=True)
@@ -87,7 +96,7 @@ def running_gateway(registry: Registry, *, log_level: str = "warning") -> Iterat
         threading.Event().wait(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield LocalGateway(f"http://127.0.0.1:{port}", token)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -19,9 +19,29 @@ from sqlglot.errors import OptimizeError, ParseError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-__all__ = ["StatementKind", "OutputColumn", "StatementInfo", "SqlProblem", "analyze_statement"]
+__all__ = ["StatementKind", "OutputColumn", "StatementInfo", "SqlProblem", "analyze_statement", "check_determinism",
+           "ALLOWED_FUNCTIONS"]
 
 StatementKind = Literal["select", "dml"]
+
+ALLOWED_FUNCTIONS = frozenset(
+    """
+    abs char coalesce concat concat_ws format glob hex ifnull iif if instr length like likelihood likely
+    lower ltrim max min nullif octet_length printf quote replace round rtrim sign soundex substr substring
+    trim typeof unhex unicode unistr unlikely upper
+    avg count group_concat string_agg sum total
+    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
+    date time datetime julianday unixepoch strftime timediff
+    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2 mod
+    pi pow power radians sin sinh sqrt tan tanh trunc
+    json json_array json_array_length json_error_position json_extract json_insert json_object json_patch
+    json_pretty json_remove json_replace json_set json_type json_valid json_quote json_group_array
+    json_group_object json_each json_tree -> ->>
+    now today new_id
+    """.split()
+)
+"""SQL functions (as SQLite names them) a spec may call; the runtime authorizer enforces this list, so
+random(), load_extension(), zeroblob() and the like are refused however they are spelled."""
 
 # Functions whose value changes from run to run; the environment clock and new_id() replace them.
 _NONDETERMINISTIC = (exp.Rand, exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentTime)
@@ -110,7 +130,7 @@ def analyze_statement(sql: str, kind: StatementKind, catalog: Catalog) -> Statem
 
     info = StatementInfo(statement=tree.key)
     info.params = _params(tree)
-    info.functions = _check_functions(tree)
+    info.functions = check_determinism(tree)
     info.new_id_prefixes = _new_id_prefixes(tree)
     _check_tables(tree, catalog)
 
@@ -149,7 +169,8 @@ def _params(tree: exp.Expression) -> list[str]:
     return names
 
 
-def _check_functions(tree: exp.Expression) -> set[str]:
+def check_determinism(tree: exp.Expression) -> set[str]:
+    """Refuse the wall clock and randomness; return the names of the functions called."""
     names: set[str] = set()
     for node in tree.find_all(exp.Func):
         name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
@@ -273,12 +294,8 @@ def _resolve_column(scope: Scope, column: exp.Column) -> tuple[str | None, str |
     return None, None
 
 
-def _table_columns(catalog: Catalog, table: str) -> Mapping[str, str]:
-    return catalog[table]
-
-
 def _check_written_columns(catalog: Catalog, table: str, columns: list[str], verb: str) -> None:
-    known = _table_columns(catalog, table)
+    known = catalog[table]
     for name in columns:
         if name not in known:
             raise SqlProblem(f"{verb} unknown column {table}.{name}; columns are: {', '.join(known)}")
@@ -356,5 +373,5 @@ def _analyze_update(tree: exp.Update, catalog: Catalog, info: StatementInfo) -> 
 def _analyze_delete(tree: exp.Delete, catalog: Catalog, info: StatementInfo) -> None:
     _check_dml_options(tree)
     table = tree.this.name
-    info.writes[table] = set(_table_columns(catalog, table))
+    info.writes[table] = set(catalog[table])
     _analyze_expressions_as_select([], table, tree.args.get("where"), catalog, info, tree.args.get("with_"))

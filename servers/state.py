@@ -25,31 +25,15 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from .ddl import build_metadata
+from .ddl import build_metadata, create_statements
 from .errors import SpecError, SpecIssue, StateError
 from .spec import EnvSpec
+from .sql_analysis import ALLOWED_FUNCTIONS
+from .tasks import InsertRows, StateChange, UpdateRows
 
-__all__ = ["AuthMode", "StateTemplate", "StateCopy", "ALLOWED_FUNCTIONS"]
+__all__ = ["AuthMode", "StateTemplate", "StateCopy", "to_sql_value"]
 
 AuthMode = Literal["internal", "read", "write"]
-
-ALLOWED_FUNCTIONS = frozenset(
-    """
-    abs char coalesce concat concat_ws format glob hex ifnull iif if instr length like likelihood likely
-    lower ltrim max min nullif octet_length printf quote replace round rtrim sign soundex substr substring
-    trim typeof unhex unicode unistr unlikely upper
-    avg count group_concat string_agg sum total
-    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
-    date time datetime julianday unixepoch strftime timediff
-    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2 mod
-    pi pow power radians sin sinh sqrt tan tanh trunc
-    json json_array json_array_length json_error_position json_extract json_insert json_object json_patch
-    json_pretty json_remove json_replace json_set json_type json_valid json_quote json_group_array
-    json_group_object json_each json_tree -> ->>
-    now today new_id
-    """.split()
-)
-"""Functions spec SQL may call. Anything else (random(), load_extension(), zeroblob(), ...) is refused."""
 
 _DATE_FUNCTIONS = {"date": (0,), "time": (0,), "datetime": (0,), "julianday": (0,), "unixepoch": (0,),
                    "strftime": (1,), "timediff": (0, 1)}
@@ -103,8 +87,10 @@ class _Authorizer:
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ:
-            # env tables, the JSON table functions, and CTEs (which SQLite reports with no database)
-            allowed = arg1 in self.tables or arg1 in ("json_each", "json_tree") or (db is None and source is None)
+            # env tables, the JSON table functions, and CTE names (reported with no database; SQLite's own
+            # schema tables can be reported that way too, by a column-less read such as count(*))
+            name = (arg1 or "").lower()
+            allowed = arg1 in self.tables or name in ("json_each", "json_tree") or (db is None and not name.startswith("sqlite_"))
             return sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_FUNCTION:
             return sqlite3.SQLITE_OK if (arg2 or "").lower() in ALLOWED_FUNCTIONS else sqlite3.SQLITE_DENY
@@ -222,21 +208,20 @@ class StateTemplate:
         conn = _connect()
         conn.execute("PRAGMA foreign_keys = ON")
         metadata = build_metadata(spec)
-        for table in metadata.sorted_tables:
-            conn.execute(str(sa.schema.CreateTable(table).compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})))
+        for statement in create_statements(metadata):
+            conn.execute(statement)
         unknown = [SpecIssue(f"seed.{name}", f"unknown table {name!r}") for name in seed if name not in metadata.tables]
         if unknown:
             raise SpecError(unknown)
-        changes = [(f"seed.{t.name}", t.name, "insert", {"rows": seed[t.name]}) for t in metadata.sorted_tables if seed.get(t.name)]
+        changes = [(f"seed.{t.name}", InsertRows.model_construct(op="insert", table=t.name, rows=seed[t.name]))
+                   for t in metadata.sorted_tables if seed.get(t.name)]
         _apply(conn, spec, metadata, changes)
         return cls(spec, conn, metadata)
 
-    def derive(self, changes: list[tuple[str, str, str, dict[str, Any]]]) -> StateTemplate:
-        """A new template: this one's data with ``changes`` applied, in order.
+    def derive(self, changes: list[tuple[str, StateChange]]) -> StateTemplate:
+        """A new template: this one's data with ``changes`` (each with its location) applied in order.
 
-        Each change is ``(location, table, op, fields)`` with op ``insert`` (``rows``), ``update``
-        (``where``, ``set``) or ``delete`` (``where``); a ``where`` must match at least one row.
-        Raises :class:`SpecError` with each problem at its location.
+        A ``where`` must match at least one row. Raises :class:`SpecError` with each problem at its location.
         """
         conn = _connect()
         with self._lock:
@@ -283,54 +268,52 @@ class StateTemplate:
 
 
 _DIALECT = sqlite_dialect.dialect()
-_QMARK = sqlite_dialect.dialect(paramstyle="qmark")
+_NAMED = sqlite_dialect.dialect(paramstyle="named")
 
 
 def _connect(cached_statements: int = 128) -> sqlite3.Connection:
     return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, cached_statements=cached_statements)
 
 
-def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData,
-           changes: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData, changes: list[tuple[str, StateChange]]) -> None:
     """Apply inserts/updates/deletes built with SQLAlchemy Core in one transaction, or none of them."""
     issues: list[SpecIssue] = []
     conn.execute("BEGIN")
-    for location, name, op, fields in changes:
-        table = spec.table(name)
-        if table is None or name not in metadata.tables:
-            issues.append(SpecIssue(location, f"unknown table {name!r}"))
+    for location, change in changes:
+        table = spec.table(change.table)
+        if table is None:
+            issues.append(SpecIssue(location, f"unknown table {change.table!r}"))
             continue
-        sa_table = metadata.tables[name]
+        sa_table = metadata.tables[change.table]
         types = {c.name: c.type for c in table.columns}
         try:
-            if op == "insert":
-                for index, row in enumerate(fields["rows"]):
-                    unknown = sorted(set(row) - set(types))
-                    if unknown:
-                        issues.append(SpecIssue(f"{location}[{index}]", f"{name} has no column(s) {', '.join(unknown)}"))
+            if isinstance(change, InsertRows):
+                for index, row in enumerate(change.rows):
+                    problem = _row_problem(row, types, change.table)
+                    if problem:
+                        issues.append(SpecIssue(f"{location}[{index}]", problem))
                         continue
-                    statement = sa.insert(sa_table).values({c: sa.bindparam(c) for c in row})
+                    statement = sa.insert(sa_table).values({c: sa.bindparam(f"v_{c}") for c in row})
                     try:
-                        conn.execute(str(statement.compile(dialect=_QMARK)), tuple(to_sql_value(row[c], types[c]) for c in row))
-                    except sqlite3.Error as e:
+                        conn.execute(_sql(statement), {f"v_{c}": to_sql_value(v, types[c]) for c, v in row.items()})
+                    except (sqlite3.Error, OverflowError) as e:
                         issues.append(SpecIssue(f"{location}[{index}]", f"rejected by the schema: {e}"))
                 continue
-            unknown = sorted((set(fields["where"]) | set(fields.get("set", {}))) - set(types))
+            assignments = change.set if isinstance(change, UpdateRows) else {}
+            unknown = sorted((set(change.where) | set(assignments)) - set(types))
             if unknown:
-                issues.append(SpecIssue(location, f"{name} has no column(s) {', '.join(unknown)}"))
+                issues.append(SpecIssue(location, f"{change.table} has no column(s) {', '.join(unknown)}"))
                 continue
-            where = fields["where"]
-            condition = sa.and_(*(sa_table.c[c] == sa.bindparam(f"w_{c}") for c in where))
-            params = [to_sql_value(v, types[c]) for c, v in where.items()]
-            if op == "update":
-                statement = sa.update(sa_table).where(condition).values({c: sa.bindparam(f"s_{c}") for c in fields["set"]})
-                params = [to_sql_value(v, types[c]) for c, v in fields["set"].items()] + params
+            condition = sa.and_(*(sa_table.c[c] == sa.bindparam(f"w_{c}") for c in change.where))
+            params = {f"w_{c}": to_sql_value(v, types[c]) for c, v in change.where.items()}
+            if isinstance(change, UpdateRows):
+                statement = sa.update(sa_table).where(condition).values({c: sa.bindparam(f"s_{c}") for c in assignments})
+                params.update({f"s_{c}": to_sql_value(v, types[c]) for c, v in assignments.items()})
             else:
                 statement = sa.delete(sa_table).where(condition)
-            cursor = conn.execute(str(statement.compile(dialect=_QMARK)), tuple(params))
-            if cursor.rowcount == 0:
-                issues.append(SpecIssue(location, f"{op} of {name} where {where} matches no row"))
-        except sqlite3.Error as e:
+            if conn.execute(_sql(statement), params).rowcount == 0:
+                issues.append(SpecIssue(location, f"{change.op} of {change.table} where {change.where} matches no row"))
+        except (sqlite3.Error, OverflowError) as e:
             issues.append(SpecIssue(location, f"rejected by the schema: {e}"))
     if not issues:
         for table_name, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check").fetchall():
@@ -339,6 +322,18 @@ def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData,
         conn.execute("ROLLBACK")
         raise SpecError(issues)
     conn.execute("COMMIT")
+
+
+def _row_problem(row: Any, types: Mapping[str, str], table: str) -> str | None:
+    if not isinstance(row, dict):
+        return f"a row must be an object of column values, not {type(row).__name__}"
+    unknown = sorted(set(row) - set(types))
+    return f"{table} has no column(s) {', '.join(unknown)}" if unknown else None
+
+
+def _sql(statement: sa.sql.ClauseElement) -> str:
+    """SQL text with named (:name) parameters, so values are bound by name, never by position."""
+    return str(statement.compile(dialect=_NAMED))
 
 
 def to_sql_value(value: Any, column_type: str | None = None) -> Any:

@@ -140,7 +140,11 @@ def load_task_pack(path: Path, spec: EnvSpec, tool_schemas: dict[str, Any]) -> T
     tasks: list[Task] = []
     seen: dict[str, int] = {}
     raw = path.read_bytes()
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TaskPackError([SpecIssue(path.name, f"not UTF-8 text: {e.reason} at byte {e.start}")], str(path)) from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name}:{number}"
@@ -206,6 +210,8 @@ def check_task(task: Task, spec: EnvSpec, tool_schemas: dict[str, Any]) -> list[
             continue
         if info.params:
             problems.append((f"checks.{index}.sql", f"uses :{info.params[0]}; checks are plain SELECTs without parameters"))
+        if info.new_id_prefixes:
+            problems.append((f"checks.{index}.sql", "calls new_id(), which changes state; a check only reads"))
     if task.collateral.tables:
         for name in task.collateral.tables:
             if name not in tables:

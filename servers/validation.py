@@ -257,6 +257,8 @@ def _check_tool(spec: EnvSpec, tool: Tool, catalog: Mapping[str, Mapping[str, st
             if name not in bound:
                 hint = " (a let binding is only visible to later steps)" if name in _later_lets(tool, index) else ""
                 report.error(f"{where}.sql", f"uses :{name}, which is neither a declared parameter nor an earlier let{hint}")
+        if info.new_id_prefixes and tool.kind == "read":
+            report.error(f"{where}.sql", "new_id() draws an id, which changes state; only write tools may call it")
         for prefix in info.new_id_prefixes:
             if prefix is None:
                 report.error(f"{where}.sql", "new_id() takes a literal prefix, e.g. new_id('LOAN')")

@@ -60,7 +60,7 @@ def test_cap_refuses_new_keys_but_serves_existing_ones(mini: Environment) -> Non
 def test_keys_are_per_environment(mini: Environment, library: Environment) -> None:
     pool = StatePool()
     assert pool.state(mini, "k") is not pool.state(library, "k")
-    assert pool.drop_env("mini") == 1 and len(pool) == 1
+    assert pool.drop(("mini", "k")) and len(pool) == 1
     assert pool.drop(("library", "k")) and not pool.drop(("library", "k"))
 
 
