@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import SpecIssue, TaskPackError
 from .spec import Comparison, EnvSpec
 from .sql_analysis import SqlProblem, analyze_statement
+from .validation import sql_catalog
 
 __all__ = [
     "UserScenario",
@@ -175,7 +176,7 @@ def check_task(task: Task, spec: EnvSpec, tool_schemas: dict[str, Any]) -> list[
     """Static checks of one task against its environment: (field, message) pairs."""
     problems: list[tuple[str, str]] = []
     tables = {t.name: t for t in spec.tables}
-    catalog = {t.name: {c.name: "TEXT" for c in t.columns} for t in spec.tables}
+    catalog = sql_catalog(spec)
     for index, change in enumerate(task.initial_state):
         at = f"initial_state.{index}"
         table = tables.get(change.table)

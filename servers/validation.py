@@ -21,7 +21,7 @@ from .errors import SpecError, SpecIssue
 from .spec import EnvSpec, ExecStep, LetStep, RequireStep, ReturnStep, Tool
 from .sql_analysis import OutputColumn, SqlProblem, StatementInfo, analyze_statement
 
-__all__ = ["StepAnalysis", "ToolAnalysis", "ValidationReport", "parse_spec", "validate_spec", "step_location"]
+__all__ = ["StepAnalysis", "ToolAnalysis", "ValidationReport", "parse_spec", "validate_spec", "step_location", "sql_catalog"]
 
 _SQL_TYPES = {
     "text": "TEXT", "integer": "INTEGER", "real": "REAL", "boolean": "INTEGER",
@@ -122,7 +122,7 @@ def validate_spec(spec: EnvSpec) -> ValidationReport:
     report = ValidationReport()
     _check_tables(spec, report)
     _check_sequences(spec, report)
-    catalog = {t.name: {c.name: _SQL_TYPES[c.type] for c in t.columns} for t in spec.tables}
+    catalog = sql_catalog(spec)
     names: set[str] = set()
     for tool in spec.tools:
         if tool.name in names:
@@ -130,6 +130,11 @@ def validate_spec(spec: EnvSpec) -> ValidationReport:
         names.add(tool.name)
         report.tools[tool.name] = _check_tool(spec, tool, catalog, report)
     return report
+
+
+def sql_catalog(spec: EnvSpec) -> dict[str, dict[str, str]]:
+    """table -> column -> SQL type: the schema that statements are checked against."""
+    return {t.name: {c.name: _SQL_TYPES[c.type] for c in t.columns} for t in spec.tables}
 
 
 def _duplicates(values: list[str]) -> set[str]:
