@@ -384,5 +384,18 @@ def run(
               f"{sum(r.reward or 0 for r in records) / max(1, len(records)):.3f}", highlight=False)
 
 
+def _plugins() -> None:
+    """Add command groups other packages register under the ``envfleet.commands`` entry point group
+    (the synthesizer's ``synth``), without this package importing them."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="envfleet.commands"):
+        try:
+            app.add_typer(entry.load(), name=entry.name)
+        except ImportError as e:  # a broken plugin must not take the runtime's commands down
+            err.print(f"[yellow]warning:[/yellow] command group {entry.name!r} is unavailable: {e}", highlight=False)
+
+
 def main() -> None:
+    _plugins()
     app()

@@ -25,12 +25,15 @@ __all__ = [
     "PACKAGED_ENV_ROOT",
     "DEFAULT_REGISTRY",
     "registry_json_schema",
+    "entry_for",
+    "PROVENANCE_FILE",
 ]
 
 REGISTRY_FORMAT = 1
 PACKAGE_NAME = "envfleet"
 PACKAGED_ENV_ROOT = Path(__file__).parent / "envs"
 DEFAULT_REGISTRY = Path(__file__).parent.parent / "registry.json"
+PROVENANCE_FILE = "provenance.json"
 """registry.json at the root of a source checkout (absent from an installed wheel)."""
 
 
@@ -107,6 +110,8 @@ class RegistryEntry(_Model):
     tools: list[str]
     tables: list[str]
     task_packs: list[TaskPackEntry] = []
+    provenance: dict[str, Any] | None = Field(None, description="How the environment was made (from its provenance.json), "
+                                              "carried as given.")
     packages: list[Package]
     remotes: list[Remote]
     launch: Launch
@@ -126,6 +131,8 @@ def registry_json_schema() -> dict[str, Any]:
 
 def entry_for(env: Environment, relative_path: str) -> RegistryEntry:
     spec = env.spec
+    provenance_file = env.path / PROVENANCE_FILE if env.path else None
+    provenance = json.loads(provenance_file.read_text(encoding="utf-8")) if provenance_file and provenance_file.exists() else None
     http_path = f"/envs/{spec.id}/mcp"
     return RegistryEntry(
         id=spec.id,
@@ -145,6 +152,7 @@ def entry_for(env: Environment, relative_path: str) -> RegistryEntry:
                           tasks=len(pack.tasks), splits=pack.splits, content_hash=pack.content_hash)
             for pack in env.task_packs
         ],
+        provenance=provenance,
         packages=[Package(version=_package_version(), package_arguments=[Argument(value="serve"), Argument(value=spec.id)])],
         remotes=[Remote(
             url="{base_url}" + http_path,
@@ -199,7 +207,7 @@ class Registry:
         entries: list[RegistryEntry] = []
         loaded: dict[str, Environment] = {}
         errors: list[str] = []
-        for folder in sorted(p.parent for p in env_root.glob(f"*/{SPEC_FILE}")):
+        for folder in sorted(p.parent for p in env_root.glob(f"*/{SPEC_FILE}") if not p.parent.name.startswith(".")):
             try:
                 env = Environment.load(folder)
             except SpecError as e:

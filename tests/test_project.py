@@ -59,5 +59,5 @@ def test_lint_is_clean() -> None:
     import sys
 
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-    result = subprocess.run([ruff, "check", "servers", "bench", "tests"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([ruff, "check", "servers", "synthesizer", "bench", "tests"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

@@ -1,0 +1,384 @@
+"""The domain catalog: real-world domains described as data, from which environments are modeled.
+
+Each sector file (``synthesizer/domains/<sector>.json``) lists domains. A domain has entities
+(typed attributes, relations, an optional lifecycle of states and transitions) and business
+rules drawn from a closed vocabulary the modeler knows how to turn into ``require`` steps:
+
+* ``limit_per_owner`` — at most N children in some states per owner (3 active loans per member);
+* ``consumes`` — creating an entity draws on a counter of a related entity (stock, balance,
+  seats), refused when it would go below zero and given back by compensating transitions;
+* ``time_window`` — a transition only so many hours before (or days after) a date attribute;
+* ``eligibility`` — an action only while a related entity's attribute has a value (active member);
+* ``unique_active`` — at most one child in some states per owner and target (one open claim per policy).
+
+Rule parameters carry a range, so one domain yields several distinct environments.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Attribute",
+    "Relation",
+    "Transition",
+    "Lifecycle",
+    "Entity",
+    "Param",
+    "LimitPerOwner",
+    "Consumes",
+    "TimeWindow",
+    "Eligibility",
+    "UniqueActive",
+    "Rule",
+    "Domain",
+    "Composite",
+    "Sector",
+    "Catalog",
+    "CatalogError",
+    "load_catalog",
+    "DOMAINS_DIR",
+]
+
+DOMAINS_DIR = Path(__file__).parent / "domains"
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+
+
+class CatalogError(ValueError):
+    """The catalog data is inconsistent; the message names the sector, domain and field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Attribute(_Model):
+    name: Identifier
+    type: Literal["text", "integer", "real", "boolean", "date", "datetime"]
+    description: str = Field(min_length=1)
+    generator: str = Field(
+        description="How seed values are made: a Faker method ('name', 'company', 'city', 'email', 'sentence', ...), "
+        "'choice' (from enum), 'int:LOW:HIGH', 'money:LOW:HIGH', 'bool:P', 'date:-DAYS:+DAYS' / 'datetime:-DAYS:+DAYS' "
+        "(relative to the clock), 'code:PREFIX' (unique codes), 'words:N'."
+    )
+    enum: list[str] | None = None
+    searchable: bool = Field(False, description="Offered as a search filter (text: partial match; enum: equality).")
+    mutable: bool = Field(False, description="Can be changed by the update tool.")
+    required: bool = True
+    unique: bool = False
+
+
+class Relation(_Model):
+    to: Identifier = Field(description="The entity referred to.")
+    field: Identifier | None = Field(None, description="The foreign-key column; default '<to>_id'.")
+    description: str = Field(min_length=1)
+    required: bool = True
+
+    @property
+    def column(self) -> str:
+        return self.field or f"{self.to}_id"
+
+
+class Transition(_Model):
+    name: Identifier = Field(description="A verb: cancel, ship, check_in, approve ...")
+    from_states: list[str] = Field(alias="from", min_length=1)
+    to: str
+    description: str = Field(min_length=1)
+    stamp: Identifier | None = Field(None, description="A datetime attribute set to now() by the transition.")
+    compensates: bool = Field(False, description="Gives back what 'consumes' rules took (cancel, refund, return).")
+
+
+class Lifecycle(_Model):
+    field: Identifier = "status"
+    initial: str
+    states: list[str] = Field(min_length=2)
+    transitions: list[Transition] = Field(min_length=1)
+    seed_mix: dict[str, float] | None = Field(None, description="Share of seed rows per state (default: mostly early states).")
+
+
+class Entity(_Model):
+    name: Identifier = Field(description="Singular: patient, order, loan.")
+    plural: Identifier
+    description: str = Field(min_length=1)
+    id_prefix: str = Field(pattern=r"^[A-Z]{2,6}$")
+    label: Identifier = Field(description="The attribute people use to refer to a record (a name or title).")
+    attributes: list[Attribute] = Field(min_length=1)
+    relations: list[Relation] = []
+    lifecycle: Lifecycle | None = None
+    creatable: bool = True
+    core: bool = Field(False, description="Always part of the modeled environment.")
+    seed_count: int = Field(30, ge=3, le=400)
+
+
+class Param(_Model):
+    """A rule parameter: the default, and the range variants are drawn from."""
+
+    default: float
+    low: float
+    high: float
+    step: float = 1
+
+
+class LimitPerOwner(_Model):
+    kind: Literal["limit_per_owner"]
+    entity: Identifier
+    owner: Identifier = Field(description="The related entity the limit is counted for.")
+    states: list[str] = Field(min_length=1, description="Children in these states count.")
+    max: Param
+    description: str = Field(min_length=1, description="The rule in policy words, with {max} for the limit.")
+
+
+class Consumes(_Model):
+    kind: Literal["consumes"]
+    entity: Identifier = Field(description="Creating this entity consumes.")
+    resource: Identifier = Field(description="The related entity holding the counter.")
+    counter: Identifier = Field(description="Numeric attribute of the resource (stock, balance, seats_left).")
+    amount: Identifier | None = Field(None, description="Attribute of the entity giving the amount; 1 when absent.")
+    description: str = Field(min_length=1)
+
+
+class TimeWindow(_Model):
+    kind: Literal["time_window"]
+    entity: Identifier
+    transition: Identifier = Field(description="The transition the window applies to (or 'create').")
+    attribute: Identifier = Field(description="A date or datetime attribute of the entity.")
+    mode: Literal["before", "after"] = Field(description="'before': at least N hours before it; 'after': at most N days after it.")
+    amount: Param = Field(description="Hours (before) or days (after).")
+    description: str = Field(min_length=1, description="Policy words, with {amount}.")
+
+
+class Eligibility(_Model):
+    kind: Literal["eligibility"]
+    entity: Identifier = Field(description="The entity whose create or transition is guarded.")
+    action: Identifier = Field(description="'create' or a transition name.")
+    subject: Identifier = Field(description="The related entity that must be eligible.")
+    attribute: Identifier
+    equals: str | bool
+    description: str = Field(min_length=1)
+
+
+class UniqueActive(_Model):
+    kind: Literal["unique_active"]
+    entity: Identifier
+    owner: Identifier
+    target: Identifier
+    states: list[str] = Field(min_length=1)
+    description: str = Field(min_length=1)
+
+
+Rule = Annotated[LimitPerOwner | Consumes | TimeWindow | Eligibility | UniqueActive, Field(discriminator="kind")]
+
+
+class Domain(_Model):
+    id: Identifier
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    keywords: list[str] = Field(min_length=2, description="Words and phrases that point to this domain.")
+    actor: str = Field(description="Who the agent is: 'the front desk of a dental clinic'.")
+    customer: Identifier | None = Field(None, description="The entity the user talking to the agent is (patient, "
+                                        "guest, account holder); by default the core entity most others refer to.")
+    entities: list[Entity] = Field(min_length=2)
+    rules: list[Rule] = Field(min_length=1)
+
+    def entity(self, name: str) -> Entity:
+        for entity in self.entities:
+            if entity.name == name:
+                return entity
+        raise KeyError(name)
+
+    def customer_entity(self) -> Entity:
+        if self.customer:
+            return self.entity(self.customer)
+        referred = {e.name: sum(1 for other in self.entities for r in other.relations if r.to == e.name) for e in self.entities}
+        return max(self.entities, key=lambda e: (e.core, referred[e.name], e.creatable))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Domain:
+        problems = _domain_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class Composite(_Model):
+    """Two related domains joined into one environment; ``shared`` entities are merged."""
+
+    id: Identifier
+    name: str
+    domains: list[Identifier] = Field(min_length=2, max_length=2)
+    shared: dict[Identifier, Identifier] = Field(
+        default_factory=dict, description="Entity of the second domain -> the entity of the first it is merged into.")
+    description: str
+
+
+class Sector(_Model):
+    sector: Identifier
+    name: str
+    domains: list[Domain] = Field(min_length=1)
+    composites: list[Composite] = []
+
+
+def _domain_problems(domain: Domain) -> list[str]:
+    problems: list[str] = []
+    names = {e.name for e in domain.entities}
+    if domain.customer and domain.customer not in names:
+        problems.append(f"customer {domain.customer!r} is not an entity")
+    for entity in domain.entities:
+        attrs = {a.name: a for a in entity.attributes}
+        if entity.label not in attrs:
+            problems.append(f"{entity.name}: label {entity.label!r} is not an attribute")
+        for relation in entity.relations:
+            if relation.to not in names:
+                problems.append(f"{entity.name}: relation to unknown entity {relation.to!r}")
+        for attr in entity.attributes:
+            if attr.generator == "choice" and not attr.enum:
+                problems.append(f"{entity.name}.{attr.name}: generator 'choice' needs an enum")
+        if entity.lifecycle:
+            life = entity.lifecycle
+            if life.initial not in life.states:
+                problems.append(f"{entity.name}: initial state {life.initial!r} is not a state")
+            if life.field in attrs:
+                problems.append(f"{entity.name}: lifecycle field {life.field!r} must not also be an attribute")
+            for transition in life.transitions:
+                for state in [*transition.from_states, transition.to]:
+                    if state not in life.states:
+                        problems.append(f"{entity.name}.{transition.name}: unknown state {state!r}")
+                if transition.stamp and (transition.stamp not in attrs or attrs[transition.stamp].type != "datetime"
+                                         or attrs[transition.stamp].required):
+                    problems.append(f"{entity.name}.{transition.name}: stamp {transition.stamp!r} must be an optional datetime attribute")
+    by_name = {e.name: e for e in domain.entities}
+    for rule in domain.rules:
+        entity = by_name.get(rule.entity)
+        if entity is None:
+            problems.append(f"rule {rule.kind}: unknown entity {rule.entity!r}")
+            continue
+        related = {r.to for r in entity.relations}
+        states = set(entity.lifecycle.states) if entity.lifecycle else set()
+        transitions = {t.name for t in entity.lifecycle.transitions} if entity.lifecycle else set()
+        if isinstance(rule, LimitPerOwner | UniqueActive):
+            if rule.owner not in related:
+                problems.append(f"rule {rule.kind} on {rule.entity}: {rule.owner!r} is not a relation")
+            if not set(rule.states) <= states:
+                problems.append(f"rule {rule.kind} on {rule.entity}: states {rule.states} are not all lifecycle states")
+        if isinstance(rule, UniqueActive) and rule.target not in related:
+            problems.append(f"rule unique_active on {rule.entity}: {rule.target!r} is not a relation")
+        if isinstance(rule, Consumes):
+            resource = by_name.get(rule.resource)
+            if rule.resource not in related or resource is None:
+                problems.append(f"rule consumes on {rule.entity}: {rule.resource!r} is not a relation")
+            elif rule.counter not in {a.name for a in resource.attributes if a.type in ("integer", "real")}:
+                problems.append(f"rule consumes on {rule.entity}: {rule.resource}.{rule.counter} is not a numeric attribute")
+            if rule.amount and rule.amount not in {a.name for a in entity.attributes if a.type in ("integer", "real")}:
+                problems.append(f"rule consumes on {rule.entity}: amount {rule.amount!r} is not a numeric attribute")
+        if isinstance(rule, TimeWindow):
+            attr = next((a for a in entity.attributes if a.name == rule.attribute), None)
+            if attr is None or attr.type not in ("date", "datetime"):
+                problems.append(f"rule time_window on {rule.entity}: {rule.attribute!r} is not a date attribute")
+            if rule.transition != "create" and rule.transition not in transitions:
+                problems.append(f"rule time_window on {rule.entity}: unknown transition {rule.transition!r}")
+        if isinstance(rule, Eligibility):
+            subject = by_name.get(rule.subject)
+            if rule.subject != rule.entity and rule.subject not in related:
+                problems.append(f"rule eligibility on {rule.entity}: {rule.subject!r} is not a relation")
+            elif subject is not None:
+                fields = {a.name for a in subject.attributes} | ({subject.lifecycle.field} if subject.lifecycle else set())
+                if rule.attribute not in fields:
+                    problems.append(f"rule eligibility on {rule.entity}: {rule.subject}.{rule.attribute} does not exist")
+            if rule.action != "create" and rule.action not in transitions:
+                problems.append(f"rule eligibility on {rule.entity}: unknown action {rule.action!r}")
+    return problems
+
+
+class Catalog:
+    """Every sector's domains and composites, by id."""
+
+    def __init__(self, sectors: list[Sector]) -> None:
+        self.sectors = sectors
+        self.domains: dict[str, Domain] = {}
+        self.sector_of: dict[str, str] = {}
+        self.composites: dict[str, Composite] = {}
+        for sector in sectors:
+            for domain in sector.domains:
+                if domain.id in self.domains:
+                    raise CatalogError(f"domain id {domain.id!r} appears twice")
+                self.domains[domain.id] = domain
+                self.sector_of[domain.id] = sector.sector
+            for composite in sector.composites:
+                self.composites[composite.id] = composite
+        for composite in self.composites.values():
+            for domain_id in composite.domains:
+                if domain_id not in self.domains:
+                    raise CatalogError(f"composite {composite.id!r} names unknown domain {domain_id!r}")
+            if composite.id in self.domains:
+                raise CatalogError(f"composite id {composite.id!r} is also a domain id")
+            self.sector_of[composite.id] = self.sector_of[composite.domains[0]]
+
+    def domain(self, domain_id: str) -> Domain:
+        """A domain, or a composite merged into one domain."""
+        if domain_id in self.domains:
+            return self.domains[domain_id]
+        if domain_id in self.composites:
+            return compose(self.composites[domain_id], [self.domains[d] for d in self.composites[domain_id].domains])
+        raise CatalogError(f"no domain or composite {domain_id!r}")
+
+    def ids(self) -> list[str]:
+        return sorted([*self.domains, *self.composites])
+
+
+def compose(composite: Composite, domains: list[Domain]) -> Domain:
+    """Merge two domains: the second's ``shared`` entities become the first's, and its relations and
+    rules follow them; every other entity keeps its name (names must not clash)."""
+    first, second = domains
+    rename = dict(composite.shared)
+    clashes = {e.name for e in second.entities if e.name not in rename} & {e.name for e in first.entities}
+    if clashes:
+        raise CatalogError(f"composite {composite.id!r}: entity names clash ({', '.join(sorted(clashes))}); share or rename them")
+    prefixes = {e.id_prefix for e in first.entities}
+
+    def mapped(name: str) -> str:
+        return rename.get(name, name)
+
+    entities = [e.model_dump(by_alias=True) for e in first.entities]
+    for entity in second.entities:
+        if entity.name in rename:
+            continue
+        data = entity.model_dump(by_alias=True)
+        for relation in data["relations"]:
+            relation["to"] = mapped(relation["to"])
+        if data["id_prefix"] in prefixes:
+            data["id_prefix"] = (data["id_prefix"] + "X")[:6]
+        entities.append(data)
+    rules = [r.model_dump(by_alias=True) for r in first.rules]
+    for rule in second.rules:
+        data = rule.model_dump(by_alias=True)
+        for key in ("entity", "owner", "target", "resource", "subject"):
+            if key in data:
+                data[key] = mapped(data[key])
+        rules.append(data)
+    try:
+        return Domain.model_validate({
+            "id": composite.id, "name": composite.name, "description": composite.description,
+            "keywords": sorted({*first.keywords, *second.keywords}),
+            "actor": f"{first.actor}, working together with {second.actor}",
+            "entities": entities, "rules": rules,
+        })
+    except ValidationError as e:
+        raise CatalogError(f"composite {composite.id!r}: {e}") from None
+
+
+@lru_cache(maxsize=4)
+def load_catalog(folder: Path = DOMAINS_DIR) -> Catalog:
+    """Load and check every sector file; errors name the file and the field."""
+    sectors = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            sectors.append(Sector.model_validate(json.loads(path.read_text(encoding="utf-8"))))
+        except (ValidationError, json.JSONDecodeError) as e:
+            raise CatalogError(f"{path.name}: {e}") from None
+    return Catalog(sectors)

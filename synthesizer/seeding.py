@@ -1,0 +1,199 @@
+"""Stage 3, seed data: realistic rows from Faker, seeded, consistent with keys, lifecycles and rules.
+
+Rows are made in dependency order so every reference points at an existing row. Dates follow
+the lifecycle: records in their initial state lie ahead of the environment clock, finished ones
+behind it. Rule limits hold in the seed (no owner over its limit, no duplicate active pair), and
+a few rows are left at the edges — an owner at its limit, a resource with nothing left, an
+ineligible subject — so every rule can fire in a task.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from datetime import timedelta
+from typing import Any
+
+from faker import Faker
+
+from .catalog import Attribute, Consumes, Entity, LimitPerOwner, UniqueActive
+from .modeling import Design
+
+__all__ = ["seed_rows", "SPECIAL_GENERATORS", "generator_problem"]
+
+_ARITY = {"choice": 0, "none": 0, "int": 2, "money": 2, "bool": 1, "date": 2, "datetime": 2, "code": 1, "words": 1}
+SPECIAL_GENERATORS = tuple(_ARITY)
+_FAKER = Faker()
+
+
+def generator_problem(generator: str) -> str | None:
+    """Why a generator spec is unusable, or None."""
+    head, *args = generator.split(":")
+    if head in _ARITY:
+        if len(args) != _ARITY[head]:
+            return f"generator {generator!r} takes {_ARITY[head]} argument(s)"
+        try:
+            [float(a) for a in args if head != "code"]
+        except ValueError:
+            return f"generator {generator!r} needs numbers as arguments"
+        return None
+    if args or head.startswith("_") or not callable(getattr(_FAKER, head, None)):
+        return f"generator {generator!r} is neither a Faker method nor one of {', '.join(SPECIAL_GENERATORS)}"
+    return None
+
+
+def _order(entities: list[Entity]) -> list[Entity]:
+    done: list[Entity] = []
+    names: set[str] = set()
+    pending = list(entities)
+    while pending:
+        for entity in pending:
+            if all(r.to in names or r.to == entity.name for r in entity.relations):
+                done.append(entity)
+                names.add(entity.name)
+                pending.remove(entity)
+                break
+        else:  # a cycle: take the rest as they are (optional relations filled afterwards)
+            done += pending
+            break
+    return done
+
+
+class _Seeder:
+    def __init__(self, design: Design) -> None:
+        self.design = design
+        self.rng = random.Random(f"seed:{design.env_id}:{design.seed}")
+        self.fake = Faker("en_US")
+        self.fake.seed_instance(design.seed * 7919 + design.variant)
+        self.clock = design.clock.replace(tzinfo=None)
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.codes: Counter[str] = Counter()
+
+    def value(self, attr: Attribute, future: bool | None) -> Any:
+        head, *args = attr.generator.split(":")
+        if head == "none":
+            return None
+        if head == "choice":
+            return self.rng.choice(attr.enum or [""])
+        if head == "int":
+            return self.rng.randint(int(args[0]), int(args[1]))
+        if head == "money":
+            return round(self.rng.uniform(float(args[0]), float(args[1])), 2)
+        if head == "bool":
+            return self.rng.random() < float(args[0])
+        if head in ("date", "datetime"):
+            low, high = float(args[0]), float(args[1])
+            if high <= 0 or low >= 0:
+                future = None  # a range wholly in the past (or future) says when such dates lie
+            if future is True:
+                low = max(low, 0.05)
+                high = max(high, low + 1)
+            elif future is False:
+                high = min(high, -0.05)
+                low = min(low, high - 1)
+            moment = self.clock + timedelta(days=self.rng.uniform(low, high))
+            if head == "date":
+                return moment.date().isoformat()
+            moment = moment.replace(hour=8 + moment.hour % 10, minute=(moment.minute // 15) * 15, second=0, microsecond=0)
+            if future is not False and moment <= self.clock:
+                moment += timedelta(days=1)
+            return moment.strftime("%Y-%m-%d %H:%M:%S")
+        if head == "code":
+            self.codes[args[0]] += 1
+            return f"{args[0]}{self.codes[args[0]]:05d}"
+        if head == "words":
+            return " ".join(self.fake.words(int(args[0]))).capitalize()
+        value = getattr(self.fake.unique if attr.unique else self.fake, head)()
+        if attr.type == "integer":
+            return int(value)
+        return str(value)
+
+    def states(self, entity: Entity, count: int) -> list[str | None]:
+        if entity.lifecycle is None:
+            return [None] * count
+        life = entity.lifecycle
+        mix = life.seed_mix or {s: (0.6 if s == life.initial else 0.4 / (len(life.states) - 1)) for s in life.states}
+        states, weights = zip(*mix.items(), strict=True)
+        drawn = [self.rng.choices(states, weights)[0] for _ in range(count)]
+        missing = [s for s in life.states if s not in drawn]
+        for slot, state in zip(self.rng.sample(range(count), min(len(missing), count)), missing, strict=False):
+            drawn[slot] = state  # every state appears at least once, so every transition can be tried
+        return drawn
+
+    def make(self) -> dict[str, list[dict[str, Any]]]:
+        for entity in _order(self.design.entities):
+            count = entity.seed_count if self.design.variant == 0 else max(3, int(entity.seed_count * self.rng.uniform(0.7, 1.3)))
+            rows = []
+            for index, state in enumerate(self.states(entity, count), start=1):
+                row: dict[str, Any] = {f"{entity.name}_id": f"{entity.id_prefix}-{index:04d}"}
+                for relation in entity.relations:
+                    targets = self.rows.get(self.design.entity(relation.to).plural, [])
+                    if targets and (relation.required or self.rng.random() < 0.8):
+                        row[relation.column] = self.rng.choice(targets)[f"{relation.to}_id"]
+                    else:
+                        row[relation.column] = None
+                initial = entity.lifecycle is not None and state == entity.lifecycle.initial
+                stamps = self._stamps(entity, state)
+                for attr in entity.attributes:
+                    if attr.name in stamps:
+                        row[attr.name] = stamps[attr.name]
+                    elif attr.generator == "none" or (not attr.required and self.rng.random() < 0.15):
+                        row[attr.name] = None
+                    else:
+                        future = None if entity.lifecycle is None or attr.type not in ("date", "datetime") else initial
+                        row[attr.name] = self.value(attr, future)
+                if entity.lifecycle:
+                    row[entity.lifecycle.field] = state
+                rows.append(row)
+            self.rows[entity.plural] = rows
+        self._respect_rules()
+        return self.rows
+
+    def _stamps(self, entity: Entity, state: str | None) -> dict[str, str]:
+        if entity.lifecycle is None:
+            return {}
+        stamps = {}
+        for transition in entity.lifecycle.transitions:
+            if transition.stamp and transition.to == state:
+                moment = self.clock - timedelta(days=self.rng.uniform(0.5, 20))
+                stamps[transition.stamp] = moment.replace(second=0, microsecond=0).strftime("%Y-%m-%d %H:%M:%S")
+        return stamps
+
+    def _respect_rules(self) -> None:
+        """Push rows that would break a limit into a state the rule does not count."""
+        for index, rule in enumerate(self.design.rules):
+            if not isinstance(rule, LimitPerOwner | UniqueActive):
+                continue
+            entity = self.design.entity(rule.entity)
+            if entity.lifecycle is None:
+                continue
+            spare = next((s for s in entity.lifecycle.states if s not in rule.states), None)
+            if spare is None:
+                continue
+            owner = next(r.column for r in entity.relations if r.to == rule.owner)
+            field = entity.lifecycle.field
+            seen: dict[Any, int] = defaultdict(int)
+            limit = int(self.design.params.get(index, 1)) if isinstance(rule, LimitPerOwner) else 1
+            for row in self.rows[entity.plural]:
+                if row[field] not in rule.states:
+                    continue
+                key = (row[owner],) if isinstance(rule, LimitPerOwner) else (
+                    row[owner], row[next(r.column for r in entity.relations if r.to == rule.target)])
+                seen[key] += 1
+                if seen[key] > limit:
+                    row[field] = spare
+                    for attr, value in self._stamps(entity, spare).items():
+                        row[attr] = value
+        for rule in self.design.rules:
+            if isinstance(rule, Consumes):  # keep one resource empty, so running out can be tested
+                resource_rows = self.rows.get(self.design.entity(rule.resource).plural, [])
+                for row in resource_rows:
+                    if isinstance(row.get(rule.counter), int | float) and row[rule.counter] < 0:
+                        row[rule.counter] = 0
+                if resource_rows:
+                    resource_rows[-1][rule.counter] = 0
+
+
+def seed_rows(design: Design) -> dict[str, list[dict[str, Any]]]:
+    """Seed rows per table for a design (deterministic for its env id, seed and variant)."""
+    return _Seeder(design).make()

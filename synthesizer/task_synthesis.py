@@ -1,0 +1,561 @@
+"""Stage 6, tasks: chains of tool calls along the dependency graph, turned into verified tasks.
+
+Each task starts from a seed chain — identify the person (a lookup by name), look up what the
+request concerns, act — drawn from one of a few families (a lifecycle step on one of their
+records, a new record, a change of details, two actions, an action then a question, and policy
+traps where the obvious target breaks a rule and an acceptable alternative must be found). The
+task's world adds **distractors**: a namesake with a different date of birth or email and a
+look-alike record, records of the same person in other states. The instruction is written from
+the user's side (names, dates, titles — never ids). The gold chain is executed; checks are
+derived from what it changed; an answer is taken from a final read; and the four gates are
+applied in process. Drafts that fail are discarded and counted.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from servers import Environment
+from servers.diff import diff_states
+from servers.evaluation import score_state
+from servers.tasks import Answer, Check, GoldCall, InsertRows, Task, UserScenario
+
+from .catalog import Consumes, Eligibility, Entity
+from .modeling import Design
+
+__all__ = ["SynthesisStats", "synthesize_tasks"]
+
+GREETINGS = ["Hi,", "Hello,", "Good morning,", "Hey there,", "Hi there,", ""]
+REQUESTABLE = {"cancel", "pay", "check", "confirm", "return", "renew", "withdraw", "close", "submit", "reactivate", "pause",
+               "resume", "upgrade", "downgrade", "accept", "decline", "extend", "dispute", "redeem", "activate", "suspend",
+               "reschedule", "refund", "approve", "settle", "release", "unlock", "archive", "freeze", "unfreeze", "collect",
+               "claim", "void", "complete", "finalize", "report", "hold", "request", "book", "reserve", "start", "stop"}
+"""First words of transitions a customer would ask for themselves (not 'mark_no_show', 'ship', 'assign')."""
+IDENTIFY = ["I'm {name}", "this is {name}", "my name is {name}", "{name} here"]
+
+
+@dataclass
+class SynthesisStats:
+    attempted: int = 0
+    published: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    families: Counter[str] = field(default_factory=Counter)
+    templates: Counter[str] = field(default_factory=Counter)
+    chain_lengths: Counter[int] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attempted": self.attempted, "published": self.published, "failures": dict(self.failures),
+                "families": dict(self.families), "templates": dict(self.templates),
+                "chain_lengths": {str(k): v for k, v in sorted(self.chain_lengths.items())}}
+
+
+@dataclass
+class _Draft:
+    family: str
+    template: str
+    who: str
+    request: str
+    user: UserScenario
+    gold: list[GoldCall]
+    changes: list[Any] = field(default_factory=list)
+    answer_from_last: str | None = None  # a field of the last call's result to state in the answer
+    alternatives: dict[str, Any] = field(default_factory=dict)  # column -> acceptable values (traps)
+    forbidden: list[Check] = field(default_factory=list)
+    difficulty: str = "medium"
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def instruction(self) -> str:
+        return f"{self.who} {self.request}"
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class _Synthesizer:
+    def __init__(self, env: Environment, design: Design, graph: nx.DiGraph, seed: int) -> None:
+        self.env = env
+        self.design = design
+        self.graph = graph
+        self.rng = random.Random(f"tasks:{design.env_id}:{seed}")
+        self.state = env.new_state()
+        self.rows = {e.name: self.state.rows(e.plural) for e in design.entities}
+        self.tools = set(env.tool_names)
+        self.fresh_ids: Counter[str] = Counter()
+        self.stats = SynthesisStats()
+
+    # -- people and records --------------------------------------------------------------------
+
+    def owners(self) -> list[tuple[Entity, Entity]]:
+        """(customer, child) pairs: the entity the user is, and each entity that requires one."""
+        names = {e.name for e in self.design.entities}
+        customer = self.design.domain.customer_entity()
+        if customer.name not in names:
+            return []
+        return [(self.design.entity(customer.name), child) for child in self.design.entities
+                for relation in child.relations if relation.required and relation.to == customer.name]
+
+    def second_fact(self, owner: Entity) -> str | None:
+        attrs = {a.name: a for a in owner.attributes}
+        for name in ("date_of_birth", "email", "phone", "phone_number", "postcode", "member_number"):
+            if name in attrs:
+                return name
+        for attr in owner.attributes:
+            if attr.name != owner.label and attr.type in ("date", "text") and not attr.enum:
+                return attr.name
+        return None
+
+    def fresh_id(self, entity: Entity) -> str:
+        self.fresh_ids[entity.name] += 1
+        return f"{entity.id_prefix}-{900 + self.fresh_ids[entity.name]:04d}"
+
+    def lookup(self, owner: Entity, row: dict[str, Any]) -> GoldCall:
+        label = row[owner.label]
+        if f"find_{owner.name}_by_{owner.label}" in self.tools and self.rng.random() < 0.5:
+            return GoldCall(tool=f"find_{owner.name}_by_{owner.label}", arguments={owner.label: label})
+        return GoldCall(tool=f"search_{owner.plural}", arguments={"query": label})
+
+    def identity(self, owner: Entity, row: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        fact = self.second_fact(owner)
+        name = str(row[owner.label])
+        known = {"name": name}
+        text = self.rng.choice(IDENTIFY).format(name=name)
+        if fact and row.get(fact):
+            known[_words(fact)] = str(row[fact])
+            text += self.rng.choice([f" ({_words(fact)} {row[fact]})", f", {_words(fact)} {row[fact]}",
+                                     f" — my {_words(fact)} is {row[fact]}"])
+        greeting = self.rng.choice(GREETINGS)
+        return (f"{greeting} {text}." if greeting else f"{text[0].upper()}{text[1:]}."), known
+
+    def twin(self, owner: Entity, row: dict[str, Any]) -> tuple[dict[str, Any], InsertRows] | None:
+        """A namesake: same label, different second fact (the agent must check it)."""
+        fact = self.second_fact(owner)
+        if fact is None:
+            return None
+        twin = dict(row)
+        twin[f"{owner.name}_id"] = self.fresh_id(owner)
+        attr = next(a for a in owner.attributes if a.name == fact)
+        if attr.type == "date":
+            year = int(str(row[fact])[:4]) + self.rng.choice([-7, -3, 4, 9])
+            twin[fact] = f"{year:04d}{str(row[fact])[4:]}"
+            if twin[fact][5:] == "02-29":
+                twin[fact] = twin[fact][:5] + "02-28"
+        else:
+            twin[fact] = f"alt.{row[fact]}" if attr.unique or "@" in str(row[fact]) else f"{row[fact]}9"
+        for other in owner.attributes:
+            if other.unique and other.name != fact and twin.get(other.name) is not None:
+                twin[other.name] = f"twin.{twin[other.name]}"
+        return twin, InsertRows(op="insert", table=owner.plural, rows=[twin])
+
+    def describe(self, entity: Entity, row: dict[str, Any]) -> str:
+        parts = [f"the {row[entity.label]} {_words(entity.name)}" if entity.label != entity.name else f"the {_words(entity.name)}"]
+        for attr in entity.attributes:
+            if attr.type in ("date", "datetime") and row.get(attr.name) and attr.required:
+                value = str(row[attr.name])
+                parts.append(f"on {value[:10]}" + (f" at {value[11:16]}" if attr.type == "datetime" else ""))
+                break
+        for relation in entity.relations:
+            target = self.design.entity(relation.to)
+            if row.get(relation.column) and target.name not in {r.to for r in entity.relations[:1]}:
+                target_row = self.row(target, row[relation.column])
+                if target_row:
+                    parts.append(f"with {target_row[target.label]}")
+                break
+        return " ".join(parts)
+
+    def row(self, entity: Entity, key: Any) -> dict[str, Any] | None:
+        return next((r for r in self.rows[entity.name] if r[f"{entity.name}_id"] == key), None)
+
+    # -- families ------------------------------------------------------------------------------
+
+    def transition_draft(self) -> _Draft | None:
+        options = []
+        for owner, child in self.owners():
+            if child.lifecycle and f"list_{child.plural}_for_{owner.name}" in self.tools:
+                for transition in child.lifecycle.transitions:
+                    if transition.name.split("_")[0] in REQUESTABLE:
+                        options.append((owner, child, transition))
+        if not options:
+            return None
+        owner, child, transition = self.rng.choice(options)
+        column = next(r.column for r in child.relations if r.to == owner.name)
+        ready = [r for r in self.rows[child.name] if r[child.lifecycle.field] in transition.from_states and r[column]]  # type: ignore[union-attr]
+        self.rng.shuffle(ready)
+        for target in ready[:5]:
+            owner_row = self.row(owner, target[column])
+            if owner_row is None:
+                continue
+            who, known = self.identity(owner, owner_row)
+            what = self.describe(child, target)
+            verb = _words(transition.name)
+            template = self.rng.randrange(4)
+            request = [f"Please {verb} {what}.", f"Could you {verb} {what} for me?", f"I need you to {verb} {what}.",
+                       f"I'd like to {verb} {what}, please."][template]
+            gold = [self.lookup(owner, owner_row),
+                    GoldCall(tool=f"list_{child.plural}_for_{owner.name}", arguments={column: owner_row[f"{owner.name}_id"]}),
+                    GoldCall(tool=f"{transition.name}_{child.name}", arguments={f"{child.name}_id": target[f"{child.name}_id"]})]
+            draft = _Draft("lifecycle", f"lifecycle-{template}", who, request,
+                           UserScenario(persona=self.persona(owner_row, owner), known={**known, "request": f"{verb} {what}"},
+                                        unknown=[f"{_words(owner.name)} id", f"{_words(child.name)} id"]),
+                           gold, difficulty="easy", tags=[transition.name, child.name])
+            self.add_distractors(draft, owner, owner_row, child, target, column)
+            return draft
+        return None
+
+    def create_draft(self) -> _Draft | None:
+        options = [(o, c) for o, c in self.owners() if c.creatable and f"create_{c.name}" in self.tools]
+        if not options:
+            return None
+        owner, child = self.rng.choice(options)
+        column = next(r.column for r in child.relations if r.to == owner.name)
+        schema = self.env.executor.tools[f"create_{child.name}"].input_schema
+        for _ in range(8):
+            owner_row = self.rng.choice(self.rows[owner.name])
+            arguments: dict[str, Any] = {column: owner_row[f"{owner.name}_id"]}
+            gold = [self.lookup(owner, owner_row)]
+            facts = []
+            for relation in child.relations:
+                if relation.column == column or relation.column not in schema.get("required", []):
+                    continue
+                target_entity = self.design.entity(relation.to)
+                target_row = self.rng.choice(self.rows[target_entity.name])
+                arguments[relation.column] = target_row[f"{relation.to}_id"]
+                gold.append(GoldCall(tool=f"search_{target_entity.plural}", arguments={"query": target_row[target_entity.label]}))
+                facts.append(f"with {target_row[target_entity.label]}")
+            for name in schema.get("required", []):
+                if name in arguments:
+                    continue
+                arguments[name] = self.value(child, name, schema["properties"][name])
+                facts.append(self.fact_text(name, arguments[name]))
+            gold.append(GoldCall(tool=f"create_{child.name}", arguments=arguments))
+            if not self.trial(gold):
+                continue
+            who, known = self.identity(owner, owner_row)
+            template = self.rng.randrange(3)
+            what = f"a new {_words(child.name)}"
+            details = ", ".join(facts)
+            request = [f"Please set up {what}: {details}.", f"I'd like {what} ({details}).",
+                       f"Can you add {what} for me? Details: {details}."][template]
+            return _Draft("create", f"create-{template}", who, request,
+                          UserScenario(persona=self.persona(owner_row, owner), known={**known, "details": details},
+                                       unknown=["ids"]), gold, difficulty="easy" if len(gold) <= 3 else "medium",
+                          tags=["create", child.name])
+        return None
+
+    def update_draft(self) -> _Draft | None:
+        customer = self.design.domain.customer_entity().name
+        options = [e for e in self.design.entities if f"update_{e.name}" in self.tools and e.name == customer]
+        if not options:
+            return None
+        entity = self.rng.choice(options)
+        schema = self.env.executor.tools[f"update_{entity.name}"].input_schema
+        editable = [n for n in schema["properties"] if n != f"{entity.name}_id"]
+        row = self.rng.choice(self.rows[entity.name])
+        name = self.rng.choice(editable)
+        value = self.value(entity, name, schema["properties"][name])
+        if row.get(name) == value:
+            return None
+        gold = [self.lookup(entity, row), GoldCall(tool=f"get_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"]}),
+                GoldCall(tool=f"update_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"], name: value})]
+        who, known = self.identity(entity, row)
+        template = self.rng.randrange(3)
+        request = [f"Please change my {_words(name)} to {value}.", f"My {_words(name)} is now {value}; can you update it?",
+                   f"Update my {_words(name)} to {value}, please."][template]
+        draft = _Draft("update", f"update-{template}", who, request,
+                       UserScenario(persona=self.persona(row, entity), known={**known, _words(name): str(value)}, unknown=["ids"]),
+                       gold, difficulty="easy", tags=["update", entity.name])
+        pair = self.twin(entity, row)
+        if pair:
+            draft.changes.append(pair[1])
+        return draft
+
+    def two_step_draft(self) -> _Draft | None:
+        first = self.transition_draft()
+        if first is None:
+            return None
+        second = self.transition_draft()
+        if second is None or second.gold[0].arguments != first.gold[0].arguments or second.gold[-1] == first.gold[-1]:
+            return None
+        first.gold.append(second.gold[-1])
+        first.request += " Also, " + second.request[0].lower() + second.request[1:]
+        first.family, first.template, first.difficulty = "two_actions", "two-" + first.template, "medium"
+        first.tags += second.tags
+        return first
+
+    def answer_draft(self) -> _Draft | None:
+        draft = self.transition_draft()
+        if draft is None:
+            return None
+        list_call = draft.gold[1]
+        owner_column, owner_id = next(iter(list_call.arguments.items()))
+        child_tool = draft.gold[-1].tool
+        child = self.design.entity(self.design.roles[child_tool].entity)
+        field_name = child.lifecycle.field  # type: ignore[union-attr]
+        transition = next(t for t in child.lifecycle.transitions if f"{t.name}_{child.name}" == child_tool)  # type: ignore[union-attr]
+        draft.gold.append(GoldCall(tool=list_call.tool, arguments={owner_column: owner_id, field_name: transition.to}))
+        draft.answer_from_last = "count"
+        draft.request += f" Afterwards, how many of my {_words(child.plural)} are {_words(transition.to)}?"
+        draft.family, draft.template, draft.difficulty = "act_then_ask", "ask-" + draft.template, "medium"
+        return draft
+
+    def trap_draft(self) -> _Draft | None:
+        """The target the user names breaks an eligibility or stock rule; another one like it is fine."""
+        candidates = []
+        for index, rule in enumerate(self.design.rules):
+            if isinstance(rule, Eligibility) and rule.action == "create" and rule.subject != rule.entity:
+                candidates.append((index, rule, rule.subject, lambda r, rule=rule: r.get(rule.attribute) == rule.equals))
+            if isinstance(rule, Consumes):
+                candidates.append((index, rule, rule.resource, lambda r, rule=rule: (r.get(rule.counter) or 0) >= 1))
+        self.rng.shuffle(candidates)
+        for _, rule, subject_name, ok in candidates:
+            child = self.design.entity(rule.entity)
+            subject = self.design.entity(subject_name)
+            owners = [owner for owner, kid in self.owners() if kid.name == child.name and owner.name != subject_name]
+            if not owners or f"create_{child.name}" not in self.tools:
+                continue
+            owner = owners[0]
+            enum = next((a for a in subject.attributes if a.enum and a.searchable), None)
+            bad = [r for r in self.rows[subject.name] if not ok(r)]
+            if not bad or enum is None:
+                continue
+            blocked = self.rng.choice(bad)
+            good = [r for r in self.rows[subject.name] if ok(r) and r[enum.name] == blocked[enum.name]]
+            if not good:
+                continue
+            draft = self.create_draft_for(owner, child, subject, blocked, good, enum.name)
+            if draft:
+                return draft
+        return None
+
+    def create_draft_for(self, owner: Entity, child: Entity, subject: Entity, blocked: dict[str, Any],
+                         good: list[dict[str, Any]], enum: str) -> _Draft | None:
+        column = next(r.column for r in child.relations if r.to == owner.name)
+        subject_column = next(r.column for r in child.relations if r.to == subject.name)
+        schema = self.env.executor.tools[f"create_{child.name}"].input_schema
+        for _ in range(6):
+            owner_row = self.rng.choice(self.rows[owner.name])
+            choice = good[0]
+            arguments: dict[str, Any] = {column: owner_row[f"{owner.name}_id"], subject_column: choice[f"{subject.name}_id"]}
+            facts = []
+            for name in schema.get("required", []):
+                if name not in arguments:
+                    if name.endswith("_id"):
+                        break
+                    arguments[name] = self.value(child, name, schema["properties"][name])
+                    facts.append(self.fact_text(name, arguments[name]))
+            else:
+                gold = [self.lookup(owner, owner_row),
+                        GoldCall(tool=f"search_{subject.plural}", arguments={"query": blocked[subject.label]}),
+                        GoldCall(tool=f"search_{subject.plural}", arguments={enum: blocked[enum]}),
+                        GoldCall(tool=f"create_{child.name}", arguments=arguments)]
+                if not self.trial(gold):
+                    continue
+                who, known = self.identity(owner, owner_row)
+                details = ", ".join(facts)
+                request = (f"I'd like a new {_words(child.name)} with {blocked[subject.label]} ({details}). "
+                           f"If that isn't possible, any other {_words(subject.name)} whose {_words(enum)} is "
+                           f"{blocked[enum]} is fine.")
+                draft = _Draft("policy_trap", "trap-0", who, request,
+                               UserScenario(persona=self.persona(owner_row, owner), known={**known, "details": details,
+                                            "preferred": str(blocked[subject.label])}, unknown=["ids", "the rules"]),
+                               gold, difficulty="hard", tags=["policy-trap", child.name])
+                draft.alternatives[subject_column] = [r[f"{subject.name}_id"] for r in good]
+                draft.forbidden.append(Check(
+                    description=f"Nothing was created with {blocked[subject.label]}",
+                    sql=f"SELECT 1 FROM {child.plural} WHERE {subject_column} = {_literal(blocked[f'{subject.name}_id'])} "
+                        f"AND {column} = {_literal(owner_row[f'{owner.name}_id'])} AND {child.name}_id NOT IN "
+                        f"(SELECT {child.name}_id FROM {child.plural} WHERE {child.name}_id <= {_literal(self.max_id(child))})",
+                    expect="none"))
+                return draft
+        return None
+
+    def max_id(self, entity: Entity) -> str:
+        return max((r[f"{entity.name}_id"] for r in self.rows[entity.name]), default="")
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def persona(self, row: dict[str, Any], entity: Entity) -> str:
+        mood = self.rng.choice(["polite and brief", "in a hurry", "chatty", "a little anxious", "precise about details"])
+        return f"{row[entity.label]}, a {_words(entity.name)} of {self.design.name}; {mood}."
+
+    def value(self, entity: Entity, name: str, schema: dict[str, Any]) -> Any:
+        clock = self.design.clock.replace(tzinfo=None)
+        if "enum" in schema:
+            return self.rng.choice(schema["enum"])
+        if schema.get("format") == "date":
+            from datetime import timedelta
+
+            return (clock + timedelta(days=self.rng.randint(3, 25))).date().isoformat()
+        if "pattern" in schema and "\\d{4}" in schema["pattern"]:
+            from datetime import timedelta
+
+            moment = clock.replace(hour=self.rng.choice([9, 10, 11, 14, 15]), minute=self.rng.choice([0, 30]))
+            return (moment + timedelta(days=self.rng.randint(3, 25))).strftime("%Y-%m-%d %H:%M")
+        kind = schema.get("type")
+        if kind == "boolean":
+            return self.rng.random() < 0.5
+        if kind == "integer":
+            return self.rng.randint(1, 4)
+        if kind == "number":
+            return round(self.rng.uniform(10, 200), 2)
+        if "email" in name:
+            return f"{self.rng.choice(['sam', 'alex', 'jo', 'kim', 'lee'])}.{self.rng.randint(10, 99)}@example.net"
+        if "phone" in name:
+            return f"555-{self.rng.randint(100, 999)}-{self.rng.randint(1000, 9999)}"
+        return self.rng.choice(["Please call ahead", "Second floor entrance", "Prefers mornings", "Bring documents",
+                                "Gate code 4412", "Ask for the manager"])
+
+    def fact_text(self, name: str, value: Any) -> str:
+        return f"{_words(name)} {value}"
+
+    def add_distractors(self, draft: _Draft, owner: Entity, owner_row: dict[str, Any], child: Entity,
+                        target: dict[str, Any], column: str) -> None:
+        pair = self.twin(owner, owner_row)
+        if pair is None:
+            return
+        twin_row, insert_owner = pair
+        draft.changes.append(insert_owner)
+        look_alike = dict(target)
+        look_alike[f"{child.name}_id"] = self.fresh_id(child)
+        look_alike[column] = twin_row[f"{owner.name}_id"]
+        for attr in child.attributes:
+            if attr.unique and look_alike.get(attr.name) is not None:
+                look_alike[attr.name] = f"twin.{look_alike[attr.name]}"
+        draft.changes.append(InsertRows(op="insert", table=child.plural, rows=[look_alike]))
+
+    def trial(self, gold: list[GoldCall]) -> bool:
+        state = self.env.new_state()
+        try:
+            return all(not self.env.call(state, c.tool, c.arguments).is_error for c in gold)
+        finally:
+            state.close()
+
+    # -- verification --------------------------------------------------------------------------
+
+    def finish(self, draft: _Draft, task_id: str, split: str) -> Task | None:
+        env = self.env
+        changes = [(f"draft {task_id} initial_state.{i}", c) for i, c in enumerate(draft.changes)]
+        try:
+            template = env.template.derive(changes) if changes else env.template
+        except Exception:
+            self.stats.failures["initial_state"] += 1
+            return None
+        initial = template.dump()
+        runs = []
+        for _ in range(2):
+            state = template.copy()
+            results = [env.executor.call(state, c.tool, c.arguments) for c in draft.gold]
+            runs.append((state, results))
+        (state, results), (again, _) = runs
+        if any(r.is_error for r in results):
+            self.stats.failures["gold_error"] += 1
+            return None
+        if state.digest() != again.digest():
+            self.stats.failures["nondeterministic"] += 1
+            return None
+        diff = diff_states(initial, state.dump(), env.primary_keys)
+        checks = self.checks_from(diff, draft) + draft.forbidden
+        if not diff.tables or not checks:
+            self.stats.failures["no_change"] += 1
+            return None
+        answer = None
+        if draft.answer_from_last:
+            last = results[-1].structured
+            value = last.get(draft.answer_from_last)
+            if value is None:
+                self.stats.failures["no_answer"] += 1
+                return None
+            answer = Answer(facts=[str(value)])
+        task = Task(id=task_id, split=split, difficulty=draft.difficulty, tags=sorted(set(draft.tags)),
+                    instruction=draft.instruction, user=draft.user, initial_state=draft.changes, gold=draft.gold,
+                    checks=checks, answer=answer)
+        gold_score = score_state(task, initial, state, diff, env.primary_keys, "; ".join(answer.facts) if answer else None)
+        noop_state = template.copy()
+        noop = score_state(task, initial, noop_state, diff, env.primary_keys, "")
+        for s in (state, again, noop_state):
+            s.close()
+        if not gold_score.success:
+            self.stats.failures["gold_below_one"] += 1
+            return None
+        if noop.success or all(c.passed for c in noop.checks if c.name.startswith("check[")):
+            self.stats.failures["initial_passes"] += 1
+            return None
+        return task
+
+    def checks_from(self, diff: Any, draft: _Draft) -> list[Check]:
+        checks = []
+        keys = self.env.primary_keys
+        for table, changes in sorted(diff.tables.items()):
+            entity = next(e for e in self.design.entities if e.plural == table)
+            key_column = keys[table][0]
+            for _, row in sorted(changes.inserted.items()):
+                conditions = []
+                for column, value in row.items():
+                    if column == key_column:
+                        continue
+                    if column in draft.alternatives:
+                        conditions.append(f"{column} IN ({', '.join(_literal(v) for v in draft.alternatives[column])})")
+                    else:
+                        conditions.append(f"{column} IS NULL" if value is None else f"{column} = {_literal(value)}")
+                checks.append(Check(description=f"A new {_words(entity.name)} exists with the requested details",
+                                    sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions)}"))
+            for key, columns in sorted(changes.updated.items()):
+                conditions = [f"{key_column} = {_literal(key)}"] + [
+                    f"{c} IS NULL" if new is None else f"{c} = {_literal(new)}" for c, (_, new) in sorted(columns.items())]
+                changed = ", ".join(_words(c) for c in sorted(columns))
+                checks.append(Check(description=f"{_words(entity.name).capitalize()} {key}: {changed} updated",
+                                    sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions)}"))
+            for key in sorted(changes.deleted):
+                checks.append(Check(description=f"{_words(entity.name).capitalize()} {key} removed",
+                                    sql=f"SELECT 1 FROM {table} WHERE {key_column} = {_literal(key)}", expect="none"))
+        return checks
+
+
+def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, count: int, seed: int,
+                     test_share: float = 0.3, max_attempts: int | None = None) -> tuple[list[Task], SynthesisStats]:
+    """Up to ``count`` verified tasks for ``env``, with the statistics of what was tried."""
+    synth = _Synthesizer(env, design, graph, seed)
+    families = [(synth.transition_draft, 3), (synth.create_draft, 2), (synth.update_draft, 1), (synth.two_step_draft, 2),
+                (synth.answer_draft, 2), (synth.trap_draft, 2)]
+    makers, weights = zip(*families, strict=True)
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    attempts = max_attempts or count * 6
+    while len(tasks) < count and synth.stats.attempted < attempts:
+        synth.stats.attempted += 1
+        draft = synth.rng.choices(makers, weights)[0]()
+        if draft is None:
+            synth.stats.failures["no_draft"] += 1
+            continue
+        if draft.instruction in seen:
+            synth.stats.failures["duplicate"] += 1
+            continue
+        split = "test" if synth.rng.random() < test_share else "train"
+        task = synth.finish(draft, f"{env.id}-{len(tasks) + 1:03d}", split)
+        if task is None:
+            continue
+        seen.add(draft.instruction)
+        tasks.append(task)
+        synth.stats.published += 1
+        synth.stats.families[draft.family] += 1
+        synth.stats.templates[draft.template] += 1
+        synth.stats.chain_lengths[len(task.gold)] += 1
+    synth.state.close()
+    return tasks, synth.stats
+
