@@ -268,6 +268,15 @@ def _domain_problems(domain: Domain) -> list[str]:
                 problems.append(f"rule {rule.kind} on {rule.entity}: states {rule.states} are not all lifecycle states")
         if isinstance(rule, UniqueActive) and rule.target not in related:
             problems.append(f"rule unique_active on {rule.entity}: {rule.target!r} is not a relation")
+        relations = {r.to: r for r in entity.relations}
+        if isinstance(rule, Consumes | LimitPerOwner | UniqueActive):
+            for name in {getattr(rule, k) for k in ("resource", "owner", "target") if hasattr(rule, k)}:
+                if name in relations and not relations[name].required:
+                    problems.append(f"rule {rule.kind} on {rule.entity}: the relation to {name!r} must be required")
+        if isinstance(rule, Eligibility) and rule.subject in relations and not relations[rule.subject].required:
+            problems.append(f"rule eligibility on {rule.entity}: the relation to {rule.subject!r} must be required")
+        if isinstance(rule, Eligibility) and rule.subject == rule.entity and rule.action == "create":
+            problems.append(f"rule eligibility on {rule.entity}: a record cannot be checked against itself before it exists")
         if isinstance(rule, Consumes):
             resource = by_name.get(rule.resource)
             if rule.resource not in related or resource is None:
@@ -352,7 +361,9 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
         for relation in data["relations"]:
             relation["to"] = mapped(relation["to"])
         if data["id_prefix"] in prefixes:
-            data["id_prefix"] = (data["id_prefix"] + "X")[:6]
+            base = data["id_prefix"][:5]
+            data["id_prefix"] = next(base + letter for letter in "XYZQWV" if base + letter not in prefixes)
+        prefixes.add(data["id_prefix"])
         entities.append(data)
     rules = [r.model_dump(by_alias=True) for r in first.rules]
     for rule in second.rules:
@@ -361,15 +372,25 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
             if key in data:
                 data[key] = mapped(data[key])
         rules.append(data)
+    merged = {
+        "id": composite.id, "name": composite.name, "description": composite.description,
+        "keywords": sorted({*first.keywords, *second.keywords}),
+        "actor": f"{first.actor}, working together with {second.actor}", "customer": first.customer,
+        "entities": entities, "rules": rules,
+    }
+    kept = [rule for rule in rules if _survives(merged, rule)]  # a rule on an attribute the shared entity lacks goes
     try:
-        return Domain.model_validate({
-            "id": composite.id, "name": composite.name, "description": composite.description,
-            "keywords": sorted({*first.keywords, *second.keywords}),
-            "actor": f"{first.actor}, working together with {second.actor}",
-            "entities": entities, "rules": rules,
-        })
+        return Domain.model_validate({**merged, "rules": kept})
     except ValidationError as e:
         raise CatalogError(f"composite {composite.id!r}: {e}") from None
+
+
+def _survives(merged: dict, rule: dict) -> bool:
+    try:
+        Domain.model_validate({**merged, "rules": [rule]})
+    except ValidationError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=4)

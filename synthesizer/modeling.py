@@ -10,9 +10,12 @@ environments. The result is plain data: the runtime validates it like any other 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlglot.dialects.sqlite import SQLite
 
 from .catalog import (
     Attribute,
@@ -59,6 +62,7 @@ class Design:
     rules: list[Rule]
     params: dict[int, float] = field(default_factory=dict)  # index in rules -> value
     roles: dict[str, ToolRole] = field(default_factory=dict)
+    codes: dict[tuple[str, str], str] = field(default_factory=dict)  # (entity, attribute) -> sequence prefix
 
     def entity(self, name: str) -> Entity:
         return next(e for e in self.entities if e.name == name)
@@ -102,6 +106,16 @@ def design_domain(domain: Domain, *, seed: int, variant: int = 0, env_id: str | 
         param = rule.max if isinstance(rule, LimitPerOwner) else rule.amount if isinstance(rule, TimeWindow) else None
         if param is not None:
             design.params[index] = _draw(rng, param, variant)
+    taken = {e.id_prefix for e in entities}
+    for entity in entities:
+        for attr in entity.attributes:
+            if attr.generator.startswith("code:"):
+                prefix = re.sub(r"[^A-Z0-9]", "", attr.generator[5:].upper())
+                prefix = prefix if prefix[:1].isalpha() else "C" + prefix
+                while prefix in taken:
+                    prefix += "N"
+                taken.add(prefix)
+                design.codes[(entity.name, attr.name)] = prefix[:16]
     return design
 
 
@@ -155,6 +169,14 @@ def _param(attr: Attribute, description: str | None = None) -> dict[str, Any]:
 def _id_param(entity: Entity) -> dict[str, Any]:
     return {"type": "string", "description": f"The {_words(entity.name)}'s id, e.g. {entity.id_prefix}-0001.",
             "pattern": f"^{entity.id_prefix}-[0-9]+$"}
+
+
+_KEYWORDS = frozenset(k.lower() for k in SQLite.Tokenizer.KEYWORDS if k.isalpha())
+
+
+def p_(name: str) -> str:
+    """The parameter name for an attribute: the attribute's own name, unless SQL reserves it."""
+    return f"{name}_value" if name in _KEYWORDS else name
 
 
 def _words(name: str) -> str:
@@ -215,12 +237,12 @@ class _ToolWriter:
         conditions = [f"(:query IS NULL OR t.{entity.label} LIKE :pattern ESCAPE '\\')"]
         for attr in entity.attributes:
             if attr.searchable and attr.enum and attr.name != entity.label:
-                properties[attr.name] = _param(attr, f"Only {_words(entity.plural)} with this {_words(attr.name)}.")
-                conditions.append(f"(:{attr.name} IS NULL OR t.{attr.name} = :{attr.name})")
+                properties[p_(attr.name)] = _param(attr, f"Only {_words(entity.plural)} with this {_words(attr.name)}.")
+                conditions.append(f"(:{p_(attr.name)} IS NULL OR t.{attr.name} = :{p_(attr.name)})")
         if entity.lifecycle:
             field_name = entity.lifecycle.field
-            properties[field_name] = {"type": "string", "enum": entity.lifecycle.states, "description": f"Only {_words(table)} in this state."}
-            conditions.append(f"(:{field_name} IS NULL OR t.{field_name} = :{field_name})")
+            properties[p_(field_name)] = {"type": "string", "enum": entity.lifecycle.states, "description": f"Only {_words(table)} in this state."}
+            conditions.append(f"(:{p_(field_name)} IS NULL OR t.{field_name} = :{p_(field_name)})")
         for relation in entity.relations:
             target = design.entity(relation.to)
             properties[relation.column] = {**_id_param(target), "description": f"Only {_words(table)} of this {_words(target.name)}."}
@@ -240,10 +262,10 @@ class _ToolWriter:
             self.add(ToolRole("find_by_label", e), {
                 "name": f"find_{e}_by_{entity.label}", "kind": "read",
                 "description": f"{words.capitalize()}s whose {_words(entity.label)} is exactly the given one (any case).",
-                "parameters": _params({entity.label: {"type": "string", "minLength": 1, "maxLength": 200,
-                                                      "description": f"The exact {_words(entity.label)}."}}, [entity.label]),
+                "parameters": _params({p_(entity.label): {"type": "string", "minLength": 1, "maxLength": 200,
+                                                          "description": f"The exact {_words(entity.label)}."}}, [p_(entity.label)]),
                 "steps": [{"kind": "return", "shape": "rows",
-                           "sql": f"SELECT * FROM {table} WHERE lower({entity.label}) = lower(:{entity.label}) ORDER BY {e}_id"}],
+                           "sql": f"SELECT * FROM {table} WHERE lower({entity.label}) = lower(:{p_(entity.label)}) ORDER BY {e}_id"}],
             })
         for relation in entity.relations:
             target = design.entity(relation.to)
@@ -251,8 +273,8 @@ class _ToolWriter:
             condition = f"t.{relation.column} = :{relation.column}"
             if entity.lifecycle:
                 field_name = entity.lifecycle.field
-                properties[field_name] = {"type": "string", "enum": entity.lifecycle.states, "description": f"Only {_words(table)} in this state."}
-                condition += f" AND (:{field_name} IS NULL OR t.{field_name} = :{field_name})"
+                properties[p_(field_name)] = {"type": "string", "enum": entity.lifecycle.states, "description": f"Only {_words(table)} in this state."}
+                condition += f" AND (:{p_(field_name)} IS NULL OR t.{field_name} = :{p_(field_name)})"
             self.add(ToolRole("list_for", e, relation=relation.to), {
                 "name": f"list_{table}_for_{relation.to}", "kind": "read",
                 "description": f"The {_words(table)} of one {_words(target.name)}.",
@@ -297,7 +319,8 @@ class _ToolWriter:
     def create(self, entity: Entity) -> None:
         design, e, table = self.design, entity.name, entity.plural
         stamps = {t.stamp for t in entity.lifecycle.transitions if t.stamp} if entity.lifecycle else set()
-        attrs = [a for a in entity.attributes if a.name not in stamps and a.generator != "none"]
+        codes = {a.name: design.codes[(e, a.name)] for a in entity.attributes if (e, a.name) in design.codes}
+        attrs = [a for a in entity.attributes if a.name not in stamps and a.generator != "none" and a.name not in codes]
         properties: dict[str, Any] = {}
         required: list[str] = []
         steps: list[dict[str, Any]] = []
@@ -312,17 +335,18 @@ class _ToolWriter:
                               "sql": f"SELECT 1 WHERE :{relation.column} IS NULL OR EXISTS (SELECT 1 FROM {target.plural} "
                                      f"WHERE {target.name}_id = :{relation.column})"})
         for attr in attrs:
-            properties[attr.name] = _param(attr)
+            properties[p_(attr.name)] = _param(attr)
             if attr.required:
-                required.append(attr.name)
+                required.append(p_(attr.name))
             if attr.unique:
-                steps.append({"kind": "require", "sql": f"SELECT 1 FROM {table} WHERE {attr.name} = :{attr.name}", "expect": "none",
-                              "error": f"Another {_words(e)} already has the {_words(attr.name)} {{{attr.name}}}.",
+                steps.append({"kind": "require", "sql": f"SELECT 1 FROM {table} WHERE {attr.name} = :{p_(attr.name)}", "expect": "none",
+                              "error": f"Another {_words(e)} already has the {_words(attr.name)} {{{p_(attr.name)}}}.",
                               "rule": f"unique_{attr.name}"})
         steps += self._rule_steps(entity, "create")
         steps.append({"kind": "let", "name": "new_id", "sql": f"SELECT new_id('{entity.id_prefix}')"})
-        columns = [f"{e}_id", *[r.column for r in entity.relations], *[a.name for a in attrs]]
-        values = [":new_id", *[f":{r.column}" for r in entity.relations], *[_value(a, a.name) for a in attrs]]
+        columns = [f"{e}_id", *[r.column for r in entity.relations], *[a.name for a in attrs], *codes]
+        values = [":new_id", *[f":{r.column}" for r in entity.relations], *[_value(a, p_(a.name)) for a in attrs],
+                  *[f"new_id('{prefix}')" for prefix in codes.values()]]
         if entity.lifecycle:
             columns.append(entity.lifecycle.field)
             values.append(f"'{entity.lifecycle.initial}'")
@@ -331,7 +355,8 @@ class _ToolWriter:
         steps.append({"kind": "return", "shape": "row", "sql": _row_select(design, entity, f"t.{e}_id = :new_id")})
         self.add(ToolRole("create", e), {
             "name": f"create_{e}", "kind": "write",
-            "description": f"Create a {_words(e)}." + self._rule_summary(entity, "create"),
+            "description": f"Create a {_words(e)}." + (f" Its {', '.join(_words(c) for c in codes)} is assigned automatically." if codes else "")
+                           + self._rule_summary(entity, "create"),
             "parameters": _params(properties, required), "steps": steps,
         })
 
@@ -340,18 +365,18 @@ class _ToolWriter:
         mutable = [a for a in entity.attributes if a.mutable]
         if not mutable:
             return
-        properties = {f"{e}_id": _id_param(entity)} | {a.name: _param(a, f"New {_words(a.name)}.") for a in mutable}
-        any_given = " OR ".join(f":{a.name} IS NOT NULL" for a in mutable)
+        properties = {f"{e}_id": _id_param(entity)} | {p_(a.name): _param(a, f"New {_words(a.name)}.") for a in mutable}
+        any_given = " OR ".join(f":{p_(a.name)} IS NOT NULL" for a in mutable)
         steps = [_exists(design, entity),
                  {"kind": "require", "sql": f"SELECT 1 WHERE {any_given}",
-                  "error": "Give at least one of: " + ", ".join(a.name for a in mutable) + ".", "rule": "update_needs_a_value"}]
+                  "error": "Give at least one of: " + ", ".join(p_(a.name) for a in mutable) + ".", "rule": "update_needs_a_value"}]
         for attr in mutable:
             if attr.unique:
                 steps.append({"kind": "require", "expect": "none",
-                              "sql": f"SELECT 1 FROM {table} WHERE {attr.name} = :{attr.name} AND {e}_id <> :{e}_id",
-                              "error": f"Another {_words(e)} already has the {_words(attr.name)} {{{attr.name}}}.",
+                              "sql": f"SELECT 1 FROM {table} WHERE {attr.name} = :{p_(attr.name)} AND {e}_id <> :{e}_id",
+                              "error": f"Another {_words(e)} already has the {_words(attr.name)} {{{p_(attr.name)}}}.",
                               "rule": f"unique_{attr.name}"})
-        sets = ", ".join(f"{a.name} = COALESCE({_value(a, a.name)}, {a.name})" for a in mutable)
+        sets = ", ".join(f"{a.name} = COALESCE({_value(a, p_(a.name))}, {a.name})" for a in mutable)
         steps += [{"kind": "exec", "sql": f"UPDATE {table} SET {sets} WHERE {e}_id = :{e}_id"},
                   {"kind": "return", "shape": "row", "sql": _row_select(design, entity, f"t.{e}_id = :{e}_id")}]
         self.add(ToolRole("update", e), {
@@ -428,7 +453,7 @@ class _ToolWriter:
                               "error": f"{rule.description} ({_words(e).capitalize()} {{existing}} already exists.)"})
             elif isinstance(rule, TimeWindow):
                 amount = int(design.params[index])
-                value = f"datetime(:{rule.attribute})" if creating else \
+                value = f"datetime(:{p_(rule.attribute)})" if creating else \
                     f"(SELECT {rule.attribute} FROM {table} WHERE {e}_id = :{e}_id)"
                 if rule.mode == "before":
                     condition = f"datetime({value}) >= datetime(now(), '+{amount} hours')"
@@ -440,7 +465,7 @@ class _ToolWriter:
             elif isinstance(rule, Consumes) and creating:
                 resource = design.entity(rule.resource)
                 column = next(r.column for r in entity.relations if r.to == rule.resource)
-                amount = f":{rule.amount}" if rule.amount else "1"
+                amount = f":{p_(rule.amount)}" if rule.amount else "1"
                 steps.append({"kind": "require", "expect": "true", "rule": rule_name,
                               "sql": f"SELECT {rule.counter} >= {amount} AS ok, {rule.counter} AS available FROM {resource.plural} "
                                      f"WHERE {resource.name}_id = :{column}",
@@ -467,10 +492,19 @@ def _rule_action(rule: Rule) -> str:
     return "create"
 
 
+_IRREGULAR = {"pay": "paid", "hold": "held", "set": "set", "sell": "sold", "withdraw": "withdrawn", "send": "sent",
+              "buy": "bought", "lend": "lent", "put": "put", "take": "taken", "give": "given", "write": "written",
+              "begin": "begun", "run": "run", "pick": "picked", "shut": "shut", "cut": "cut", "rebook": "rebooked",
+              "submit": "submitted", "admit": "admitted", "permit": "permitted", "refer": "referred", "transfer": "transferred",
+              "cancel": "cancelled", "commit": "committed", "omit": "omitted", "prefer": "preferred"}
+
+
 def _past(verb: str) -> str:
     words = verb.split("_")
     head = words[0]
-    if head.endswith("e"):
+    if head in _IRREGULAR:
+        head = _IRREGULAR[head]
+    elif head.endswith("e"):
         head += "d"
     elif head.endswith("y") and head[-2:-1] not in "aeiou":
         head = head[:-1] + "ied"
@@ -550,7 +584,9 @@ def build_spec(design: Design) -> dict[str, Any]:
         "tags": ["synthesized", f"variant-{design.variant}"],
         "clock": design.clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "policy": _policy(design),
-        "sequences": [{"prefix": e.id_prefix, "table": e.plural, "column": f"{e.name}_id", "width": 4} for e in design.entities],
+        "sequences": [{"prefix": e.id_prefix, "table": e.plural, "column": f"{e.name}_id", "width": 4} for e in design.entities]
+        + [{"prefix": prefix, "table": design.entity(entity).plural, "column": attr, "width": 5}
+           for (entity, attr), prefix in design.codes.items()],
         "tables": tables,
         "tools": writer.tools,
         "limits": {"max_rows": 50},

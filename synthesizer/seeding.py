@@ -1,10 +1,11 @@
 """Stage 3, seed data: realistic rows from Faker, seeded, consistent with keys, lifecycles and rules.
 
 Rows are made in dependency order so every reference points at an existing row. Dates follow
-the lifecycle: records in their initial state lie ahead of the environment clock, finished ones
-behind it. Rule limits hold in the seed (no owner over its limit, no duplicate active pair), and
-a few rows are left at the edges — an owner at its limit, a resource with nothing left, an
-ineligible subject — so every rule can fire in a task.
+the lifecycle: records still moving through it lie ahead of the environment clock, finished ones
+behind it (a generator range wholly in the past stays in the past). Every lifecycle state appears.
+Rule limits hold in the seed (no owner over its limit, no duplicate active pair), and one resource
+per ``consumes`` rule is left with nothing, so running out can be tested; generator weights decide
+how many subjects are ineligible.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from faker import Faker
 from .catalog import Attribute, Consumes, Entity, LimitPerOwner, UniqueActive
 from .modeling import Design
 
-__all__ = ["seed_rows", "SPECIAL_GENERATORS", "generator_problem"]
+__all__ = ["seed_rows", "SPECIAL_GENERATORS", "generator_problem", "ValueMaker"]
 
 _ARITY = {"choice": 0, "none": 0, "int": 2, "money": 2, "bool": 1, "date": 2, "datetime": 2, "code": 1, "words": 1}
 SPECIAL_GENERATORS = tuple(_ARITY)
@@ -42,6 +43,13 @@ def generator_problem(generator: str) -> str | None:
     return None
 
 
+def _terminal_states(entity: Entity) -> set[str]:
+    """States no transition leaves."""
+    assert entity.lifecycle is not None
+    leaving = {s for t in entity.lifecycle.transitions for s in t.from_states}
+    return set(entity.lifecycle.states) - leaving
+
+
 def _order(entities: list[Entity]) -> list[Entity]:
     done: list[Entity] = []
     names: set[str] = set()
@@ -60,6 +68,8 @@ def _order(entities: list[Entity]) -> list[Entity]:
 
 
 class _Seeder:
+    """Makes the seed rows of a design; ``value`` also serves later stages that need realistic values."""
+
     def __init__(self, design: Design) -> None:
         self.design = design
         self.rng = random.Random(f"seed:{design.env_id}:{design.seed}")
@@ -69,7 +79,7 @@ class _Seeder:
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.codes: Counter[str] = Counter()
 
-    def value(self, attr: Attribute, future: bool | None) -> Any:
+    def value(self, attr: Attribute, future: bool | None, entity: str | None = None) -> Any:
         head, *args = attr.generator.split(":")
         if head == "none":
             return None
@@ -95,12 +105,13 @@ class _Seeder:
             if head == "date":
                 return moment.date().isoformat()
             moment = moment.replace(hour=8 + moment.hour % 10, minute=(moment.minute // 15) * 15, second=0, microsecond=0)
-            if future is not False and moment <= self.clock:
+            if future is True and moment <= self.clock:
                 moment += timedelta(days=1)
             return moment.strftime("%Y-%m-%d %H:%M:%S")
         if head == "code":
-            self.codes[args[0]] += 1
-            return f"{args[0]}{self.codes[args[0]]:05d}"
+            prefix = self.design.codes.get((entity or "", attr.name), args[0])
+            self.codes[prefix] += 1
+            return f"{prefix}-{self.codes[prefix]:05d}"
         if head == "words":
             return " ".join(self.fake.words(int(args[0]))).capitalize()
         value = getattr(self.fake.unique if attr.unique else self.fake, head)()
@@ -132,7 +143,8 @@ class _Seeder:
                         row[relation.column] = self.rng.choice(targets)[f"{relation.to}_id"]
                     else:
                         row[relation.column] = None
-                initial = entity.lifecycle is not None and state == entity.lifecycle.initial
+                # a record still moving through its lifecycle lies ahead of the clock; a finished one behind it
+                ahead = entity.lifecycle is not None and state not in _terminal_states(entity)
                 stamps = self._stamps(entity, state)
                 for attr in entity.attributes:
                     if attr.name in stamps:
@@ -140,8 +152,8 @@ class _Seeder:
                     elif attr.generator == "none" or (not attr.required and self.rng.random() < 0.15):
                         row[attr.name] = None
                     else:
-                        future = None if entity.lifecycle is None or attr.type not in ("date", "datetime") else initial
-                        row[attr.name] = self.value(attr, future)
+                        future = None if entity.lifecycle is None or attr.type not in ("date", "datetime") else ahead
+                        row[attr.name] = self.value(attr, future, entity.name)
                 if entity.lifecycle:
                     row[entity.lifecycle.field] = state
                 rows.append(row)
@@ -197,3 +209,6 @@ class _Seeder:
 def seed_rows(design: Design) -> dict[str, list[dict[str, Any]]]:
     """Seed rows per table for a design (deterministic for its env id, seed and variant)."""
     return _Seeder(design).make()
+
+
+ValueMaker = _Seeder

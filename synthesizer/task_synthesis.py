@@ -26,7 +26,8 @@ from servers.evaluation import score_state
 from servers.tasks import Answer, Check, GoldCall, InsertRows, Task, UserScenario
 
 from .catalog import Consumes, Eligibility, Entity
-from .modeling import Design
+from .modeling import Design, p_
+from .seeding import ValueMaker
 
 __all__ = ["SynthesisStats", "synthesize_tasks"]
 
@@ -98,6 +99,7 @@ class _Synthesizer:
         self.rows = {e.name: self.state.rows(e.plural) for e in design.entities}
         self.tools = set(env.tool_names)
         self.fresh_ids: Counter[str] = Counter()
+        self.values = ValueMaker(design)  # the seed generators, for realistic argument values
         self.stats = SynthesisStats()
 
     # -- people and records --------------------------------------------------------------------
@@ -184,37 +186,60 @@ class _Synthesizer:
 
     # -- families ------------------------------------------------------------------------------
 
+    def grandchildren(self) -> list[tuple[Entity, Entity, Entity]]:
+        """(customer, middle, child): records one level further down (a claim under the customer's policy)."""
+        triples = []
+        for customer, middle in self.owners():
+            for child in self.design.entities:
+                for relation in child.relations:
+                    if relation.required and relation.to == middle.name and child.name != customer.name:
+                        triples.append((customer, middle, child))
+        return triples
+
     def transition_draft(self) -> _Draft | None:
         options = []
         for owner, child in self.owners():
             if child.lifecycle and f"list_{child.plural}_for_{owner.name}" in self.tools:
-                for transition in child.lifecycle.transitions:
-                    if transition.name.split("_")[0] in REQUESTABLE:
-                        options.append((owner, child, transition))
+                options += [(owner, None, child, t) for t in child.lifecycle.transitions if t.name.split("_")[0] in REQUESTABLE]
+        for owner, middle, child in self.grandchildren():
+            if child.lifecycle and {f"list_{middle.plural}_for_{owner.name}", f"list_{child.plural}_for_{middle.name}"} <= self.tools:
+                options += [(owner, middle, child, t) for t in child.lifecycle.transitions if t.name.split("_")[0] in REQUESTABLE]
         if not options:
             return None
-        owner, child, transition = self.rng.choice(options)
-        column = next(r.column for r in child.relations if r.to == owner.name)
+        owner, middle, child, transition = self.rng.choice(options)
+        parent = middle or owner
+        column = next(r.column for r in child.relations if r.to == parent.name)
+        up = next(r.column for r in middle.relations if r.to == owner.name) if middle else None
         ready = [r for r in self.rows[child.name] if r[child.lifecycle.field] in transition.from_states and r[column]]  # type: ignore[union-attr]
         self.rng.shuffle(ready)
         for target in ready[:5]:
-            owner_row = self.row(owner, target[column])
-            if owner_row is None:
+            parent_row = self.row(parent, target[column])
+            owner_row = self.row(owner, parent_row[up]) if (middle and parent_row and parent_row.get(up)) else parent_row
+            if owner_row is None or parent_row is None:
                 continue
             who, known = self.identity(owner, owner_row)
             what = self.describe(child, target)
+            if middle:
+                what += f" on my {_words(middle.name)} {parent_row[middle.label]}"
             verb = _words(transition.name)
             template = self.rng.randrange(4)
             request = [f"Please {verb} {what}.", f"Could you {verb} {what} for me?", f"I need you to {verb} {what}.",
                        f"I'd like to {verb} {what}, please."][template]
-            gold = [self.lookup(owner, owner_row),
-                    GoldCall(tool=f"list_{child.plural}_for_{owner.name}", arguments={column: owner_row[f"{owner.name}_id"]}),
-                    GoldCall(tool=f"{transition.name}_{child.name}", arguments={f"{child.name}_id": target[f"{child.name}_id"]})]
+            gold = [self.lookup(owner, owner_row)]
+            if middle:
+                gold.append(GoldCall(tool=f"list_{middle.plural}_for_{owner.name}", arguments={up: owner_row[f"{owner.name}_id"]}))
+            gold += [GoldCall(tool=f"list_{child.plural}_for_{parent.name}", arguments={column: parent_row[f"{parent.name}_id"]}),
+                     GoldCall(tool=f"{transition.name}_{child.name}", arguments={f"{child.name}_id": target[f"{child.name}_id"]})]
             draft = _Draft("lifecycle", f"lifecycle-{template}", who, request,
                            UserScenario(persona=self.persona(owner_row, owner), known={**known, "request": f"{verb} {what}"},
                                         unknown=[f"{_words(owner.name)} id", f"{_words(child.name)} id"]),
-                           gold, difficulty="easy", tags=[transition.name, child.name])
-            self.add_distractors(draft, owner, owner_row, child, target, column)
+                           gold, difficulty="easy" if not middle else "medium", tags=[transition.name, child.name])
+            if middle is None:
+                self.add_distractors(draft, owner, owner_row, child, target, column)
+            else:
+                pair = self.twin(owner, owner_row)
+                if pair:
+                    draft.changes.append(pair[1])
             return draft
         return None
 
@@ -237,7 +262,7 @@ class _Synthesizer:
                 target_row = self.rng.choice(self.rows[target_entity.name])
                 arguments[relation.column] = target_row[f"{relation.to}_id"]
                 gold.append(GoldCall(tool=f"search_{target_entity.plural}", arguments={"query": target_row[target_entity.label]}))
-                facts.append(f"with {target_row[target_entity.label]}")
+                facts.append(f"{_words(target_entity.name)}: {target_row[target_entity.label]}")
             for name in schema.get("required", []):
                 if name in arguments:
                     continue
@@ -302,7 +327,7 @@ class _Synthesizer:
         draft = self.transition_draft()
         if draft is None:
             return None
-        list_call = draft.gold[1]
+        list_call = draft.gold[-2]
         owner_column, owner_id = next(iter(list_call.arguments.items()))
         child_tool = draft.gold[-1].tool
         child = self.design.entity(self.design.roles[child_tool].entity)
@@ -368,7 +393,7 @@ class _Synthesizer:
                     continue
                 who, known = self.identity(owner, owner_row)
                 details = ", ".join(facts)
-                request = (f"I'd like a new {_words(child.name)} with {blocked[subject.label]} ({details}). "
+                request = (f"I'd like a new {_words(child.name)} with {_words(subject.name)} {blocked[subject.label]} ({details}). "
                            f"If that isn't possible, any other {_words(subject.name)} whose {_words(enum)} is "
                            f"{blocked[enum]} is fine.")
                 draft = _Draft("policy_trap", "trap-0", who, request,
@@ -395,18 +420,15 @@ class _Synthesizer:
         return f"{row[entity.label]}, a {_words(entity.name)} of {self.design.name}; {mood}."
 
     def value(self, entity: Entity, name: str, schema: dict[str, Any]) -> Any:
-        clock = self.design.clock.replace(tzinfo=None)
+        """A realistic value for a parameter: from the attribute's own seed generator when there is one."""
+        attr = next((a for a in entity.attributes if p_(a.name) == name), None)
+        if attr is not None and attr.generator != "none":
+            value = self.values.value(attr, True if attr.type in ("date", "datetime") else None, entity.name)
+            if attr.type == "datetime" and isinstance(value, str):
+                value = value[:16]
+            return value
         if "enum" in schema:
             return self.rng.choice(schema["enum"])
-        if schema.get("format") == "date":
-            from datetime import timedelta
-
-            return (clock + timedelta(days=self.rng.randint(3, 25))).date().isoformat()
-        if "pattern" in schema and "\\d{4}" in schema["pattern"]:
-            from datetime import timedelta
-
-            moment = clock.replace(hour=self.rng.choice([9, 10, 11, 14, 15]), minute=self.rng.choice([0, 30]))
-            return (moment + timedelta(days=self.rng.randint(3, 25))).strftime("%Y-%m-%d %H:%M")
         kind = schema.get("type")
         if kind == "boolean":
             return self.rng.random() < 0.5
@@ -414,15 +436,12 @@ class _Synthesizer:
             return self.rng.randint(1, 4)
         if kind == "number":
             return round(self.rng.uniform(10, 200), 2)
-        if "email" in name:
-            return f"{self.rng.choice(['sam', 'alex', 'jo', 'kim', 'lee'])}.{self.rng.randint(10, 99)}@example.net"
-        if "phone" in name:
-            return f"555-{self.rng.randint(100, 999)}-{self.rng.randint(1000, 9999)}"
-        return self.rng.choice(["Please call ahead", "Second floor entrance", "Prefers mornings", "Bring documents",
-                                "Gate code 4412", "Ask for the manager"])
+        return self.rng.choice(["Please call ahead", "Second floor entrance", "Prefers mornings", "Bring documents"])
 
     def fact_text(self, name: str, value: Any) -> str:
-        return f"{_words(name)} {value}"
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        return f"{_words(name.removesuffix('_value'))}: {value}"
 
     def add_distractors(self, draft: _Draft, owner: Entity, owner_row: dict[str, Any], child: Entity,
                         target: dict[str, Any], column: str) -> None:
