@@ -9,8 +9,11 @@ dialect details sqlglot might accept too leniently are caught there.
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 import sqlglot
@@ -18,6 +21,7 @@ from sqlglot import exp
 from sqlglot.errors import OptimizeError, ParseError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
+from sqlglot.schema import MappingSchema
 
 __all__ = ["StatementKind", "OutputColumn", "StatementInfo", "SqlProblem", "analyze_statement", "check_determinism",
            "ALLOWED_FUNCTIONS"]
@@ -111,7 +115,24 @@ Catalog = Mapping[str, Mapping[str, str]]
 
 
 def analyze_statement(sql: str, kind: StatementKind, catalog: Catalog) -> StatementInfo:
-    """Check one statement against the catalog and describe it. Raises :class:`SqlProblem`."""
+    """Check one statement against the catalog and describe it. Raises :class:`SqlProblem`.
+
+    Results are cached by the statement and the part of the catalog it can name (the tables whose
+    names occur in its text), so environments that share tables share the work."""
+    named = {t for t in catalog if re.search(rf"\b{re.escape(t)}\b", sql)}
+    relevant = tuple(sorted((t, tuple(catalog[t].items())) for t in named))
+    others = tuple(sorted(set(catalog) - named))  # only named in error messages
+    return copy.deepcopy(_analyze_cached(sql, kind, relevant, others))
+
+
+@lru_cache(maxsize=8192)
+def _analyze_cached(sql: str, kind: StatementKind, relevant: tuple[tuple[str, tuple[tuple[str, str], ...]], ...],
+                    others: tuple[str, ...]) -> StatementInfo:
+    catalog: dict[str, dict[str, str]] = {t: dict(cols) for t, cols in relevant}
+    return _analyze(sql, kind, catalog, others)
+
+
+def _analyze(sql: str, kind: StatementKind, catalog: Catalog, others: tuple[str, ...]) -> StatementInfo:
     try:
         statements = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
     except ParseError as e:
@@ -132,7 +153,7 @@ def analyze_statement(sql: str, kind: StatementKind, catalog: Catalog) -> Statem
     info.params = _params(tree)
     info.functions = check_determinism(tree)
     info.new_id_prefixes = _new_id_prefixes(tree)
-    _check_tables(tree, catalog)
+    _check_tables(tree, catalog, others)
 
     if isinstance(tree, exp.Insert):
         _analyze_insert(tree, catalog, info)
@@ -202,7 +223,7 @@ def _cte_names(tree: exp.Expression) -> set[str]:
     return {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
 
 
-def _check_tables(tree: exp.Expression, catalog: Catalog) -> None:
+def _check_tables(tree: exp.Expression, catalog: Catalog, others: tuple[str, ...] = ()) -> None:
     ctes = _cte_names(tree)
     for table in tree.find_all(exp.Table):
         if isinstance(table.this, exp.Anonymous):
@@ -214,7 +235,7 @@ def _check_tables(tree: exp.Expression, catalog: Catalog) -> None:
         if table.args.get("db") or table.args.get("catalog"):
             raise SqlProblem(f"names a schema-qualified table {table.sql('sqlite')!r}; only the env's own tables exist")
         if table.name not in catalog and table.name not in ctes:
-            raise SqlProblem(f"unknown table {table.name!r}; tables are: {', '.join(sorted(catalog))}")
+            raise SqlProblem(f"unknown table {table.name!r}; tables are: {', '.join(sorted({*catalog, *others}))}")
 
 
 def _without_table_functions(tree: exp.Expression) -> exp.Expression:
@@ -227,9 +248,16 @@ def _without_table_functions(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-def _qualify(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
-    schema = {t: dict(cols) for t, cols in catalog.items()}
+@lru_cache(maxsize=64)
+def _mapping_schema(frozen: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> MappingSchema:
+    """sqlglot normalises a schema on every use; build it once per catalog instead."""
+    schema = {table: dict(columns) for table, columns in frozen}
     schema.update({f"__{name}": cols for name, cols in _TABLE_FUNCTIONS.items()})
+    return MappingSchema(schema, dialect="sqlite")
+
+
+def _qualify(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+    schema = _mapping_schema(tuple((t, tuple(cols.items())) for t, cols in catalog.items()))
     try:
         return qualify(
             _without_table_functions(tree.copy()),

@@ -165,6 +165,11 @@ class StateCopy:
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         return {name: self.rows(name) for name in sorted(self.template.table_names)}
 
+    def snapshot(self) -> tuple[list[tuple[Any, ...]], ...]:
+        """Every table's rows as tuples: a cheap value to compare two moments of one copy."""
+        with self.mode("internal"):
+            return tuple(self.conn.execute(self.template.select_all[name]).fetchall() for name in sorted(self.template.table_names))
+
     def digest(self) -> str:
         """sha256 of the canonical dump: equal states have equal digests."""
         return _digest(self.dump(), self.counters)
@@ -194,7 +199,7 @@ class StateTemplate:
         self.sequences = {s.prefix: s.width for s in spec.sequences}
         statements = " ".join(step.sql or "" for tool in spec.tools for step in tool.steps).lower()
         self.table_functions = [f for f in ("json_each", "json_tree") if f in statements]
-        self._select_all = {
+        self.select_all = {
             t.name: str(sa.select(sa.table(t.name, *(sa.column(c.name) for c in t.columns)))
                         .order_by(*(sa.column(c) for c in t.primary_key)).compile(dialect=_DIALECT))
             for t in spec.tables
@@ -248,7 +253,7 @@ class StateTemplate:
         """Every row of ``table`` on ``conn``, in primary-key order."""
         if table not in self.table_names:
             raise StateError(f"unknown table {table!r}")
-        cursor = conn.execute(self._select_all[table])
+        cursor = conn.execute(self.select_all[table])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 

@@ -359,14 +359,16 @@ class _Tester:
                 column = next(r.column for r in entity.relations if r.to == rule.subject)
                 passing_others = {r[self._id(rule.subject)] for r in self._eligible(entity.name, rule.subject, skip=rule)}
                 bad = [r for r in self.rows(rule.subject) if r.get(rule.attribute) != rule.equals
-                       and r[self._id(rule.subject)] in passing_others]
+                       and r[self._id(rule.subject)] in passing_others
+                       and not self._pair_taken(entity, {**base, column: r[self._id(rule.subject)]})]
                 if bad:
                     self.negative(tool, "rule", {**base, column: bad[0][self._id(rule.subject)]}, name)
             elif isinstance(rule, Consumes):
                 column = next(r.column for r in entity.relations if r.to == rule.resource)
                 passing_others = {r[self._id(rule.resource)] for r in self._eligible(entity.name, rule.resource, skip=rule)}
                 empty = [r for r in self.rows(rule.resource) if (r.get(rule.counter) or 0) <= 0
-                         and r[self._id(rule.resource)] in passing_others]
+                         and r[self._id(rule.resource)] in passing_others
+                         and not self._pair_taken(entity, {**base, column: r[self._id(rule.resource)]})]
                 if empty:
                     self.negative(tool, "rule", {**base, column: empty[0][self._id(rule.resource)]}, name)
             elif isinstance(rule, TimeWindow) and rule.transition == "create" and p_(rule.attribute) in base:

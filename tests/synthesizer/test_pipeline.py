@@ -1,0 +1,168 @@
+"""The offline synthesizer, stage by stage and end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from servers import Environment, Registry
+from synthesizer.catalog import load_catalog
+from synthesizer.dependency_graph import build_graph
+from synthesizer.modeling import build_spec, design_domain
+from synthesizer.pipeline import Job, plan_batch, publish_result, synthesize
+from synthesizer.procedural_tests import run_procedural_tests
+from synthesizer.seeding import seed_rows
+from synthesizer.topics import NoMatchingDomain, is_stateful, match_topic, mine_corpus
+from tests.conftest import ENVFLEET, REPO
+
+CORPUS = REPO.parent / "shared" / "corpora" / "api-bank-lv3-requests.jsonl"
+
+
+@pytest.fixture(scope="module")
+def dental():
+    design = design_domain(load_catalog().domain("dental_clinic"), seed=3)
+    spec = build_spec(design)
+    env = Environment.from_spec(spec, seed_rows(design))
+    return design, spec, env
+
+
+def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ENVFLEET, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_environments(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        result = run("synth", "--topic", "dental clinic", "--seed", "7", "--tasks-per-env", "8",
+                     "--env-root", str(tmp_path / name / "envs"), "--registry", str(tmp_path / name / "registry.json"))
+        assert result.returncode == 0, result.stderr
+    first, second = folder_bytes(tmp_path / "a" / "envs"), folder_bytes(tmp_path / "b" / "envs")
+    assert first == second and "dental_clinic/env.json" in first and "dental_clinic/tasks/synthesized.jsonl" in first
+    other = synthesize(Job("dental_clinic", seed=8, tasks=8))
+    assert json.dumps(other.stages["seed"]) != json.loads(first["dental_clinic/seed.json"])
+
+
+def test_a_small_batch_passes_the_gates_through_mcp(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.json"
+    for job in plan_batch(2, seed=5, tasks=6, domains=["dental_clinic"]):
+        result = synthesize(job)
+        assert result.ok, result.reason
+        publish_result(result, tmp_path / "envs", registry)
+    assert Registry.load(registry).ids() == ["dental_clinic", "dental_clinic_v1"]
+    check = run("check", "--all", "--registry", str(registry))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "12/12 tasks pass every gate" in check.stdout
+
+
+def test_procedural_tests_pass_a_good_spec_and_catch_broken_ones(dental) -> None:
+    design, spec, env = dental
+    report = run_procedural_tests(env, design)
+    assert report.passed and report.score == 1.0 and len(report.probes) > 100
+
+    broken = copy.deepcopy(spec)  # create_appointment loses its upcoming-appointments limit
+    tool = next(t for t in broken["tools"] if t["name"] == "create_appointment")
+    tool["steps"] = [s for s in tool["steps"] if not s.get("rule", "").startswith("limit_per_owner")]
+    report = run_procedural_tests(Environment.from_spec(broken, seed_rows(design)), design)
+    assert not report.passed
+    assert any(p.tool == "create_appointment" and p.kind == "rule" and "succeeded" in p.detail for p in report.failures())
+
+    broken = copy.deepcopy(spec)  # update_patient also writes a table it does not declare
+    tool = next(t for t in broken["tools"] if t["name"] == "update_patient")
+    tool["steps"].insert(-1, {"kind": "exec", "sql": "UPDATE invoices SET amount = amount + 1 WHERE :patient_id IS NOT NULL"})
+    report = run_procedural_tests(Environment.from_spec(broken, seed_rows(design)), design)
+    assert any(p.tool == "update_patient" and "wrote undeclared table(s) ['invoices']" in p.detail for p in report.failures())
+
+
+def test_dependency_graph_edges(dental) -> None:
+    _, _, env = dental
+    graph = build_graph(env)
+    assert "field:patient_id" in graph.edges["search_patients", "create_appointment"]["via"]
+    assert "field:appointment_id" in graph.edges["list_appointments_for_patient", "cancel_appointment"]["via"]
+    assert "state:appointments" in graph.edges["cancel_appointment", "create_appointment"]["via"]
+    assert not graph.has_edge("count_appointments_by_status", "create_patient")
+    assert ("create_patient", "create_patient") not in graph.edges
+
+
+def test_tasks_have_distractors_the_gold_chain_leaves_alone() -> None:
+    result = synthesize(Job("dental_clinic", seed=11, tasks=12))
+    assert result.ok
+    tasks = result.stages["tasks"]
+    with_twins = [t for t in tasks if any(c["op"] == "insert" for c in t.get("initial_state", []))]
+    assert len(with_twins) >= 3
+    env = Environment.from_spec(result.stages["spec"], result.stages["seed"])
+    for task in with_twins:
+        inserted = {(c["table"], next(k for k in c["rows"][0] if k.endswith("_id") and c["rows"][0][k].split("-")[1] >= "0900"))
+                    for c in task["initial_state"] if c["op"] == "insert"}
+        touched = " ".join(json.dumps(call["arguments"]) for call in task["gold"])
+        for table, key_column in inserted:
+            row = next(c["rows"][0] for c in task["initial_state"] if c["table"] == table)
+            assert row[key_column] not in touched, (task["id"], row[key_column])
+        assert "-0" not in task["instruction"].split("@")[0] or not any(
+            prefix in task["instruction"] for prefix in ("PAT-", "APT-", "INV-", "DEN-"))
+    assert env.id == "dental_clinic"
+
+
+def test_publish_killed_midway_leaves_a_valid_complete_registry(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.json"
+    first = synthesize(Job("dental_clinic", seed=2, tasks=3))
+    publish_result(first, tmp_path / "envs", registry)
+    before = registry.read_text()
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from synthesizer import publish\n"
+        "from synthesizer.pipeline import Job, synthesize\n"
+        "result = synthesize(Job('dental_clinic', seed=2, variant=1, tasks=3))\n"
+        "original = publish.update_registry\n"
+        "def slow(*args):\n"
+        "    print('folder written', flush=True); time.sleep(30); return original(*args)\n"
+        "publish.update_registry = slow\n"
+        f"publish.publish_folder(Path({str(tmp_path / 'envs')!r}), result.env_id, result.files, Path({str(registry)!r}), {{}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "folder written"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert registry.read_text() == before
+    assert Registry.load(registry).ids() == ["dental_clinic"]
+    assert not list((tmp_path / "envs").glob(".*.tmp"))
+    time.sleep(0)
+
+
+def test_corpus_mining_finds_stateful_requests_and_sectors() -> None:
+    report = mine_corpus(load_catalog(), CORPUS)
+    assert report.total == 324 and 0 < report.stateful < report.total
+    assert report.by_sector["health"] >= 1
+    assert is_stateful("Book a table for two at an Italian restaurant tonight.")
+    assert is_stateful("Cancel my dentist appointment on Friday.")
+    assert not is_stateful("What are the symptoms of the flu?")
+    assert not is_stateful("Provide stress management techniques for reducing anxiety.")
+
+
+def test_topic_matching() -> None:
+    catalog = load_catalog()
+    assert match_topic(catalog, "dental clinic").domain_id == "dental_clinic"
+    assert match_topic(catalog, "I need to see a dentist about my teeth").domain_id == "dental_clinic"
+    with pytest.raises(NoMatchingDomain, match="no catalog domain fits 'underwater basket weaving'"):
+        match_topic(catalog, "underwater basket weaving")
+
+
+def test_dry_run_keeps_every_stage(tmp_path: Path) -> None:
+    result = run("synth", "--topic", "dental_clinic", "--tasks-per-env", "4", "--dry-run", "--out", str(tmp_path),
+                 "--registry", str(tmp_path / "unused.json"))
+    assert result.returncode == 0, result.stderr
+    stages = sorted(p.name for p in (tmp_path / "dental_clinic" / "stages").iterdir())
+    assert stages == ["1_topic.json", "2_spec.json", "3_seed.json", "4_procedural_tests.json", "5_graph.json",
+                      "6_tasks.json", "7_task_stats.json", "result.json"]
+    assert not (tmp_path / "unused.json").exists()
