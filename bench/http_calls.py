@@ -62,8 +62,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+SERVER_CPUS = {1} if len(os.sched_getaffinity(0)) >= 2 else None
+"""Servers on CPU 1, this client on CPU 0: the two never compete for a core, so runs repeat."""
+
+
 def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin = (lambda: os.sched_setaffinity(0, SERVER_CPUS)) if SERVER_CPUS else None
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -108,6 +113,8 @@ def in_process(calls: int) -> tuple[float, float]:
     sys.path.insert(0, str(REPO))
     from servers import Environment
 
+    if SERVER_CPUS:
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - SERVER_CPUS)
     with tempfile.TemporaryDirectory() as tmp:
         point_read_env(Path(tmp))
         env = Environment.load(Path(tmp) / "bench")
@@ -161,6 +168,8 @@ def main() -> None:
     if args.in_process_only:
         return
 
+    if SERVER_CPUS:
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - SERVER_CPUS)
     with tempfile.TemporaryDirectory() as tmp:
         point_read_env(Path(tmp))
         ours_port, bare_port = free_port(), free_port()
@@ -168,10 +177,11 @@ def main() -> None:
         ours = start([envfleet, "serve", "--all", "--env-root", tmp, "--port", str(ours_port), "--log-level", "warning"], ours_port)
         baseline = start([sys.executable, str(REPO / "bench" / "bare_server.py"), str(SEED), str(bare_port)], bare_port)
         try:
-            print(f"\nstreamable HTTP, JSON responses, {args.calls} calls per run, median of {args.rounds} alternating runs; "
-                  "CPU ratio 2.00x = twice the bare server's CPU per call:")
+            pinned = "servers pinned to CPU 1, client to the rest" if SERVER_CPUS else "not pinned (one CPU)"
+            print(f"\nstreamable HTTP, JSON responses, {args.calls} calls per run, median of {args.rounds} alternating runs, "
+                  f"{pinned}; CPU ratio 2.00x = twice the bare server's CPU per call (range over rounds):")
             print(f"  {'sessions':>8} | {'bare calls/s':>12} | {'envfleet calls/s':>16} | {'bare CPU ms/call':>16} | "
-                  f"{'envfleet CPU ms/call':>20} | {'CPU ratio':>9}")
+                  f"{'envfleet CPU ms/call':>20} | {'CPU ratio':>9} | range")
             for sessions in args.sessions:
                 bare_urls = [f"http://127.0.0.1:{bare_port}/mcp"] * sessions
                 our_urls = [f"http://127.0.0.1:{ours_port}/envs/bench/s/{uuid.uuid4().hex}/mcp" for _ in range(sessions)]
@@ -181,8 +191,9 @@ def main() -> None:
                     our_runs.append(measure(ours, our_urls, args.calls, ids))
                 bare_rate, bare_cpu = (statistics.median(r[i] for r in bare_runs) for i in (0, 1))
                 our_rate, our_cpu = (statistics.median(r[i] for r in our_runs) for i in (0, 1))
+                ratios = [o[1] / b[1] for b, o in zip(bare_runs, our_runs, strict=True)]
                 print(f"  {sessions:>8} | {bare_rate:>12,.0f} | {our_rate:>16,.0f} | {bare_cpu:>16.3f} | {our_cpu:>20.3f} | "
-                      f"{our_cpu / bare_cpu:>8.2f}x")
+                      f"{our_cpu / bare_cpu:>8.2f}x | {min(ratios):.2f}–{max(ratios):.2f}x")
         finally:
             for proc in (ours, baseline):
                 proc.terminate()

@@ -207,8 +207,16 @@ def mcp_config(
             args += ["--registry", str(registry.resolve())]
         elif env_root:
             args += ["--env-root", str(env_root.resolve())]
-        server = {"command": command or shutil.which("envfleet") or "envfleet", "args": args}
+        server = {"command": command or _own_command(), "args": args}
     print(json.dumps({"mcpServers": {name: server}}, indent=2))
+
+
+def _own_command() -> str:
+    """The absolute path of this installation's ``envfleet`` (MCP clients start it without our PATH)."""
+    beside = Path(sys.executable).with_name("envfleet")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("envfleet") or "envfleet"
 
 
 @registry_app.command("build")
@@ -286,13 +294,6 @@ def _gateway(reg: Registry, url: str | None) -> Any:
         yield local.url, local.token
 
 
-def _http_client(url: str, token: str | None) -> Any:
-    import httpx
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(base_url=url, headers=headers, timeout=120)
-
-
 @app.command()
 def check(
     envs: Annotated[Optional[list[str]], typer.Argument(help="Environment ids (default with --all: every one).")] = None,  # noqa: UP045
@@ -307,6 +308,7 @@ def check(
     import anyio
 
     from .gates import check_tasks
+    from .rollout import GatewayClient
 
     reg = _registry(registry, env_root)
     if all_envs == bool(envs):
@@ -316,8 +318,8 @@ def check(
         raise _fail("no tasks to check")
 
     async def gate(base: str, token: str | None) -> list[Any]:
-        async with _http_client(base, token) as http:
-            return await check_tasks(http, selected, concurrency)
+        async with GatewayClient(base, token) as gateway:
+            return await check_tasks(gateway, selected, concurrency)
 
     with _gateway(reg, url) as (base, token):
         results = anyio.run(gate, base, token)
@@ -352,21 +354,21 @@ def run(
     import anyio
 
     from .agents import make_agent
-    from .rollout import rollout_http
+    from .rollout import GatewayClient, rollout_http
 
     reg = _registry(registry, env_root)
     selected = _tasks_for(reg, [env], tasks.split(",") if tasks else None, split)
 
     async def go(base: str, token: str | None) -> list[Any]:
         records = []
-        async with _http_client(base, token) as http:
+        async with GatewayClient(base, token) as gateway:
             for trial in range(trials):
                 for env_id, task in selected:
                     try:
                         built = make_agent(agent, task, seed + trial)
                     except ValueError as e:
                         raise _fail(str(e), 2) from None
-                    records.append(await rollout_http(http, env_id, task.id, built))
+                    records.append(await rollout_http(gateway, env_id, task.id, built))
         return records
 
     with _gateway(reg, url) as (base, token):
@@ -384,18 +386,26 @@ def run(
               f"{sum(r.reward or 0 for r in records) / max(1, len(records)):.3f}", highlight=False)
 
 
-def _plugins() -> None:
+def _plugins(argv: list[str]) -> None:
     """Add command groups other packages register under the ``envfleet.commands`` entry point group
-    (the synthesizer's ``synth``), without this package importing them."""
+    (the synthesizer's ``synth``), without this package importing them: a group is imported only
+    when it is the command asked for, so a broken plugin cannot take the runtime's commands down."""
     from importlib.metadata import entry_points
 
+    asked = next((a for a in argv if not a.startswith("-")), None)
     for entry in entry_points(group="envfleet.commands"):
+        if entry.name != asked:
+            app.command(name=entry.name, help=f"(from {entry.value.split(':')[0]}; see `envfleet {entry.name} --help`)",
+                        context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(lambda: None)
+            continue
         try:
             app.add_typer(entry.load(), name=entry.name)
-        except ImportError as e:  # a broken plugin must not take the runtime's commands down
-            err.print(f"[yellow]warning:[/yellow] command group {entry.name!r} is unavailable: {e}", highlight=False)
+        except Exception as e:  # noqa: BLE001 - report any failure of a plugin as a clean error
+            err.print(f"[red]error:[/red] command group {entry.name!r} ({entry.value}) failed to load: "
+                      f"{type(e).__name__}: {e}", highlight=False)
+            raise SystemExit(1) from None
 
 
 def main() -> None:
-    _plugins()
+    _plugins(sys.argv[1:])
     app()

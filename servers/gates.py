@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import anyio
-import httpx
 
 from .agents import GoldAgent, NoopAgent
 from .errors import EnvFleetError
-from .rollout import rollout_http
+from .rollout import GatewayClient, rollout_http
 from .tasks import Task
 
 __all__ = ["GateResult", "check_task", "check_tasks"]
@@ -38,12 +37,12 @@ class GateResult:
         return not self.problems
 
 
-async def check_task(http: httpx.AsyncClient, env_id: str, task: Task) -> GateResult:
+async def check_task(gateway: GatewayClient, env_id: str, task: Task) -> GateResult:
     result = GateResult(env_id, task.id)
     try:
-        first = await rollout_http(http, env_id, task.id, GoldAgent(task))
-        second = await rollout_http(http, env_id, task.id, GoldAgent(task))
-        noop = await rollout_http(http, env_id, task.id, NoopAgent())
+        first = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
+        second = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
+        noop = await rollout_http(gateway, env_id, task.id, NoopAgent())
     except EnvFleetError as e:
         result.problems.append(str(e))
         return result
@@ -66,14 +65,14 @@ async def check_task(http: httpx.AsyncClient, env_id: str, task: Task) -> GateRe
     return result
 
 
-async def check_tasks(http: httpx.AsyncClient, tasks: list[tuple[str, Task]], concurrency: int = 8) -> list[GateResult]:
+async def check_tasks(gateway: GatewayClient, tasks: list[tuple[str, Task]], concurrency: int = 8) -> list[GateResult]:
     """Gate every (env_id, task), a few at a time; results in input order."""
     results: list[GateResult | None] = [None] * len(tasks)
     limiter = anyio.Semaphore(concurrency)
 
     async def one(index: int, env_id: str, task: Task) -> None:
         async with limiter:
-            results[index] = await check_task(http, env_id, task)
+            results[index] = await check_task(gateway, env_id, task)
 
     async with anyio.create_task_group() as tg:
         for index, (env_id, task) in enumerate(tasks):

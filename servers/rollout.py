@@ -13,12 +13,15 @@ from typing import Any
 
 import httpx
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from .agents import Agent, CallOutcome, ToolSpec
 from .environment import Environment
 from .errors import EnvFleetError
 
-__all__ = ["RolloutRecord", "McpSession", "EpisodeSession", "rollout_http", "rollout_in_process", "ControlPlaneError"]
+__all__ = ["RolloutRecord", "GatewayClient", "McpSession", "EpisodeSession", "rollout_http", "rollout_in_process",
+           "ControlPlaneError"]
 
 
 class ControlPlaneError(EnvFleetError):
@@ -41,6 +44,28 @@ class RolloutRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class GatewayClient:
+    """A running gateway and the two connection pools all its episodes share: the control plane's
+    and MCP's. A fresh MCP client per episode would build a new pool (and TLS context) each time,
+    ~40 ms here; a shared one costs next to nothing."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 120) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.control = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+        self.mcp_http = create_mcp_http_client()
+
+    def mcp(self, url: str) -> Client:
+        """An MCP client for ``url`` over the shared pool."""
+        return Client(streamable_http_client(url, http_client=self.mcp_http))
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.mcp_http.aclose()
+        await self.control.aclose()
 
 
 class McpSession:
@@ -82,14 +107,15 @@ async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: An
     return response.json() if response.content else None
 
 
-async def rollout_http(http: httpx.AsyncClient, env_id: str, task_id: str | None, agent: Agent,
+async def rollout_http(gateway: GatewayClient, env_id: str, task_id: str | None, agent: Agent,
                        *, keep: bool = False) -> RolloutRecord:
-    """One episode through the gateway that ``http`` points at (its base URL and any bearer token)."""
+    """One episode through ``gateway``: created and scored by its control plane, played over MCP."""
     started = time.perf_counter()
+    http = gateway.control
     created = await _request(http, "POST", "/episodes", json={"env_id": env_id, "task_id": task_id})
     episode_id = created["episode_id"]
     try:
-        async with Client(created["mcp_url"]) as client:
+        async with gateway.mcp(created["mcp_url"]) as client:
             listed = await client.list_tools()
             tools = [ToolSpec(t.name, t.description or "", t.input_schema) for t in listed.tools]
             final_message = await agent.run(McpSession(client, created["instruction"], tools))

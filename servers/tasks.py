@@ -4,7 +4,7 @@
 ``user`` scenario for conversational runs), sets up the world it needs (``initial_state``: changes
 applied to the seed), and how success is judged: SQL ``checks`` over the final state, a
 collateral check against the ``gold`` solution's footprint, and optionally an ``answer`` the
-agent must state. ``docs/task-pack.schema.json`` is exported from these models.
+agent must state. ``docs/task.schema.json`` is exported from these models.
 """
 
 from __future__ import annotations

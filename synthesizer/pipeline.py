@@ -61,7 +61,7 @@ class Result:
             "domain": self.job.domain_id, "sector": self.stages.get("topic", {}).get("sector"),
             "seed": self.job.seed, "variant": self.job.variant,
             "procedural_tests": {k: tests.get(k) for k in ("score", "passed", "probes")},
-            "tasks": {k: tasks.get(k) for k in ("attempted", "published", "failures", "families", "chain_lengths")},
+            "tasks": {k: tasks.get(k) for k in ("attempted", "published", "failures", "families", "templates", "chain_lengths")},
         }
 
 

@@ -25,6 +25,7 @@ def fleet_stats(env_root: Path) -> dict[str, Any]:
     chains: Counter[int] = Counter()
     test_scores, attempted, published = [], 0, 0
     instructions: list[str] = []
+    families: Counter[str] = Counter()
     templates: Counter[str] = Counter()
     for provenance_file in sorted(env_root.glob("*/provenance.json")):
         folder = provenance_file.parent
@@ -44,13 +45,13 @@ def fleet_stats(env_root: Path) -> dict[str, Any]:
         test_scores.append(provenance.get("procedural_tests", {}).get("score") or 0)
         attempted += provenance.get("tasks", {}).get("attempted") or 0
         published += provenance.get("tasks", {}).get("published") or 0
-        templates.update(provenance.get("tasks", {}).get("families") or {})
+        families.update(provenance.get("tasks", {}).get("families") or {})
+        templates.update(provenance.get("tasks", {}).get("templates") or {})
     count = len(tools)
 
     def mean(values: list[float]) -> float:
         return round(statistics.fmean(values), 2) if values else 0.0
 
-    skeletons = {_skeleton(text) for text in instructions}
     return {
         "environments": count, "domains": len(domains), "sectors": len(sectors), "sector_names": sorted(s for s in sectors if s),
         "tools_per_env": {"mean": mean(tools), "min": min(tools, default=0), "max": max(tools, default=0)},
@@ -59,18 +60,11 @@ def fleet_stats(env_root: Path) -> dict[str, Any]:
         "chain_lengths": {str(k): v for k, v in sorted(chains.items())},
         "procedural_test_score": mean(test_scores),
         "gate_pass_rate": round(published / attempted, 3) if attempted else 0.0,
-        "task_families": dict(templates.most_common()),
+        "task_families": dict(families.most_common()),
         "distinct_instruction_share": round(len(set(instructions)) / len(instructions), 3) if instructions else 0.0,
-        "distinct_template_share": round(len(skeletons) / len(instructions), 3) if instructions else 0.0,
+        "instruction_templates": {"distinct": len(templates),
+                                  "most_used_share": round(max(templates.values()) / sum(templates.values()), 3) if templates else 0.0},
     }
-
-
-def _skeleton(text: str) -> str:
-    """An instruction with its specifics blanked: what is left is the template."""
-    import re
-
-    text = re.sub(r"\d[\d\-:. ]*", "#", text)
-    return re.sub(r"\b[A-Z][a-z]+(?: [A-Z][a-z.]+)*", "X", text)
 
 
 def render(report: dict[str, Any], console: Console) -> None:

@@ -67,7 +67,6 @@ class _Draft:
     answer_from_last: str | None = None  # a field of the last call's result to state in the answer
     alternatives: dict[str, Any] = field(default_factory=dict)  # column -> acceptable values (traps)
     forbidden: list[Check] = field(default_factory=list)
-    difficulty: str = "medium"
     tags: list[str] = field(default_factory=list)
 
     @property
@@ -77,6 +76,11 @@ class _Draft:
 
 def _words(name: str) -> str:
     return name.replace("_", " ")
+
+
+def _continue(sentence: str) -> str:
+    """A sentence carried on after "Also, ": lower-cased, but never the pronoun I."""
+    return sentence if sentence.startswith(("I ", "I'")) else sentence[0].lower() + sentence[1:]
 
 
 def _literal(value: Any) -> str:
@@ -196,7 +200,8 @@ class _Synthesizer:
                         triples.append((customer, middle, child))
         return triples
 
-    def transition_draft(self) -> _Draft | None:
+    def transition_draft(self, owner_key: tuple[str, Any] | None = None) -> _Draft | None:
+        """A lifecycle step on one of the user's records; ``owner_key`` (entity, id) keeps it to one person."""
         options = []
         for owner, child in self.owners():
             if child.lifecycle and f"list_{child.plural}_for_{owner.name}" in self.tools:
@@ -204,6 +209,8 @@ class _Synthesizer:
         for owner, middle, child in self.grandchildren():
             if child.lifecycle and {f"list_{middle.plural}_for_{owner.name}", f"list_{child.plural}_for_{middle.name}"} <= self.tools:
                 options += [(owner, middle, child, t) for t in child.lifecycle.transitions if t.name.split("_")[0] in REQUESTABLE]
+        if owner_key is not None:
+            options = [o for o in options if o[0].name == owner_key[0]]
         if not options:
             return None
         owner, middle, child, transition = self.rng.choice(options)
@@ -212,10 +219,12 @@ class _Synthesizer:
         up = next(r.column for r in middle.relations if r.to == owner.name) if middle else None
         ready = [r for r in self.rows[child.name] if r[child.lifecycle.field] in transition.from_states and r[column]]  # type: ignore[union-attr]
         self.rng.shuffle(ready)
-        for target in ready[:5]:
+        for target in ready if owner_key is not None else ready[:5]:
             parent_row = self.row(parent, target[column])
             owner_row = self.row(owner, parent_row[up]) if (middle and parent_row and parent_row.get(up)) else parent_row
             if owner_row is None or parent_row is None:
+                continue
+            if owner_key is not None and owner_row[f"{owner.name}_id"] != owner_key[1]:
                 continue
             who, known = self.identity(owner, owner_row)
             what = self.describe(child, target)
@@ -233,7 +242,7 @@ class _Synthesizer:
             draft = _Draft("lifecycle", f"lifecycle-{template}", who, request,
                            UserScenario(persona=self.persona(owner_row, owner), known={**known, "request": f"{verb} {what}"},
                                         unknown=[f"{_words(owner.name)} id", f"{_words(child.name)} id"]),
-                           gold, difficulty="easy" if not middle else "medium", tags=[transition.name, child.name])
+                           gold, tags=[transition.name, child.name])
             if middle is None:
                 self.add_distractors(draft, owner, owner_row, child, target, column)
             else:
@@ -279,8 +288,7 @@ class _Synthesizer:
                        f"Can you add {what} for me? Details: {details}."][template]
             return _Draft("create", f"create-{template}", who, request,
                           UserScenario(persona=self.persona(owner_row, owner), known={**known, "details": details},
-                                       unknown=["ids"]), gold, difficulty="easy" if len(gold) <= 3 else "medium",
-                          tags=["create", child.name])
+                                       unknown=["ids"]), gold, tags=["create", child.name])
         return None
 
     def update_draft(self) -> _Draft | None:
@@ -304,23 +312,43 @@ class _Synthesizer:
                    f"Update my {_words(name)} to {value}, please."][template]
         draft = _Draft("update", f"update-{template}", who, request,
                        UserScenario(persona=self.persona(row, entity), known={**known, _words(name): str(value)}, unknown=["ids"]),
-                       gold, difficulty="easy", tags=["update", entity.name])
+                       gold, tags=["update", entity.name])
         pair = self.twin(entity, row)
         if pair:
             draft.changes.append(pair[1])
         return draft
 
-    def two_step_draft(self) -> _Draft | None:
+    def multi_action_draft(self) -> _Draft | None:
+        """Two or three lifecycle steps for one person, on different records (and perhaps kinds of
+        record): one lookup, then each record found and acted on — chains of 5 to 8 calls."""
         first = self.transition_draft()
         if first is None:
             return None
-        second = self.transition_draft()
-        if second is None or second.gold[0].arguments != first.gold[0].arguments or second.gold[-1] == first.gold[-1]:
+        owner_call = first.gold[0]
+        owner_tool = self.design.roles.get(owner_call.tool)
+        owner_entity = self.design.entity(owner_tool.entity) if owner_tool else None
+        owner_id = next(iter(first.gold[1].arguments.values()))
+        if owner_entity is None:
             return None
-        first.gold.append(second.gold[-1])
-        first.request += " Also, " + second.request[0].lower() + second.request[1:]
-        first.family, first.template, first.difficulty = "two_actions", "two-" + first.template, "medium"
-        first.tags += second.tags
+        wanted = self.rng.choice([2, 2, 3])
+        acted = {(c.tool, tuple(sorted(c.arguments.items()))) for c in first.gold[-1:]}
+        for _ in range(4 * wanted):
+            if len(acted) >= wanted:
+                break
+            more = self.transition_draft((owner_entity.name, owner_id))
+            if more is None:
+                return None
+            action = more.gold[-1]
+            key = (action.tool, tuple(sorted(action.arguments.items())))
+            if key in acted or any(c.arguments == action.arguments for c in first.gold[-1:]):
+                continue
+            acted.add(key)
+            first.gold += [c for c in more.gold[1:] if c not in first.gold]
+            first.request += " Also, " + _continue(more.request)
+            first.tags += more.tags
+        if len(acted) < wanted:
+            return None
+        first.family, first.template = "multi_action", f"multi{wanted}-" + first.template
         return first
 
     def answer_draft(self) -> _Draft | None:
@@ -336,7 +364,7 @@ class _Synthesizer:
         draft.gold.append(GoldCall(tool=list_call.tool, arguments={owner_column: owner_id, field_name: transition.to}))
         draft.answer_from_last = "count"
         draft.request += f" Afterwards, how many of my {_words(child.plural)} are {_words(transition.to)}?"
-        draft.family, draft.template, draft.difficulty = "act_then_ask", "ask-" + draft.template, "medium"
+        draft.family, draft.template = "act_then_ask", "ask-" + draft.template
         return draft
 
     def trap_draft(self) -> _Draft | None:
@@ -399,7 +427,7 @@ class _Synthesizer:
                 draft = _Draft("policy_trap", "trap-0", who, request,
                                UserScenario(persona=self.persona(owner_row, owner), known={**known, "details": details,
                                             "preferred": str(blocked[subject.label])}, unknown=["ids", "the rules"]),
-                               gold, difficulty="hard", tags=["policy-trap", child.name])
+                               gold, tags=["policy-trap", child.name])
                 draft.alternatives[subject_column] = [r[f"{subject.name}_id"] for r in good]
                 draft.forbidden.append(Check(
                     description=f"Nothing was created with {blocked[subject.label]}",
@@ -467,6 +495,19 @@ class _Synthesizer:
 
     # -- verification --------------------------------------------------------------------------
 
+    def signature(self, draft: _Draft) -> Any:
+        """What a draft does: its write calls, and what it asks (two wordings of one job are one task)."""
+        writes = tuple((c.tool, tuple(sorted(c.arguments.items()))) for c in draft.gold
+                       if self.env.executor.tools[c.tool].tool.kind == "write")
+        return writes, draft.answer_from_last, draft.gold[-1].tool if draft.answer_from_last else None
+
+    @staticmethod
+    def difficulty(draft: _Draft) -> str:
+        """By length and branching: a trap (the obvious path fails) or a long chain is hard."""
+        if draft.family == "policy_trap" or len(draft.gold) >= 6:
+            return "hard"
+        return "easy" if len(draft.gold) <= 3 else "medium"
+
     def finish(self, draft: _Draft, task_id: str, split: str) -> Task | None:
         env = self.env
         changes = [(f"draft {task_id} initial_state.{i}", c) for i, c in enumerate(draft.changes)]
@@ -501,7 +542,7 @@ class _Synthesizer:
                 self.stats.failures["no_answer"] += 1
                 return None
             answer = Answer(facts=[str(value)])
-        task = Task(id=task_id, split=split, difficulty=draft.difficulty, tags=sorted(set(draft.tags)),
+        task = Task(id=task_id, split=split, difficulty=self.difficulty(draft), tags=sorted(set(draft.tags)),
                     instruction=draft.instruction, user=draft.user, initial_state=draft.changes, gold=draft.gold,
                     checks=checks, answer=answer)
         gold_score = score_state(task, initial, state, diff, env.primary_keys, "; ".join(answer.facts) if answer else None)
@@ -550,11 +591,11 @@ def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, cou
                      test_share: float = 0.3, max_attempts: int | None = None) -> tuple[list[Task], SynthesisStats]:
     """Up to ``count`` verified tasks for ``env``, with the statistics of what was tried."""
     synth = _Synthesizer(env, design, graph, seed)
-    families = [(synth.transition_draft, 3), (synth.create_draft, 2), (synth.update_draft, 1), (synth.two_step_draft, 2),
+    families = [(synth.transition_draft, 3), (synth.create_draft, 2), (synth.update_draft, 1), (synth.multi_action_draft, 2),
                 (synth.answer_draft, 2), (synth.trap_draft, 2)]
     makers, weights = zip(*families, strict=True)
     tasks: list[Task] = []
-    seen: set[str] = set()
+    seen: set[Any] = set()
     attempts = max_attempts or count * 6
     while len(tasks) < count and synth.stats.attempted < attempts:
         synth.stats.attempted += 1
@@ -562,14 +603,15 @@ def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, cou
         if draft is None:
             synth.stats.failures["no_draft"] += 1
             continue
-        if draft.instruction in seen:
+        signature = synth.signature(draft)
+        if signature in seen:  # the same world changed the same way: one task, however it is worded
             synth.stats.failures["duplicate"] += 1
             continue
         split = "test" if synth.rng.random() < test_share else "train"
         task = synth.finish(draft, f"{env.id}-{len(tasks) + 1:03d}", split)
         if task is None:
             continue
-        seen.add(draft.instruction)
+        seen.add(signature)
         tasks.append(task)
         synth.stats.published += 1
         synth.stats.families[draft.family] += 1

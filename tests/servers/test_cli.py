@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from pathlib import Path
 
 from tests.conftest import ENVFLEET
 
@@ -23,7 +25,9 @@ def test_list_shows_the_reference_environments() -> None:
 def test_mcp_config_stdio_and_http() -> None:
     stdio = json.loads(run("mcp-config", "library").stdout)
     server = stdio["mcpServers"]["envfleet-library"]
-    assert server["command"].endswith("envfleet") and server["args"] == ["serve", "library"]
+    assert server["args"] == ["serve", "library"]
+    assert Path(server["command"]).is_absolute() and Path(server["command"]).name == "envfleet"
+    assert subprocess.run([server["command"], "list"], capture_output=True, env={"PATH": "/nonexistent"}).returncode == 0
     http = json.loads(run("mcp-config", "library", "--url", "http://127.0.0.1:8100/", "--state-key", "alice").stdout)
     assert http == {"mcpServers": {"envfleet-library": {"type": "http", "url": "http://127.0.0.1:8100/envs/library/s/alice/mcp"}}}
 
@@ -45,3 +49,18 @@ def test_help_lists_every_command() -> None:
     result = run("--help")
     for command in ("list", "serve", "validate", "mcp-config", "registry", "schema"):
         assert command in result.stdout
+
+
+def test_a_broken_plugin_breaks_only_its_own_command(tmp_path: Path) -> None:
+    dist = tmp_path / "broken_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[envfleet.commands]\nbroken = broken_plugin:app\n")
+    (tmp_path / "broken_plugin.py").write_text("def oops(:\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    listed = subprocess.run([*ENVFLEET, "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0 and "library" in listed.stdout
+    assert "broken" in subprocess.run([*ENVFLEET, "--help"], capture_output=True, text=True, env=env, timeout=120).stdout
+    broken = subprocess.run([*ENVFLEET, "broken"], capture_output=True, text=True, env=env, timeout=120)
+    assert broken.returncode == 1 and "command group 'broken'" in broken.stderr and "SyntaxError" in broken.stderr
+    assert "Traceback" not in broken.stderr

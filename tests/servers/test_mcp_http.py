@@ -21,6 +21,13 @@ def key() -> str:
     return uuid.uuid4().hex
 
 
+def deep(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = {"a": [value]}
+    return value
+
+
 async def loan_count(client: Client, member: str) -> int:
     result = await client.call_tool("list_member_loans", {"member_id": member})
     assert not result.is_error, result.content[0].text
@@ -112,6 +119,12 @@ async def test_errors_leave_the_server_alive_and_state_unchanged(fleet: ServerPr
             ("find_member", {"name": "'; DROP TABLE members; --"}),
             ("no_such_tool", {}),
             ("pay_fine", {"fine_id": "FINE-0001", "amount": -5, "method": "card"}),
+            ("pay_fine", {"fine_id": "FINE-0001", "amount": 1.0, "method": "c" * 1_000_000}),
+            ("pay_fine", {"fine_id": "FINE-0001", "amount": float("nan"), "method": "card"}),
+            ("pay_fine", {"fine_id": "FINE-0001", "amount": float("inf"), "method": "card"}),
+            ("checkout_copy", {"member_id": "M-1005\u0000\u202e\U0001f4da", "copy_id": "C-00002"}),
+            ("checkout_copy", {"member_id": "M-1005", "copy_id": "C-00002", "note": deep(50)}),
+            ("checkout_copy", {"member_id": deep(50), "copy_id": "C-00002"}),
         ]:
             result = await client.call_tool(name, args)
             assert result.is_error or result.structured_content.get("count") == 0, (name, args)
@@ -129,6 +142,11 @@ async def test_tools_and_resources_of_both_envs_through_the_gateway(fleet: Serve
             assert all(t.input_schema["type"] == "object" and t.output_schema for t in tools)
             resources = {str(r.uri) for r in (await client.list_resources()).resources}
             assert resources == {f"envfleet://{env_id}/policy", f"envfleet://{env_id}/schema"}
+            policy = (await client.read_resource(f"envfleet://{env_id}/policy")).contents[0]
+            assert policy.mime_type == "text/markdown" and "#" in policy.text and len(policy.text) > 500
+            schema = (await client.read_resource(f"envfleet://{env_id}/schema")).contents[0]
+            assert "## patients" in schema.text if env_id == "clinic" else "## members" in schema.text
+            assert "| column | type |" in schema.text
             with pytest.raises(MCPError, match="Unknown resource"):
                 await client.read_resource(f"envfleet://{env_id}/secrets")
 
@@ -193,3 +211,19 @@ async def test_state_cap_is_a_clear_error() -> None:
             assert not (await client.call_tool("get_member", {"member_id": "M-1001"})).is_error
     finally:
         server.stop()
+
+
+async def test_json_too_deep_to_parse_is_a_protocol_error_not_a_crash(fleet: ServerProcess) -> None:
+    url = f"{fleet.base}/envs/library/s/{key()}/mcp"
+    arguments = "{}"
+    for _ in range(5000):
+        arguments = '{"a": [' + arguments + "]}"
+    body = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "find_member", "arguments": ' + arguments + "}}"
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url, content=body, headers={"Content-Type": "application/json",
+                                                                  "Accept": "application/json, text/event-stream"})
+    assert response.status_code in (200, 400)
+    assert response.json()["error"]["code"] in (-32700, -32600, -32602)
+    async with Client(url) as client:  # the server is alive and the state intact
+        found = await client.call_tool("find_member", {"name": "Ada"})
+        assert not found.is_error
