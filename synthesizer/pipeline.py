@@ -85,7 +85,7 @@ def synthesize(job: Job, min_tasks: int = 1) -> Result:
     report = run_procedural_tests(env, design)
     result.stages["procedural_tests"] = report.to_dict()
     if not report.passed:
-        result.reason = f"procedural tests score {report.score} (needs 0.95; untested: {report.untested})"
+        result.reason = report.why()
         return _done(result, started)
     graph = build_graph(env)
     result.stages["graph"] = graph_json(graph)

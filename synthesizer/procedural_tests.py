@@ -53,6 +53,14 @@ class TestReport:
     def failures(self) -> list[Probe]:
         return [p for p in self.probes if not p.passed]
 
+    def why(self) -> str:
+        """Why the environment fails, in one line: the score, then the probes that decide it."""
+        decisive = [p for p in self.failures() if p.kind in CRITICAL or "undeclared" in p.detail or p.tool in self.untested]
+        shown = "; ".join(f"{p.tool} ({p.kind}): {p.detail}" for p in decisive[:3])
+        more = f" (+{len(decisive) - 3} more)" if len(decisive) > 3 else ""
+        return f"procedural tests score {self.score} (needs {PASS_THRESHOLD}, every tool exercised, every rule enforced)" + \
+            (f": {shown}{more}" if shown else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {"env_id": self.env_id, "score": self.score, "passed": self.passed, "probes": len(self.probes),
                 "untested": self.untested, "failures": [asdict(p) for p in self.failures()]}

@@ -17,7 +17,7 @@ from typing import Any
 
 from faker import Faker
 
-from .catalog import Attribute, Consumes, Entity, LimitPerOwner, UniqueActive
+from .catalog import Attribute, Consumes, Entity, LimitPerOwner, TimeWindow, UniqueActive
 from .modeling import Design
 
 __all__ = ["seed_rows", "SPECIAL_GENERATORS", "generator_problem", "ValueMaker"]
@@ -196,6 +196,9 @@ class _Seeder:
                     row[field] = spare
                     for attr, value in self._stamps(entity, spare).items():
                         row[attr] = value
+        for index, rule in enumerate(self.design.rules):
+            if isinstance(rule, TimeWindow) and rule.transition != "create":
+                self._straddle_window(rule, int(self.design.params[index]))
         for rule in self.design.rules:
             if isinstance(rule, Consumes):  # keep one resource empty, so running out can be tested
                 resource_rows = self.rows.get(self.design.entity(rule.resource).plural, [])
@@ -204,6 +207,38 @@ class _Seeder:
                         row[rule.counter] = 0
                 if resource_rows:
                     resource_rows[-1][rule.counter] = 0
+
+
+    def _straddle_window(self, rule: TimeWindow, amount: int) -> None:
+        """Records a windowed transition can start from lie on both sides of the window, so the
+        transition can be done on some and refused on others (a draw can miss one side)."""
+        entity = self.design.entity(rule.entity)
+        if entity.lifecycle is None:
+            return
+        transition = next((t for t in entity.lifecycle.transitions if t.name == rule.transition), None)
+        attr = next((a for a in entity.attributes if a.name == rule.attribute), None)
+        if transition is None or attr is None:
+            return
+        ready = [r for r in self.rows[entity.plural] if r[entity.lifecycle.field] in transition.from_states]
+        if rule.mode == "before":  # allowed until `amount` hours before the moment
+            inside, outside = self.clock + timedelta(hours=amount + 48), self.clock + timedelta(hours=max(1, amount // 2))
+        else:  # allowed until `amount` days after it
+            inside, outside = self.clock - timedelta(days=max(1, amount // 2)), self.clock - timedelta(days=amount + 5)
+
+        edge = (self.clock + timedelta(hours=amount)).strftime("%Y-%m-%d %H:%M:%S") if rule.mode == "before" \
+            else (self.clock - timedelta(days=amount)).date().isoformat()
+
+        def within(row: dict[str, Any]) -> bool:
+            value = str(row.get(rule.attribute) or "")
+            return bool(value) and (value > edge if rule.mode == "before" else value[:10] >= edge)
+
+        def stamp(moment: Any) -> str:
+            return moment.date().isoformat() if attr.type == "date" else moment.replace(minute=0, second=0).strftime("%Y-%m-%d %H:%M:%S")
+
+        if ready and not any(within(r) for r in ready):
+            ready[0][rule.attribute] = stamp(inside)
+        if len(ready) > 1 and all(within(r) for r in ready):
+            ready[-1][rule.attribute] = stamp(outside)
 
 
 def seed_rows(design: Design) -> dict[str, list[dict[str, Any]]]:

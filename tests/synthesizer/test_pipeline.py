@@ -166,3 +166,31 @@ def test_dry_run_keeps_every_stage(tmp_path: Path) -> None:
     assert stages == ["1_topic.json", "2_spec.json", "3_seed.json", "4_procedural_tests.json", "5_graph.json",
                       "6_tasks.json", "7_task_stats.json", "result.json"]
     assert not (tmp_path / "unused.json").exists()
+
+
+def test_concurrent_publishers_never_lose_an_entry(tmp_path: Path) -> None:
+    registry, root = tmp_path / "registry.json", tmp_path / "envs"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from synthesizer import publish\n"
+        "from synthesizer.pipeline import Job, publish_result, synthesize\n"
+        "read = publish._read_entries\n"
+        "publish._read_entries = lambda path: (read(path), time.sleep(0.3))[0]\n"  # widen read-modify-write
+        "result = synthesize(Job(sys.argv[1], seed=4, tasks=2))\n"
+        "assert result.ok, result.reason\n"
+        "print('ready', flush=True)\n"
+        "while not Path(sys.argv[4]).exists(): time.sleep(0.001)\n"  # every publisher starts at once
+        "publish_result(result, Path(sys.argv[2]), Path(sys.argv[3]))\n"
+    )
+    go = tmp_path / "go"
+    domains = ["dental_clinic", "car_dealership", "cinema_bookings", "coworking_space"]
+    procs = [subprocess.Popen([sys.executable, "-c", script, d, str(root), str(registry), str(go)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in domains]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read() if proc.stderr else ""
+    assert Registry.load(registry).ids() == sorted(domains)
+    assert not list(tmp_path.glob(".registry.json.*.tmp"))
