@@ -14,11 +14,14 @@ from rich.table import Table
 
 from servers.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
 
-from .catalog import CatalogError, load_catalog
+from .catalog import Catalog, CatalogError, load_catalog
+from .llm import LLMClient, LLMConfig, LLMError
+from .llm.backend import DEFAULT_STAGES, LLMBackend
+from .llm.mining import mine_corpus_with_llm
 from .pipeline import Job, Result, plan_batch, publish_result, run_batch, save_stages
 from .topics import NoMatchingDomain, match_topic, mine_corpus
 
-app = typer.Typer(help="Synthesize environments and task packs (offline, procedural).", invoke_without_command=True,
+app = typer.Typer(help="Synthesize environments and task packs (offline and procedural by default, or with an LLM).", invoke_without_command=True,
                   no_args_is_help=False)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -38,11 +41,21 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives byte-identical environments.")] = 1,
     variant: Annotated[int, typer.Option(help="Variant of a --topic domain (0 is the canonical one).")] = 0,
     tasks_per_env: Annotated[int, typer.Option(help="Tasks to synthesize per environment.")] = 20,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core).")] = None,  # noqa: UP045
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core; LLM: its concurrency).")] = None,  # noqa: UP045
     env_root: Annotated[Path, typer.Option(help="Where environment folders are published.")] = PACKAGED_ENV_ROOT,
     registry: Annotated[Path, typer.Option(help="The registry.json to update.")] = DEFAULT_REGISTRY,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Publish nothing; keep every stage's output under --out.")] = False,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for --dry-run output.")] = None,  # noqa: UP045
+    backend: Annotated[str, typer.Option(help="procedural (offline, the default) or llm (an OpenAI-compatible model).")] = "procedural",
+    llm_config: Annotated[Optional[Path], typer.Option(help="TOML file with an [llm] section (or ENVFLEET_LLM_CONFIG).")] = None,  # noqa: UP045
+    model: Annotated[Optional[str], typer.Option(help="Model for every LLM stage (or ENVFLEET_MODEL).")] = None,  # noqa: UP045
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint (or OPENAI_BASE_URL).")] = None,  # noqa: UP045
+    paraphrase: Annotated[bool, typer.Option("--paraphrase", help="LLM: a procedural environment, with instructions worded by the model.")] = False,
+    review: Annotated[bool, typer.Option("--review", help="LLM: a model reviews recorded tool calls, as an extra gate.")] = False,
+    stages: Annotated[Optional[str], typer.Option(help="LLM: comma-separated stages (judge, domain, seed, tools, paraphrase, review).")] = None,  # noqa: UP045
+    replay: Annotated[bool, typer.Option("--replay", help="LLM: answer only from the response cache; never call the endpoint.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="LLM: the response cache folder (or ENVFLEET_LLM_CACHE).")] = None,  # noqa: UP045
+    max_envs: Annotated[Optional[int], typer.Option(help="At most this many environments from --from-corpus.")] = None,  # noqa: UP045
 ) -> None:
     """Make environments: from --topic, --count or --from-corpus; publish them (or --dry-run)."""
     if ctx.invoked_subcommand is not None:
@@ -52,20 +65,31 @@ def synth(
         raise typer.Exit(2)
     if dry_run and out_dir is None:
         raise _fail("--dry-run needs --out DIR", 2)
+    if backend not in ("procedural", "llm"):
+        raise _fail(f"--backend must be procedural or llm, not {backend!r}", 2)
+    if backend == "procedural" and (paraphrase or review or stages or replay):
+        raise _fail("--paraphrase, --review, --stages and --replay need --backend llm", 2)
+    llm = None
     try:
         catalog = load_catalog()
+        if backend == "llm":
+            llm = _llm_backend(llm_config, model, base_url, cache_dir, replay, paraphrase, review, stages)
         jobs: list[Job] = []
+        modeled = llm is not None and "domain" in llm.stages
         for text in topic or []:
-            jobs.append(Job(match_topic(catalog, text).domain_id, seed, variant, tasks_per_env))
+            jobs.append(Job(None, seed, variant, tasks_per_env, topic=text) if modeled
+                        else Job(match_topic(catalog, text).domain_id, seed, variant, tasks_per_env))
         if from_corpus:
-            report = mine_corpus(catalog, from_corpus)
-            _print_mining(report.to_dict())
-            jobs += [Job(d, seed, 0, tasks_per_env) for d in report.domains()]
+            jobs += _corpus_jobs(catalog, from_corpus, llm, seed, tasks_per_env, max_envs)
         if count:
             jobs += plan_batch(count, seed, tasks_per_env)
-    except (CatalogError, NoMatchingDomain, OSError, ValueError) as e:
+    except (CatalogError, NoMatchingDomain, OSError, ValueError, LLMError) as e:
         raise _fail(str(e)) from None
-    results = _run(jobs, workers)
+    try:
+        results = _run(jobs, workers if workers or llm is None else llm.client.config.concurrency, llm)
+    finally:
+        if llm is not None:
+            llm.client.close()
     published = 0
     for result in results:
         if dry_run:
@@ -74,17 +98,61 @@ def synth(
             publish_result(result, env_root, registry)
             published += 1
     _print_results(results)
+    if llm is not None:
+        _print_usage(llm.client.usage.to_dict())
     verb = "kept under " + str(out_dir) if dry_run else f"published to {env_root}"
     out.print(f"{sum(r.ok for r in results)}/{len(results)} environments passed; {verb}", highlight=False)
     if not any(r.ok for r in results):
+        for reason in sorted({r.reason for r in results}):
+            err.print(f"[red]not published:[/red] {reason}", highlight=False)
         raise typer.Exit(1)
 
 
-def _run(jobs: list[Job], workers: int | None) -> list[Result]:
+def _llm_backend(config_path: Path | None, model: str | None, base_url: str | None, cache_dir: Path | None, replay: bool,
+                 paraphrase: bool, review: bool, stages: str | None) -> LLMBackend:
+    config = LLMConfig.load(config_path, model=model, base_url=base_url, cache_dir=cache_dir, replay=replay or None)
+    if stages:
+        chosen = {s.strip() for s in stages.split(",") if s.strip()}
+    elif paraphrase:
+        chosen = {"paraphrase"}
+    else:
+        chosen = set(DEFAULT_STAGES) | {"judge"}
+    if review:
+        chosen.add("review")
+    for stage in chosen:
+        config.model_for(stage)  # a missing model is a clear error now, not halfway through a batch
+    return LLMBackend(LLMClient(config), chosen)
+
+
+def _corpus_jobs(catalog: Catalog, corpus: Path, llm: LLMBackend | None, seed: int, tasks: int,
+                 max_envs: int | None) -> list[Job]:
+    if llm is None or "judge" not in llm.stages:
+        report = mine_corpus(catalog, corpus)
+        _print_mining(report.to_dict())
+        jobs = [Job(d, seed, 0, tasks) for d in report.domains()]
+    else:
+        mined = mine_corpus_with_llm(llm.client, catalog, corpus)
+        _print_mining(mined.to_dict())
+        jobs = [Job(d, seed, 0, tasks, requests=tuple(mined.examples.get(d, []))) for d in mined.domains()]
+        if "domain" in llm.stages:
+            jobs += [Job(None, seed, 0, tasks, topic=t, requests=tuple(examples[:8])) for t, examples in mined.new_topics.items()]
+    return jobs[:max_envs] if max_envs is not None else jobs
+
+
+def _run(jobs: list[Job], workers: int | None, llm: LLMBackend | None = None) -> list[Result]:
     with Progress(TextColumn("[bold]synthesizing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=err, transient=True) as progress:
         bar = progress.add_task("", total=len(jobs))
-        return run_batch(jobs, workers, lambda r: progress.update(bar, advance=1, description=r.env_id))
+        return run_batch(jobs, workers, lambda r: progress.update(bar, advance=1, description=r.env_id),
+                         llm.session if llm else None)
+
+
+def _print_usage(usage: dict) -> None:
+    table = Table("LLM stage", "calls", "from cache", "retries", "prompt tokens", "completion tokens", "cost (USD)")
+    for name, u in [*usage["stages"].items(), ("total", usage["total"])]:
+        table.add_row(name, str(u["calls"]), str(u["cached"]), str(u["retries"]), f"{u['prompt_tokens']:,}",
+                      f"{u['completion_tokens']:,}", f"{u['cost_usd']:.4f}")
+    out.print(table)
 
 
 def _print_results(results: list[Result]) -> None:
@@ -92,7 +160,7 @@ def _print_results(results: list[Result]) -> None:
     for r in results:
         spec = r.stages.get("spec", {})
         tests = r.stages.get("procedural_tests", {})
-        table.add_row(r.env_id, r.job.domain_id, str(len(spec.get("tools", []))), str(len(r.stages.get("tasks", []))),
+        table.add_row(r.env_id, r.stages.get("topic", {}).get("domain", r.job.name), str(len(spec.get("tools", []))), str(len(r.stages.get("tasks", []))),
                       f"{tests.get('score', '-')}", f"{r.seconds:.1f}", "[green]ok[/green]" if r.ok else f"[red]{r.reason}[/red]")
     out.print(table)
 

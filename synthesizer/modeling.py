@@ -63,6 +63,7 @@ class Design:
     params: dict[int, float] = field(default_factory=dict)  # index in rules -> value
     roles: dict[str, ToolRole] = field(default_factory=dict)
     codes: dict[tuple[str, str], str] = field(default_factory=dict)  # (entity, attribute) -> sequence prefix
+    vocabulary: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (entity, attribute) -> seed values
 
     def entity(self, name: str) -> Entity:
         return next(e for e in self.entities if e.name == name)

@@ -11,32 +11,39 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from servers import Environment, SpecError
+from servers.tasks import Task
 
 from . import __version__
-from .catalog import load_catalog
+from .catalog import Domain, load_catalog
 from .dependency_graph import build_graph, graph_json
-from .modeling import MODELER_VERSION, build_spec, design_domain
-from .procedural_tests import run_procedural_tests
+from .modeling import MODELER_VERSION, Design, build_spec, design_domain
+from .procedural_tests import TestReport, run_procedural_tests
 from .publish import publish_folder, write_env_folder
 from .seeding import seed_rows
 from .task_synthesis import synthesize_tasks
 
-__all__ = ["Job", "Result", "synthesize", "publish_result", "run_batch", "plan_batch"]
+__all__ = ["Job", "Result", "Assist", "AssistFailed", "synthesize", "publish_result", "run_batch", "plan_batch"]
 
 
 @dataclass(frozen=True)
 class Job:
-    domain_id: str
+    domain_id: str | None  # a catalog domain or composite; None when ``topic`` is modeled by a model
     seed: int
     variant: int = 0
     tasks: int = 20
     env_id: str | None = None
+    topic: str | None = None  # a topic for the LLM backend to model as a new domain
+    requests: tuple[str, ...] = ()  # user requests that asked for it (from a mined corpus)
+
+    @property
+    def name(self) -> str:
+        return self.domain_id or self.topic or "?"
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Result:
     reason: str = ""
     stages: dict[str, Any] = field(default_factory=dict)  # stage name -> its output (plain data)
     seconds: float = 0.0
+    backend: str = "procedural"
 
     @property
     def files(self) -> dict[str, Any]:
@@ -56,50 +64,143 @@ class Result:
 
     def provenance(self) -> dict[str, Any]:
         tests, tasks = self.stages.get("procedural_tests", {}), self.stages.get("task_stats", {})
-        return {
-            "synthesizer": __version__, "modeler": MODELER_VERSION, "backend": "procedural",
-            "domain": self.job.domain_id, "sector": self.stages.get("topic", {}).get("sector"),
+        provenance = {
+            "synthesizer": __version__, "modeler": MODELER_VERSION, "backend": self.backend,
+            "domain": self.stages.get("topic", {}).get("domain", self.job.domain_id),
+            "sector": self.stages.get("topic", {}).get("sector"),
             "seed": self.job.seed, "variant": self.job.variant,
             "procedural_tests": {k: tests.get(k) for k in ("score", "passed", "probes")},
             "tasks": {k: tasks.get(k) for k in ("attempted", "published", "failures", "families", "templates", "chain_lengths")},
         }
+        if "llm" in self.stages:
+            provenance["llm"] = self.stages["llm"]["provenance"]
+        return provenance
 
 
-def synthesize(job: Job, min_tasks: int = 1) -> Result:
+class Assist(Protocol):
+    """What a model adds to the procedural stages; the LLM backend (``synthesizer.llm``) implements
+    it. Each method does nothing for a stage the run did not enable."""
+
+    def model_domain(self, topic: str, requests: tuple[str, ...],
+                     check: Callable[[Domain, str], list[str]]) -> tuple[Domain, str] | str: ...
+
+    def seed_values(self, design: Design) -> None: ...
+
+    def extra_tools(self, spec: dict[str, Any], seed: dict[str, Any], design: Design) -> dict[str, Any]: ...
+
+    def rewrite_tasks(self, tasks: list[Task], design: Design) -> list[Task]: ...
+
+    def review(self, env: Environment, tests: TestReport) -> str | None: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, problems: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.problems = problems or [reason]
+
+
+@dataclass
+class _Built:
+    design: Design
+    spec: dict[str, Any]
+    seed: dict[str, Any]
+    env: Environment
+    tests: TestReport
+
+
+def _build(domain: Domain, sector: str, job: Job, assist: Assist | None = None) -> _Built:
+    """Stages 2–4 for a domain: the design, its spec and seed, the runtime's load, the procedural tests."""
+    design = design_domain(domain, seed=job.seed, variant=job.variant, env_id=job.env_id)
+    if assist is not None:
+        assist.seed_values(design)
+    spec = build_spec(design)
+    spec["tags"] = sorted({*spec["tags"], sector})
+    seed = seed_rows(design)
+    try:
+        env = Environment.from_spec(spec, seed)
+    except SpecError as e:
+        raise _Refused(f"the runtime refuses the spec: {e}", [str(i) for i in e.issues]) from None
+    tests = run_procedural_tests(env, design)
+    if not tests.passed:
+        raise _Refused(tests.why(), [f"{p.tool} ({p.kind}, {p.arguments}): {p.detail}" for p in tests.failures()[:20]])
+    return _Built(design, spec, seed, env, tests)
+
+
+class AssistFailed(Exception):
+    """A model the run depends on could not help (unreachable, refusing keys ...): the job fails, the batch goes on."""
+
+
+def synthesize(job: Job, min_tasks: int = 1, assist: Assist | None = None) -> Result:
     """Run stages 1–6 for one environment. Never raises for a bad draft: the result says why."""
     started = time.perf_counter()
-    catalog = load_catalog()
-    domain = catalog.domain(job.domain_id)
-    design = design_domain(domain, seed=job.seed, variant=job.variant, env_id=job.env_id)
-    result = Result(job, design.env_id, ok=False)
-    result.stages["topic"] = {"domain": domain.id, "sector": catalog.sector_of[job.domain_id], "name": domain.name}
-    spec = build_spec(design)
-    spec["tags"] = sorted({*spec["tags"], catalog.sector_of[job.domain_id]})
-    result.stages["spec"] = spec
-    result.stages["seed"] = seed_rows(design)
     try:
-        env = Environment.from_spec(spec, result.stages["seed"])
-    except SpecError as e:
-        result.reason = f"the runtime refuses the spec: {e}"
-        return _done(result, started)
-    report = run_procedural_tests(env, design)
-    result.stages["procedural_tests"] = report.to_dict()
-    if not report.passed:
-        result.reason = report.why()
-        return _done(result, started)
+        return _synthesize(job, min_tasks, assist, started)
+    except AssistFailed as e:
+        result = Result(job, job.env_id or job.name, ok=False, reason=str(e), backend="llm")
+        return _done(result, started, assist)
+
+
+def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float) -> Result:
+    catalog = load_catalog()
+    if job.domain_id is None:
+        if assist is None or job.topic is None:
+            raise ValueError("a job without a catalog domain needs a topic and the LLM backend")
+        result = Result(job, job.env_id or "?", ok=False, backend="llm")
+
+        def check(domain: Domain, sector: str) -> list[str]:
+            try:
+                _build(domain, sector, job)
+            except _Refused as e:
+                return e.problems
+            return []
+
+        modeled = assist.model_domain(job.topic, job.requests, check)
+        if isinstance(modeled, str):
+            result.reason = modeled
+            result.stages["llm"] = assist.report()
+            return _done(result, started)
+        domain, sector = modeled
+    else:
+        domain, sector = catalog.domain(job.domain_id), catalog.sector_of[job.domain_id]
+    result = Result(job, job.env_id or domain.id, ok=False, backend="procedural" if assist is None else "llm")
+    result.stages["topic"] = {"domain": domain.id, "sector": sector, "name": domain.name}
+    try:
+        built = _build(domain, sector, job, assist)
+    except _Refused as e:
+        result.reason = str(e)
+        return _done(result, started, assist)
+    result.env_id = built.design.env_id
+    spec, env = built.spec, built.env
+    if assist is not None:
+        extended = assist.extra_tools(spec, built.seed, built.design)
+        if extended is not spec:
+            spec, env = extended, Environment.from_spec(extended, built.seed)
+    result.stages["spec"] = spec
+    result.stages["seed"] = built.seed
+    result.stages["procedural_tests"] = built.tests.to_dict()
     graph = build_graph(env)
     result.stages["graph"] = graph_json(graph)
-    tasks, stats = synthesize_tasks(env, design, graph, count=job.tasks, seed=job.seed)
+    tasks, stats = synthesize_tasks(env, built.design, graph, count=job.tasks, seed=job.seed)
+    if assist is not None:
+        tasks = assist.rewrite_tasks(tasks, built.design)
+        rejected = assist.review(env, built.tests)
+        if rejected:
+            result.reason = f"the reviewing model rejects tools: {rejected}"
+            return _done(result, started, assist)
     result.stages["tasks"] = [t.model_dump(mode="json", exclude_none=True) for t in tasks]
     result.stages["task_stats"] = stats.to_dict()
     if len(tasks) < min_tasks:
         result.reason = f"only {len(tasks)} task(s) passed the gates"
-        return _done(result, started)
+        return _done(result, started, assist)
     result.ok = True
-    return _done(result, started)
+    return _done(result, started, assist)
 
 
-def _done(result: Result, started: float) -> Result:
+def _done(result: Result, started: float, assist: Assist | None = None) -> Result:
+    if assist is not None:
+        result.stages["llm"] = assist.report()
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
@@ -136,18 +237,26 @@ def plan_batch(count: int, seed: int, tasks: int, domains: Iterable[str] | None 
     return [Job(domains[i % len(domains)], seed, i // len(domains), tasks) for i in range(count)]
 
 
-def run_batch(jobs: list[Job], workers: int | None = None, on_result: Callable[[Result], None] | None = None) -> list[Result]:
-    """Synthesize every job, in parallel worker processes; results in job order."""
+def run_batch(jobs: list[Job], workers: int | None = None, on_result: Callable[[Result], None] | None = None,
+              assist: Callable[[], Assist] | None = None) -> list[Result]:
+    """Synthesize every job; results in job order. Procedural jobs run in worker processes; with
+    ``assist`` (a factory of one :class:`Assist` per job) they run in threads, since they mostly
+    wait for the model (its client caps the requests in flight)."""
     workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
     results: dict[int, Result] = {}
+
+    def one(job: Job) -> Result:
+        return synthesize(job, assist=assist() if assist else None)
+
     if workers == 1:
         for index, job in enumerate(jobs):
-            results[index] = synthesize(job)
+            results[index] = one(job)
             if on_result:
                 on_result(results[index])
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(synthesize, job): index for index, job in enumerate(jobs)}
+        pool = ThreadPoolExecutor(max_workers=workers) if assist else ProcessPoolExecutor(max_workers=workers)
+        with pool:
+            futures = {pool.submit(one if assist else synthesize, job): index for index, job in enumerate(jobs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_result:

@@ -18,7 +18,7 @@ from servers import Environment, StateCopy
 from .catalog import Consumes, Eligibility, LimitPerOwner, TimeWindow, UniqueActive
 from .modeling import Design, ToolRole, p_
 
-__all__ = ["Probe", "TestReport", "run_procedural_tests", "PASS_THRESHOLD"]
+__all__ = ["ToolProbes", "probe_tools", "Probe", "TestReport", "run_procedural_tests", "PASS_THRESHOLD"]
 
 PASS_THRESHOLD = 0.95
 CRITICAL = {"rule", "wrong_state", "unknown_id"}
@@ -96,28 +96,41 @@ class _Tester:
         Returns the arguments that succeeded."""
         role = self.design.roles[tool]
         allowed = declared_writes(self.design, role)
+        must_change = role.kind in ("create", "update", "transition")
+        last = None
         for arguments in candidates[: self.attempts]:
-            state = self.env.new_state()
+            last = self.succeeds(tool, arguments, allowed, must_change, record_error=False)
+            if last is None:
+                return arguments
+        self.report.untested.append(tool)
+        self.report.probes.append(Probe(tool, "positive", candidates[:1], False, "no generated positive call succeeded"
+                                        + (f" (last: {last})" if candidates else " (no candidate arguments)")))
+        return None
+
+    def succeeds(self, tool: str, arguments: dict[str, Any], allowed: set[str], must_change: bool,
+                 record_error: bool = True) -> str | None:
+        """One call on a fresh state that must succeed, change only ``allowed`` tables (and something,
+        when ``must_change``) and keep every reference whole. Returns the error text when it failed."""
+        state = self.env.new_state()
+        try:
             tables = sorted(state.template.table_names)
             before = state.snapshot()
             result = self.env.call(state, tool, arguments)
             if result.is_error:
-                state.close()
-                continue
+                if record_error:
+                    self.report.probes.append(Probe(tool, "positive", arguments, False, f"failed: {result.text}"))
+                return result.text
             changed = {t for t, old, new in zip(tables, before, state.snapshot(), strict=True) if old != new}
             problems = []
             if changed - allowed:
                 problems.append(f"wrote undeclared table(s) {sorted(changed - allowed)}")
-            if role.kind in ("create", "update", "transition") and not changed:
+            if must_change and not changed:
                 problems.append("changed nothing")
             problems += self._integrity(state)
             self.report.probes.append(Probe(tool, "positive", arguments, not problems, "; ".join(problems)))
+            return None
+        finally:
             state.close()
-            return arguments
-        self.report.untested.append(tool)
-        self.report.probes.append(Probe(tool, "positive", candidates[:1], False, "no generated positive call succeeded"
-                                        + (f" (last: {result.text})" if candidates else " (no candidate arguments)")))
-        return None
 
     def negative(self, tool: str, kind: str, arguments: Any, expect: str | set[str] | None = None,
                  state: StateCopy | None = None) -> None:
@@ -290,6 +303,14 @@ class _Tester:
     def _create(self, tool: str, role: ToolRole) -> None:
         entity = self.design.entity(role.entity)
         schema = self.env.executor.tools[tool].input_schema
+        for relation in entity.relations:
+            if relation.required and self.rows(relation.to) and not self._eligible(entity.name, relation.to):
+                rules = [f"{r.kind} ({r.description})" for r in self.design.rules
+                         if r.entity == entity.name and relation.to in {getattr(r, k, None) for k in ("subject", "owner", "resource")}]
+                self.report.untested.append(tool)
+                self.report.probes.append(Probe(tool, "positive", {}, False, f"no seeded {relation.to} can take part in a new "
+                                                f"{entity.name}: none passes {'; '.join(rules) or 'the rules'}"))
+                return
         candidates = [self._create_arguments(tool, entity, schema) for _ in range(self.attempts)]
         base = self.positive(tool, candidates)
         if base is None:
@@ -447,3 +468,27 @@ def _violates(value: str, clock: Any, mode: str, amount: float) -> bool:
 def run_procedural_tests(env: Environment, design: Design) -> TestReport:
     """Exercise every tool of ``env`` (modeled from ``design``)."""
     return _Tester(env, design).test()
+
+
+@dataclass
+class ToolProbes:
+    """Calls a tool the modeler did not write (a proposed extra tool) must pass: each of ``succeeds``
+    must succeed and write only the tables its statements declare; each of ``fails`` must be refused
+    and change nothing."""
+
+    succeeds: list[dict[str, Any]]
+    fails: list[dict[str, Any]]
+
+
+def probe_tools(env: Environment, design: Design, probes: dict[str, ToolProbes]) -> TestReport:
+    """Run given probes, plus malformed-argument probes, on tools outside ``design``'s roles."""
+    tester = _Tester(env, design)
+    for tool, calls in probes.items():
+        compiled = env.executor.tools[tool]
+        allowed = set(compiled.analysis.writes)
+        for arguments in calls.succeeds:
+            tester.succeeds(tool, arguments, allowed, must_change=compiled.tool.kind == "write")
+        for arguments in calls.fails:
+            tester.negative(tool, "rule", arguments)
+        tester._malformed(tool)
+    return tester.report

@@ -73,6 +73,7 @@ class _Seeder:
     def __init__(self, design: Design) -> None:
         self.design = design
         self.rng = random.Random(f"seed:{design.env_id}:{design.seed}")
+        self.vocabulary_rng = random.Random(f"vocabulary:{design.env_id}:{design.seed}")
         self.fake = Faker("en_US")
         self.fake.seed_instance(design.seed * 7919 + design.variant)
         self.clock = design.clock.replace(tzinfo=None)
@@ -80,6 +81,13 @@ class _Seeder:
         self.codes: Counter[str] = Counter()
 
     def value(self, attr: Attribute, future: bool | None, entity: str | None = None) -> Any:
+        words = self.design.vocabulary.get((entity or "", attr.name))
+        if words:  # realistic values proposed for this attribute (the LLM backend's seed stage)
+            if attr.unique:
+                self.codes[f"vocabulary:{entity}.{attr.name}"] += 1
+                used = self.codes[f"vocabulary:{entity}.{attr.name}"]
+                return words[(used - 1) % len(words)] + ("" if used <= len(words) else f" {used // len(words) + 1}")
+            return self.vocabulary_rng.choice(words)  # its own draws: proposed words never move ids or states
         head, *args = attr.generator.split(":")
         if head == "none":
             return None

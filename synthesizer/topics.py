@@ -45,11 +45,11 @@ class TopicMatch:
     keywords: tuple[str, ...]
 
 
-def _tokens(text: str) -> list[str]:
+def tokens(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     for suffix in ("ing", "ies", "es", "s", "ed"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
@@ -57,16 +57,16 @@ def _stem(word: str) -> str:
 
 
 def _score(text: str, keywords: list[str], name: str) -> tuple[float, list[str]]:
-    words = {_stem(w) for w in _tokens(text)}
-    lowered = " " + " ".join(_tokens(text)) + " "
+    words = {stem(w) for w in tokens(text)}
+    lowered = " " + " ".join(tokens(text)) + " "
     hits = []
     for keyword in keywords:
-        parts = [_stem(w) for w in _tokens(keyword)]
-        if len(parts) > 1 and f" {' '.join(_tokens(keyword))} " in lowered:
+        parts = [stem(w) for w in tokens(keyword)]
+        if len(parts) > 1 and f" {' '.join(tokens(keyword))} " in lowered:
             hits.append(keyword)
         elif len(parts) == 1 and parts[0] in words:
             hits.append(keyword)
-    name_hits = [w for w in (_stem(w) for w in _tokens(name)) if w in words and len(w) > 3]
+    name_hits = [w for w in (stem(w) for w in tokens(name)) if w in words and len(w) > 3]
     return len(hits) * 2 + sum(len(h.split()) - 1 for h in hits) + len(name_hits), hits + name_hits
 
 
@@ -95,7 +95,7 @@ def match_topic(catalog: Catalog, topic: str) -> TopicMatch:
 def is_stateful(text: str) -> bool:
     """Does the request need state that is written and later read (not just information)?"""
     lowered = text.lower().strip()
-    words = set(_tokens(lowered))
+    words = set(tokens(lowered))
     writes = words & _WRITE_VERBS
     if not writes:
         return False
@@ -123,7 +123,7 @@ class MiningReport:
         return [d for d, n in self.by_domain.most_common() if n >= minimum]
 
 
-def _similar(a: set[str], b: set[str]) -> bool:
+def similar(a: set[str], b: set[str]) -> bool:
     return bool(a and b) and len(a & b) / len(a | b) >= 0.8
 
 
@@ -139,8 +139,8 @@ def mine_corpus(catalog: Catalog, path: Path) -> MiningReport:
         if not is_stateful(text):
             continue
         report.stateful += 1
-        signature = {_stem(w) for w in _tokens(text)}
-        if any(_similar(signature, other) for other in kept):
+        signature = {stem(w) for w in tokens(text)}
+        if any(similar(signature, other) for other in kept):
             report.duplicates += 1
             continue
         kept.append(signature)

@@ -1,0 +1,121 @@
+"""Task wording from a model: natural instructions and personas, with every fact the gold chain
+needs kept.
+
+A task's *facts* are what the agent cannot solve it without: each value of a gold call's
+arguments that the instruction states (a name, an email, a date, a code, an amount), and what the
+user identifies themselves by. A paraphrase is accepted only if it states every fact verbatim
+(case and spacing aside), adds no number, code or address the original did not have, and still
+asks a question when the task expects an answer. Rejected items go back to the model with what
+they lost or added; after the last round they keep their procedural wording.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from servers.tasks import Task
+
+from . import prompts
+from .client import LLMClient
+from .repair import Problems, propose
+
+__all__ = ["ParaphraseOutcome", "paraphrase_tasks", "task_facts"]
+
+BATCH = 10
+_SPECIFIC = re.compile(r"[\w.+-]*\d[\w.:/+-]*|[\w.+-]+@[\w.-]+")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _values(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _values(item)]
+    if isinstance(value, list):
+        return [v for item in value for v in _values(item)]
+    if isinstance(value, bool) or value is None:
+        return []
+    return [str(value)]
+
+
+def task_facts(task: Task) -> list[str]:
+    """What the instruction states that the gold chain uses, and who the user says they are."""
+    instruction = _norm(task.instruction)
+    facts = [v for call in task.gold for v in _values(call.arguments) if len(v) >= 2 and _norm(v) in instruction]
+    facts += [v for v in task.user.known.values() if len(v) <= 60 and _norm(v) in instruction]
+    return list(dict.fromkeys(facts))
+
+
+def _specifics(text: str) -> set[str]:
+    return {m.group(0).lower().strip(".,;:") for m in _SPECIFIC.finditer(text)}
+
+
+def wording_problems(task: Task, instruction: str) -> list[str]:
+    problems = [f"lost {fact!r}" for fact in task_facts(task) if _norm(fact) not in _norm(instruction)]
+    added = sorted(_specifics(instruction) - _specifics(task.instruction))
+    if added:
+        problems.append(f"added {', '.join(repr(a) for a in added)}, which the request does not state")
+    if task.answer is not None and "?" not in instruction:
+        problems.append("dropped the question the customer asks")
+    return problems
+
+
+@dataclass
+class ParaphraseOutcome:
+    tasks: list[Task] = field(default_factory=list)
+    rewritten: int = 0
+    kept: dict[str, list[str]] = field(default_factory=dict)  # task id -> why its wording was kept
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        return {"rewritten": self.rewritten, "kept": self.kept, "batches": self.reports}
+
+
+def paraphrase_tasks(client: LLMClient, tasks: list[Task], business: str) -> ParaphraseOutcome:
+    outcome = ParaphraseOutcome()
+    by_id = {t.id: t for t in tasks}
+    rewritten: dict[str, dict[str, str]] = {}
+    for start in range(0, len(tasks), BATCH):
+        batch = tasks[start:start + BATCH]
+        items = [{"id": t.id, "instruction": t.instruction, "persona": t.user.persona, "must_keep": task_facts(t)} for t in batch]
+        accepted: dict[str, dict[str, str]] = {}
+        last: dict[str, list[str]] = {}
+
+        def check(data: dict[str, Any], batch: list[Task] = batch, accepted: dict = accepted, last: dict = last) -> bool:
+            answers = {a.get("id"): a for a in data.get("tasks") or [] if isinstance(a, dict)}
+            problems = []
+            for task in batch:
+                if task.id in accepted:
+                    continue
+                answer = answers.get(task.id)
+                text, persona = (answer or {}).get("instruction"), (answer or {}).get("persona")
+                if not isinstance(text, str) or not text.strip() or not isinstance(persona, str) or not persona.strip():
+                    found = ["no instruction and persona given"]
+                else:
+                    found = wording_problems(task, text)
+                if found:
+                    last[task.id] = found
+                    problems += [f"tasks[{task.id}]: {p}" for p in found]
+                else:
+                    accepted[task.id] = {"instruction": " ".join(text.split()), "persona": " ".join(persona.split())}
+                    last.pop(task.id, None)
+            if problems:
+                raise Problems(problems)
+            return True
+
+        proposal = propose(client, "paraphrase", prompts.paraphrase(items, business), check)
+        outcome.reports.append(proposal.report())
+        rewritten.update(accepted)
+        outcome.kept.update(last)
+    for task in tasks:
+        new = rewritten.get(task.id)
+        if new is None:
+            outcome.tasks.append(task)
+            continue
+        user = task.user.model_copy(update={"persona": new["persona"]})
+        outcome.tasks.append(by_id[task.id].model_copy(update={"instruction": new["instruction"], "user": user}))
+        outcome.rewritten += 1
+    return outcome

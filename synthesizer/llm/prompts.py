@@ -1,0 +1,89 @@
+"""What each stage sends to the model. Bump ``PROMPT_VERSION`` when a prompt changes: it is part of
+every environment's provenance (and, through the messages, of every cache key)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["PROMPT_VERSION", "SYSTEM", "judge", "domain", "tools", "seed_values", "paraphrase", "review"]
+
+PROMPT_VERSION = "1"
+
+SYSTEM = ("You design synthetic, fully fictional business systems that AI agents are trained and tested in. "
+          "You answer with exactly one JSON object that follows the requested format, and nothing else.")
+
+
+def _messages(user: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def judge(requests: list[str], domains: dict[str, str]) -> list[dict[str, str]]:
+    numbered = "\n".join(f"{i}. {text}" for i, text in enumerate(requests))
+    catalog = "\n".join(f"- {domain_id}: {name}" for domain_id, name in sorted(domains.items()))
+    return _messages(
+        "Label each user request below.\n"
+        "- stateful: true when serving it needs records a system keeps and changes (booking, cancelling, paying, "
+        "registering, updating an account), false for questions, advice, calculations or one-off look-ups.\n"
+        "- topic: for a stateful request, the kind of business system that would serve it, in 2 to 6 words "
+        "(\"veterinary clinic appointments\"); null otherwise.\n"
+        "- domain: the id of the catalog domain below that fits the topic, or null when none does.\n\n"
+        f"Catalog domains:\n{catalog}\n\nRequests:\n{numbered}\n\n"
+        'Answer {"items": [{"index": 0, "stateful": true, "topic": "...", "domain": "..." or null}, ...]} with one '
+        "item per request, in order.")
+
+
+def domain(topic: str, schema: dict[str, Any], example: dict[str, Any], sectors: list[str], rules_help: str,
+           generators: str, requests: list[str] | None = None) -> list[dict[str, str]]:
+    seen = "".join(f"\n- {r}" for r in (requests or [])[:8])
+    return _messages(
+        f"Model the business domain of: {topic!r}.{' Users of it asked, for example:' + seen if seen else ''}\n\n"
+        "Describe it as data in the domain format below: 3 to 7 entities (the customer the agent serves, the records "
+        "they own, the resources those records use), each with typed attributes, relations, and where records move "
+        "through states a lifecycle of states and transitions; and 2 to 6 business rules from the rule vocabulary. "
+        "Make it realistic: the attributes, states and rules a real such business has.\n\n"
+        f"Rule vocabulary:\n{rules_help}\n\nSeed value generators (the `generator` of an attribute):\n{generators}\n\n"
+        f"The domain format (JSON Schema):\n{json.dumps(schema, separators=(',', ':'))}\n\n"
+        f"A complete example of a different domain:\n{json.dumps(example, separators=(',', ':'))}\n\n"
+        f'Answer {{"sector": one of {json.dumps(sectors)}, "domain": {{...the domain...}}}}.')
+
+
+def tools(spec_summary: str, tool_schema: dict[str, Any], helpers: str, count: int) -> list[dict[str, str]]:
+    return _messages(
+        f"An environment for AI agents has the tables, sample rows, tools and policy below.\n\n{spec_summary}\n\n"
+        f"Propose {count} additional tools that real staff of this business would need and that the existing tools do not "
+        "cover: richer business operations (a transfer, a partial refund, a change that must respect a rule), each "
+        "enforcing its rules with `require` steps whose error messages tell the agent what is wrong.\n"
+        f"Tools are data in this format (JSON Schema):\n{json.dumps(tool_schema, separators=(',', ':'))}\n\n"
+        f"SQL rules: {helpers}\n\n"
+        "For each tool add `probes`: `succeeds`, a list of 1 to 3 argument objects (using ids from the sample rows) "
+        "on which the tool must succeed, and `fails`, a list of 1 to 3 {\"arguments\": {...}, \"because\": \"...\"} "
+        "on which a business rule must refuse it.\n"
+        'Answer {"tools": [{...tool..., "probes": {"succeeds": [...], "fails": [...]}}, ...]}.')
+
+
+def seed_values(attributes: list[dict[str, Any]], business: str) -> list[dict[str, str]]:
+    return _messages(
+        f"Seed data for a fictional {business}. For each attribute below give realistic, varied values a real such "
+        "business would store (names of things, descriptions, notes), no placeholders, never real people's data.\n"
+        f"{json.dumps(attributes, separators=(',', ':'))}\n\n"
+        'Answer {"values": {"<entity>.<attribute>": ["value", ...], ...}} with at least `count` distinct values each.')
+
+
+def paraphrase(tasks: list[dict[str, Any]], business: str) -> list[dict[str, str]]:
+    return _messages(
+        f"Customers of a fictional {business} write to its assistant. Rewrite each request below so it reads like a "
+        "real person wrote it (varied tone and order, natural phrasing), and write a one-sentence persona for the "
+        "customer. Keep every string in `must_keep` exactly as written (names, emails, dates, times, codes, amounts); "
+        "add no new facts, ids, numbers or requests, and drop nothing that was asked.\n"
+        f"{json.dumps(tasks, ensure_ascii=False, separators=(',', ':'))}\n\n"
+        'Answer {"tasks": [{"id": "...", "instruction": "...", "persona": "..."}, ...]} with one item per request.')
+
+
+def review(calls: list[dict[str, Any]], policy: str) -> list[dict[str, str]]:
+    return _messages(
+        "You review the tools of a simulated business system. Below are the policy and recorded calls: each tool's "
+        "description, the arguments, and what it answered. For each tool, judge whether its behaviour matches its "
+        "description and the policy (right records, sensible results, rules enforced with clear messages).\n\n"
+        f"Policy:\n{policy}\n\nCalls:\n{json.dumps(calls, ensure_ascii=False, separators=(',', ':'))}\n\n"
+        'Answer {"verdicts": [{"tool": "...", "ok": true or false, "reason": "..."}, ...]} with one verdict per tool.')

@@ -1,0 +1,122 @@
+"""A small OpenAI-compatible chat-completions server serving scripted replies, on a real
+127.0.0.1 port (uvicorn in a thread) — the one stand-in the tests allow, for the external LLM.
+
+Replies are scripted per stage: the stage is recognised from the conversation's first user
+message, and each stage's replies are served in order (the last one repeats). A reply is text, a
+function of the request (for replies that depend on what was asked), or a :class:`Fault`:
+an HTTP status with headers, or a delay longer than the client's timeout. Every request is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+STAGES = {
+    "judge": re.compile(r"^Label each user request below"),
+    "domain": re.compile(r"^Model the business domain of"),
+    "tools": re.compile(r"^An environment for AI agents has the tables"),
+    "seed": re.compile(r"^Seed data for a fictional"),
+    "paraphrase": re.compile(r"^Customers of a fictional"),
+    "review": re.compile(r"^You review the tools"),
+}
+
+
+@dataclass
+class Fault:
+    status: int = 500
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (past the client's timeout: a timeout)
+
+
+Reply = str | Fault | Callable[[dict[str, Any]], str]
+
+
+def stage_of(body: dict[str, Any]) -> str:
+    first = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    return next((name for name, pattern in STAGES.items() if pattern.search(first)), "unknown")
+
+
+class OpenAIStub:
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[Reply]] = {}
+        self.served: dict[str, int] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.models = {"stub-model"}
+        self.key: str | None = None  # when set, other keys get 401
+        self._lock = threading.Lock()
+        self.url = ""
+
+    def script(self, stage: str, *replies: Reply) -> None:
+        self.scripts[stage] = list(replies)
+        self.served[stage] = 0
+
+    def requests_for(self, stage: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if stage_of(r) == stage]
+
+    async def _completions(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        if self.key is not None and request.headers.get("authorization") != f"Bearer {self.key}":
+            return JSONResponse({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}}, 401)
+        if body.get("model") not in self.models:
+            return JSONResponse({"error": {"message": f"The model `{body.get('model')}` does not exist.", "code": "model_not_found"}},
+                                404)
+        stage = stage_of(body)
+        with self._lock:
+            self.requests.append(body)
+            replies = self.scripts.get(stage) or [Fault(500, {"error": {"message": f"no script for stage {stage}"}})]
+            index = min(self.served.get(stage, 0), len(replies) - 1)
+            self.served[stage] = self.served.get(stage, 0) + 1
+        reply = replies[index]
+        if isinstance(reply, Fault):
+            if reply.delay:
+                await anyio.sleep(reply.delay)
+            if reply.status < 400:
+                reply = replies[min(index + 1, len(replies) - 1)]
+            else:
+                return JSONResponse(reply.body or {"error": {"message": f"scripted HTTP {reply.status}"}}, reply.status,
+                                    headers=reply.headers)
+        content = reply(body) if callable(reply) else reply
+        prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
+        return JSONResponse({
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(str(content)) // 4,
+                      "total_tokens": prompt_tokens + len(str(content)) // 4},
+        })
+
+    @contextmanager
+    def running(self) -> Iterator[OpenAIStub]:
+        app = Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the OpenAI stub did not start")
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
+        try:
+            yield self
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+def fenced(value: Any, before: str = "Here is the JSON you asked for:", after: str = "Let me know if you need changes.") -> str:
+    """A reply as models write them: prose, a fenced block, more prose."""
+    return f"{before}\n\n```json\n{json.dumps(value, indent=2)}\n```\n\n{after}"

@@ -1,0 +1,354 @@
+"""The LLM backend against a local OpenAI-compatible stub (real HTTP on 127.0.0.1) serving scripted,
+realistic replies: fenced JSON with prose, schema violations, SQL that does not parse, a tool that
+fails its probes, refusals, 429s, timeouts. The repair loop fixes what it can, reports what it
+cannot, never publishes an environment that fails a gate, and a replay from the cache with the
+stub stopped gives the same bytes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servers import Registry
+from synthesizer.catalog import Domain, load_catalog
+from synthesizer.llm import LLMClient, LLMConfig
+from synthesizer.llm.config import LLMConfigError
+from synthesizer.llm.mining import mine_corpus_with_llm
+from synthesizer.llm.replies import ReplyProblem, parse_json_reply
+from synthesizer.pipeline import Job, _build
+from tests.conftest import ENVFLEET
+from tests.synthesizer.openai_stub import Fault, OpenAIStub, fenced
+
+HERE = Path(__file__).parent
+DOMAIN = json.loads((HERE / "llm_replies" / "pet_boarding_domain.json").read_text())
+TOPIC = "veterinary clinic with boarding"
+
+
+@pytest.fixture
+def stub():
+    with OpenAIStub().running() as running:
+        yield running
+
+
+def config_file(tmp_path: Path, **settings: Any) -> Path:
+    values = {"model": "stub-model", "timeout": 1.5, "backoff": 0.01, "max_retries": 3, "max_rounds": 3, "concurrency": 2,
+              "temperature": 0.0, "seed": 11, **settings}
+    lines = ["[llm]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    lines += ["[llm.prices]", '"stub-model" = { input = 1.0, output = 2.0 }']
+    path = tmp_path / "llm.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def synth(tmp_path: Path, base_url: str, *args: str, root: str = "out", api_key: str = "sk-test") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": api_key, "ENVFLEET_LLM_CACHE": str(tmp_path / "cache")}
+    env.pop("ENVFLEET_MODEL", None)
+    return subprocess.run([*ENVFLEET, "synth", "--backend", "llm", "--llm-config", str(tmp_path / "llm.toml"),
+                           "--env-root", str(tmp_path / root / "envs"), "--registry", str(tmp_path / root / "registry.json"), *args],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- scripted replies ------------------------------------------------------------------------------
+
+
+def broken_domain() -> dict[str, Any]:
+    data = copy.deepcopy(DOMAIN)
+    stay = data["domain"]["entities"][3]
+    stay["lifecycle"]["initial"] = "reserved"  # not one of its states
+    stay["relations"][1]["to"] = "kennel"  # no such entity
+    return data
+
+
+def seed_values(body: dict[str, Any]) -> str:
+    names = ["Maple Suite", "Birch Suite", "Cedar Suite", "Willow Loft", "Oak Den", "Aspen Room", "Juniper Suite", "Pine Nook",
+             "Elm Studio", "Hazel Corner", "Rowan Suite", "Linden Loft", "Alder Den", "Spruce Room"]
+    return json.dumps({"values": {
+        "suite.suite_name": names,
+        "pet.care_notes": ["Grain-free kibble twice a day", "Gets anxious at night; leave the radio on", "Half a pill of "
+                           "carprofen with breakfast", "Friendly with other dogs", "Prefers wet food, no chicken",
+                           "Needs eye drops at 8pm", "Pulls on the lead", "Sleeps in his own blanket", "Senior cat, soft food only",
+                           "Loves fetch, no rawhide", "Allergic to beef", "Shy with strangers at first"],
+        "stay.special_requests": ["Extra evening walk", "Bath before pick-up", "Send a photo each day", "Nail trim on day two",
+                                  "Keep away from cats", "Medication at 7am and 7pm", "Quiet suite please", "Brush her coat daily",
+                                  "Two short walks instead of one long", "Use the owner's food only", "Call if she stops eating",
+                                  "Playtime with other small dogs"],
+    }})
+
+
+def seeded() -> dict[str, list[dict[str, Any]]]:
+    """The world the CLI run will seed (proposed words never move ids or states)."""
+    domain = Domain.model_validate(DOMAIN["domain"])
+    return _build(domain, DOMAIN["sector"], Job(None, 1, topic=TOPIC)).seed
+
+
+MOVE = {
+    "name": "move_stay_to_suite", "kind": "write",
+    "description": "Move a booked stay to another suite that has places left; the old suite gets its place back.",
+    "parameters": {"type": "object", "required": ["stay_id", "suite_id"], "properties": {
+        "stay_id": {"type": "string", "description": "The stay to move."},
+        "suite_id": {"type": "string", "description": "The suite to move it to."}}},
+    "steps": [
+        {"kind": "require", "sql": "SELEC 1 FROM stays WHERE stay_id = :stay_id", "error": "No stay has the id {stay_id}."},
+        {"kind": "require", "sql": "SELECT 1 FROM stays WHERE stay_id = :stay_id AND status = 'booked'",
+         "error": "Only booked stays can be moved; stay {stay_id} is not booked.", "rule": "move_only_booked"},
+        {"kind": "require", "sql": "SELECT spaces_left >= 1 AS ok, spaces_left FROM suites WHERE suite_id = :suite_id", "expect": "true",
+         "error": "Suite {suite_id} has no places left.", "rule": "suite_capacity"},
+        {"kind": "exec", "sql": "UPDATE suites SET spaces_left = spaces_left + 1 WHERE suite_id = "
+                                "(SELECT suite_id FROM stays WHERE stay_id = :stay_id)"},
+        {"kind": "exec", "sql": "UPDATE suites SET spaces_left = spaces_left - 1 WHERE suite_id = :suite_id"},
+        {"kind": "exec", "sql": "UPDATE stays SET suite_id = :suite_id WHERE stay_id = :stay_id", "affects": "one",
+         "error": "Stay {stay_id} could not be moved."},
+        {"kind": "return", "sql": "SELECT stay_id, suite_id, status FROM stays WHERE stay_id = :stay_id", "shape": "row"}],
+}
+NOTE = {  # its rule is missing: the refusal it promises never comes
+    "name": "add_special_request", "kind": "write",
+    "description": "Add a special request to a stay that is still booked.",
+    "parameters": {"type": "object", "required": ["stay_id", "request"], "properties": {
+        "stay_id": {"type": "string", "description": "The stay."},
+        "request": {"type": "string", "description": "What the owner asks for."}}},
+    "steps": [
+        {"kind": "require", "sql": "SELECT 1 FROM stays WHERE stay_id = :stay_id", "error": "No stay has the id {stay_id}."},
+        {"kind": "exec", "sql": "UPDATE stays SET special_requests = :request WHERE stay_id = :stay_id"},
+        {"kind": "return", "message": "Noted for stay {stay_id}."}],
+}
+
+
+def tool_replies() -> tuple[str, str]:
+    seed = seeded()
+    suites = {s["suite_id"]: s for s in seed["suites"]}
+    booked = next(s for s in seed["stays"] if s["status"] == "booked" and any(
+        v["spaces_left"] >= 1 and k != s["suite_id"] for k, v in suites.items()))
+    free = next(k for k, v in suites.items() if v["spaces_left"] >= 1 and k != booked["suite_id"])
+    full = next(k for k, v in suites.items() if v["spaces_left"] == 0 and k != booked["suite_id"])
+    done = next(s for s in seed["stays"] if s["status"] == "checked_out")
+    move_probes = {"succeeds": [{"stay_id": booked["stay_id"], "suite_id": free}],
+                   "fails": [{"arguments": {"stay_id": booked["stay_id"], "suite_id": full}, "because": "that suite is full"},
+                             {"arguments": {"stay_id": done["stay_id"], "suite_id": free}, "because": "the stay is over"}]}
+    note_probes = {"succeeds": [{"stay_id": booked["stay_id"], "request": "Extra walk"}],
+                   "fails": [{"arguments": {"stay_id": done["stay_id"], "request": "Extra walk"}, "because": "the stay is over"}]}
+    first = {"tools": [{**MOVE, "probes": move_probes}, {**NOTE, "probes": note_probes}]}
+    fixed = copy.deepcopy(first)
+    fixed["tools"][0]["steps"][0]["sql"] = "SELECT 1 FROM stays WHERE stay_id = :stay_id"
+    return fenced(first, "Sure! Two tools that staff would need:"), json.dumps(fixed)
+
+
+def tasks_in(body: dict[str, Any]) -> list[dict[str, Any]]:
+    text = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    return json.loads(next(line for line in text.splitlines() if line.startswith("[{")))
+
+
+def paraphrased(body: dict[str, Any], lose: bool = False) -> str:
+    items = []
+    for index, task in enumerate(tasks_in(body)):
+        text = f"Hi! Quick request from a regular. {task['instruction']} Many thanks."
+        if lose and index == 0 and len(task["must_keep"]) > 1:
+            text = text.replace(task["must_keep"][-1], "the usual one")
+        items.append({"id": task["id"], "instruction": text, "persona": "A regular customer who writes short, friendly notes."})
+    return json.dumps({"tasks": items})
+
+
+def script_happy_path(stub: OpenAIStub) -> None:
+    stub.script("domain", fenced(broken_domain(), "Here is the domain model."), fenced(DOMAIN))
+    stub.script("seed", Fault(429, headers={"Retry-After": "0"}), seed_values)
+    stub.script("tools", *tool_replies())
+    stub.script("paraphrase", Fault(504, delay=3.0), "I'm sorry, but I can't help with that request.",
+                lambda body: paraphrased(body, lose=True), paraphrased)
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+def test_a_topic_becomes_a_served_environment_repaired_and_replayable(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path)
+    script_happy_path(stub)
+    result = synth(tmp_path, stub.url, "--topic", TOPIC, "--tasks-per-env", "6")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    folder = tmp_path / "out" / "envs" / "pet_boarding_clinic"
+    assert Registry.load(tmp_path / "out" / "registry.json").ids() == ["pet_boarding_clinic"]
+
+    # the schema violations went back to the model, located
+    feedback = stub.requests_for("domain")[1]["messages"][-1]["content"]
+    assert "initial state 'reserved' is not a state" in feedback and "relation to unknown entity 'kennel'" in feedback
+    assert "domain.entities" in feedback or "domain:" in feedback
+    # the SQL that did not parse, and the tool whose refusal never comes
+    tool_feedback = stub.requests_for("tools")[1]["messages"][-1]["content"]
+    assert "tools.move_stay_to_suite.steps[0](require).sql: does not parse" in tool_feedback
+    assert "tools.add_special_request.probes (rule" in tool_feedback and "succeeded" in tool_feedback
+    spec = json.loads((folder / "env.json").read_text())
+    names = {t["name"] for t in spec["tools"]}
+    assert "move_stay_to_suite" in names and "add_special_request" not in names  # fixed one kept, unfixable one dropped
+
+    seed = json.loads((folder / "seed.json").read_text())
+    assert {s["suite_name"] for s in seed["suites"]} <= set(json.loads(seed_values({}))["values"]["suite.suite_name"])
+    tasks = [json.loads(line) for line in (folder / "tasks" / "synthesized.jsonl").read_text().splitlines()]
+    assert len(tasks) == 6 and all(t["instruction"].startswith("Hi! Quick request from a regular.") for t in tasks)
+    assert stub.requests_for("paraphrase")[-1]["messages"][-1]["content"].count("lost ") >= 1
+
+    provenance = json.loads((folder / "provenance.json").read_text())["llm"]
+    assert provenance["backend"] == "llm" and provenance["prompt_version"] and provenance["models"]["domain"] == "stub-model"
+    assert provenance["rounds"]["domain"] == 2 and provenance["rounds"]["tools"] == 3
+    assert len(provenance["cache_keys"]) == len(stub.requests) - 2  # every answered request, minus the 429 and the timeout
+    entry = json.loads((tmp_path / "out" / "registry.json").read_text())["environments"][0]
+    assert entry["provenance"]["llm"]["cache_keys"] == provenance["cache_keys"]
+    assert re.search(r"total\s+│\s+\d+\s+│\s+0\s+│\s+[1-9]", result.stdout), result.stdout  # retries counted
+
+    check = subprocess.run([*ENVFLEET, "check", "--all", "--registry", str(tmp_path / "out" / "registry.json")],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0 and "6/6 tasks pass every gate" in check.stdout, check.stdout + check.stderr
+
+    served = len(stub.requests)
+    replay = synth(tmp_path, "http://127.0.0.1:9/v1", "--topic", TOPIC, "--tasks-per-env", "6", "--replay", root="replay")
+    assert replay.returncode == 0, replay.stderr
+    assert len(stub.requests) == served  # nothing asked of any endpoint
+    assert folder_bytes(tmp_path / "replay" / "envs") == folder_bytes(tmp_path / "out" / "envs")
+
+
+def test_a_domain_that_cannot_be_repaired_is_reported_and_not_published(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path, max_rounds=2)
+    stub.script("domain", fenced(broken_domain()))
+    result = synth(tmp_path, stub.url, "--topic", TOPIC, "--stages", "domain")
+    assert result.returncode == 1
+    assert "still fails after 2 round(s)" in result.stderr and "'reserved' is not a state" in result.stderr
+    assert not (tmp_path / "out" / "registry.json").exists() and not (tmp_path / "out" / "envs").exists()
+    assert len(stub.requests_for("domain")) == 2
+
+
+def test_a_domain_whose_rules_the_seed_cannot_meet_goes_back_with_the_failing_probes(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path, max_rounds=2)
+    impossible = copy.deepcopy(DOMAIN)  # every pet unvaccinated: no stay can ever be created
+    impossible["domain"]["entities"][1]["attributes"][2]["generator"] = "bool:0"
+    stub.script("domain", json.dumps(impossible), json.dumps(DOMAIN))
+    result = synth(tmp_path, stub.url, "--topic", TOPIC, "--stages", "domain", "--tasks-per-env", "3")
+    assert result.returncode == 0, result.stderr
+    feedback = stub.requests_for("domain")[1]["messages"][-1]["content"]
+    assert "create_stay (positive" in feedback and "vaccinations" in feedback
+
+
+def test_review_gate_keeps_a_rejected_environment_out(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path)
+
+    def verdicts(body: dict[str, Any]) -> str:
+        text = body["messages"][1]["content"]
+        tools = json.loads(text[text.index("Calls:\n") + 7:text.index("\n\nAnswer")])
+        return json.dumps({"verdicts": [{"tool": t["tool"], "ok": t["tool"] != "cancel_appointment",
+                                         "reason": "It cancels appointments that already started."} for t in tools]})
+
+    stub.script("review", "Sure, here you go: not JSON", verdicts)
+    result = synth(tmp_path, stub.url, "--topic", "dental_clinic", "--stages", "review", "--tasks-per-env", "3")
+    assert result.returncode == 1
+    assert "the reviewing model rejects tools: cancel_appointment: It cancels appointments that already started." in result.stderr
+    assert not (tmp_path / "out" / "registry.json").exists()
+
+
+# -- the endpoint's failures are clear errors ------------------------------------------------------
+
+
+def test_bad_key_unknown_model_and_unreachable_endpoint_are_clean_errors(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path)
+    stub.key = "sk-right"
+    refused = synth(tmp_path, stub.url, "--topic", TOPIC, "--stages", "domain", api_key="sk-wrong")
+    assert refused.returncode == 1 and "refused the API key (HTTP 401: Incorrect API key provided.)" in refused.stderr
+    config_file(tmp_path, model="no-such-model")
+    unknown = synth(tmp_path, stub.url, "--topic", TOPIC, "--stages", "domain", api_key="sk-right")
+    assert unknown.returncode == 1 and "does not serve model 'no-such-model'" in unknown.stderr
+    config_file(tmp_path)
+    unreachable = synth(tmp_path, "http://127.0.0.1:9/v1", "--topic", TOPIC, "--stages", "domain")
+    assert unreachable.returncode == 1 and "cannot reach the LLM endpoint http://127.0.0.1:9/v1/chat/completions" in unreachable.stderr
+    missing = synth(tmp_path, stub.url, "--topic", TOPIC, "--replay", root="replay")
+    assert missing.returncode == 1 and "was never recorded" in missing.stderr
+    for result in (refused, unknown, unreachable, missing):
+        assert "Traceback" not in result.stderr
+
+
+def test_missing_model_and_bad_config_are_reported_before_any_call(tmp_path: Path) -> None:
+    (tmp_path / "llm.toml").write_text("[llm]\ntemperature = 'hot'\n")
+    result = synth(tmp_path, "http://127.0.0.1:9/v1", "--topic", TOPIC)
+    assert result.returncode == 1 and "llm.temperature must be a float" in result.stderr
+    (tmp_path / "llm.toml").write_text("[llm]\ntemperature = 0.1\n")
+    result = synth(tmp_path, "http://127.0.0.1:9/v1", "--topic", TOPIC)
+    assert result.returncode == 1 and "no model for the" in result.stderr and "ENVFLEET_MODEL" in result.stderr
+
+
+# -- corpus mining with the judge ------------------------------------------------------------------
+
+
+def test_the_judge_maps_requests_to_catalog_domains_and_new_topics(stub: OpenAIStub, tmp_path: Path) -> None:
+    corpus = tmp_path / "requests.jsonl"
+    texts = ["Cancel my dentist appointment on Friday.", "Cancel my dentist appointment on Friday!",
+             "What is the capital of Peru?", "Book a boarding stay for my dog Rex next week.",
+             "Reserve a kennel suite for my two cats in July.", "Renew the registration of my boat."]
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+    def judged(body: dict[str, Any]) -> str:
+        labels = {"dentist": (True, "dental appointments", "dental_clinic"), "capital": (False, None, None),
+                  "boarding": (True, "pet boarding kennel", None), "kennel": (True, "kennel suite boarding", None),
+                  "boat": (True, "boat registration office", None)}
+        lines = [line for line in body["messages"][1]["content"].splitlines() if re.match(r"^\d+\. ", line)]
+        items = []
+        for line in lines:
+            index, text = line.split(". ", 1)
+            stateful, topic, domain = next(v for k, v in labels.items() if k in text.lower())
+            items.append({"index": int(index), "stateful": stateful, "topic": topic, "domain": domain})
+        return fenced({"items": items})
+
+    stub.script("judge", "{\"items\": [{\"index\": 0}]}", judged)
+    config = LLMConfig.load(None, environ={}, base_url=stub.url, model="stub-model", cache_dir=tmp_path / "cache", backoff=0.01)
+    with LLMClient(config) as client:
+        report = mine_corpus_with_llm(client, load_catalog(), corpus)
+    assert report.total == 6 and report.duplicates == 1 and report.stateful == 4
+    assert dict(report.by_domain) == {"dental_clinic": 1}
+    assert report.new_topics == {"pet boarding kennel": ["Book a boarding stay for my dog Rex next week.",
+                                                          "Reserve a kennel suite for my two cats in July."],
+                                 "boat registration office": ["Renew the registration of my boat."]}
+    assert "items[1]: missing" in stub.requests_for("judge")[1]["messages"][-1]["content"]
+
+
+# -- pieces ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ('{"a": 1}', {"a": 1}),
+    ('Here you go:\n```json\n{"a": {"b": [1, 2]}}\n```\nAnything else?', {"a": {"b": [1, 2]}}),
+    ('Sure! {"a": "curly } in a string"} Hope that helps.', {"a": "curly } in a string"}),
+    ('```\n{"a": 2}\n```', {"a": 2}),
+])
+def test_json_is_found_in_what_models_say(reply: str, expected: dict[str, Any]) -> None:
+    assert parse_json_reply(reply) == expected
+
+
+@pytest.mark.parametrize(("reply", "message", "refusal"), [
+    ("I'm sorry, but I can't help with that.", "declined", True),
+    ('{"a": 1,, }', "does not parse", False),
+    ("Nothing structured here.", "holds no JSON object", False),
+    ("", "empty", False),
+])
+def test_unusable_replies_say_why(reply: str, message: str, refusal: bool) -> None:
+    with pytest.raises(ReplyProblem, match=message) as caught:
+        parse_json_reply(reply)
+    assert caught.value.refusal is refusal
+
+
+def test_config_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "llm.toml"
+    path.write_text('[llm]\nmodel = "file-model"\nbase_url = "http://file/v1"\ntemperature = 0.7\napi_key_env = "MY_KEY"\n'
+                    '[llm.models]\nparaphrase = "small-model"\n')
+    config = LLMConfig.load(path, environ={"OPENAI_BASE_URL": "http://env/v1", "MY_KEY": "k1", "ENVFLEET_MODEL_REVIEW": "judge-model"},
+                            temperature=0.0)
+    assert (config.base_url, config.model, config.api_key, config.temperature) == ("http://env/v1", "file-model", "k1", 0.0)
+    assert config.model_for("paraphrase") == "small-model" and config.model_for("review") == "judge-model"
+    assert config.model_for("domain") == "file-model"
+    path.write_text('[llm]\nmodels = { writer = "x" }\n')
+    with pytest.raises(LLMConfigError, match="unknown stage 'writer'"):
+        LLMConfig.load(path, environ={})
