@@ -229,78 +229,80 @@ def _domain_problems(domain: Domain) -> list[str]:
     names = {e.name for e in domain.entities}
     if domain.customer and domain.customer not in names:
         problems.append(f"customer {domain.customer!r} is not an entity")
-    for entity in domain.entities:
+    for i, entity in enumerate(domain.entities):
+        at = f"entities[{i}] ({entity.name})"
         attrs = {a.name: a for a in entity.attributes}
         if entity.label not in attrs:
-            problems.append(f"{entity.name}: label {entity.label!r} is not an attribute")
+            problems.append(f"{at}.label: {entity.label!r} is not an attribute")
         for relation in entity.relations:
             if relation.to not in names:
-                problems.append(f"{entity.name}: relation to unknown entity {relation.to!r}")
+                problems.append(f"{at}.relations: relation to unknown entity {relation.to!r}")
         for attr in entity.attributes:
             if attr.generator == "choice" and not attr.enum:
-                problems.append(f"{entity.name}.{attr.name}: generator 'choice' needs an enum")
+                problems.append(f"{at}.attributes ({attr.name}): generator 'choice' needs an enum")
         if entity.lifecycle:
             life = entity.lifecycle
             if life.initial not in life.states:
-                problems.append(f"{entity.name}: initial state {life.initial!r} is not a state")
+                problems.append(f"{at}.lifecycle.initial: initial state {life.initial!r} is not a state")
             if life.field in attrs:
-                problems.append(f"{entity.name}: lifecycle field {life.field!r} must not also be an attribute")
+                problems.append(f"{at}.lifecycle.field: {life.field!r} must not also be an attribute")
             for transition in life.transitions:
                 for state in [*transition.from_states, transition.to]:
                     if state not in life.states:
-                        problems.append(f"{entity.name}.{transition.name}: unknown state {state!r}")
+                        problems.append(f"{at}.lifecycle.transitions ({transition.name}): unknown state {state!r}")
                 if transition.stamp and (transition.stamp not in attrs or attrs[transition.stamp].type != "datetime"
                                          or attrs[transition.stamp].required):
-                    problems.append(f"{entity.name}.{transition.name}: stamp {transition.stamp!r} must be an optional datetime attribute")
+                    problems.append(f"{at}.lifecycle.transitions ({transition.name}): stamp {transition.stamp!r} must be an optional datetime attribute")
     by_name = {e.name: e for e in domain.entities}
-    for rule in domain.rules:
+    for j, rule in enumerate(domain.rules):
+        at = f"rules[{j}] ({rule.kind} on {rule.entity})"
         entity = by_name.get(rule.entity)
         if entity is None:
-            problems.append(f"rule {rule.kind}: unknown entity {rule.entity!r}")
+            problems.append(f"{at}: unknown entity {rule.entity!r}")
             continue
         related = {r.to for r in entity.relations}
         states = set(entity.lifecycle.states) if entity.lifecycle else set()
         transitions = {t.name for t in entity.lifecycle.transitions} if entity.lifecycle else set()
         if isinstance(rule, LimitPerOwner | UniqueActive):
             if rule.owner not in related:
-                problems.append(f"rule {rule.kind} on {rule.entity}: {rule.owner!r} is not a relation")
+                problems.append(f"{at}: {rule.owner!r} is not a relation")
             if not set(rule.states) <= states:
-                problems.append(f"rule {rule.kind} on {rule.entity}: states {rule.states} are not all lifecycle states")
+                problems.append(f"{at}: states {rule.states} are not all lifecycle states")
         if isinstance(rule, UniqueActive) and rule.target not in related:
-            problems.append(f"rule unique_active on {rule.entity}: {rule.target!r} is not a relation")
+            problems.append(f"{at}: {rule.target!r} is not a relation")
         relations = {r.to: r for r in entity.relations}
         if isinstance(rule, Consumes | LimitPerOwner | UniqueActive):
             for name in {getattr(rule, k) for k in ("resource", "owner", "target") if hasattr(rule, k)}:
                 if name in relations and not relations[name].required:
-                    problems.append(f"rule {rule.kind} on {rule.entity}: the relation to {name!r} must be required")
+                    problems.append(f"{at}: the relation to {name!r} must be required")
         if isinstance(rule, Eligibility) and rule.subject in relations and not relations[rule.subject].required:
-            problems.append(f"rule eligibility on {rule.entity}: the relation to {rule.subject!r} must be required")
+            problems.append(f"{at}: the relation to {rule.subject!r} must be required")
         if isinstance(rule, Eligibility) and rule.subject == rule.entity and rule.action == "create":
-            problems.append(f"rule eligibility on {rule.entity}: a record cannot be checked against itself before it exists")
+            problems.append(f"{at}: a record cannot be checked against itself before it exists")
         if isinstance(rule, Consumes):
             resource = by_name.get(rule.resource)
             if rule.resource not in related or resource is None:
-                problems.append(f"rule consumes on {rule.entity}: {rule.resource!r} is not a relation")
+                problems.append(f"{at}: {rule.resource!r} is not a relation")
             elif rule.counter not in {a.name for a in resource.attributes if a.type in ("integer", "real")}:
-                problems.append(f"rule consumes on {rule.entity}: {rule.resource}.{rule.counter} is not a numeric attribute")
+                problems.append(f"{at}: {rule.resource}.{rule.counter} is not a numeric attribute")
             if rule.amount and rule.amount not in {a.name for a in entity.attributes if a.type in ("integer", "real")}:
-                problems.append(f"rule consumes on {rule.entity}: amount {rule.amount!r} is not a numeric attribute")
+                problems.append(f"{at}: amount {rule.amount!r} is not a numeric attribute")
         if isinstance(rule, TimeWindow):
             attr = next((a for a in entity.attributes if a.name == rule.attribute), None)
             if attr is None or attr.type not in ("date", "datetime"):
-                problems.append(f"rule time_window on {rule.entity}: {rule.attribute!r} is not a date attribute")
+                problems.append(f"{at}: {rule.attribute!r} is not a date attribute")
             if rule.transition != "create" and rule.transition not in transitions:
-                problems.append(f"rule time_window on {rule.entity}: unknown transition {rule.transition!r}")
+                problems.append(f"{at}: unknown transition {rule.transition!r}")
         if isinstance(rule, Eligibility):
             subject = by_name.get(rule.subject)
             if rule.subject != rule.entity and rule.subject not in related:
-                problems.append(f"rule eligibility on {rule.entity}: {rule.subject!r} is not a relation")
+                problems.append(f"{at}: {rule.subject!r} is not a relation")
             elif subject is not None:
                 fields = {a.name for a in subject.attributes} | ({subject.lifecycle.field} if subject.lifecycle else set())
                 if rule.attribute not in fields:
-                    problems.append(f"rule eligibility on {rule.entity}: {rule.subject}.{rule.attribute} does not exist")
+                    problems.append(f"{at}: {rule.subject}.{rule.attribute} does not exist")
             if rule.action != "create" and rule.action not in transitions:
-                problems.append(f"rule eligibility on {rule.entity}: unknown action {rule.action!r}")
+                problems.append(f"{at}: unknown action {rule.action!r}")
     return problems
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -32,7 +32,7 @@ from .errors import (
     LLMUnreachable,
 )
 
-__all__ = ["Reply", "StageUsage", "Usage", "ResponseCache", "LLMClient", "ScopedClient", "request_key"]
+__all__ = ["Reply", "StageUsage", "Usage", "ResponseCache", "ChatClient", "LLMClient", "ScopedClient", "request_key"]
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -86,6 +86,14 @@ def request_key(body: dict[str, Any]) -> str:
     """The cache key of a request: what decides the answer, canonically encoded."""
     decisive = {k: body.get(k) for k in ("model", "messages", "temperature", "seed", "max_tokens", "response_format")}
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+class ChatClient(Protocol):
+    """What the stages need of a client: its settings, and one chat completion."""
+
+    config: LLMConfig
+
+    def chat(self, stage: str, messages: list[dict[str, str]], *, json_reply: bool = True) -> Reply: ...
 
 
 class ResponseCache:

@@ -21,7 +21,7 @@ from ..catalog import Attribute, Catalog, Domain
 from ..seeding import generator_problem
 from ..topics import rank
 from . import prompts
-from .client import LLMClient
+from .client import ChatClient
 from .repair import Problems, Proposal, propose
 
 __all__ = ["DomainProposal", "propose_domain", "pydantic_problems"]
@@ -56,7 +56,7 @@ def _rules_help() -> str:
     return "\n".join(line for line in doc.splitlines() if line.startswith(("* ", "  ")))
 
 
-def propose_domain(client: LLMClient, catalog: Catalog, topic: str, *, requests: list[str] | None = None,
+def propose_domain(client: ChatClient, catalog: Catalog, topic: str, *, requests: list[str] | None = None,
                    check_env: Callable[[Domain, str], list[str]] | None = None) -> Proposal[DomainProposal]:
     """Ask for a domain for ``topic``; every problem found goes back to the model, located."""
     sectors = sorted({s.sector for s in catalog.sectors})

@@ -17,7 +17,7 @@ from typing import Any
 from ..catalog import Catalog
 from ..topics import MiningReport, similar, stem, tokens
 from . import prompts
-from .client import LLMClient
+from .client import ChatClient
 from .repair import Problems, propose
 
 __all__ = ["LLMMiningReport", "mine_corpus_with_llm"]
@@ -40,7 +40,7 @@ def _topic_key(topic: str) -> set[str]:
     return {stem(w) for w in tokens(topic) if len(w) > 2}
 
 
-def mine_corpus_with_llm(client: LLMClient, catalog: Catalog, path: Path) -> LLMMiningReport:
+def mine_corpus_with_llm(client: ChatClient, catalog: Catalog, path: Path) -> LLMMiningReport:
     report = LLMMiningReport()
     kept: list[set[str]] = []
     requests: list[str] = []

@@ -18,7 +18,7 @@ from typing import Any
 from servers.tasks import Task
 
 from . import prompts
-from .client import LLMClient
+from .client import ChatClient
 from .repair import Problems, propose
 
 __all__ = ["ParaphraseOutcome", "paraphrase_tasks", "task_facts"]
@@ -74,7 +74,7 @@ class ParaphraseOutcome:
         return {"rewritten": self.rewritten, "kept": self.kept, "batches": self.reports}
 
 
-def paraphrase_tasks(client: LLMClient, tasks: list[Task], business: str) -> ParaphraseOutcome:
+def paraphrase_tasks(client: ChatClient, tasks: list[Task], business: str) -> ParaphraseOutcome:
     outcome = ParaphraseOutcome()
     by_id = {t.id: t for t in tasks}
     rewritten: dict[str, dict[str, str]] = {}

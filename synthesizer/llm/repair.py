@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .client import LLMClient
+from .client import ChatClient
 from .replies import ReplyProblem, parse_json_reply
 
 __all__ = ["Problems", "Attempt", "Proposal", "propose"]
@@ -62,7 +62,7 @@ FEEDBACK = ("Your reply has {count} problem(s):\n{problems}\n\nFix every one of 
 MAX_LISTED = 25
 
 
-def propose(client: LLMClient, stage: str, messages: list[dict[str, str]], check: Callable[[dict[str, Any]], T],
+def propose(client: ChatClient, stage: str, messages: list[dict[str, str]], check: Callable[[dict[str, Any]], T],
             max_rounds: int | None = None) -> Proposal[T]:
     """Ask, check, feed back; at most ``max_rounds`` (default: the config's) rounds."""
     conversation = list(messages)

@@ -16,7 +16,7 @@ from servers import Environment
 
 from ..procedural_tests import TestReport
 from . import prompts
-from .client import LLMClient
+from .client import ChatClient
 from .repair import Problems, propose
 
 __all__ = ["ReviewOutcome", "review_tools"]
@@ -58,7 +58,7 @@ def recorded_calls(env: Environment, tests: TestReport) -> dict[str, list[dict[s
     return calls
 
 
-def review_tools(client: LLMClient, env: Environment, tests: TestReport) -> ReviewOutcome:
+def review_tools(client: ChatClient, env: Environment, tests: TestReport) -> ReviewOutcome:
     calls = recorded_calls(env, tests)
     tools = sorted(calls)
     descriptions = {name: env.executor.tools[name].tool.description for name in tools}

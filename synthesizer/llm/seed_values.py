@@ -12,7 +12,7 @@ from typing import Any
 
 from ..modeling import Design
 from . import prompts
-from .client import LLMClient
+from .client import ChatClient
 from .repair import Problems, Proposal, propose
 
 __all__ = ["SeedValuesOutcome", "propose_seed_values", "GENERIC"]
@@ -44,7 +44,7 @@ def wanted(design: Design) -> dict[str, dict[str, Any]]:
     return asks
 
 
-def propose_seed_values(client: LLMClient, design: Design) -> SeedValuesOutcome:
+def propose_seed_values(client: ChatClient, design: Design) -> SeedValuesOutcome:
     asks = wanted(design)
     outcome = SeedValuesOutcome()
     if not asks:

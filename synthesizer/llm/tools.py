@@ -22,7 +22,7 @@ from servers.spec import Tool
 from ..modeling import Design
 from ..procedural_tests import ToolProbes, probe_tools
 from . import prompts
-from .client import LLMClient
+from .client import ChatClient
 from .repair import Problems, Proposal, propose
 
 __all__ = ["ToolsOutcome", "propose_tools", "spec_summary"]
@@ -62,7 +62,7 @@ def spec_summary(spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], sa
     return "\n".join(lines)
 
 
-def propose_tools(client: LLMClient, spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], design: Design,
+def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], design: Design,
                   count: int = 3) -> ToolsOutcome:
     """Ask for ``count`` extra tools and keep the ones that pass the runtime and their probes."""
     existing = {t["name"] for t in spec["tools"]}

@@ -181,7 +181,7 @@ def test_a_topic_becomes_a_served_environment_repaired_and_replayable(stub: Open
     # the schema violations went back to the model, located
     feedback = stub.requests_for("domain")[1]["messages"][-1]["content"]
     assert "initial state 'reserved' is not a state" in feedback and "relation to unknown entity 'kennel'" in feedback
-    assert "domain.entities" in feedback or "domain:" in feedback
+    assert "domain: entities[3] (stay).lifecycle.initial:" in feedback and "domain: rules[1] (consumes on stay):" in feedback
     # the SQL that did not parse, and the tool whose refusal never comes
     tool_feedback = stub.requests_for("tools")[1]["messages"][-1]["content"]
     assert "tools.move_stay_to_suite.steps[0](require).sql: does not parse" in tool_feedback
@@ -352,3 +352,17 @@ def test_config_precedence_file_then_environment_then_flags(tmp_path: Path) -> N
     path.write_text('[llm]\nmodels = { writer = "x" }\n')
     with pytest.raises(LLMConfigError, match="unknown stage 'writer'"):
         LLMConfig.load(path, environ={})
+
+
+def test_paraphrase_only_rewords_a_procedural_environment(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path)
+    stub.script("paraphrase", paraphrased)
+    result = synth(tmp_path, stub.url, "--topic", "dental clinic", "--paraphrase", "--tasks-per-env", "4")
+    assert result.returncode == 0, result.stderr
+    assert {stage for stage in map(lambda r: r["messages"][1]["content"][:20], stub.requests)} == {"Customers of a ficti"}
+    folder = tmp_path / "out" / "envs" / "dental_clinic"
+    procedural = json.loads((Path(__file__).parents[2] / "servers" / "envs" / "dental_clinic" / "env.json").read_text())
+    assert json.loads((folder / "env.json").read_text())["tools"] == procedural["tools"]
+    tasks = [json.loads(line) for line in (folder / "tasks" / "synthesized.jsonl").read_text().splitlines()]
+    assert all(t["instruction"].startswith("Hi! Quick request") for t in tasks)
+    assert all(t["user"]["persona"] == "A regular customer who writes short, friendly notes." for t in tasks)
