@@ -93,6 +93,8 @@ def serve(
     max_episodes: Annotated[int, typer.Option(help="Most live episodes; more get HTTP 429.")] = 4096,
     sse: Annotated[bool, typer.Option("--sse", help="Answer with SSE streams instead of JSON responses.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    watch_interval: Annotated[float, typer.Option(help="Seconds between looks at the registry (or env root) for published "
+                                                       "or deleted environments; 0 turns live reload off.")] = 2.0,
 ) -> None:
     """Serve one environment over stdio or HTTP, or the whole fleet over HTTP (--all)."""
     if all_envs == (env is not None):
@@ -113,7 +115,7 @@ def serve(
         try:
             serve_http(reg, host=host, port=port, single=single, json_response=not sse, allowed_hosts=allowed_host,
                        state_ttl=state_ttl, max_states=max_states, episode_ttl=episode_ttl, max_episodes=max_episodes,
-                       log_level=log_level)
+                       watch_interval=watch_interval, log_level=log_level)
         except EnvFleetError as e:
             raise _fail(str(e)) from None
         return

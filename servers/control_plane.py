@@ -9,6 +9,7 @@ to require ``Authorization: Bearer <token>`` on every route here.
 from __future__ import annotations
 
 import hmac
+import re
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -21,13 +22,20 @@ from .errors import EnvFleetError, EpisodeNotFound, RegistryError, StateCapacity
 if TYPE_CHECKING:
     from .gateway import Gateway
 
-__all__ = ["control_plane"]
+__all__ = ["control_plane", "admin", "EPISODE_ID_HEADER"]
+
+
+EPISODE_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
+EPISODE_ID_HEADER = "x-episode-id"
+"""A proxy that routes by episode id (the scale-out nginx) names new episodes with this header."""
 
 
 class EpisodeCreate(BaseModel):
     env_id: str = Field(examples=["library"])
     task_id: str | None = Field(None, description="A task of the environment; without one the episode starts "
                                 "from the seed state and cannot be scored.", examples=["lib-001"])
+    episode_id: str | None = Field(None, pattern=EPISODE_ID_PATTERN, description="Choose the episode's id (default: a "
+                                   "random one). An id in use is refused with 409.", examples=["run7-lib-001-trial0"])
 
 
 class EpisodeCreated(BaseModel):
@@ -89,16 +97,20 @@ def _error(code: int, message: str) -> HTTPException:
     return HTTPException(status_code=code, detail=message)
 
 
+def _check_token(token: str | None, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if token is None:
+        return
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required for the control plane",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
 def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
     """The episode routes, guarded by ``token`` when one is set."""
     bearer = HTTPBearer(auto_error=False, description="ENVFLEET_CONTROL_TOKEN, when the server sets one.")
 
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if token is None:
-            return
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required for the control plane",
-                                headers={"WWW-Authenticate": "Bearer"})
+        _check_token(token, credentials)
 
     router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(authorize)])
 
@@ -124,8 +136,13 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
         env = hosted.env
         if body.task_id is not None and body.task_id not in {t.id for t in env.tasks}:
             raise _error(404, f"environment {env.id!r} has no task {body.task_id!r}")
+        episode_id = body.episode_id or request.headers.get(EPISODE_ID_HEADER)
+        if episode_id is not None and not re.match(EPISODE_ID_PATTERN, episode_id):
+            raise _error(400, f"{EPISODE_ID_HEADER}: episode ids are 1-128 characters of A-Z a-z 0-9 . _ ~ -")
+        if episode_id is not None and gateway.episodes.peek(episode_id) is not None:
+            raise _error(409, f"episode id {episode_id!r} is in use; choose another or delete that episode")
         try:
-            episode = gateway.episodes.open(env, body.task_id)
+            episode = gateway.episodes.open(env, body.task_id, episode_id)
         except StateCapacityError as e:
             raise _error(429, str(e)) from None
         except TaskPackError as e:
@@ -167,5 +184,28 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
         if not gateway.episodes.drop(episode_id):
             raise _error(404, f"no live episode {episode_id!r}")
         return Response(status_code=204)
+
+    return router
+
+
+def admin(gateway: Gateway, token: str | None) -> APIRouter:
+    """Fleet administration, guarded like the control plane: reload the registry now (the
+    synthesizer service calls this after it publishes; the gateway also watches the file)."""
+    bearer = HTTPBearer(auto_error=False, description="ENVFLEET_CONTROL_TOKEN, when the server sets one.")
+
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        _check_token(token, credentials)
+
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)])
+
+    @router.post("/reload", summary="Re-read the registry: serve new environments, drop removed ones",
+                 responses={409: {"description": "This gateway serves a fixed set of environments"}})
+    async def reload() -> dict[str, Any]:
+        try:
+            return (await gateway.reload()).to_dict()
+        except RegistryError as e:
+            raise _error(409, str(e)) from None
+        except EnvFleetError as e:
+            raise _error(503, f"the registry cannot be reloaded: {e}") from None
 
     return router

@@ -168,11 +168,11 @@ class Environment:
     def primary_keys(self) -> dict[str, list[str]]:
         return {t.name: t.primary_key for t in self.spec.tables}
 
-    def episode(self, task_id: str | None = None) -> Episode:
+    def episode(self, task_id: str | None = None, episode_id: str | None = None) -> Episode:
         """A new isolated episode of ``task_id`` (or of the seed state)."""
         from .episodes import Episode
 
-        return Episode(self, task_id)
+        return Episode(self, task_id, episode_id)
 
     def new_state(self) -> StateCopy:
         """A fresh isolated copy of the seeded state."""

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,14 +35,14 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
-from .control_plane import control_plane
+from .control_plane import admin, control_plane
 from .environment import Environment
 from .errors import EnvFleetError, EpisodeNotFound, RegistryError
 from .mcp_server import SESSION_HEADER, HttpRouter, build_server
 from .pool import EpisodePool, StatePool
 from .registry import Registry
 
-__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "create_app", "STATE_KEY_PATTERN", "transport_security"]
+__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "STATE_KEY_PATTERN", "transport_security"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class GatewaySettings:
     episode_ttl: float = 30 * 60
     max_episodes: int = 4096
     control_token: str | None = None  # bearer token for the control plane; None leaves it open
+    watch_interval: float = 2.0  # seconds between looks at registry.json for changes; 0 turns watching off
 
 
 @dataclass
@@ -76,35 +78,62 @@ class _Hosted:
     server: Server[Any]
     manager: StreamableHTTPSessionManager
     router: HttpRouter
+    stop: anyio.Event
+
+
+@dataclass
+class ReloadReport:
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    environments: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed, "environments": self.environments}
 
 
 class Gateway:
     """Loads environments on first use and runs their MCP session managers."""
 
     def __init__(self, registry: Registry, pool: StatePool, settings: GatewaySettings | None = None,
-                 env_ids: list[str] | None = None) -> None:
+                 env_ids: list[str] | None = None, refresh: Callable[[], Registry] | None = None,
+                 watch: Path | None = None) -> None:
         self.registry = registry
         self.pool = pool
         self.settings = settings or GatewaySettings()
         self.episodes = EpisodePool(ttl=self.settings.episode_ttl, max_episodes=self.settings.max_episodes)
+        self.fixed = env_ids is not None  # an explicit list (one environment) is never reloaded
         self.env_ids = list(env_ids) if env_ids is not None else registry.ids()
         for env_id in self.env_ids:
             registry.entry(env_id)  # unknown ids fail now, not on first request
+        source, root = registry.source, registry.root
+        if refresh is None and source is not None:
+            refresh = lambda: Registry.load(source)  # noqa: E731
+        elif refresh is None and root is not None:
+            refresh = lambda: Registry.build(root)  # noqa: E731
+        self.refresh = refresh
+        self.watch = watch or source or root  # a change of this file (or folder) triggers a reload
         self._hosted: dict[str, _Hosted] = {}
+        self._retired: list[_Hosted] = []  # replaced or removed, kept while their episodes live
         self._locks: dict[str, anyio.Lock] = {}
         self._task_group: TaskGroup | None = None
+        self._reload_lock = anyio.Lock()
+        self._seen = self._signature()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             tg.start_soon(self._sweep_forever)
+            if self.settings.watch_interval and self.refresh is not None and self.watch is not None and not self.fixed:
+                tg.start_soon(self._watch_forever)
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
                 self._task_group = None
                 self._hosted.clear()
+                self._retired.clear()
                 self.pool.close()
                 self.episodes.close()
 
@@ -114,6 +143,61 @@ class Gateway:
             expired = self.pool.sweep() + self.episodes.sweep()
             if expired:
                 logger.info("expired %d idle state(s) and episode(s)", expired)
+            self._stop_idle_retired()
+
+    # -- live reload ---------------------------------------------------------------------------
+
+    def _signature(self) -> tuple[int, int] | None:
+        try:
+            stat = self.watch.stat() if self.watch is not None else None
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size) if stat else None
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.watch_interval)
+            if self._signature() != self._seen:
+                try:
+                    await self.reload()
+                except EnvFleetError as e:  # a half-written or broken registry: keep serving the last good one
+                    logger.error("registry changed but cannot be reloaded: %s", e)
+
+    async def reload(self) -> ReloadReport:
+        """Re-read the registry: serve environments published since, stop offering removed ones,
+        and give changed ones to new sessions. Live episodes keep the environment they started on."""
+        if self.refresh is None or self.fixed:
+            raise RegistryError("this gateway serves a fixed set of environments and cannot reload")
+        async with self._reload_lock:
+            signature = self._signature()
+            fresh = await anyio.to_thread.run_sync(self.refresh)
+            old = {i: self.registry.entry(i).content_hash for i in self.env_ids}
+            new = {i: fresh.entry(i).content_hash for i in fresh.ids()}
+            report = ReloadReport(added=sorted(set(new) - set(old)), removed=sorted(set(old) - set(new)),
+                                  changed=sorted(i for i in set(old) & set(new) if old[i] != new[i]), environments=len(new))
+            for env_id in report.removed + report.changed:
+                hosted = self._hosted.pop(env_id, None)
+                if hosted is not None:
+                    self._retired.append(hosted)
+                self.pool.drop_where(lambda key, env_id=env_id: key[0] == env_id)  # keyed states restart on the new seed
+            self.registry, self.env_ids, self._seen = fresh, fresh.ids(), signature
+            self._stop_idle_retired()
+        if report.added or report.removed or report.changed:
+            logger.info("registry reloaded: +%s -%s ~%s", report.added, report.removed, report.changed)
+        return report
+
+    def _stop_idle_retired(self) -> None:
+        live = {id(e.env) for e in (self.episodes.peek(k) for k in self.episodes) if e is not None}
+        for hosted in [h for h in self._retired if id(h.env) not in live]:
+            hosted.stop.set()
+            self._retired.remove(hosted)
+
+    def hosted_for(self, env: Environment) -> _Hosted | None:
+        """Where an episode's environment is served: the current one, or a retired one it started on."""
+        current = self._hosted.get(env.id)
+        if current is not None and current.env is env:
+            return current
+        return next((h for h in self._retired if h.env is env), None)
 
     async def hosted(self, env_id: str) -> _Hosted:
         if env_id in self._hosted:
@@ -141,18 +225,20 @@ class Gateway:
         )
         if self._task_group is None:
             raise RuntimeError("the gateway is not running; serve its app with an ASGI server that runs lifespans")
-        await self._task_group.start(_run_manager, manager)
+        stop = anyio.Event()
+        await self._task_group.start(_run_manager, manager, stop)
         logger.info("loaded environment %s (%d tools)", env_id, len(env.tool_names))
-        return _Hosted(env, server, manager, router)
+        return _Hosted(env, server, manager, router, stop)
 
     def loaded(self) -> list[str]:
         return sorted(self._hosted)
 
 
-async def _run_manager(manager: StreamableHTTPSessionManager, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+async def _run_manager(manager: StreamableHTTPSessionManager, stop: anyio.Event, *,
+                       task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     async with manager.run():
         task_status.started()
-        await anyio.sleep_forever()
+        await stop.wait()
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -174,14 +260,16 @@ class _McpEndpoint:
             await _error(400, "state keys are 1-128 characters of A-Z a-z 0-9 . _ ~ -")(scope, receive, send)
             return
         episode_id = params.get("episode_id")
+        hosted = None
         if episode_id is not None:
             try:
-                self.gateway.episodes.find(episode_id, env_id)
+                episode = self.gateway.episodes.find(episode_id, env_id)
             except EpisodeNotFound as e:
                 await _error(404, str(e))(scope, receive, send)
                 return
+            hosted = self.gateway.hosted_for(episode.env)  # the version it started on, even after a reload
         try:
-            hosted = await self.gateway.hosted(env_id)
+            hosted = hosted or await self.gateway.hosted(env_id)
         except RegistryError as e:
             await _error(404, str(e))(scope, receive, send)
             return
@@ -236,11 +324,14 @@ class GatewayApp:
 
 
 def create_app(registry: Registry, *, pool: StatePool | None = None, settings: GatewaySettings | None = None,
-               env_ids: list[str] | None = None, single: str | None = None) -> GatewayApp:
-    """The gateway app. ``single`` also serves that environment at ``/mcp`` and ``/s/{state_key}/mcp``."""
+               env_ids: list[str] | None = None, single: str | None = None,
+               refresh: Callable[[], Registry] | None = None, watch: Path | None = None) -> GatewayApp:
+    """The gateway app. ``single`` also serves that environment at ``/mcp`` and ``/s/{state_key}/mcp``.
+    ``refresh`` re-reads the registry for reloads (default: the file it came from); a change of
+    ``watch`` (default: that file) triggers one."""
     if single is not None:
         env_ids = [single]
-    gateway = Gateway(registry, pool if pool is not None else StatePool(), settings, env_ids)
+    gateway = Gateway(registry, pool if pool is not None else StatePool(), settings, env_ids, refresh, watch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -270,13 +361,14 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
 
     @app.get("/envs", tags=["fleet"], summary="The environments this gateway serves (registry entries)")
     async def list_envs() -> list[dict[str, Any]]:
-        return [registry.entry(i).model_dump(mode="json", by_alias=True) for i in gateway.env_ids]
+        return [gateway.registry.entry(i).model_dump(mode="json", by_alias=True) for i in gateway.env_ids]
 
     @app.get("/envs/{env_id}", tags=["fleet"], summary="One environment's registry entry", response_model=None)
     async def get_env(env_id: str) -> dict[str, Any] | JSONResponse:
         if env_id not in gateway.env_ids:
             return _error(404, f"unknown environment {env_id!r}")
-        return registry.entry(env_id).model_dump(mode="json", by_alias=True)
+        return gateway.registry.entry(env_id).model_dump(mode="json", by_alias=True)
 
     app.include_router(control_plane(gateway, gateway.settings.control_token))
+    app.include_router(admin(gateway, gateway.settings.control_token))
     return GatewayApp(app, gateway, single)

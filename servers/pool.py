@@ -173,11 +173,11 @@ class EpisodePool(ExpiringPool[Episode]):
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ttl=ttl, max_items=max_episodes, what="episodes", clock=clock)
 
-    def open(self, env: Environment, task_id: str | None = None) -> Episode:
-        """Start an episode, if there is room for one more."""
+    def open(self, env: Environment, task_id: str | None = None, episode_id: str | None = None) -> Episode:
+        """Start an episode (with a chosen id, or a random one), if there is room for one more."""
         with self._lock:
             self._make_room()
-            episode = env.episode(task_id)
+            episode = env.episode(task_id, episode_id)
             return self.add(episode.id, episode)
 
     def find(self, episode_id: str, env_id: str | None = None) -> Episode:

@@ -177,7 +177,8 @@ class Registry:
     def __init__(self, entries: list[RegistryEntry], base: Path, source: Path | None = None) -> None:
         self.entries = {e.id: e for e in entries}
         self.base = base
-        self.source = source
+        self.source = source  # the registry.json it was read from
+        self.root: Path | None = None  # or the folder it was built from
         self._loaded: dict[str, Environment] = {}
 
     # -- construction --------------------------------------------------------------------------
@@ -221,6 +222,7 @@ class Registry:
         if errors:
             raise RegistryError("some environments do not load:\n" + "\n".join(errors))
         registry = cls(entries, base)
+        registry.root = env_root
         registry._loaded.update(loaded)
         return registry
 

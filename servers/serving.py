@@ -54,7 +54,7 @@ def _app(registry: Registry, single: str | None, state_ttl: float, max_states: i
 def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100, single: str | None = None,
                json_response: bool = True, allowed_hosts: list[str] | None = None, state_ttl: float = 1800.0,
                max_states: int = 4096, episode_ttl: float = 1800.0, max_episodes: int = 4096,
-               log_level: str = "info") -> None:
+               watch_interval: float = 2.0, log_level: str = "info") -> None:
     """Serve the registry's environments (or just ``single``) over streamable HTTP, until stopped."""
     import uvicorn
 
@@ -68,7 +68,7 @@ def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100,
     if not local and not os.environ.get(CONTROL_TOKEN_ENV):
         logger.warning("listening on %s with an open control plane; set %s to require a bearer token", host, CONTROL_TOKEN_ENV)
     app = _app(registry, single, state_ttl, max_states, json_response=json_response, allowed_hosts=allowed_hosts,
-               episode_ttl=episode_ttl, max_episodes=max_episodes)
+               episode_ttl=episode_ttl, max_episodes=max_episodes, watch_interval=watch_interval)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
 
 
