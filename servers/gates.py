@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import anyio
 
 from .agents import GoldAgent, NoopAgent
+from .environment import Environment
 from .errors import EnvFleetError
-from .rollout import GatewayClient, rollout_http
+from .rollout import GatewayClient, RolloutRecord, rollout_http, rollout_in_process
 from .tasks import Task
 
-__all__ = ["GateResult", "check_task", "check_tasks"]
+__all__ = ["GateResult", "check_task", "check_task_in_process", "check_tasks", "judge"]
 
 
 @dataclass
@@ -38,14 +39,27 @@ class GateResult:
 
 
 async def check_task(gateway: GatewayClient, env_id: str, task: Task) -> GateResult:
-    result = GateResult(env_id, task.id)
+    """The gates through real MCP, against a running gateway."""
     try:
         first = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
         second = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
         noop = await rollout_http(gateway, env_id, task.id, NoopAgent())
     except EnvFleetError as e:
-        result.problems.append(str(e))
-        return result
+        return GateResult(env_id, task.id, problems=[str(e)])
+    return judge(env_id, task.id, first, second, noop)
+
+
+async def check_task_in_process(env: Environment, task: Task) -> GateResult:
+    """The same gates on in-process episodes (for publishing: no server needed)."""
+    first = await rollout_in_process(env, task.id, GoldAgent(task))
+    second = await rollout_in_process(env, task.id, GoldAgent(task))
+    noop = await rollout_in_process(env, task.id, NoopAgent())
+    return judge(env.id, task.id, first, second, noop)
+
+
+def judge(env_id: str, task_id: str, first: RolloutRecord, second: RolloutRecord, noop: RolloutRecord) -> GateResult:
+    """The gates' verdict on two gold replays and a do-nothing run."""
+    result = GateResult(env_id, task_id)
     result.gold_reward = first.reward
     if not first.success:
         failed = [c for c in (first.score or {}).get("checks", []) if not c["passed"]]

@@ -12,14 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from servers import Registry, RegistryError
 from servers.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
 
-from .catalog import Catalog, CatalogError, load_catalog
-from .llm import LLMClient, LLMConfig, LLMError
-from .llm.backend import DEFAULT_STAGES, LLMBackend
-from .llm.mining import mine_corpus_with_llm
-from .pipeline import Job, Result, plan_batch, publish_result, run_batch, save_stages
-from .topics import NoMatchingDomain, match_topic, mine_corpus
+from .catalog import CatalogError, load_catalog
+from .llm import LLMConfig, LLMError
+from .llm.backend import LLMBackend
+from .pipeline import Job, Result, publish_result, run_batch, save_stages
+from .planning import plan_jobs
+from .topics import NoMatchingDomain, mine_corpus, read_corpus
 
 app = typer.Typer(help="Synthesize environments and task packs (offline and procedural by default, or with an LLM).", invoke_without_command=True,
                   no_args_is_help=False)
@@ -73,17 +74,14 @@ def synth(
     try:
         catalog = load_catalog()
         if backend == "llm":
-            llm = _llm_backend(llm_config, model, base_url, cache_dir, replay, paraphrase, review, stages)
-        jobs: list[Job] = []
-        modeled = llm is not None and "domain" in llm.stages
-        for text in topic or []:
-            jobs.append(Job(None, seed, variant, tasks_per_env, topic=text) if modeled
-                        else Job(match_topic(catalog, text).domain_id, seed, variant, tasks_per_env))
-        if from_corpus:
-            jobs += _corpus_jobs(catalog, from_corpus, llm, seed, tasks_per_env, max_envs)
-        if count:
-            jobs += plan_batch(count, seed, tasks_per_env)
-    except (CatalogError, NoMatchingDomain, OSError, ValueError, LLMError) as e:
+            taken = set(Registry.load(registry).ids()) if registry.exists() else set()
+            llm = _llm_backend(llm_config, model, base_url, cache_dir, replay, paraphrase, review, stages, taken)
+        plan = plan_jobs(catalog, topics=topic, corpus=read_corpus(from_corpus) if from_corpus else None, count=count,
+                         seed=seed, variant=variant, tasks=tasks_per_env, llm=llm, max_envs=max_envs)
+        if plan.mining is not None:
+            _print_mining(plan.mining)
+        jobs = plan.jobs
+    except (CatalogError, NoMatchingDomain, OSError, ValueError, LLMError, RegistryError) as e:
         raise _fail(str(e)) from None
     try:
         results = _run(jobs, workers if workers or llm is None else llm.client.config.concurrency, llm)
@@ -102,41 +100,18 @@ def synth(
         _print_usage(llm.client.usage.to_dict())
     verb = "kept under " + str(out_dir) if dry_run else f"published to {env_root}"
     out.print(f"{sum(r.ok for r in results)}/{len(results)} environments passed; {verb}", highlight=False)
+    for result in results:
+        if not result.ok:
+            err.print(f"[red]not published:[/red] {result.env_id}: {result.reason}", highlight=False)
     if not any(r.ok for r in results):
-        for reason in sorted({r.reason for r in results}):
-            err.print(f"[red]not published:[/red] {reason}", highlight=False)
         raise typer.Exit(1)
 
 
 def _llm_backend(config_path: Path | None, model: str | None, base_url: str | None, cache_dir: Path | None, replay: bool,
-                 paraphrase: bool, review: bool, stages: str | None) -> LLMBackend:
+                 paraphrase: bool, review: bool, stages: str | None, taken: set[str]) -> LLMBackend:
     config = LLMConfig.load(config_path, model=model, base_url=base_url, cache_dir=cache_dir, replay=replay or None)
-    if stages:
-        chosen = {s.strip() for s in stages.split(",") if s.strip()}
-    elif paraphrase:
-        chosen = {"paraphrase"}
-    else:
-        chosen = set(DEFAULT_STAGES) | {"judge"}
-    if review:
-        chosen.add("review")
-    for stage in chosen:
-        config.model_for(stage)  # a missing model is a clear error now, not halfway through a batch
-    return LLMBackend(LLMClient(config), chosen)
-
-
-def _corpus_jobs(catalog: Catalog, corpus: Path, llm: LLMBackend | None, seed: int, tasks: int,
-                 max_envs: int | None) -> list[Job]:
-    if llm is None or "judge" not in llm.stages:
-        report = mine_corpus(catalog, corpus)
-        _print_mining(report.to_dict())
-        jobs = [Job(d, seed, 0, tasks) for d in report.domains()]
-    else:
-        mined = mine_corpus_with_llm(llm.client, catalog, corpus)
-        _print_mining(mined.to_dict())
-        jobs = [Job(d, seed, 0, tasks, requests=tuple(mined.examples.get(d, []))) for d in mined.domains()]
-        if "domain" in llm.stages:
-            jobs += [Job(None, seed, 0, tasks, topic=t, requests=tuple(examples[:8])) for t, examples in mined.new_topics.items()]
-    return jobs[:max_envs] if max_envs is not None else jobs
+    chosen = {s.strip() for s in stages.split(",") if s.strip()} if stages else None
+    return LLMBackend.from_options(config, stages=chosen, paraphrase=paraphrase, review=review, taken=taken)
 
 
 def _run(jobs: list[Job], workers: int | None, llm: LLMBackend | None = None) -> list[Result]:

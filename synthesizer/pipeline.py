@@ -8,7 +8,11 @@ results depend only on (domain, seed, variant), never on scheduling.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from servers import Environment, SpecError
+from servers.registry import PROVENANCE_FILE
 from servers.tasks import Task
 
 from . import __version__
@@ -25,10 +30,10 @@ from .dependency_graph import build_graph, graph_json
 from .modeling import MODELER_VERSION, Design, build_spec, design_domain
 from .procedural_tests import TestReport, run_procedural_tests
 from .publish import publish_folder, write_env_folder
-from .seeding import seed_rows
+from .seeding import SeedingError, seed_rows
 from .task_synthesis import synthesize_tasks
 
-__all__ = ["Job", "Result", "Assist", "AssistFailed", "synthesize", "publish_result", "run_batch", "plan_batch"]
+__all__ = ["Job", "Result", "Assist", "AssistFailed", "Stopped", "synthesize", "more_tasks", "publish_result", "run_batch", "plan_batch"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,15 @@ class Job:
     def name(self) -> str:
         return self.domain_id or self.topic or "?"
 
+    @property
+    def label(self) -> str:
+        """A folder-safe name for the job before it has an environment id."""
+        if self.domain_id:
+            return self.domain_id
+        text = self.topic or ""
+        slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "topic"
+        return f"{slug}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+
 
 @dataclass
 class Result:
@@ -59,8 +73,11 @@ class Result:
     @property
     def files(self) -> dict[str, Any]:
         """The environment folder's files, ready to write."""
-        return {"env.json": self.stages["spec"], "seed.json": self.stages["seed"],
-                "tool_graph.json": self.stages["graph"], "tasks/synthesized.jsonl": self.stages["tasks"]}
+        files = {"env.json": self.stages["spec"], "seed.json": self.stages["seed"],
+                 "tool_graph.json": self.stages["graph"], "tasks/synthesized.jsonl": self.stages["tasks"]}
+        if "domain" in self.stages:
+            files[DOMAIN_FILE] = self.stages["domain"]
+        return files
 
     def provenance(self) -> dict[str, Any]:
         tests, tasks = self.stages.get("procedural_tests", {}), self.stages.get("task_stats", {})
@@ -75,6 +92,13 @@ class Result:
         if "llm" in self.stages:
             provenance["llm"] = self.stages["llm"]["provenance"]
         return provenance
+
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None] | None
+DOMAIN_FILE = "domain.json"
+"""A model-proposed domain, kept in its environment's folder (catalog domains are in the catalog)."""
 
 
 class Assist(Protocol):
@@ -110,81 +134,113 @@ class _Built:
     tests: TestReport
 
 
-def _build(domain: Domain, sector: str, job: Job, assist: Assist | None = None) -> _Built:
+def _build(domain: Domain, sector: str, job: Job, assist: Assist | None = None, progress: Progress = None) -> _Built:
     """Stages 2–4 for a domain: the design, its spec and seed, the runtime's load, the procedural tests."""
+    step = progress or (lambda stage: None)
+    step("modeling")
     design = design_domain(domain, seed=job.seed, variant=job.variant, env_id=job.env_id)
-    if assist is not None:
-        assist.seed_values(design)
     spec = build_spec(design)
     spec["tags"] = sorted({*spec["tags"], sector})
-    seed = seed_rows(design)
+    step("seeding")
+    if assist is not None:
+        assist.seed_values(design)
+    try:
+        seed = seed_rows(design)
+    except SeedingError as e:
+        raise _Refused(f"the seed cannot be made: {e}") from None
     try:
         env = Environment.from_spec(spec, seed)
     except SpecError as e:
         raise _Refused(f"the runtime refuses the spec: {e}", [str(i) for i in e.issues]) from None
+    step("procedural_tests")
     tests = run_procedural_tests(env, design)
     if not tests.passed:
         raise _Refused(tests.why(), [f"{p.tool} ({p.kind}, {p.arguments}): {p.detail}" for p in tests.failures()[:20]])
     return _Built(design, spec, seed, env, tests)
 
 
+class Stopped(Exception):
+    """Raised by a progress callback to stop the work (a cancelled job); never caught here."""
+
+
 class AssistFailed(Exception):
     """A model the run depends on could not help (unreachable, refusing keys ...): the job fails, the batch goes on."""
 
 
-def synthesize(job: Job, min_tasks: int = 1, assist: Assist | None = None) -> Result:
-    """Run stages 1–6 for one environment. Never raises for a bad draft: the result says why."""
+def synthesize(job: Job, min_tasks: int = 1, assist: Assist | None = None, progress: Progress = None) -> Result:
+    """Run stages 1–6 for one environment. Never raises for a bad draft: the result says why.
+    ``progress`` hears the name of each stage as it starts (and may raise to stop the work)."""
     started = time.perf_counter()
     try:
-        return _synthesize(job, min_tasks, assist, started)
+        return _synthesize(job, min_tasks, assist, started, progress or (lambda stage: None))
+    except Stopped:
+        raise
     except AssistFailed as e:
-        result = Result(job, job.env_id or job.name, ok=False, reason=str(e), backend="llm")
+        result = Result(job, job.env_id or job.label, ok=False, reason=str(e), backend="llm")
+        return _done(result, started, assist)
+    except Exception as e:  # a bug, not a bad draft: this environment fails, the batch goes on
+        logger.exception("synthesizing %s failed", job.name)
+        result = Result(job, job.env_id or job.label, ok=False, reason=f"internal error: {type(e).__name__}: {e}",
+                        backend="procedural" if assist is None else "llm")
         return _done(result, started, assist)
 
 
-def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float) -> Result:
+def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float, step: Callable[[str], None]) -> Result:
     catalog = load_catalog()
     if job.domain_id is None:
+        step("domain")
         if assist is None or job.topic is None:
             raise ValueError("a job without a catalog domain needs a topic and the LLM backend")
-        result = Result(job, job.env_id or "?", ok=False, backend="llm")
+        result = Result(job, job.env_id or job.label, ok=False, backend="llm")
 
         def check(domain: Domain, sector: str) -> list[str]:
             try:
-                _build(domain, sector, job)
+                built = _build(domain, sector, job)
             except _Refused as e:
                 return e.problems
+            tasks, stats = synthesize_tasks(built.env, built.design, build_graph(built.env), count=max(1, min_tasks),
+                                            seed=job.seed, max_attempts=12)
+            if len(tasks) < min_tasks:
+                return [f"no task passes the gates on this domain ({stats.attempted} drafted; failures: "
+                        f"{dict(stats.failures)}): the customer needs records of their own with transitions they would "
+                        "ask for (cancel, pay, renew ...), and relations from those records to the customer"]
             return []
 
         modeled = assist.model_domain(job.topic, job.requests, check)
         if isinstance(modeled, str):
             result.reason = modeled
-            result.stages["llm"] = assist.report()
-            return _done(result, started)
+            return _done(result, started, assist)
         domain, sector = modeled
     else:
         domain, sector = catalog.domain(job.domain_id), catalog.sector_of[job.domain_id]
     result = Result(job, job.env_id or domain.id, ok=False, backend="procedural" if assist is None else "llm")
     result.stages["topic"] = {"domain": domain.id, "sector": sector, "name": domain.name}
+    if job.domain_id is None:  # kept with the environment: more tasks can be made for it later
+        result.stages["domain"] = domain.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     try:
-        built = _build(domain, sector, job, assist)
+        built = _build(domain, sector, job, assist, step)
     except _Refused as e:
         result.reason = str(e)
         return _done(result, started, assist)
     result.env_id = built.design.env_id
     spec, env = built.spec, built.env
     if assist is not None:
+        step("extra_tools")
         extended = assist.extra_tools(spec, built.seed, built.design)
         if extended is not spec:
             spec, env = extended, Environment.from_spec(extended, built.seed)
     result.stages["spec"] = spec
     result.stages["seed"] = built.seed
     result.stages["procedural_tests"] = built.tests.to_dict()
+    step("dependency_graph")
     graph = build_graph(env)
     result.stages["graph"] = graph_json(graph)
+    step("tasks")
     tasks, stats = synthesize_tasks(env, built.design, graph, count=job.tasks, seed=job.seed)
     if assist is not None:
+        step("paraphrase")
         tasks = assist.rewrite_tasks(tasks, built.design)
+        step("review")
         rejected = assist.review(env, built.tests)
         if rejected:
             result.reason = f"the reviewing model rejects tools: {rejected}"
@@ -217,6 +273,26 @@ def save_stages(result: Result, out: Path) -> None:
                                                                "seconds": result.seconds}})
     if result.ok:
         write_env_folder(folder, {**result.files, "provenance.json": result.provenance()})
+
+
+def more_tasks(folder: Path, *, count: int, seed: int, pack: str) -> tuple[list[Task], dict[str, Any]]:
+    """New verified tasks for a published synthesized environment, as a pack named ``pack``: its
+    design is rebuilt from its provenance (and ``domain.json`` for a model-proposed domain), the
+    tasks are made on the environment as published, and none repeats a task it already has."""
+    provenance_path = folder / PROVENANCE_FILE
+    if not provenance_path.exists():
+        raise ValueError(f"{folder.name} was not synthesized (no {PROVENANCE_FILE}); its tasks are written by hand")
+    provenance = json.loads(provenance_path.read_text(encoding="utf-8"))
+    if (folder / DOMAIN_FILE).exists():
+        domain = Domain.model_validate(json.loads((folder / DOMAIN_FILE).read_text(encoding="utf-8")))
+    else:
+        domain = load_catalog().domain(provenance["domain"])
+    env = Environment.load(folder)
+    design = design_domain(domain, seed=provenance["seed"], variant=provenance.get("variant", 0), env_id=env.id)
+    build_spec(design)  # fills the design's tool roles, which task synthesis reads
+    tasks, stats = synthesize_tasks(env, design, build_graph(env), count=count, seed=seed, id_prefix=f"{env.id}-{pack}",
+                                    avoid=env.tasks)
+    return tasks, stats.to_dict()
 
 
 def plan_batch(count: int, seed: int, tasks: int, domains: Iterable[str] | None = None) -> list[Job]:

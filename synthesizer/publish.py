@@ -20,7 +20,7 @@ from typing import Any
 from servers import Environment, Registry
 from servers.registry import PROVENANCE_FILE, RegistryEntry, RegistryFile, entry_for
 
-__all__ = ["write_env_folder", "publish_folder", "registry_lock", "update_registry", "remove_from_registry"]
+__all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "registry_lock", "update_registry", "remove_from_registry"]
 
 
 def _dump(value: Any) -> str:
@@ -103,3 +103,32 @@ def publish_folder(env_root: Path, env_id: str, files: dict[str, Any], registry_
     if retired.exists():
         shutil.rmtree(retired)
     return update_registry(registry_path, target)
+
+
+def add_files(env_root: Path, env_id: str, files: dict[str, Any], registry_path: Path) -> RegistryEntry:
+    """Add (or replace) files of a published environment — a new task pack — by the same route as a
+    publish: a full copy is staged, loaded, and swapped in; then the registry entry is rewritten."""
+    target = env_root / env_id
+    staging = env_root / f".{env_id}.{os.getpid()}.tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(target, staging)
+    write_env_folder(staging, files)
+    Environment.load(staging)
+    retired = env_root / f".{env_id}.{os.getpid()}.old"
+    os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired)
+    return update_registry(registry_path, target)
+
+
+def unpublish(env_root: Path, env_id: str, registry_path: Path) -> bool:
+    """Take an environment out of the registry first (so nobody is offered it), then delete its folder."""
+    listed = remove_from_registry(registry_path, env_id)
+    folder = env_root / env_id
+    if folder.is_dir():
+        retired = env_root / f".{env_id}.{os.getpid()}.deleted"
+        os.replace(folder, retired)
+        shutil.rmtree(retired)
+        return True
+    return listed

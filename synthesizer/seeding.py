@@ -20,7 +20,7 @@ from faker import Faker
 from .catalog import Attribute, Consumes, Entity, LimitPerOwner, TimeWindow, UniqueActive
 from .modeling import Design
 
-__all__ = ["seed_rows", "SPECIAL_GENERATORS", "generator_problem", "ValueMaker"]
+__all__ = ["seed_rows", "SPECIAL_GENERATORS", "SeedingError", "generator_problem", "ValueMaker"]
 
 _ARITY = {"choice": 0, "none": 0, "int": 2, "money": 2, "bool": 1, "date": 2, "datetime": 2, "code": 1, "words": 1}
 SPECIAL_GENERATORS = tuple(_ARITY)
@@ -33,14 +33,28 @@ def generator_problem(generator: str) -> str | None:
     if head in _ARITY:
         if len(args) != _ARITY[head]:
             return f"generator {generator!r} takes {_ARITY[head]} argument(s)"
+        if head == "code":
+            return None if args[0] else f"generator {generator!r} needs a prefix"
         try:
-            [float(a) for a in args if head != "code"]
+            numbers = [float(a) for a in args]
         except ValueError:
             return f"generator {generator!r} needs numbers as arguments"
+        if head in ("int", "words") and not all(n.is_integer() for n in numbers):
+            return f"generator {generator!r} needs whole numbers"
+        if len(numbers) == 2 and numbers[0] > numbers[1]:
+            return f"generator {generator!r}: the low end is above the high end"
+        if head == "bool" and not 0 <= numbers[0] <= 1:
+            return f"generator {generator!r}: the probability must be between 0 and 1"
+        if head == "words" and numbers[0] < 1:
+            return f"generator {generator!r} needs at least one word"
         return None
     if args or head.startswith("_") or not callable(getattr(_FAKER, head, None)):
         return f"generator {generator!r} is neither a Faker method nor one of {', '.join(SPECIAL_GENERATORS)}"
     return None
+
+
+class SeedingError(ValueError):
+    """A domain's generators cannot seed it; the message names the attribute."""
 
 
 def _terminal_states(entity: Entity) -> set[str]:
@@ -81,6 +95,13 @@ class _Seeder:
         self.codes: Counter[str] = Counter()
 
     def value(self, attr: Attribute, future: bool | None, entity: str | None = None) -> Any:
+        try:
+            return self._value(attr, future, entity)
+        except Exception as e:  # a generator that cannot make this attribute's values
+            raise SeedingError(f"{entity}.{attr.name}: generator {attr.generator!r} cannot make {attr.type} values"
+                               f"{' that are unique' if attr.unique else ''} ({type(e).__name__}: {e})") from None
+
+    def _value(self, attr: Attribute, future: bool | None, entity: str | None) -> Any:
         words = self.design.vocabulary.get((entity or "", attr.name))
         if words:  # realistic values proposed for this attribute (the LLM backend's seed stage)
             if attr.unique:

@@ -495,11 +495,11 @@ class _Synthesizer:
 
     # -- verification --------------------------------------------------------------------------
 
-    def signature(self, draft: _Draft) -> Any:
-        """What a draft does: its write calls, and what it asks (two wordings of one job are one task)."""
-        writes = tuple((c.tool, tuple(sorted(c.arguments.items()))) for c in draft.gold
-                       if self.env.executor.tools[c.tool].tool.kind == "write")
-        return writes, draft.answer_from_last, draft.gold[-1].tool if draft.answer_from_last else None
+    def signature(self, gold: list[GoldCall], asks: bool) -> Any:
+        """What a task does: its write calls, and what it asks (two wordings of one job are one task)."""
+        writes = tuple((c.tool, tuple(sorted(c.arguments.items()))) for c in gold
+                       if c.tool in self.env.executor.tools and self.env.executor.tools[c.tool].tool.kind == "write")
+        return writes, gold[-1].tool if asks else None
 
     @staticmethod
     def difficulty(draft: _Draft) -> str:
@@ -588,14 +588,16 @@ class _Synthesizer:
 
 
 def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, count: int, seed: int,
-                     test_share: float = 0.3, max_attempts: int | None = None) -> tuple[list[Task], SynthesisStats]:
-    """Up to ``count`` verified tasks for ``env``, with the statistics of what was tried."""
+                     test_share: float = 0.3, max_attempts: int | None = None, id_prefix: str | None = None,
+                     avoid: list[Task] | None = None) -> tuple[list[Task], SynthesisStats]:
+    """Up to ``count`` verified tasks for ``env``, with the statistics of what was tried; none does
+    what a task of ``avoid`` (the environment's existing packs) already does."""
     synth = _Synthesizer(env, design, graph, seed)
     families = [(synth.transition_draft, 3), (synth.create_draft, 2), (synth.update_draft, 1), (synth.multi_action_draft, 2),
                 (synth.answer_draft, 2), (synth.trap_draft, 2)]
     makers, weights = zip(*families, strict=True)
     tasks: list[Task] = []
-    seen: set[Any] = set()
+    seen: set[Any] = {synth.signature(t.gold, t.answer is not None) for t in avoid or []}
     attempts = max_attempts or count * 6
     while len(tasks) < count and synth.stats.attempted < attempts:
         synth.stats.attempted += 1
@@ -603,12 +605,12 @@ def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, cou
         if draft is None:
             synth.stats.failures["no_draft"] += 1
             continue
-        signature = synth.signature(draft)
+        signature = synth.signature(draft.gold, draft.answer_from_last is not None)
         if signature in seen:  # the same world changed the same way: one task, however it is worded
             synth.stats.failures["duplicate"] += 1
             continue
         split = "test" if synth.rng.random() < test_share else "train"
-        task = synth.finish(draft, f"{env.id}-{len(tasks) + 1:03d}", split)
+        task = synth.finish(draft, f"{id_prefix or env.id}-{len(tasks) + 1:03d}", split)
         if task is None:
             continue
         seen.add(signature)

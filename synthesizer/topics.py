@@ -17,7 +17,8 @@ from typing import Any
 
 from .catalog import Catalog
 
-__all__ = ["TopicMatch", "match_topic", "MiningReport", "mine_corpus", "is_stateful", "NoMatchingDomain"]
+__all__ = ["TopicMatch", "match_topic", "MiningReport", "read_corpus", "mine_corpus", "mine_requests", "is_stateful",
+           "NoMatchingDomain"]
 
 _WORD = re.compile(r"[a-z][a-z\-']+")
 # Verbs of requests that change something a system keeps (and will be read back later).
@@ -127,14 +128,33 @@ def similar(a: set[str], b: set[str]) -> bool:
     return bool(a and b) and len(a & b) / len(a | b) >= 0.8
 
 
-def mine_corpus(catalog: Catalog, path: Path) -> MiningReport:
-    """Read a JSONL corpus (one ``{"text": ...}`` a line) and map its stateful requests to domains."""
-    report = MiningReport()
-    kept: list[set[str]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+def read_corpus(path: Path) -> list[str]:
+    """The ``text`` of each line of a JSONL corpus; a line that is not JSON says where."""
+    texts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        text = str(json.loads(line).get("text", "")).strip()
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from None
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{number}: each line needs a \"text\" string")
+        texts.append(text.strip())
+    return texts
+
+
+def mine_corpus(catalog: Catalog, path: Path) -> MiningReport:
+    """Read a JSONL corpus (one ``{"text": ...}`` a line) and map its stateful requests to domains."""
+    return mine_requests(catalog, read_corpus(path))
+
+
+def mine_requests(catalog: Catalog, texts: list[str]) -> MiningReport:
+    """Map the stateful requests among ``texts`` to domains (near-duplicates dropped)."""
+    report = MiningReport()
+    kept: list[set[str]] = []
+    for text in texts:
         report.total += 1
         if not is_stateful(text):
             continue

@@ -5,6 +5,7 @@ usage and cache keys (its provenance).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +15,9 @@ from servers.tasks import Task
 from ..catalog import Catalog, Domain, load_catalog
 from ..modeling import Design
 from ..pipeline import AssistFailed
-from ..procedural_tests import TestReport
+from ..procedural_tests import TestReport, ToolProbes, probe_tools
 from .client import LLMClient
-from .config import STAGES
+from .config import STAGES, LLMConfig
 from .domains import propose_domain
 from .errors import LLMError
 from .paraphrase import paraphrase_tasks
@@ -27,7 +28,7 @@ from .tools import propose_tools
 
 __all__ = ["LLMBackend", "LLMSession", "DEFAULT_STAGES"]
 
-DEFAULT_STAGES = frozenset({"domain", "seed", "tools", "paraphrase"})
+DEFAULT_STAGES = frozenset({"judge", "domain", "seed", "tools", "paraphrase"})
 """What ``--backend llm`` does unless told otherwise; ``review`` is an extra gate, off by default."""
 
 
@@ -35,7 +36,7 @@ class LLMBackend:
     """What every environment of a run shares: the client, the catalog and the enabled stages."""
 
     def __init__(self, client: LLMClient, stages: frozenset[str] | set[str] = DEFAULT_STAGES, *, tools_per_env: int = 3,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, taken: set[str] | None = None) -> None:
         unknown = set(stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown LLM stage(s): {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
@@ -43,6 +44,29 @@ class LLMBackend:
         self.stages = frozenset(stages)
         self.tools_per_env = tools_per_env
         self.catalog = catalog or load_catalog()
+        self._taken = set(taken or ())  # environment ids a new domain may not have
+        self._claims = threading.Lock()
+
+    def claim(self, env_id: str) -> bool:
+        """Reserve ``env_id`` for one modeled domain of this run; False when it is taken."""
+        with self._claims:
+            if env_id in self._taken:
+                return False
+            self._taken.add(env_id)
+            return True
+
+    @classmethod
+    def from_options(cls, config: LLMConfig, *, stages: set[str] | None = None, paraphrase: bool = False,
+                     review: bool = False, taken: set[str] | None = None) -> LLMBackend:
+        """The stages a run asked for: explicit ones, or only wording (``paraphrase``), or the
+        defaults; ``review`` adds the reviewing gate. A stage without a model fails here, before any call."""
+        chosen = set(stages) if stages else {"paraphrase"} if paraphrase else set(DEFAULT_STAGES)
+        if review:
+            chosen.add("review")
+        backend = cls(LLMClient(config), chosen, taken=taken)
+        for stage in sorted(chosen):
+            config.model_for(stage)
+        return backend
 
     def session(self) -> LLMSession:
         return LLMSession(self)
@@ -56,6 +80,7 @@ class LLMSession:
         self.stages = backend.stages
         self.client = backend.client.scoped()
         self.reports: dict[str, Any] = {}
+        self._extra: tuple[Design, dict[str, ToolProbes]] | None = None
 
     def _guard(self, stage: str, work: Callable[[], Any]) -> Any:
         try:
@@ -69,7 +94,8 @@ class LLMSession:
         if "domain" not in self.stages:
             return "the LLM domain stage is off, and the topic matches no catalog domain"
         proposal = self._guard("domain", lambda: propose_domain(self.client, self.backend.catalog, topic,
-                                                                requests=list(requests), check_env=check))
+                                                                requests=list(requests), check_env=check,
+                                                                claim=self.backend.claim))
         self.reports["domain"] = proposal.report()
         if proposal.value is None:
             listed = "; ".join(proposal.problems[:5]) + (f" (+{len(proposal.problems) - 5} more)" if len(proposal.problems) > 5 else "")
@@ -88,6 +114,7 @@ class LLMSession:
             return spec
         outcome = self._guard("tools", lambda: propose_tools(self.client, spec, seed, design, self.backend.tools_per_env))
         self.reports["tools"] = outcome.report()
+        self._extra = (design, outcome.probes)
         return {**spec, "tools": [*spec["tools"], *outcome.tools]} if outcome.tools else spec
 
     def rewrite_tasks(self, tasks: list[Task], design: Design) -> list[Task]:
@@ -100,6 +127,10 @@ class LLMSession:
     def review(self, env: Environment, tests: TestReport) -> str | None:
         if "review" not in self.stages:
             return None
+        if self._extra is not None and self._extra[1]:  # the model's own tools are reviewed on their probes too
+            design, probes = self._extra
+            extra = probe_tools(env, design, probes)
+            tests = TestReport(tests.env_id, [*tests.probes, *extra.probes], [*tests.untested, *extra.untested])
         outcome = self._guard("review", lambda: review_tools(self.client, env, tests))
         self.reports["review"] = outcome.report()
         return None if outcome.passed else describe(outcome)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,12 +30,15 @@ from .errors import (
     LLMAuthError,
     LLMBadResponse,
     LLMCacheMiss,
+    LLMConfigError,
     LLMModelNotFound,
     LLMUnavailable,
     LLMUnreachable,
 )
 
 __all__ = ["Reply", "StageUsage", "Usage", "ResponseCache", "ChatClient", "LLMClient", "ScopedClient", "request_key"]
+
+logger = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -107,17 +113,23 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.path(key).read_text(encoding="utf-8"))["response"]
-        except (OSError, ValueError, KeyError):
+            record = json.loads(self.path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
+        response = record.get("response") if isinstance(record, dict) else None
+        return response if isinstance(response, dict) else None
 
     def put(self, key: str, request: dict[str, Any], response: dict[str, Any]) -> None:
+        """Store a reply; a cache that cannot be written only costs the replay, never the run."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-        temporary.write_text(json.dumps({"request": request, "response": response}, ensure_ascii=False, indent=1),
-                             encoding="utf-8")
-        temporary.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}.", suffix=".tmp")
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump({"request": request, "response": response}, file, ensure_ascii=False, indent=1)
+            os.replace(temporary, path)
+        except OSError as e:
+            logger.warning("cannot write the LLM response cache at %s: %s", self.folder, e)
 
 
 class LLMClient:
@@ -130,9 +142,13 @@ class LLMClient:
         self.keys: list[str] = []  # cache keys of every reply, in order: the run's provenance
         self._keys_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.concurrency)
+        self._inflight: dict[str, threading.Lock] = {}  # one request per cache key at a time
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._http = http or httpx.Client(base_url=config.base_url.rstrip("/") + "/", headers=headers,
-                                          timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)))
+        try:
+            self._http = http or httpx.Client(base_url=config.base_url.rstrip("/") + "/", headers=headers,
+                                              timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)))
+        except (httpx.InvalidURL, ValueError) as e:
+            raise LLMConfigError(f"base_url {config.base_url!r} is not a usable URL ({e})") from None
 
     def close(self) -> None:
         self._http.close()
@@ -160,18 +176,20 @@ class LLMClient:
         key = request_key(body)
         with self._keys_lock:
             self.keys.append(key)
-        response = self.cache.get(key)
-        cached = response is not None
-        if response is None:
-            if self.config.replay:
-                raise LLMCacheMiss(f"replaying from {self.config.cache_dir}, but the {stage!r} request {key[:12]} was never "
-                                   "recorded: run once without --replay against a reachable endpoint")
-            with self._slot():
-                response = self._post(stage, body)
-            self.cache.put(key, body, response)
-        text, finish = _message(response, self.config.base_url)
-        counted = response.get("usage") or {}
-        prompt, completion = int(counted.get("prompt_tokens") or 0), int(counted.get("completion_tokens") or 0)
+            inflight = self._inflight.setdefault(key, threading.Lock())
+        with inflight:  # the same request from two threads is asked once: both get the reply the cache keeps
+            response = self.cache.get(key)
+            cached = response is not None
+            if response is None:
+                if self.config.replay:
+                    raise LLMCacheMiss(f"replaying from {self.config.cache_dir}, but the {stage!r} request {key[:12]} was "
+                                       "never recorded: run once without --replay against a reachable endpoint")
+                with self._slot():
+                    response = self._post(stage, body)
+            text, finish = _message(response, self.config.base_url)  # raises before a malformed reply is kept
+            if not cached:
+                self.cache.put(key, body, response)
+        prompt, completion = _tokens(response.get("usage"))
         price = self.config.prices.get(model)
         cost = (prompt * price.input + completion * price.output) / 1e6 if price and not cached else 0.0
         for counter in (self.usage, usage) if usage is not None else (self.usage,):  # the run's, and the caller's
@@ -193,11 +211,13 @@ class LLMClient:
                 response = self._http.post("chat/completions", json=body)
             except httpx.TimeoutException:
                 problem = f"no answer within {self.config.timeout:g} s"
-            except httpx.TransportError as e:
+            except httpx.ConnectError as e:
                 if attempt >= min(self.config.max_retries, 2):
                     raise LLMUnreachable(f"cannot reach the LLM endpoint {url} ({type(e).__name__}: {e}); check "
                                          "OPENAI_BASE_URL or `base_url`, and that the server is running") from None
                 problem = f"connection failed ({type(e).__name__})"
+            except httpx.TransportError as e:  # the connection broke mid-request
+                problem = f"the connection dropped ({type(e).__name__}: {e})"
             else:
                 if response.status_code < 400:
                     try:
@@ -210,8 +230,12 @@ class LLMClient:
                     raise LLMAuthError(f"the LLM endpoint {url} refused the API key (HTTP {response.status_code}: {detail}); "
                                        "set OPENAI_API_KEY or `api_key` in the config file")
                 if response.status_code == 404:
-                    raise LLMModelNotFound(f"the LLM endpoint {url} does not serve model {body['model']!r} (HTTP 404: "
-                                           f"{detail}); check ENVFLEET_MODEL and the endpoint's model list (GET /models)")
+                    raise LLMModelNotFound(f"the LLM endpoint {url} does not serve model {body['model']!r}, or is not an "
+                                           f"OpenAI-compatible endpoint at that path (HTTP 404: {detail}); check "
+                                           "ENVFLEET_MODEL, the endpoint's model list (GET /models), and that the base "
+                                           "URL ends with /v1")
+                if response.status_code == 429 and "quota" in detail.lower():
+                    raise LLMUnavailable(f"the LLM endpoint {url} says the account is out of quota (HTTP 429: {detail})")
                 if response.status_code not in _RETRY_STATUS:
                     raise LLMBadResponse(f"the LLM endpoint {url} rejected the {stage!r} request (HTTP "
                                          f"{response.status_code}: {detail})")
@@ -249,8 +273,19 @@ def _message(response: dict[str, Any], base_url: str) -> tuple[str, str | None]:
         raise LLMBadResponse(f"the LLM endpoint {base_url} answered without choices[0].message: "
                              f"{json.dumps(response)[:200]}") from None
     if not isinstance(content, str):  # some servers send a list of content parts
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content, choice.get("finish_reason")
+        parts = content if isinstance(content, list) else []
+        content = "".join(str(part.get("text") or "") for part in parts if isinstance(part, dict))
+    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return content, finish if isinstance(finish, str) else None
+
+
+def _tokens(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens of a reply, 0 where the server reports none or nonsense."""
+    def count(name: str) -> int:
+        value = usage.get(name) if isinstance(usage, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    return count("prompt_tokens"), count("completion_tokens")
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -103,7 +103,7 @@ class LLMConfig:
         for name, variable in (("base_url", "OPENAI_BASE_URL"), ("model", "ENVFLEET_MODEL"), ("cache_dir", "ENVFLEET_LLM_CACHE")):
             if env.get(variable):
                 values[name] = env[variable]
-        if env.get(key_env) and "api_key" not in values:
+        if env.get(key_env):
             values["api_key"] = env[key_env]
         for stage in STAGES:
             if env.get(f"ENVFLEET_MODEL_{stage.upper()}"):
@@ -112,8 +112,9 @@ class LLMConfig:
         if "cache_dir" in values:
             values["cache_dir"] = Path(values["cache_dir"])
         config = cls(**values, models=models, prices=prices)
-        if config.concurrency < 1 or config.max_rounds < 1 or config.max_retries < 0 or config.timeout <= 0:
-            raise LLMConfigError("concurrency and max_rounds must be at least 1, max_retries at least 0, timeout positive")
+        if config.concurrency < 1 or config.max_rounds < 1 or config.max_retries < 0 or config.timeout <= 0 or config.backoff < 0:
+            raise LLMConfigError("concurrency and max_rounds must be at least 1, max_retries and backoff at least 0, "
+                                 "timeout positive")
         return config
 
     def with_overrides(self, **values: Any) -> LLMConfig:
@@ -160,5 +161,8 @@ def _prices(value: Any, where: str) -> dict[str, Price]:
     for model, price in value.items():
         if not isinstance(price, dict) or set(price) - {"input", "output"}:
             raise LLMConfigError(f"{where}.{model!r} must be {{ input = USD per 1M tokens, output = USD per 1M tokens }}")
-        prices[model] = Price(float(price.get("input", 0)), float(price.get("output", 0)))
+        try:
+            prices[model] = Price(float(price.get("input", 0)), float(price.get("output", 0)))
+        except (TypeError, ValueError):
+            raise LLMConfigError(f"{where}.{model!r}: input and output are numbers (USD per 1M tokens)") from None
     return prices

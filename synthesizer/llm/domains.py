@@ -57,8 +57,10 @@ def _rules_help() -> str:
 
 
 def propose_domain(client: ChatClient, catalog: Catalog, topic: str, *, requests: list[str] | None = None,
-                   check_env: Callable[[Domain, str], list[str]] | None = None) -> Proposal[DomainProposal]:
-    """Ask for a domain for ``topic``; every problem found goes back to the model, located."""
+                   check_env: Callable[[Domain, str], list[str]] | None = None,
+                   claim: Callable[[str], bool] | None = None) -> Proposal[DomainProposal]:
+    """Ask for a domain for ``topic``; every problem found goes back to the model, located.
+    ``claim`` reserves the domain's id for this environment (False: another one has it)."""
     sectors = sorted({s.sector for s in catalog.sectors})
     schema = Domain.model_json_schema(by_alias=True)
     generators = Attribute.model_fields["generator"].description or ""
@@ -88,6 +90,9 @@ def propose_domain(client: ChatClient, catalog: Catalog, topic: str, *, requests
             downstream = check_env(domain, str(sector))
             if downstream:
                 raise Problems(downstream)
+        if claim is not None and not claim(domain.id):
+            raise Problems([f"domain.id: an environment named {domain.id!r} exists already (published, or made earlier "
+                            "in this run); choose an id of its own"])
         return DomainProposal(domain, str(sector))
 
     return propose(client, "domain", messages, check)

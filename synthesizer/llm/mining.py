@@ -9,18 +9,17 @@ others become new topics for the model to model, each with example requests.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..catalog import Catalog
-from ..topics import MiningReport, similar, stem, tokens
+from ..topics import MiningReport, read_corpus, similar, stem, tokens
 from . import prompts
 from .client import ChatClient
 from .repair import Problems, propose
 
-__all__ = ["LLMMiningReport", "mine_corpus_with_llm"]
+__all__ = ["LLMMiningReport", "mine_corpus_with_llm", "mine_requests_with_llm"]
 
 BATCH = 20
 TOPIC_SIMILARITY = 0.5
@@ -41,13 +40,14 @@ def _topic_key(topic: str) -> set[str]:
 
 
 def mine_corpus_with_llm(client: ChatClient, catalog: Catalog, path: Path) -> LLMMiningReport:
+    return mine_requests_with_llm(client, catalog, read_corpus(path))
+
+
+def mine_requests_with_llm(client: ChatClient, catalog: Catalog, texts: list[str]) -> LLMMiningReport:
     report = LLMMiningReport()
     kept: list[set[str]] = []
     requests: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        text = str(json.loads(line).get("text", "")).strip()
+    for text in texts:
         report.total += 1
         signature = {stem(w) for w in tokens(text)}
         if any(similar(signature, other) for other in kept):
@@ -64,15 +64,23 @@ def mine_corpus_with_llm(client: ChatClient, catalog: Catalog, path: Path) -> LL
             items = data.get("items")
             if not isinstance(items, list):
                 raise Problems(['items: missing; answer {"items": [...]}'])
-            by_index = {i.get("index"): i for i in items if isinstance(i, dict)}
+            by_index: dict[int, dict[str, Any]] = {}
             problems = []
+            for position, item in enumerate(items):
+                index = item.get("index") if isinstance(item, dict) else None
+                if type(index) is not int:
+                    problems.append(f"items[{position}].index: a whole number is needed, not {index!r}")
+                elif index in by_index:
+                    problems.append(f"items[{position}].index: request {index} is labelled twice")
+                else:
+                    by_index[index] = item
             for index in range(len(batch)):
                 item = by_index.get(index)
                 if item is None or not isinstance(item.get("stateful"), bool):
                     problems.append(f"items[{index}]: missing, or `stateful` is not true/false")
-                elif item["stateful"] and not isinstance(item.get("topic"), str):
-                    problems.append(f"items[{index}]: a stateful request needs a `topic`")
-                elif item.get("domain") not in (None, *names):
+                elif item["stateful"] and not (isinstance(item.get("topic"), str) and _topic_key(item["topic"])):
+                    problems.append(f"items[{index}]: a stateful request needs a `topic` of a few words")
+                elif not isinstance(item.get("domain"), str | None) or item.get("domain") not in (None, *names):
                     problems.append(f"items[{index}].domain: {item['domain']!r} is not a catalog domain id (or null)")
             if problems:
                 raise Problems(problems)

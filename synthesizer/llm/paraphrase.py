@@ -42,22 +42,29 @@ def _values(value: Any) -> list[str]:
 
 
 def task_facts(task: Task) -> list[str]:
-    """What the instruction states that the gold chain uses, and who the user says they are."""
+    """What the agent needs from the instruction: every value the gold chain uses that it states,
+    every date, time, code, amount and address in it, and the user's name."""
     instruction = _norm(task.instruction)
     facts = [v for call in task.gold for v in _values(call.arguments) if len(v) >= 2 and _norm(v) in instruction]
-    facts += [v for v in task.user.known.values() if len(v) <= 60 and _norm(v) in instruction]
-    return list(dict.fromkeys(facts))
+    facts += [m.group(0).strip(".,;:") for m in _SPECIFIC.finditer(task.instruction)]
+    name = task.user.known.get("name")
+    if name and _norm(name) in instruction:
+        facts.append(name)
+    return list(dict.fromkeys(f for f in facts if f))
 
 
 def _specifics(text: str) -> set[str]:
     return {m.group(0).lower().strip(".,;:") for m in _SPECIFIC.finditer(text)}
 
 
-def wording_problems(task: Task, instruction: str) -> list[str]:
+def wording_problems(task: Task, instruction: str, persona: str = "") -> list[str]:
     problems = [f"lost {fact!r}" for fact in task_facts(task) if _norm(fact) not in _norm(instruction)]
     added = sorted(_specifics(instruction) - _specifics(task.instruction))
     if added:
         problems.append(f"added {', '.join(repr(a) for a in added)}, which the request does not state")
+    invented = sorted(_specifics(persona) - _specifics(task.user.persona))
+    if invented:
+        problems.append(f"the persona adds {', '.join(repr(a) for a in invented)}; describe the person, not facts")
     if task.answer is not None and "?" not in instruction:
         problems.append("dropped the question the customer asks")
     return problems
@@ -71,7 +78,8 @@ class ParaphraseOutcome:
     reports: list[dict[str, Any]] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
-        return {"rewritten": self.rewritten, "kept": self.kept, "batches": self.reports}
+        return {"rewritten": self.rewritten, "kept": self.kept, "rounds": sum(r["rounds"] for r in self.reports),
+                "batches": self.reports}
 
 
 def paraphrase_tasks(client: ChatClient, tasks: list[Task], business: str) -> ParaphraseOutcome:
@@ -85,7 +93,10 @@ def paraphrase_tasks(client: ChatClient, tasks: list[Task], business: str) -> Pa
         last: dict[str, list[str]] = {}
 
         def check(data: dict[str, Any], batch: list[Task] = batch, accepted: dict = accepted, last: dict = last) -> bool:
-            answers = {a.get("id"): a for a in data.get("tasks") or [] if isinstance(a, dict)}
+            listed = data.get("tasks")
+            if not isinstance(listed, list):
+                raise Problems(['tasks: a list of {"id", "instruction", "persona"} objects is needed'])
+            answers = {a["id"]: a for a in listed if isinstance(a, dict) and isinstance(a.get("id"), str)}
             problems = []
             for task in batch:
                 if task.id in accepted:
@@ -95,7 +106,7 @@ def paraphrase_tasks(client: ChatClient, tasks: list[Task], business: str) -> Pa
                 if not isinstance(text, str) or not text.strip() or not isinstance(persona, str) or not persona.strip():
                     found = ["no instruction and persona given"]
                 else:
-                    found = wording_problems(task, text)
+                    found = wording_problems(task, text, persona)
                 if found:
                     last[task.id] = found
                     problems += [f"tasks[{task.id}]: {p}" for p in found]

@@ -73,12 +73,16 @@ def propose(client: ChatClient, stage: str, messages: list[dict[str, str]], chec
         proposal.attempts.append(attempt)
         try:
             proposal.value = check(parse_json_reply(reply.text))
+            proposal.refused = False
             return proposal
         except ReplyProblem as e:
             attempt.problems = [str(e)]
-            proposal.refused = proposal.refused or e.refusal
+            proposal.refused = e.refusal  # what the last round did
         except Problems as e:
             attempt.problems = e.problems or ["the proposal was rejected"]
+            proposal.refused = False
+        except Exception as e:  # noqa: BLE001 - a reply shaped in a way no check foresaw is a problem of the reply
+            attempt.problems = [f"the reply could not be checked ({type(e).__name__}: {e}); follow the requested format exactly"]
         if reply.finish_reason == "length":
             attempt.problems.append("the reply was cut off at the token limit; answer more compactly")
         listed = "\n".join(f"- {p}" for p in attempt.problems[:MAX_LISTED])

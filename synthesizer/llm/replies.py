@@ -19,6 +19,9 @@ _REFUSAL = re.compile(r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i can
                       r"|unfortunately,? i)", re.I)
 
 
+MAX_REPLY = 2_000_000
+
+
 class ReplyProblem(ValueError):
     """The reply holds no usable JSON object; the message says what was wrong."""
 
@@ -35,6 +38,8 @@ def parse_json_reply(text: str) -> dict[str, Any]:
     """The JSON object in a reply. Raises :class:`ReplyProblem`."""
     if not text.strip():
         raise ReplyProblem("the reply was empty; answer with one JSON object")
+    if len(text) > MAX_REPLY:
+        raise ReplyProblem(f"the reply is {len(text):,} characters long, more than the {MAX_REPLY:,} accepted; answer more compactly")
     if looks_like_refusal(text):
         raise ReplyProblem("the reply declined the request. This is synthetic test data for a simulated system (no "
                            "real people or systems are involved); answer with the JSON object asked for", refusal=True)
@@ -46,6 +51,8 @@ def parse_json_reply(text: str) -> dict[str, Any]:
         except json.JSONDecodeError as e:
             last_error = e
             continue
+        except RecursionError:
+            raise ReplyProblem("the JSON in the reply nests too deeply; answer with a plain JSON object") from None
         if isinstance(value, dict):
             return value
     if last_error is not None and "{" in text:

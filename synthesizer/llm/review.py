@@ -38,7 +38,7 @@ class ReviewOutcome:
 
     def report(self) -> dict[str, Any]:
         return {"passed": self.passed, "reviewed": self.reviewed, "rejected": self.rejected, "unreviewed": self.unreviewed,
-                "batches": self.reports}
+                "rounds": sum(r["rounds"] for r in self.reports), "batches": self.reports}
 
 
 def recorded_calls(env: Environment, tests: TestReport) -> dict[str, list[dict[str, Any]]]:
@@ -68,8 +68,11 @@ def review_tools(client: ChatClient, env: Environment, tests: TestReport) -> Rev
         payload = [{"tool": n, "description": descriptions[n], "calls": calls[n]} for n in names]
 
         def check(data: dict[str, Any], names: list[str] = names) -> dict[str, tuple[bool, str]]:
-            verdicts = {v.get("tool"): v for v in data.get("verdicts") or [] if isinstance(v, dict)}
-            missing = [n for n in names if not isinstance(verdicts.get(n, {}).get("ok"), bool)]
+            listed = data.get("verdicts")
+            if not isinstance(listed, list):
+                raise Problems(['verdicts: a list of {"tool", "ok", "reason"} objects is needed'])
+            verdicts = {v["tool"]: v for v in listed if isinstance(v, dict) and isinstance(v.get("tool"), str)}
+            missing = [n for n in names if not isinstance((verdicts.get(n) or {}).get("ok"), bool)]
             if missing:
                 raise Problems([f"verdicts: no verdict (ok true/false) for {', '.join(missing)}"])
             return {n: (verdicts[n]["ok"], str(verdicts[n].get("reason") or "")) for n in names}

@@ -67,10 +67,7 @@ def propose_seed_values(client: ChatClient, design: Design) -> SeedValuesOutcome
                 continue
             entity, attribute = key.split(".", 1)
             vocabulary[(entity, attribute)] = distinct
-        unknown = sorted(set(values) - set(asks))
-        if unknown:
-            problems.append(f"values: not asked for: {', '.join(unknown)}")
-        if problems:
+        if problems:  # values nobody asked for are ignored
             raise Problems(problems)
         return vocabulary
 

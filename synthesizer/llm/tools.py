@@ -38,6 +38,7 @@ HELPERS = ("one statement per step; values only as :name parameters (the tool's 
 class ToolsOutcome:
     tools: list[dict[str, Any]] = field(default_factory=list)  # accepted, without their probes
     dropped: dict[str, list[str]] = field(default_factory=dict)  # tool -> its last problems
+    probes: dict[str, ToolProbes] = field(default_factory=dict)  # the accepted tools' probes
     proposal: Proposal[list[dict[str, Any]]] | None = None
 
     def report(self) -> dict[str, Any]:
@@ -69,12 +70,14 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
     schema = Tool.model_json_schema()
     messages = prompts.tools(spec_summary(spec, seed), schema, HELPERS, count)
     outcome = ToolsOutcome()
-    best: dict[str, Any] = {"passing": [], "failing": {}}
+    best: dict[str, Any] = {"passing": [], "failing": {}, "probes": {}}
 
     def check(data: dict[str, Any]) -> list[dict[str, Any]]:
         proposed = data.get("tools")
         if not isinstance(proposed, list) or not proposed:
             raise Problems(['tools: missing; answer {"tools": [...]}'])
+        if len(proposed) > count:
+            raise Problems([f"tools: {len(proposed)} tools proposed; propose at most {count}"])
         problems: dict[str, list[str]] = {}
         tools: dict[str, dict[str, Any]] = {}
         probes: dict[str, ToolProbes] = {}
@@ -82,19 +85,27 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise Problems([f"tools[{index}]: each tool is an object with a name"])
             name, item = item["name"], copy.deepcopy(item)
-            raw = item.pop("probes", None) or {}
+            raw = item.pop("probes", None)
             where = f"tools.{name}"
-            if name in existing or name in tools:
-                problems.setdefault(name, []).append(f"{where}.name: a tool named {name!r} already exists; choose another name")
+            if name in existing:
+                problems.setdefault(name, []).append(f"{where}.name: the environment already has a tool named {name!r}; "
+                                                     "choose another name")
                 continue
-            succeeds = raw.get("succeeds") if isinstance(raw, dict) else None
-            fails = [f.get("arguments") if isinstance(f, dict) else None for f in (raw.get("fails") or [])] if isinstance(raw, dict) else []
+            if name in tools:
+                problems.setdefault(name, []).append(f"{where}.name: two proposed tools are named {name!r}")
+                continue
+            raw = raw if isinstance(raw, dict) else {}
+            succeeds = raw.get("succeeds") if isinstance(raw.get("succeeds"), list) else []
+            fails_raw = raw.get("fails") if isinstance(raw.get("fails"), list) else []
+            fails = [f.get("arguments") if isinstance(f, dict) else None for f in fails_raw]
             if not succeeds or not all(isinstance(a, dict) for a in succeeds):
                 problems.setdefault(name, []).append(f"{where}.probes.succeeds: give 1 to 3 argument objects the tool succeeds on")
             if not all(isinstance(a, dict) for a in fails):
                 problems.setdefault(name, []).append(f"{where}.probes.fails: each is {{\"arguments\": {{...}}, \"because\": \"...\"}}")
+            elif item.get("kind") == "write" and not fails:
+                problems.setdefault(name, []).append(f"{where}.probes.fails: a write tool needs 1 to 3 calls its rules refuse")
             tools[name] = item
-            probes[name] = ToolProbes(list(succeeds or []), [a for a in fails if isinstance(a, dict)])
+            probes[name] = ToolProbes([a for a in succeeds if isinstance(a, dict)], [a for a in fails if isinstance(a, dict)])
         _static_problems(spec, seed, tools, problems)
         passing = {n: t for n, t in tools.items() if n not in problems}
         if passing:
@@ -105,7 +116,7 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
                     f"tools.{probe.tool}.probes ({probe.kind} {json.dumps(probe.arguments, ensure_ascii=False)[:200]}): {probe.detail}")
         good = [t for n, t in tools.items() if n not in problems]
         if len(good) >= len(best["passing"]):
-            best.update(passing=good, failing=problems)
+            best.update(passing=good, failing=problems, probes={n: probes[n] for n in tools if n not in problems})
         if problems:
             raise Problems([p for name in sorted(problems) for p in problems[name]])
         return good
@@ -113,6 +124,7 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
     outcome.proposal = propose(client, "tools", messages, check)
     outcome.tools = outcome.proposal.value if outcome.proposal.ok else best["passing"]
     outcome.dropped = {} if outcome.proposal.ok else best["failing"]
+    outcome.probes = best.get("probes", {}) if outcome.tools else {}
     return outcome
 
 

@@ -169,10 +169,13 @@ def script_happy_path(stub: OpenAIStub) -> None:
 # -- end to end ------------------------------------------------------------------------------------
 
 
-def test_a_topic_becomes_a_served_environment_repaired_and_replayable(stub: OpenAIStub, tmp_path: Path) -> None:
+def test_a_topic_becomes_a_served_environment_repaired_and_replayable(tmp_path: Path) -> None:
     config_file(tmp_path)
-    script_happy_path(stub)
-    result = synth(tmp_path, stub.url, "--topic", TOPIC, "--tasks-per-env", "6")
+    with OpenAIStub().running() as stub:
+        script_happy_path(stub)
+        result = synth(tmp_path, stub.url, "--topic", TOPIC, "--tasks-per-env", "6")
+        url = stub.url
+    # the stub is stopped from here on
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     folder = tmp_path / "out" / "envs" / "pet_boarding_clinic"
@@ -208,11 +211,12 @@ def test_a_topic_becomes_a_served_environment_repaired_and_replayable(stub: Open
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 0 and "6/6 tasks pass every gate" in check.stdout, check.stdout + check.stderr
 
-    served = len(stub.requests)
-    replay = synth(tmp_path, "http://127.0.0.1:9/v1", "--topic", TOPIC, "--tasks-per-env", "6", "--replay", root="replay")
+    replay = synth(tmp_path, url, "--topic", TOPIC, "--tasks-per-env", "6", "--replay", root="replay")
     assert replay.returncode == 0, replay.stderr
-    assert len(stub.requests) == served  # nothing asked of any endpoint
     assert folder_bytes(tmp_path / "replay" / "envs") == folder_bytes(tmp_path / "out" / "envs")
+    again = synth(tmp_path, url, "--topic", TOPIC, "--tasks-per-env", "6", root="again")  # no --replay: the cache answers
+    assert again.returncode == 0, again.stderr
+    assert folder_bytes(tmp_path / "again" / "envs") == folder_bytes(tmp_path / "out" / "envs")
 
 
 def test_a_domain_that_cannot_be_repaired_is_reported_and_not_published(stub: OpenAIStub, tmp_path: Path) -> None:
@@ -366,3 +370,78 @@ def test_paraphrase_only_rewords_a_procedural_environment(stub: OpenAIStub, tmp_
     tasks = [json.loads(line) for line in (folder / "tasks" / "synthesized.jsonl").read_text().splitlines()]
     assert all(t["instruction"].startswith("Hi! Quick request") for t in tasks)
     assert all(t["user"]["persona"] == "A regular customer who writes short, friendly notes." for t in tasks)
+
+
+def test_one_environment_failing_does_not_cost_the_batch(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path, max_rounds=1)
+    unseedable = copy.deepcopy(DOMAIN)  # an integer attribute generated from people's names
+    unseedable["domain"]["entities"][2]["attributes"][3]["generator"] = "name"
+    stub.script("domain", json.dumps(unseedable))
+    result = synth(tmp_path, stub.url, "--topic", TOPIC, "--topic", "dental_clinic", "--stages", "domain", "--tasks-per-env", "3")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert Registry.load(tmp_path / "out" / "registry.json").ids() == ["dental_clinic"]  # a catalog id stays the catalog's
+    assert "suite.spaces_left: generator 'name' cannot make integer values" in result.stderr
+
+
+def test_endpoint_that_keeps_failing_or_is_out_of_quota(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path, max_retries=2)
+    stub.script("domain", Fault(503))
+    result = synth(tmp_path, stub.url, "--topic", TOPIC, "--stages", "domain")
+    assert result.returncode == 1 and "kept failing for the 'domain' stage after 3 attempt(s); last: HTTP 503" in result.stderr
+    stub.script("domain", Fault(429, {"error": {"message": "You exceeded your current quota.", "code": "insufficient_quota"}}))
+    result = synth(tmp_path, stub.url, "--topic", TOPIC, "--stages", "domain")
+    assert result.returncode == 1 and "out of quota" in result.stderr
+    assert len(stub.requests_for("domain")) == 4  # three tries, then one: quota is not retried
+    assert "Traceback" not in result.stderr
+
+
+class ScriptedClient:
+    """A stand-in for the model inside one stage: replies in order, and the conversations it got."""
+
+    def __init__(self, *replies: str) -> None:
+        self.config = LLMConfig(model="m", max_rounds=len(replies))
+        self.replies = list(replies)
+        self.conversations: list[list[dict[str, str]]] = []
+
+    def chat(self, stage: str, messages: list[dict[str, str]], *, json_reply: bool = True) -> Any:
+        from synthesizer.llm.client import Reply
+
+        self.conversations.append(list(messages))
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        return Reply(reply, f"key{len(self.conversations)}", False, "m", "stop")
+
+
+@pytest.mark.parametrize(("stage", "bad", "problem"), [
+    ("judge", '{"items": [{"index": [0], "stateful": true, "topic": "x y"}]}', "index: a whole number is needed"),
+    ("judge", '{"items": ' + "[" * 5000 + "]" * 5000 + "}", "nests too deeply"),
+    ("paraphrase", '{"tasks": 5}', "tasks: a list of"),
+    ("paraphrase", '{"tasks": [{"id": ["t"], "instruction": "x", "persona": "y"}]}', "no instruction and persona"),
+    ("review", '{"verdicts": 3}', "verdicts: a list of"),
+    ("tools", '{"tools": [{"name": "x", "kind": "write", "probes": {"succeeds": 5, "fails": 5}}]}', "probes.succeeds: give"),
+])
+def test_replies_of_the_wrong_shape_go_back_as_problems(stage: str, bad: str, problem: str) -> None:
+    from servers import Environment
+    from synthesizer.llm.mining import mine_requests_with_llm
+    from synthesizer.llm.paraphrase import paraphrase_tasks
+    from synthesizer.llm.review import review_tools
+    from synthesizer.llm.tools import propose_tools
+    from synthesizer.modeling import build_spec, design_domain
+    from synthesizer.procedural_tests import run_procedural_tests
+
+    client = ScriptedClient(bad, "{}")
+    catalog = load_catalog()
+    if stage == "judge":
+        mine_requests_with_llm(client, catalog, ["Cancel my dentist appointment."])
+    else:
+        design = design_domain(catalog.domain("dental_clinic"), seed=1)
+        spec = build_spec(design)
+        env = Environment.load(Path(__file__).parents[2] / "servers" / "envs" / "dental_clinic")
+        if stage == "paraphrase":
+            paraphrase_tasks(client, env.tasks[:1], "dental clinic")
+        elif stage == "review":
+            review_tools(client, env, run_procedural_tests(env, design))
+        else:
+            propose_tools(client, spec, json.loads((env.path / "seed.json").read_text()), design)
+    assert len(client.conversations) >= 2
+    assert problem in client.conversations[1][-1]["content"]
