@@ -235,6 +235,25 @@ def registry_build(
     out.print(f"wrote {out_path} ({len(reg.ids())} environments)", highlight=False)
 
 
+@registry_app.command("init")
+def registry_init(
+    env_root: EnvRootOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Make an env root a fleet on first use (what a container runs before it serves): copy the
+    packaged environments in when it has none, build its registry when missing."""
+    from .registry import init_fleet
+
+    if env_root is None or registry is None:
+        raise _fail("give --env-root and --registry (or ENVFLEET_ENV_ROOT and ENVFLEET_REGISTRY)", 2)
+    try:
+        copied = init_fleet(env_root, registry)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+    err.print(f"{registry}: {len(Registry.load(registry).ids())} environments" + (f" ({len(copied)} copied in)" if copied else ""),
+              highlight=False)
+
+
 @registry_app.command("check")
 def registry_check(
     registry: Annotated[Path, typer.Option(help="registry.json to check.")] = DEFAULT_REGISTRY,

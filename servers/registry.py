@@ -7,8 +7,12 @@ hand. Fields shared with the MCP Registry's ``server.json`` use its names: ``nam
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +31,8 @@ __all__ = [
     "registry_json_schema",
     "entry_for",
     "PROVENANCE_FILE",
+    "registry_lock",
+    "init_fleet",
 ]
 
 REGISTRY_FORMAT = 1
@@ -276,3 +282,33 @@ class Registry:
     def stale(self) -> list[str]:
         """Ids whose folder no longer matches the recorded content hash."""
         return [i for i in self.ids() if content_hash(self.folder(i)) != self.entries[i].content_hash]
+
+
+@contextmanager
+def registry_lock(registry_path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<registry>.lock``, held by every process that rewrites the registry."""
+    registry_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(registry_path.with_name(registry_path.name + ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def init_fleet(env_root: Path, registry_path: Path) -> list[str]:
+    """Make ``env_root`` a fleet on first use: copy the packaged environments into it when it has
+    none, and build ``registry_path`` when it is missing. Safe to run from several processes at
+    once (a container's entrypoint); returns the environments it copied."""
+    with registry_lock(registry_path):
+        copied = []
+        env_root.mkdir(parents=True, exist_ok=True)
+        if not any(env_root.glob(f"*/{SPEC_FILE}")):
+            for folder in sorted(p.parent for p in PACKAGED_ENV_ROOT.glob(f"*/{SPEC_FILE}")):
+                shutil.copytree(folder, env_root / folder.name)
+                copied.append(folder.name)
+        if copied or not registry_path.exists():
+            fresh = registry_path.with_name(f".{registry_path.name}.{os.getpid()}.tmp")
+            Registry.build(env_root, relative_to=registry_path.parent).write(fresh)
+            os.replace(fresh, registry_path)
+        return copied

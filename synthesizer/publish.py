@@ -8,17 +8,14 @@ either the old registry or the new one, and never lists a folder that is not com
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from servers import Environment, Registry
-from servers.registry import PROVENANCE_FILE, RegistryEntry, RegistryFile, entry_for
+from servers.registry import PROVENANCE_FILE, RegistryEntry, RegistryFile, entry_for, registry_lock
 
 __all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "registry_lock", "update_registry", "remove_from_registry"]
 
@@ -36,17 +33,6 @@ def write_env_folder(folder: Path, files: dict[str, Any]) -> None:
             path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in value), encoding="utf-8")
         else:
             path.write_text(_dump(value), encoding="utf-8")
-
-
-@contextmanager
-def registry_lock(registry_path: Path) -> Iterator[None]:
-    lock_path = registry_path.with_name(registry_path.name + ".lock")
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_entries(registry_path: Path) -> list[RegistryEntry]:

@@ -215,13 +215,21 @@ class _Seeder:
             field = entity.lifecycle.field
             seen: dict[Any, int] = defaultdict(int)
             limit = int(self.design.params.get(index, 1)) if isinstance(rule, LimitPerOwner) else 1
+            in_state = Counter(row[field] for row in self.rows[entity.plural])
+            owner_ids = [r[f"{rule.owner}_id"] for r in self.rows.get(self.design.entity(rule.owner).plural, [])]
             for row in self.rows[entity.plural]:
                 if row[field] not in rule.states:
                     continue
                 key = (row[owner],) if isinstance(rule, LimitPerOwner) else (
                     row[owner], row[next(r.column for r in entity.relations if r.to == rule.target)])
+                if seen[key] >= limit and in_state[row[field]] == 1 and isinstance(rule, LimitPerOwner):
+                    roomy = next((o for o in owner_ids if seen[(o,)] < limit), None)
+                    if roomy is not None:  # the only record in its state keeps it, with an owner who has room
+                        row[owner], key = roomy, (roomy,)
                 seen[key] += 1
                 if seen[key] > limit:
+                    in_state[row[field]] -= 1
+                    in_state[spare] += 1
                     row[field] = spare
                     for attr, value in self._stamps(entity, spare).items():
                         row[attr] = value

@@ -17,7 +17,7 @@ from typing import Any
 
 from .catalog import Catalog
 
-__all__ = ["TopicMatch", "match_topic", "MiningReport", "read_corpus", "mine_corpus", "mine_requests", "is_stateful",
+__all__ = ["TopicMatch", "match_topic", "MiningReport", "read_corpus", "read_corpus_text", "mine_corpus", "mine_requests", "is_stateful",
            "NoMatchingDomain"]
 
 _WORD = re.compile(r"[a-z][a-z\-']+")
@@ -129,18 +129,23 @@ def similar(a: set[str], b: set[str]) -> bool:
 
 
 def read_corpus(path: Path) -> list[str]:
-    """The ``text`` of each line of a JSONL corpus; a line that is not JSON says where."""
+    """The ``text`` of each line of a JSONL corpus file."""
+    return read_corpus_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def read_corpus_text(content: str, source: str = "corpus") -> list[str]:
+    """The ``text`` of each line of JSONL; a line that is not JSON, or has no text, says where."""
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not JSON ({e.msg})") from None
+            raise ValueError(f"{source}:{number}: not JSON ({e.msg})") from None
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
-            raise ValueError(f"{path}:{number}: each line needs a \"text\" string")
+            raise ValueError(f"{source}:{number}: each line needs a \"text\" string")
         texts.append(text.strip())
     return texts
 

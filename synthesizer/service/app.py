@@ -1,0 +1,312 @@
+"""The synthesizer's REST API (FastAPI): submit work as jobs, follow them, browse and manage the
+published environments. Reads are open; every write needs the bearer token when one is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from servers import Environment, Registry, RegistryError, SpecError
+from servers.registry import PROVENANCE_FILE
+from servers.tasks import TaskPackError
+
+from .. import __version__
+from ..dependency_graph import build_graph, graph_json
+from ..llm import LLMConfig, LLMError
+from ..llm.backend import LLMBackend
+from ..publish import unpublish, write_env_folder
+from .jobs import IdempotencyConflict, JobStore, QueueFull
+from .runner import Runner, ServiceSettings
+from .schemas import EnvironmentsRequest, ErrorOut, JobAccepted, JobOut, TaskPackRequest
+
+__all__ = ["create_app"]
+
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+class UploadLimit:
+    """Refuses request bodies over the limit with 413 — by Content-Length, or while they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(int(declared), scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge(seen)
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge as e:
+            await self._refuse(e.size, scope, receive, send)
+
+    async def _refuse(self, size: int, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({"detail": f"body: {size:,} bytes is over this service's upload limit of {self.max_bytes:,} bytes "
+                                      "(--max-upload-mb)"}, status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    store = JobStore(settings.db)
+    runner = Runner(store, settings)
+    bearer = HTTPBearer(auto_error=False, description="The service's token (ENVFLEET_SYNTH_TOKEN), for every write.")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.recover()
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            store.close()
+
+    app = FastAPI(
+        title="EnvFleet synthesizer", version=__version__, lifespan=lifespan,
+        summary="Make tool-use environments and task packs as jobs; browse and manage the published fleet.",
+        description="Every write (POST, DELETE) needs `Authorization: Bearer <token>` when the service has a token. POSTs "
+                    "take an `Idempotency-Key` header: the same key and body give back the same job.",
+    )
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    if "*" not in settings.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOCAL_HOSTS, *settings.allowed_hosts])
+    app.state.store, app.state.runner = store, runner
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        broken = next((e for e in error.errors() if e["type"] == "json_invalid"), None)
+        if broken is not None:
+            position = broken["loc"][-1] if broken["loc"] else "?"
+            reason = (broken.get("ctx") or {}).get("error", "not JSON")
+            message = f"body: malformed JSON at character {position}: {reason}"
+            return JSONResponse({"detail": message, "errors": [{"field": "body", "message": message}]}, status_code=400)
+        problems = [{"field": _field(tuple(e["loc"])), "message": e["msg"].removeprefix("Value error, ")} for e in error.errors()]
+        detail = "; ".join(f"{p['field']}: {p['message']}" if p["field"] != "body" else p["message"] for p in problems)
+        return JSONResponse({"detail": detail, "errors": problems}, status_code=422)
+
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if settings.token is None:
+            return
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), settings.token.encode()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required for this request",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def registry() -> Registry | None:
+        if not settings.registry.exists():
+            return None
+        try:
+            return Registry.load(settings.registry)
+        except RegistryError as e:
+            raise HTTPException(503, f"the registry cannot be read: {e}") from None
+
+    def entry_or_404(env_id: str) -> tuple[Registry, Any]:
+        reg = registry()
+        if reg is None or env_id not in reg.entries:
+            raise HTTPException(404, f"unknown environment {env_id!r}")
+        return reg, reg.entries[env_id]
+
+    def accepted(job: Any, created: bool, response: Response) -> JobAccepted:
+        response.status_code = 202
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+        if not created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return JobAccepted(job_id=job.id, status=job.status, kind=job.kind, links={"self": f"/v1/jobs/{job.id}"})
+
+    def submit(kind: str, body: dict[str, Any], key: str | None) -> tuple[Any, bool]:
+        try:
+            return store.submit(kind, body, max_queued=settings.max_queued, idempotency_key=key)
+        except QueueFull as e:
+            raise HTTPException(429, str(e), headers={"Retry-After": "30"}) from None
+        except IdempotencyConflict as e:
+            raise HTTPException(409, str(e)) from None
+
+    # -- fleet ---------------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["service"], summary="Liveness, jobs by status, the queue")
+    async def healthz() -> dict[str, Any]:
+        counts = store.counts()
+        return {"status": "ok", "version": __version__, "jobs": counts, "workers": settings.workers,
+                "queue": {"queued": counts.get("queued", 0), "max": settings.max_queued}}
+
+    @app.get("/registry.json", tags=["environments"], summary="The fleet's registry.json", response_model=None,
+             responses={404: {"model": ErrorOut}})
+    async def registry_json() -> Response:
+        if not settings.registry.exists():
+            raise HTTPException(404, "nothing is published yet")
+        return Response(settings.registry.read_bytes(), media_type="application/json")
+
+    # -- environments --------------------------------------------------------------------------
+
+    @app.post("/v1/environments", status_code=202, response_model=JobAccepted, tags=["environments"],
+              summary="Make environments (a topic, topics, a corpus, a batch) or publish an uploaded one, as a job",
+              dependencies=[Depends(authorize)],
+              responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 409: {"model": ErrorOut},
+                         413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+    async def make_environments(body: EnvironmentsRequest, response: Response,
+                                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+        if body.spec is not None:
+            _check_upload(body)
+        if body.backend == "llm":
+            try:
+                LLMBackend.from_options(LLMConfig.load(settings.llm_config), stages=set(body.stages or []) or None,
+                                        paraphrase=body.paraphrase, review=body.review).client.close()
+            except LLMError as e:
+                raise HTTPException(422, f"backend: the llm backend is not usable on this service: {e}") from None
+        job, created = submit(body.kind, body.model_dump(mode="json", exclude_none=True), idempotency_key)
+        return accepted(job, created, response)
+
+    @app.get("/v1/environments", tags=["environments"], summary="The published environments (registry entries)")
+    async def list_environments(domain: str | None = None, sector: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+        reg = registry()
+        if reg is None:
+            return []
+        entries = [reg.entries[i] for i in reg.ids()]
+        if domain:
+            entries = [e for e in entries if e.domain == domain or (e.provenance or {}).get("domain") == domain]
+        if sector:
+            entries = [e for e in entries if (e.provenance or {}).get("sector") == sector or sector in e.tags]
+        if tag:
+            entries = [e for e in entries if tag in e.tags]
+        return [e.model_dump(mode="json", by_alias=True) for e in entries]
+
+    @app.get("/v1/environments/{env_id}", tags=["environments"], responses={404: {"model": ErrorOut}},
+             summary="One environment: spec summary, tools, dependency graph, task packs, quality report")
+    async def get_environment(env_id: str) -> dict[str, Any]:
+        reg, entry = entry_or_404(env_id)
+        folder = reg.folder(env_id)
+        env = reg.environment(env_id)
+        graph_file = folder / "tool_graph.json"
+        graph = json.loads(graph_file.read_text(encoding="utf-8")) if graph_file.exists() else graph_json(build_graph(env))
+        packs = []
+        for pack in env.task_packs:
+            difficulty: dict[str, int] = {}
+            for task in pack.tasks:
+                difficulty[task.difficulty] = difficulty.get(task.difficulty, 0) + 1
+            packs.append({"name": pack.name, "tasks": len(pack.tasks), "splits": pack.splits, "difficulty": difficulty,
+                          "gold_calls": _histogram(len(t.gold) for t in pack.tasks)})
+        provenance = entry.provenance or {}
+        return {
+            "entry": entry.model_dump(mode="json", by_alias=True),
+            "spec": {"name": env.spec.name, "description": env.spec.description, "domain": env.spec.domain,
+                     "clock": env.spec.clock.isoformat(), "policy": env.spec.policy,
+                     "tables": [{"name": t.name, "columns": [c.name for c in t.columns]} for t in env.spec.tables]},
+            "tools": [{"name": t.name, "kind": t.kind, "description": t.description,
+                       **env.report.tools[t.name].to_dict()} for t in env.spec.tools],
+            "graph": graph, "task_packs": packs,
+            "quality": {"backend": provenance.get("backend", "hand-written"),
+                        "procedural_tests": provenance.get("procedural_tests"), "tasks": provenance.get("tasks"),
+                        "llm": provenance.get("llm")} if provenance else None,
+        }
+
+    @app.post("/v1/environments/{env_id}/task-packs", status_code=202, response_model=JobAccepted, tags=["environments"],
+              summary="More gold-verified tasks for a synthesized environment, as a job", dependencies=[Depends(authorize)],
+              responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+    async def more_task_packs(env_id: str, body: TaskPackRequest, response: Response,
+                              idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+        reg, _ = entry_or_404(env_id)
+        folder = reg.folder(env_id)
+        if not (folder / PROVENANCE_FILE).exists():
+            raise HTTPException(409, f"{env_id!r} was written by hand; only synthesized environments get more tasks here")
+        if (folder / "tasks" / f"{body.pack}.jsonl").exists():
+            raise HTTPException(409, f"pack: {env_id!r} already has a task pack named {body.pack!r}")
+        job, created = submit("task_pack", {"env_id": env_id, **body.model_dump(mode="json")}, idempotency_key)
+        return accepted(job, created, response)
+
+    @app.delete("/v1/environments/{env_id}", status_code=204, tags=["environments"], dependencies=[Depends(authorize)],
+                summary="Unpublish an environment and delete its folder", responses={404: {"model": ErrorOut}})
+    async def delete_environment(env_id: str) -> Response:
+        entry_or_404(env_id)
+        unpublish(settings.env_root, env_id, settings.registry)
+        runner._notify_fleet([env_id])
+        return Response(status_code=204)
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    @app.get("/v1/jobs", response_model=list[JobOut], tags=["jobs"], summary="Jobs, newest first")
+    async def list_jobs(status_filter: Annotated[str | None, Query(alias="status")] = None,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+        return [j.to_dict() for j in store.list(status_filter, limit)]
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses={404: {"model": ErrorOut}},
+             summary="A job: its status, stage-by-stage progress, what it published, its errors")
+    async def get_job(job_id: str) -> dict[str, Any]:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return job.to_dict()
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], dependencies=[Depends(authorize)],
+              summary="Cancel a queued job, or stop a running one at its next stage",
+              responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        if job.status not in ("queued", "running"):
+            raise HTTPException(409, f"job {job_id} already finished ({job.status})")
+        cancelled = store.cancel(job_id)
+        assert cancelled is not None
+        return cancelled.to_dict()
+
+    def _check_upload(body: EnvironmentsRequest) -> None:
+        """An uploaded environment is checked now, so a bad one is a 422 naming the field, not a failed job."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "upload"
+            files: dict[str, Any] = {"env.json": body.spec, "seed.json": body.seed_data}
+            if body.tasks:
+                files["tasks/uploaded.jsonl"] = body.tasks
+            write_env_folder(folder, files)
+            try:
+                env = Environment.load(folder)
+            except (SpecError, TaskPackError) as e:
+                where = "tasks" if isinstance(e, TaskPackError) else "spec"
+                issues = [f"{where}.{i.location}: {i.message}" for i in e.issues]
+                raise HTTPException(422, f"{where}: {len(issues)} problem(s): " + "; ".join(issues)) from None
+        if registry() is not None and env.id in registry().entries:  # type: ignore[union-attr]
+            raise HTTPException(409, f"spec.id: an environment {env.id!r} is already published; delete it first or choose "
+                                "another id")
+
+    return app
+
+
+def _histogram(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
