@@ -178,6 +178,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                          413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut}})
     async def make_environments(body: EnvironmentsRequest, response: Response,
                                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+        request = body.model_dump(mode="json", exclude_none=True)
+        try:
+            earlier = store.replay(body.kind, request, idempotency_key)
+        except IdempotencyConflict as e:
+            raise HTTPException(409, str(e)) from None
+        if earlier is not None:  # a retried POST: the job it made, whatever has happened since
+            return accepted(earlier, False, response)
         if body.spec is not None:
             _check_upload(body)
         if body.backend == "llm":
@@ -186,7 +193,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                         paraphrase=body.paraphrase, review=body.review).client.close()
             except LLMError as e:
                 raise HTTPException(422, f"backend: the llm backend is not usable on this service: {e}") from None
-        job, created = submit(body.kind, body.model_dump(mode="json", exclude_none=True), idempotency_key)
+        job, created = submit(body.kind, request, idempotency_key)
         return accepted(job, created, response)
 
     @app.get("/v1/environments", tags=["environments"], summary="The published environments (registry entries)")
@@ -237,13 +244,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
               responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 429: {"model": ErrorOut}})
     async def more_task_packs(env_id: str, body: TaskPackRequest, response: Response,
                               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+        request = {"env_id": env_id, **body.model_dump(mode="json")}
+        try:
+            earlier = store.replay("task_pack", request, idempotency_key)
+        except IdempotencyConflict as e:
+            raise HTTPException(409, str(e)) from None
+        if earlier is not None:
+            return accepted(earlier, False, response)
         reg, _ = entry_or_404(env_id)
         folder = reg.folder(env_id)
         if not (folder / PROVENANCE_FILE).exists():
             raise HTTPException(409, f"{env_id!r} was written by hand; only synthesized environments get more tasks here")
         if (folder / "tasks" / f"{body.pack}.jsonl").exists():
             raise HTTPException(409, f"pack: {env_id!r} already has a task pack named {body.pack!r}")
-        job, created = submit("task_pack", {"env_id": env_id, **body.model_dump(mode="json")}, idempotency_key)
+        job, created = submit("task_pack", request, idempotency_key)
         return accepted(job, created, response)
 
     @app.delete("/v1/environments/{env_id}", status_code=204, tags=["environments"], dependencies=[Depends(authorize)],

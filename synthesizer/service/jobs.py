@@ -131,6 +131,19 @@ class JobStore:
             self.wakeup.notify()
         return job, True
 
+    def replay(self, kind: str, request: dict[str, Any], idempotency_key: str | None) -> Job | None:
+        """The job this idempotency key made for this very request, if any (a retried POST)."""
+        if idempotency_key is None:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(_jobs).where(_jobs.c.idempotency_key == idempotency_key)).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash({"kind": kind, **request}):
+            raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for a different request (job {row.id}); "
+                                      "use a new key")
+        return _job(row)
+
     def claim(self) -> Job | None:
         """The oldest queued job, now running (or None)."""
         with self._lock, self.engine.begin() as conn:

@@ -106,9 +106,21 @@ def wait_job(base: str, job_id: str, timeout: float = 240) -> dict[str, Any]:
         time.sleep(0.2)
 
 
+@pytest.fixture(scope="session")
+def first_volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A volume after the entrypoint's first start (the packaged fleet copied in); copied per test."""
+    data = tmp_path_factory.mktemp("volume") / "data"
+    init = subprocess.run([*entrypoint(), "true"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ENVFLEET_ENV_ROOT": str(data / "envs"), "ENVFLEET_REGISTRY": str(data / "registry.json"),
+                               "PATH": f"{Path(ENVFLEET[0]).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert init.returncode == 0 and "copied in" in init.stderr, init.stderr
+    return data
+
+
 @pytest.fixture
-def stack(tmp_path: Path):
+def stack(tmp_path: Path, first_volume: Path):
     data = tmp_path / "data"
+    shutil.copytree(first_volume, data)
     fleet_port, synth_port = free_port(), free_port()
     fleet = Container("fleet", data, {8100: fleet_port})
     synthesizer = Container("synthesizer", data, {8000: synth_port, 8100: fleet_port})
