@@ -29,12 +29,14 @@ class ToolSpec:
     name: str
     description: str
     input_schema: dict[str, Any]
+    read_only: bool = False  # the tool changes nothing (MCP readOnlyHint): safe to re-send
 
 
 class AgentSession(Protocol):
-    """What an agent sees: the instruction, the tools, and a way to call them."""
+    """What an agent sees: the instruction, the policy, the tools, and a way to call them."""
 
     instruction: str | None
+    policy: str | None
     tools: list[ToolSpec]
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallOutcome: ...

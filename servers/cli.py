@@ -358,55 +358,6 @@ def check(
         raise typer.Exit(1)
 
 
-@app.command()
-def run(
-    env: Annotated[str, typer.Option("--env", help="Environment id.")],
-    agent: Annotated[str, typer.Option(help="gold, noop or random.")] = "gold",
-    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task ids (default: all).")] = None,  # noqa: UP045
-    split: Annotated[Optional[str], typer.Option(help="Only tasks of this split: train or test.")] = None,  # noqa: UP045
-    trials: Annotated[int, typer.Option(help="Runs per task.")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed for the random agent.")] = 0,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="JSONL file for the trajectories (default: stdout).")] = None,  # noqa: UP045
-    url: Annotated[Optional[str], typer.Option(help="A running gateway (default: start one here).")] = None,  # noqa: UP045
-    registry: RegistryOpt = None,
-    env_root: EnvRootOpt = None,
-) -> None:
-    """Run a built-in agent on tasks through MCP and write one trajectory per line (JSONL)."""
-    import anyio
-
-    from .agents import make_agent
-    from .rollout import GatewayClient, rollout_http
-
-    reg = _registry(registry, env_root)
-    selected = _tasks_for(reg, [env], tasks.split(",") if tasks else None, split)
-
-    async def go(base: str, token: str | None) -> list[Any]:
-        records = []
-        async with GatewayClient(base, token) as gateway:
-            for trial in range(trials):
-                for env_id, task in selected:
-                    try:
-                        built = make_agent(agent, task, seed + trial)
-                    except ValueError as e:
-                        raise _fail(str(e), 2) from None
-                    records.append(await rollout_http(gateway, env_id, task.id, built))
-        return records
-
-    with _gateway(reg, url) as (base, token):
-        try:
-            records = anyio.run(go, base, token)
-        except EnvFleetError as e:
-            raise _fail(str(e)) from None
-    lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
-    if out_path:
-        out_path.write_text(lines, encoding="utf-8")
-    else:
-        sys.stdout.write(lines)
-    successes = sum(1 for r in records if r.success)
-    err.print(f"{agent}: {successes}/{len(records)} episodes succeeded, mean reward "
-              f"{sum(r.reward or 0 for r in records) / max(1, len(records)):.3f}", highlight=False)
-
-
 def _plugins(argv: list[str]) -> None:
     """Add command groups other packages register under the ``envfleet.commands`` entry point group
     (the synthesizer's ``synth``), without this package importing them: a group is imported only
@@ -420,7 +371,11 @@ def _plugins(argv: list[str]) -> None:
                         context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(lambda: None)
             continue
         try:
-            app.add_typer(entry.load(), name=entry.name)
+            command = entry.load()
+            if isinstance(command, typer.Typer):  # a command group (``synth``)
+                app.add_typer(command, name=entry.name)
+            else:  # a single command (``report PATH``)
+                app.command(name=entry.name)(command)
         except Exception as e:  # noqa: BLE001 - report any failure of a plugin as a clean error
             err.print(f"[red]error:[/red] command group {entry.name!r} ({entry.value}) failed to load: "
                       f"{type(e).__name__}: {e}", highlight=False)

@@ -7,10 +7,12 @@ the episode is deleted. In process: the same with an :class:`~servers.episodes.E
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -21,7 +23,7 @@ from .environment import Environment
 from .errors import EnvFleetError
 
 __all__ = ["RolloutRecord", "GatewayClient", "McpSession", "EpisodeSession", "rollout_http", "rollout_in_process",
-           "ControlPlaneError"]
+           "ControlPlaneError", "ToolCallUncertain"]
 
 
 class ControlPlaneError(EnvFleetError):
@@ -41,9 +43,15 @@ class RolloutRecord:
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     final_state_hash: str = ""
     seconds: float = 0.0
+    tools: list[ToolSpec] = field(default_factory=list, repr=False)  # what the agent was offered
+    policy: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("tools")
+        data.pop("policy")
+        return data
+
 
 
 class GatewayClient:
@@ -68,16 +76,27 @@ class GatewayClient:
         await self.control.aclose()
 
 
-class McpSession:
-    """An agent session over a real MCP client connection."""
+class ToolCallUncertain(EnvFleetError):
+    """A state-changing call failed in transit: it may or may not have happened, so it was not re-sent."""
 
-    def __init__(self, client: Client, instruction: str | None, tools: list[ToolSpec]) -> None:
+
+class McpSession:
+    """An agent session over a real MCP client connection. It remembers the call in flight: if the
+    connection breaks during a state-changing call, nobody can tell whether it happened, and
+    :func:`rollout_http` ends the episode with :class:`ToolCallUncertain` instead of re-sending it."""
+
+    def __init__(self, client: Client, instruction: str | None, tools: list[ToolSpec], policy: str | None = None) -> None:
         self.client = client
         self.instruction = instruction
+        self.policy = policy
         self.tools = tools
+        self.read_only = {t.name for t in tools if t.read_only}
+        self.in_flight: str | None = None
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallOutcome:
+        self.in_flight = tool
         result = await self.client.call_tool(tool, arguments)
+        self.in_flight = None
         text = "".join(getattr(block, "text", "") for block in result.content)
         return CallOutcome(result.is_error, result.structured_content, text)
 
@@ -89,7 +108,8 @@ class EpisodeSession:
         self.episode = episode
         self.instruction = episode.instruction
         env = episode.env
-        self.tools = [ToolSpec(n, t.tool.description, t.input_schema) for n, t in env.executor.tools.items()]
+        self.policy = env.spec.policy
+        self.tools = [ToolSpec(n, t.tool.description, t.input_schema, t.tool.kind == "read") for n, t in env.executor.tools.items()]
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallOutcome:
         result = self.episode.call(tool, arguments)
@@ -108,28 +128,68 @@ async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: An
 
 
 async def rollout_http(gateway: GatewayClient, env_id: str, task_id: str | None, agent: Agent,
-                       *, keep: bool = False) -> RolloutRecord:
-    """One episode through ``gateway``: created and scored by its control plane, played over MCP."""
+                       *, keep: bool = False, episode_id: str | None = None) -> RolloutRecord:
+    """One episode through ``gateway``: created and scored by its control plane, played over MCP.
+    Control-plane requests that fail in transit are retried (creating names the episode, so a
+    retried create finds its own episode rather than making a second one)."""
     started = time.perf_counter()
     http = gateway.control
-    created = await _request(http, "POST", "/episodes", json={"env_id": env_id, "task_id": task_id})
-    episode_id = created["episode_id"]
+    body = {"env_id": env_id, "task_id": task_id, **({"episode_id": episode_id} if episode_id else {})}
     try:
-        async with gateway.mcp(created["mcp_url"]) as client:
-            listed = await client.list_tools()
-            tools = [ToolSpec(t.name, t.description or "", t.input_schema) for t in listed.tools]
-            final_message = await agent.run(McpSession(client, created["instruction"], tools))
-        score = await _request(http, "POST", f"/episodes/{episode_id}/evaluate", json={"final_message": final_message}) \
+        created = await _retrying(http, "POST", "/episodes", json=body)
+    except ControlPlaneError as e:
+        if not (episode_id and "HTTP 409" in str(e)):
+            raise
+        created = await _created(http, episode_id)  # the first attempt made it: go on with it
+    episode_id = created["episode_id"]
+    session: McpSession | None = None
+    try:
+        try:
+            async with gateway.mcp(created["mcp_url"]) as client:
+                listed = await client.list_tools()
+                tools = [ToolSpec(t.name, t.description or "", t.input_schema,
+                                  bool(t.annotations and t.annotations.read_only_hint)) for t in listed.tools]
+                session = McpSession(client, created["instruction"], tools, created.get("policy"))
+                final_message = await agent.run(session)
+        except BaseExceptionGroup as group:  # the MCP client ends its task group when its connection breaks
+            tool = session.in_flight if session is not None else None
+            if tool is not None and tool not in session.read_only:  # type: ignore[union-attr]
+                raise ToolCallUncertain(f"the connection broke during a call to {tool}, which changes state; it was not "
+                                        "re-sent, and the episode ends with its state uncertain") from group
+            raise
+        score = await _retrying(http, "POST", f"/episodes/{episode_id}/evaluate", json={"final_message": final_message}) \
             if task_id is not None else None
-        info = await _request(http, "GET", f"/episodes/{episode_id}")
+        info = await _retrying(http, "GET", f"/episodes/{episode_id}")
     finally:
         if not keep:
-            await http.delete(f"/episodes/{episode_id}")
+            with contextlib.suppress(httpx.HTTPError):
+                await http.delete(f"/episodes/{episode_id}")
     return RolloutRecord(
         env_id=env_id, task_id=task_id, agent=agent.name, episode_id=episode_id, final_message=final_message,
         reward=score["reward"] if score else None, success=score["success"] if score else None, score=score,
         trajectory=info["trajectory"], final_state_hash=info["state_hash"], seconds=round(time.perf_counter() - started, 4),
+        tools=session.tools, policy=session.policy,
     )
+
+
+async def _retrying(http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
+    """A control-plane request, re-sent after a failure in transit (each one is safe to repeat)."""
+    for attempt in range(3):
+        try:
+            return await _request(http, method, path, **kwargs)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            await anyio.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+async def _created(http: httpx.AsyncClient, episode_id: str) -> dict[str, Any]:
+    info = await _request(http, "GET", f"/episodes/{episode_id}")
+    base = str(http.base_url).rstrip("/")
+    path = f"/envs/{info['env_id']}/episodes/{episode_id}/mcp"
+    return {"episode_id": episode_id, "env_id": info["env_id"], "mcp_url": base + path, "mcp_path": path,
+            "instruction": info["instruction"], "policy": None}
 
 
 async def rollout_in_process(env: Environment, task_id: str | None, agent: Agent) -> RolloutRecord:

@@ -6,6 +6,8 @@ import ast
 import json
 from pathlib import Path
 
+import pytest
+
 import servers
 from servers.spec import spec_json_schema
 from tests.conftest import REPO
@@ -29,13 +31,28 @@ def test_errors_share_one_root() -> None:
             assert issubclass(obj, servers.EnvFleetError), name
 
 
-def test_servers_never_imports_synthesizer() -> None:
-    for path in (REPO / "servers").rglob("*.py"):
+def _imported_packages(package: str) -> dict[Path, set[str]]:
+    found = {}
+    for path in (REPO / package).rglob("*.py"):
         tree = ast.parse(path.read_text(), str(path))
+        names: set[str] = set()
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] == "synthesizer" for n in names), f"{path} imports synthesizer"
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add((node.module or "").split(".")[0])
+        found[path] = names
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [
+    ("servers", {"synthesizer", "harness"}),  # the runtime knows nothing of how specs are made or agents run
+    ("synthesizer", {"harness"}),
+    ("harness", {"synthesizer"}),  # agents reach environments only through a gateway
+])
+def test_dependencies_point_one_way(package: str, forbidden: set[str]) -> None:
+    for path, names in _imported_packages(package).items():
+        assert not names & forbidden, f"{path} imports {sorted(names & forbidden)}"
 
 
 def test_schemas_in_docs_are_current() -> None:
@@ -59,5 +76,6 @@ def test_lint_is_clean() -> None:
     import sys
 
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-    result = subprocess.run([ruff, "check", "servers", "synthesizer", "bench", "tests"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([ruff, "check", "servers", "synthesizer", "harness", "bench", "tests"], cwd=REPO, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout

@@ -24,7 +24,7 @@ from synthesizer.llm.mining import mine_corpus_with_llm
 from synthesizer.llm.replies import ReplyProblem, parse_json_reply
 from synthesizer.pipeline import Job, _build
 from tests.conftest import ENVFLEET
-from tests.synthesizer.openai_stub import Fault, OpenAIStub, fenced
+from tests.openai_stub import Fault, OpenAIStub, fenced
 
 HERE = Path(__file__).parent
 DOMAIN = json.loads((HERE / "llm_replies" / "pet_boarding_domain.json").read_text())

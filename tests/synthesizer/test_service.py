@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ENVFLEET, free_port
-from tests.synthesizer.openai_stub import OpenAIStub
+from tests.openai_stub import OpenAIStub
 from tests.synthesizer.test_llm_backend import paraphrased
 
 

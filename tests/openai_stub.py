@@ -3,7 +3,7 @@
 
 Replies are scripted per stage: the stage is recognised from the conversation's first user
 message, and each stage's replies are served in order (the last one repeats). A reply is text, a
-function of the request (for replies that depend on what was asked), or a :class:`Fault`:
+function of the request (for replies that depend on what was asked, tool calls included), or a :class:`Fault`:
 an HTTP status with headers, or a delay longer than the client's timeout. Every request is kept.
 """
 
@@ -25,6 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+ROLES = {  # recognised from the system prompt: the harness's agent and simulated user
+    "agent": re.compile(r"^You are a customer-service agent"),
+    "user": re.compile(r"^You are a customer talking"),
+}
 STAGES = {
     "judge": re.compile(r"^Label each user request below"),
     "domain": re.compile(r"^Model the business domain of"),
@@ -43,11 +47,16 @@ class Fault:
     delay: float = 0.0  # seconds before answering (past the client's timeout: a timeout)
 
 
-Reply = str | Fault | Callable[[dict[str, Any]], str]
+Reply = str | Fault | Callable[[dict[str, Any]], "str | dict[str, Any] | Fault"]
+"""Text; a failure; or a function of the request giving text, a message ({"content", "tool_calls"}) or a failure."""
 
 
 def stage_of(body: dict[str, Any]) -> str:
-    first = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "") or ""
+    role = next((name for name, pattern in ROLES.items() if pattern.search(system)), None)
+    if role is not None:
+        return role
+    first = next((m["content"] for m in body["messages"] if m["role"] == "user"), "") or ""
     return next((name for name, pattern in STAGES.items() if pattern.search(first)), "unknown")
 
 
@@ -90,13 +99,17 @@ class OpenAIStub:
             else:
                 return JSONResponse(reply.body or {"error": {"message": f"scripted HTTP {reply.status}"}}, reply.status,
                                     headers=reply.headers)
-        content = reply(body) if callable(reply) else reply
-        prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
+        answer = reply(body) if callable(reply) else reply
+        if isinstance(answer, Fault):  # a function may fail a request too
+            return JSONResponse(answer.body or {"error": {"message": f"scripted HTTP {answer.status}"}}, answer.status)
+        message = {"role": "assistant", **answer} if isinstance(answer, dict) else {"role": "assistant", "content": answer}
+        prompt_tokens = sum(len(m.get("content") or "") for m in body["messages"]) // 4
+        completion_tokens = len(json.dumps(message)) // 4
         return JSONResponse({
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(str(content)) // 4,
-                      "total_tokens": prompt_tokens + len(str(content)) // 4},
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
         })
 
     @contextmanager
