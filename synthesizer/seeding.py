@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from faker import Faker
+from faker.providers.date_time import Provider as DateTimeProvider
 
 from .catalog import Attribute, Consumes, Entity, LimitPerOwner, TimeWindow, UniqueActive
 from .modeling import Design
@@ -25,6 +26,8 @@ __all__ = ["seed_rows", "SPECIAL_GENERATORS", "SeedingError", "generator_problem
 _ARITY = {"choice": 0, "none": 0, "int": 2, "money": 2, "bool": 1, "date": 2, "datetime": 2, "code": 1, "words": 1}
 SPECIAL_GENERATORS = tuple(_ARITY)
 _FAKER = Faker()
+_CLOCK_BOUND = {name for name in dir(DateTimeProvider) if not name.startswith("_")}
+"""Faker's date and time methods: they read datetime.now(), which no seed pins."""
 
 
 def generator_problem(generator: str) -> str | None:
@@ -50,6 +53,9 @@ def generator_problem(generator: str) -> str | None:
         return None
     if args or head.startswith("_") or not callable(getattr(_FAKER, head, None)):
         return f"generator {generator!r} is neither a Faker method nor one of {', '.join(SPECIAL_GENERATORS)}"
+    if head in _CLOCK_BOUND:
+        return (f"generator {generator!r} draws from the machine's clock, so seeds would change from day to day; use "
+                "date:/datetime: (relative to the environment clock) or choice with an enum")
     return None
 
 
