@@ -66,6 +66,8 @@ def run(
     max_tokens: Annotated[Optional[int], typer.Option(help="Token limit per completion.")] = None,  # noqa: UP045
     timeout: Annotated[float, typer.Option(help="Seconds per model request.")] = 120.0,
     episode_timeout: Annotated[float, typer.Option(help="Seconds per episode.")] = 600.0,
+    infra_retries: Annotated[int, typer.Option(min=0, help="Reruns, on a fresh episode, of a trial that failed for "
+                                                          "infrastructure reasons.")] = 1,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="A run folder (resumable), or a .jsonl file.")] = None,  # noqa: UP045
     url: Annotated[Optional[str], typer.Option(help="A running gateway (default: start one here).")] = None,  # noqa: UP045
     registry: Annotated[Optional[Path], typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use.")] = None,  # noqa: UP045
@@ -98,6 +100,7 @@ def run(
         raise _fail("conv mode needs an LLM agent (openai:MODEL)", 2)
     config = RunConfig(env_id=env, tasks=selected, agent=agent, mode=mode, user=user, trials=trials, concurrency=concurrency,
                        seed=seed, max_steps=max_steps, max_turns=max_turns, episode_timeout=episode_timeout,
+                       infra_retries=infra_retries,
                        agent_chat=agent_chat, user_chat=user_chat)
     target = out_path
     scratch = None

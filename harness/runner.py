@@ -53,6 +53,7 @@ class RunConfig:
     max_steps: int = 30
     max_turns: int = 20
     episode_timeout: float = 600.0
+    infra_retries: int = 1  # a trial that failed for infrastructure reasons runs again, on a fresh episode
     agent_chat: ChatSettings | None = None
     user_chat: ChatSettings | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -113,8 +114,13 @@ async def run_trials(config: RunConfig, gateway: GatewayClient, out: Path,
 
         async def one(task: Task, trial: int) -> None:
             async with limiter:
-                record = await run_trial(config, gateway, llm_http, task, trial)
-                await writer.write(record)
+                for attempt in range(config.infra_retries + 1):
+                    record = await run_trial(config, gateway, llm_http, task, trial)
+                    record["attempt"] = attempt
+                    await writer.write(record)
+                    if record["status"] == "ok":
+                        break
+                    await anyio.sleep(min(30.0, 2.0 ** attempt))
                 if on_record:
                     on_record(record)
 

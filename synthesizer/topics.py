@@ -128,6 +128,20 @@ def similar(a: set[str], b: set[str]) -> bool:
     return bool(a and b) and len(a & b) / len(a | b) >= 0.8
 
 
+class NearDuplicates:
+    """Requests seen so far, by their word stems: one sharing 80% of them with an earlier one repeats it."""
+
+    def __init__(self) -> None:
+        self._seen: list[set[str]] = []
+
+    def repeats(self, text: str) -> bool:
+        signature = {stem(w) for w in tokens(text)}
+        if any(similar(signature, other) for other in self._seen):
+            return True
+        self._seen.append(signature)
+        return False
+
+
 def read_corpus(path: Path) -> list[str]:
     """The ``text`` of each line of a JSONL corpus file."""
     return read_corpus_text(path.read_text(encoding="utf-8"), str(path))
@@ -158,17 +172,15 @@ def mine_corpus(catalog: Catalog, path: Path) -> MiningReport:
 def mine_requests(catalog: Catalog, texts: list[str]) -> MiningReport:
     """Map the stateful requests among ``texts`` to domains (near-duplicates dropped)."""
     report = MiningReport()
-    kept: list[set[str]] = []
+    seen = NearDuplicates()
     for text in texts:
         report.total += 1
         if not is_stateful(text):
             continue
         report.stateful += 1
-        signature = {stem(w) for w in tokens(text)}
-        if any(similar(signature, other) for other in kept):
+        if seen.repeats(text):
             report.duplicates += 1
             continue
-        kept.append(signature)
         ranked = rank(catalog, text)
         if not ranked or ranked[0].score < 2:
             report.unmatched.append(text)

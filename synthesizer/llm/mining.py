@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import Catalog
-from ..topics import MiningReport, read_corpus, similar, stem, tokens
+from ..topics import MiningReport, NearDuplicates, read_corpus, stem, tokens
 from . import prompts
 from .client import ChatClient
 from .repair import Problems, propose
@@ -45,15 +45,13 @@ def mine_corpus_with_llm(client: ChatClient, catalog: Catalog, path: Path) -> LL
 
 def mine_requests_with_llm(client: ChatClient, catalog: Catalog, texts: list[str]) -> LLMMiningReport:
     report = LLMMiningReport()
-    kept: list[set[str]] = []
+    seen = NearDuplicates()
     requests: list[str] = []
     for text in texts:
         report.total += 1
-        signature = {stem(w) for w in tokens(text)}
-        if any(similar(signature, other) for other in kept):
+        if seen.repeats(text):
             report.duplicates += 1
             continue
-        kept.append(signature)
         requests.append(text)
     names = {domain_id: domain.name for domain_id, domain in catalog.domains.items()}
     groups: list[tuple[set[str], str, list[str]]] = []  # (topic words, topic, requests)
