@@ -33,7 +33,7 @@ from .publish import publish_folder, write_env_folder
 from .seeding import SeedingError, seed_rows
 from .task_synthesis import synthesize_tasks
 
-__all__ = ["Job", "Result", "Assist", "AssistFailed", "Stopped", "synthesize", "more_tasks", "publish_result", "run_batch", "plan_batch"]
+__all__ = ["Job", "Result", "Written", "Assist", "AssistFailed", "Stopped", "synthesize", "more_tasks", "publish_result", "run_batch", "plan_batch"]
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,30 @@ class Assist(Protocol):
     def model_domain(self, topic: str, requests: tuple[str, ...],
                      check: Callable[[Domain, str], list[str]]) -> tuple[Domain, str] | str: ...
 
+    def model_environment(self, topic: str, requests: tuple[str, ...], tasks: int) -> Written | str | None:
+        """A whole environment written by the model (None: that stage is off; text: why it failed)."""
+        ...
+
     def seed_values(self, design: Design) -> None: ...
 
     def extra_tools(self, spec: dict[str, Any], seed: dict[str, Any], design: Design) -> dict[str, Any]: ...
 
-    def rewrite_tasks(self, tasks: list[Task], design: Design) -> list[Task]: ...
+    def rewrite_tasks(self, tasks: list[Task], business: str) -> list[Task]: ...
 
     def review(self, env: Environment, tests: TestReport) -> str | None: ...
 
     def report(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class Written:
+    """An environment a model wrote whole, already checked: its spec, seed, tool probes and tasks."""
+
+    spec: dict[str, Any]
+    seed: dict[str, Any]
+    env: Environment
+    tests: TestReport
+    tasks: list[Task]
 
 
 class _Refused(Exception):
@@ -187,6 +202,11 @@ def synthesize(job: Job, min_tasks: int = 1, assist: Assist | None = None, progr
 
 def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float, step: Callable[[str], None]) -> Result:
     catalog = load_catalog()
+    if job.domain_id is None and assist is not None and job.topic is not None:
+        step("spec")
+        written = assist.model_environment(job.topic, job.requests, job.tasks)
+        if written is not None:
+            return _from_written(job, assist, written, started, step, min_tasks)
     if job.domain_id is None:
         step("domain")
         if assist is None or job.topic is None:
@@ -239,7 +259,7 @@ def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float,
     tasks, stats = synthesize_tasks(env, built.design, graph, count=job.tasks, seed=job.seed)
     if assist is not None:
         step("paraphrase")
-        tasks = assist.rewrite_tasks(tasks, built.design)
+        tasks = assist.rewrite_tasks(tasks, built.design.name)
         step("review")
         rejected = assist.review(env, built.tests)
         if rejected:
@@ -247,6 +267,38 @@ def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float,
             return _done(result, started, assist)
     result.stages["tasks"] = [t.model_dump(mode="json", exclude_none=True) for t in tasks]
     result.stages["task_stats"] = stats.to_dict()
+    if len(tasks) < min_tasks:
+        result.reason = f"only {len(tasks)} task(s) passed the gates"
+        return _done(result, started, assist)
+    result.ok = True
+    return _done(result, started, assist)
+
+
+def _from_written(job: Job, assist: Assist, written: Written | str, started: float, step: Callable[[str], None],
+                  min_tasks: int) -> Result:
+    """The rest of the pipeline for an environment the model wrote whole: its graph, its tasks'
+    wording, the review; it was checked, probed and gated on the way in."""
+    result = Result(job, job.env_id or job.label, ok=False, backend="llm")
+    if isinstance(written, str):
+        result.reason = written
+        return _done(result, started, assist)
+    result.env_id = written.env.id
+    result.stages["topic"] = {"domain": written.env.spec.domain, "sector": None, "name": written.env.spec.name}
+    result.stages["spec"] = written.spec
+    result.stages["seed"] = written.seed
+    result.stages["procedural_tests"] = written.tests.to_dict()
+    step("dependency_graph")
+    result.stages["graph"] = graph_json(build_graph(written.env))
+    step("paraphrase")
+    tasks = assist.rewrite_tasks(written.tasks, written.env.spec.name)
+    step("review")
+    rejected = assist.review(written.env, written.tests)
+    if rejected:
+        result.reason = f"the reviewing model rejects tools: {rejected}"
+        return _done(result, started, assist)
+    result.stages["tasks"] = [t.model_dump(mode="json", exclude_none=True) for t in tasks]
+    result.stages["task_stats"] = {"attempted": len(written.tasks), "published": len(tasks), "failures": {}, "families": {},
+                                   "templates": {}, "chain_lengths": {}}
     if len(tasks) < min_tasks:
         result.reason = f"only {len(tasks)} task(s) passed the gates"
         return _done(result, started, assist)

@@ -32,7 +32,7 @@ def plan_jobs(catalog: Catalog, *, topics: list[str] | None = None, corpus: list
               max_envs: int | None = None) -> Plan:
     """Jobs for the request; raises ``NoMatchingDomain`` for a topic nothing fits (without a model)."""
     plan = Plan()
-    modeled = llm is not None and "domain" in llm.stages
+    modeled = llm is not None and bool({"domain", "spec"} & llm.stages)
     for text in topics or []:
         exact = text in catalog.domains or text in catalog.composites  # a catalog id is made from the catalog
         plan.jobs.append(Job(None, seed, variant, tasks, topic=text) if modeled and not exact

@@ -80,10 +80,11 @@ def declared_writes(design: Design, role: ToolRole) -> set[str]:
 
 
 class _Tester:
-    def __init__(self, env: Environment, design: Design, attempts: int = 12) -> None:
+    def __init__(self, env: Environment, design: Design | None, attempts: int = 12) -> None:
         self.env = env
-        self.design = design
-        self.rng = random.Random(f"tests:{design.env_id}")
+        self.design = design  # None for an environment no modeler wrote: only given probes run then
+        self.clock = design.clock if design is not None else env.spec.clock
+        self.rng = random.Random(f"tests:{design.env_id if design is not None else env.id}")
         self.report = TestReport(env.id)
         self.attempts = attempts
         self._seeded: dict[str, list[dict[str, Any]]] = {}
@@ -192,9 +193,9 @@ class _Tester:
         if kind == "number":
             return round(self.rng.uniform(1, 50), 2)
         if schema.get("format") == "date":
-            return (self.design.clock.date()).isoformat()
+            return (self.clock.date()).isoformat()
         if "pattern" in schema and "\\d{4}" in schema["pattern"]:
-            moment = self.design.clock.replace(tzinfo=None)
+            moment = self.clock.replace(tzinfo=None)
             return (moment.replace(hour=10, minute=0) + _days(self.rng.randint(3, 9))).strftime("%Y-%m-%d %H:%M")
         if name == "email" or "email" in name:
             return f"probe{self.rng.randint(1000, 9999)}@example.net"
@@ -295,7 +296,7 @@ class _Tester:
         for index, rule in enumerate(self.design.rules):
             if isinstance(rule, TimeWindow) and rule.entity == role.entity and rule.transition == transition.name:
                 hours = self.design.params[index]
-                clock = self.design.clock.replace(tzinfo=None)
+                clock = self.clock.replace(tzinfo=None)
                 violating = [r for r in ready if r.get(rule.attribute) and _violates(r[rule.attribute], clock, rule.mode, hours)]
                 if violating:
                     self.negative(tool, "rule", {key: violating[0][key]}, f"time_window_{index}")
@@ -331,7 +332,7 @@ class _Tester:
                 break
         for rule in self.design.rules:
             if isinstance(rule, TimeWindow) and rule.entity == entity.name and rule.transition == "create":
-                clock = self.design.clock.replace(tzinfo=None)
+                clock = self.clock.replace(tzinfo=None)
                 when = clock + _days(self.rng.randint(3, 20)) if rule.mode == "before" else clock - _days(1)
                 name = p_(rule.attribute)
                 arguments[name] = when.strftime(
@@ -402,7 +403,7 @@ class _Tester:
                     self.negative(tool, "rule", {**base, column: empty[0][self._id(rule.resource)]}, name)
             elif isinstance(rule, TimeWindow) and rule.transition == "create" and p_(rule.attribute) in base:
                 amount = self.design.params[index]
-                past = self.design.clock.replace(tzinfo=None) - _days(2 if rule.mode == "before" else amount + 3)
+                past = self.clock.replace(tzinfo=None) - _days(2 if rule.mode == "before" else amount + 3)
                 value = past.strftime("%Y-%m-%d %H:%M" if len(str(base[p_(rule.attribute)])) > 10 else "%Y-%m-%d")
                 self.negative(tool, "rule", {**base, p_(rule.attribute): value}, name)
             elif isinstance(rule, LimitPerOwner | UniqueActive):
@@ -480,8 +481,9 @@ class ToolProbes:
     fails: list[dict[str, Any]]
 
 
-def probe_tools(env: Environment, design: Design, probes: dict[str, ToolProbes]) -> TestReport:
-    """Run given probes, plus malformed-argument probes, on tools outside ``design``'s roles."""
+def probe_tools(env: Environment, design: Design | None, probes: dict[str, ToolProbes]) -> TestReport:
+    """Run given probes, plus malformed-argument probes, on tools outside ``design``'s roles (or
+    on every tool of an environment with no design)."""
     tester = _Tester(env, design)
     for tool, calls in probes.items():
         compiled = env.executor.tools[tool]

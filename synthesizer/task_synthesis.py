@@ -13,6 +13,7 @@ applied in process. Drafts that fail are discarded and counted.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .catalog import Consumes, Eligibility, Entity
 from .modeling import Design, p_
 from .seeding import ValueMaker
 
-__all__ = ["SynthesisStats", "synthesize_tasks"]
+__all__ = ["SynthesisStats", "synthesize_tasks", "checks_from_diff"]
 
 GREETINGS = ["Hi,", "Hello,", "Good morning,", "Hey there,", "Hi there,", ""]
 REQUESTABLE = {"cancel", "pay", "check", "confirm", "return", "renew", "withdraw", "close", "submit", "reactivate", "pause",
@@ -559,32 +560,45 @@ class _Synthesizer:
         return task
 
     def checks_from(self, diff: Any, draft: _Draft) -> list[Check]:
-        checks = []
-        keys = self.env.primary_keys
-        for table, changes in sorted(diff.tables.items()):
-            entity = next(e for e in self.design.entities if e.plural == table)
-            key_column = keys[table][0]
-            for _, row in sorted(changes.inserted.items()):
-                conditions = []
-                for column, value in row.items():
-                    if column == key_column:
-                        continue
-                    if column in draft.alternatives:
-                        conditions.append(f"{column} IN ({', '.join(_literal(v) for v in draft.alternatives[column])})")
-                    else:
-                        conditions.append(f"{column} IS NULL" if value is None else f"{column} = {_literal(value)}")
-                checks.append(Check(description=f"A new {_words(entity.name)} exists with the requested details",
-                                    sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions)}"))
-            for key, columns in sorted(changes.updated.items()):
-                conditions = [f"{key_column} = {_literal(key)}"] + [
-                    f"{c} IS NULL" if new is None else f"{c} = {_literal(new)}" for c, (_, new) in sorted(columns.items())]
-                changed = ", ".join(_words(c) for c in sorted(columns))
-                checks.append(Check(description=f"{_words(entity.name).capitalize()} {key}: {changed} updated",
-                                    sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions)}"))
-            for key in sorted(changes.deleted):
-                checks.append(Check(description=f"{_words(entity.name).capitalize()} {key} removed",
-                                    sql=f"SELECT 1 FROM {table} WHERE {key_column} = {_literal(key)}", expect="none"))
-        return checks
+        names = {e.plural: _words(e.name) for e in self.design.entities}
+        return checks_from_diff(diff, self.env.primary_keys, names=names, alternatives=draft.alternatives)
+
+
+def checks_from_diff(diff: Any, primary_keys: dict[str, list[str]], *, names: dict[str, str] | None = None,
+                     alternatives: dict[str, list[Any]] | None = None) -> list[Check]:
+    """A check per change a gold run made: each new row by its values (``alternatives`` lists the
+    values a column may take instead), each changed field by its row's key, each deleted row gone."""
+    checks = []
+    for table, changes in sorted(diff.tables.items()):
+        noun = (names or {}).get(table) or _words(table.removesuffix("s"))
+        key_columns = primary_keys[table]
+        for _, row in sorted(changes.inserted.items()):
+            conditions = []
+            for column, value in row.items():
+                if column in key_columns and len(key_columns) == 1:
+                    continue  # a generated id: any id will do
+                if column in (alternatives or {}):
+                    conditions.append(f"{column} IN ({', '.join(_literal(v) for v in alternatives[column])})")  # type: ignore[index]
+                else:
+                    conditions.append(f"{column} IS NULL" if value is None else f"{column} = {_literal(value)}")
+            checks.append(Check(description=f"A new {noun} exists with the requested details",
+                                sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions) or '1'}"))
+        for key, columns in sorted(changes.updated.items()):
+            conditions = _key_conditions(key_columns, key) + [
+                f"{c} IS NULL" if new is None else f"{c} = {_literal(new)}" for c, (_, new) in sorted(columns.items())]
+            changed = ", ".join(_words(c) for c in sorted(columns))
+            checks.append(Check(description=f"{noun.capitalize()} {key}: {changed} updated",
+                                sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions)}"))
+        for key in sorted(changes.deleted):
+            checks.append(Check(description=f"{noun.capitalize()} {key} removed",
+                                sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(_key_conditions(key_columns, key))}", expect="none"))
+    return checks
+
+
+def _key_conditions(key_columns: list[str], key: str) -> list[str]:
+    """Conditions naming one row by the diff's key text (a JSON array for a composite key)."""
+    values = json.loads(key) if len(key_columns) > 1 else [key]
+    return [f"{column} = {_literal(value)}" for column, value in zip(key_columns, values, strict=True)]
 
 
 def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, count: int, seed: int,

@@ -32,6 +32,8 @@ ROLES = {  # recognised from the system prompt: the harness's agent and simulate
 STAGES = {
     "judge": re.compile(r"^Label each user request below"),
     "domain": re.compile(r"^Model the business domain of"),
+    "spec": re.compile(r"^Write a complete simulated business system"),
+    "spec_tasks": re.compile(r"^Below is a simulated business system"),
     "tools": re.compile(r"^An environment for AI agents has the tables"),
     "seed": re.compile(r"^Seed data for a fictional"),
     "paraphrase": re.compile(r"^Customers of a fictional"),

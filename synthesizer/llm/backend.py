@@ -5,6 +5,7 @@ usage and cache keys (its provenance).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,11 +15,12 @@ from servers.tasks import Task
 
 from ..catalog import Catalog, Domain, load_catalog
 from ..modeling import Design
-from ..pipeline import AssistFailed
+from ..pipeline import AssistFailed, Written
 from ..procedural_tests import TestReport, ToolProbes, probe_tools
 from .client import LLMClient
 from .config import STAGES, LLMConfig
 from .domains import propose_domain
+from .environments import propose_environment, propose_tasks
 from .errors import LLMError
 from .paraphrase import paraphrase_tasks
 from .prompts import PROMPT_VERSION
@@ -103,6 +105,20 @@ class LLMSession:
             return f"the model's domain for {topic!r} {verb} after {len(proposal.attempts)} round(s): {listed}"
         return proposal.value.domain, proposal.value.sector
 
+    def model_environment(self, topic: str, requests: tuple[str, ...], tasks: int) -> Written | str | None:
+        if "spec" not in self.stages:
+            return None
+        written = self._guard("spec", lambda: propose_environment(self.client, topic, requests=list(requests),
+                                                                  claim=self.backend.claim, example=_example()))
+        self.reports["spec"] = written.report()
+        if written.value is None:
+            listed = "; ".join(written.problems[:5]) + (f" (+{len(written.problems) - 5} more)" if len(written.problems) > 5 else "")
+            return f"the model's environment for {topic!r} still fails after {len(written.attempts)} round(s): {listed}"
+        outcome = self._guard("spec", lambda: propose_tasks(self.client, written.value, tasks))  # type: ignore[arg-type]
+        self.reports["spec_tasks"] = outcome.report()
+        proposed = written.value
+        return Written(proposed.spec, proposed.seed, proposed.env, proposed.tests, outcome.tasks)
+
     def seed_values(self, design: Design) -> None:
         if "seed" in self.stages:
             outcome = self._guard("seed", lambda: propose_seed_values(self.client, design))
@@ -117,10 +133,10 @@ class LLMSession:
         self._extra = (design, outcome.probes)
         return {**spec, "tools": [*spec["tools"], *outcome.tools]} if outcome.tools else spec
 
-    def rewrite_tasks(self, tasks: list[Task], design: Design) -> list[Task]:
+    def rewrite_tasks(self, tasks: list[Task], business: str) -> list[Task]:
         if "paraphrase" not in self.stages or not tasks:
             return tasks
-        outcome = self._guard("paraphrase", lambda: paraphrase_tasks(self.client, tasks, design.name))
+        outcome = self._guard("paraphrase", lambda: paraphrase_tasks(self.client, tasks, business))
         self.reports["paraphrase"] = outcome.report()
         return outcome.tasks
 
@@ -150,3 +166,15 @@ class LLMSession:
                 "cache_keys": list(self.client.keys),
             },
         }
+
+
+def _example() -> dict[str, Any]:
+    """A small complete environment of the format, for the spec stage's prompt: the first tables and
+    tools of a packaged one, enough to show every kind of step."""
+    from servers.registry import PACKAGED_ENV_ROOT
+
+    spec = json.loads((PACKAGED_ENV_ROOT / "library" / "env.json").read_text(encoding="utf-8"))
+    keep = {"get_member", "checkout_copy", "renew_loan"}
+    spec["tools"] = [t for t in spec["tools"] if t["name"] in keep]
+    spec["policy"] = spec["policy"][:600]
+    return spec

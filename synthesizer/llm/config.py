@@ -36,9 +36,10 @@ from .errors import LLMConfigError
 
 __all__ = ["STAGES", "LLMConfig", "Price"]
 
-STAGES = ("judge", "domain", "tools", "seed", "paraphrase", "review")
-"""Stages a model can drive: the corpus judge (stateful? which topic?), domain modeling, extra
-tools, seed values, task wording, and the optional review of recorded tool calls."""
+STAGES = ("judge", "domain", "spec", "tools", "seed", "paraphrase", "review")
+"""Stages a model can drive: the corpus judge (stateful? which topic?), domain modeling — or
+``spec``, a whole environment with its tasks written by the model — extra tools, seed values,
+task wording, and the optional review of recorded tool calls."""
 
 _SETTINGS = {"base_url": str, "model": str, "api_key": str, "api_key_env": str, "temperature": float, "seed": int,
              "timeout": float, "max_retries": int, "concurrency": int, "max_rounds": int, "json_mode": bool,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["PROMPT_VERSION", "SYSTEM", "judge", "domain", "tools", "seed_values", "paraphrase", "review"]
+__all__ = ["PROMPT_VERSION", "SYSTEM", "judge", "domain", "tools", "seed_values", "paraphrase", "review", "environment",
+           "environment_tasks"]
 
 PROMPT_VERSION = "1"
 
@@ -87,3 +88,33 @@ def review(calls: list[dict[str, Any]], policy: str) -> list[dict[str, str]]:
         "description and the policy (right records, sensible results, rules enforced with clear messages).\n\n"
         f"Policy:\n{policy}\n\nCalls:\n{json.dumps(calls, ensure_ascii=False, separators=(',', ':'))}\n\n"
         'Answer {"verdicts": [{"tool": "...", "ok": true or false, "reason": "..."}, ...]} with one verdict per tool.')
+
+
+def environment(topic: str, schema: dict[str, Any], helpers: str, example: dict[str, Any], requests: list[str] | None,
+                min_tools: int) -> list[dict[str, str]]:
+    seen = "".join(f"\n- {r}" for r in (requests or [])[:8])
+    return _messages(
+        f"Write a complete simulated business system for: {topic!r}.{' Users of it asked, for example:' + seen if seen else ''}\n\n"
+        f"It is data in the environment format below: tables with typed columns and keys, a policy (markdown rules the "
+        f"agent must follow), a fixed clock, id sequences, and at least {min_tools} tools — look-ups and searches, and "
+        "state changes whose business rules are `require` steps with error messages that tell the agent what is wrong. "
+        "Add seed rows for every table (consistent keys and references, realistic values, some records in every "
+        "state), and for every tool `probes`: `succeeds` (1 to 3 argument objects it succeeds on, with ids from the "
+        "seed) and, for write tools, `fails` (1 to 3 {\"arguments\": {...}, \"because\": \"...\"} a rule refuses).\n"
+        f"SQL rules: {helpers}\n\n"
+        f"The environment format (JSON Schema):\n{json.dumps(schema, separators=(',', ':'))}\n\n"
+        f"A small example of the format:\n{json.dumps(example, separators=(',', ':'))}\n\n"
+        'Answer {"spec": {...}, "seed": {"<table>": [rows]}, "probes": {"<tool>": {"succeeds": [...], "fails": [...]}}}.')
+
+
+def environment_tasks(summary: str, count: int) -> list[dict[str, str]]:
+    return _messages(
+        f"Below is a simulated business system: its tables with sample rows, its tools and its policy.\n\n{summary}\n\n"
+        f"Write {count} tasks a customer could bring to its agent. Each changes something (and may also ask a question). "
+        "`instruction`: the customer's request in their own words, with what they would know (their name, a date, a "
+        "title) but no internal ids; `user`: {\"persona\", \"known\": {fact: value}, \"unknown\": [...]} for a simulated "
+        "customer; `gold`: the tool calls, in order, that an agent following the policy makes (look-ups first, with ids "
+        "from the rows); `answer` (optional): {\"facts\": [...]} the agent's reply must state. Include tasks where the "
+        "obvious action breaks a rule and the right one is another path.\n"
+        'Answer {"tasks": [{"instruction": "...", "user": {...}, "gold": [{"tool": "...", "arguments": {...}}], '
+        '"answer": {"facts": ["..."]}}, ...]}.')

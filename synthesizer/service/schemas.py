@@ -10,7 +10,7 @@ from ..llm.config import STAGES
 
 __all__ = ["EnvironmentsRequest", "TaskPackRequest", "JobAccepted", "JobOut", "ErrorOut"]
 
-Stage = Literal["judge", "domain", "seed", "tools", "paraphrase", "review"]
+Stage = Literal["judge", "domain", "spec", "seed", "tools", "paraphrase", "review"]
 assert set(Stage.__args__) == set(STAGES)  # type: ignore[attr-defined]
 
 

@@ -445,3 +445,53 @@ def test_replies_of_the_wrong_shape_go_back_as_problems(stage: str, bad: str, pr
             propose_tools(client, spec, json.loads((env.path / "seed.json").read_text()), design)
     assert len(client.conversations) >= 2
     assert problem in client.conversations[1][-1]["content"]
+
+
+ENVIRONMENT = json.loads((HERE / "llm_replies" / "bike_rental_env.json").read_text())
+
+
+def test_a_model_written_environment_with_its_tasks(stub: OpenAIStub, tmp_path: Path) -> None:
+    config_file(tmp_path)
+    fixed = copy.deepcopy(ENVIRONMENT)
+    fixed["spec"]["tools"][5]["steps"][0]["sql"] = "SELECT 1 FROM rentals WHERE rental_id = :rental_id AND status = 'active'"
+    stub.script("spec", fenced(ENVIRONMENT, "Here is the environment:"), json.dumps(fixed))
+    rent = {"instruction": "Hi, Marta Oliveira here (555-0101). I'd like a mountain bike for 2 days, please.",
+            "user": {"persona": "A visitor on holiday.", "known": {"name": "Marta Oliveira", "phone": "555-0101"}, "unknown": ["ids"]},
+            "gold": [{"tool": "find_customer", "arguments": {"name": "Marta"}}, {"tool": "search_bikes", "arguments": {"kind": "mountain"}},
+                     {"tool": "rent_bike", "arguments": {"customer_id": "CUS-001", "bike_id": "BK-02", "days": 2}}]}
+    returned = {"instruction": "This is Tom Becker. I'm bringing back the electric bike I rented yesterday.",
+                "user": {"persona": "A local commuter.", "known": {"name": "Tom Becker"}, "unknown": []},
+                "gold": [{"tool": "find_customer", "arguments": {"name": "Tom Becker"}}, {"tool": "list_rentals", "arguments": {"customer_id": "CUS-002"}},
+                         {"tool": "return_bike", "arguments": {"rental_id": "RNT-0002"}}]}
+    leaky = {"instruction": "Aiko Tanaka: please rent me bike BK-05 for 3 days.", "user": {"persona": "A student."},
+             "gold": [{"tool": "find_customer", "arguments": {"name": "Aiko"}},
+                      {"tool": "rent_bike", "arguments": {"customer_id": "CUS-003", "bike_id": "BK-05", "days": 3}}]}
+    looking = {"instruction": "Which electric bikes do you have?", "user": {"persona": "Curious."},
+               "gold": [{"tool": "search_bikes", "arguments": {"kind": "electric"}}]}
+    first = {"tasks": [rent, returned, leaky, looking]}
+    second = copy.deepcopy(first)
+    second["tasks"][1]["gold"][2]["arguments"]["rental_id"] = "RNT-0001"
+    second["tasks"][2]["instruction"] = "Aiko Tanaka: please rent me the Specialized Turbo Vado for 3 days."
+    second["tasks"][3] = {"instruction": "Tom Brennan here; an electric bike for one day, and what does it cost per day?",
+                          "user": {"persona": "In a hurry.", "known": {"name": "Tom Brennan"}},
+                          "gold": [{"tool": "find_customer", "arguments": {"name": "Tom Brennan"}},
+                                   {"tool": "search_bikes", "arguments": {"kind": "electric"}},
+                                   {"tool": "rent_bike", "arguments": {"customer_id": "CUS-004", "bike_id": "BK-05", "days": 1}}],
+                          "answer": {"facts": ["42"]}}
+    stub.script("spec_tasks", json.dumps(first), json.dumps(second))
+    result = synth(tmp_path, stub.url, "--topic", "seaside bike rental", "--stages", "spec", "--tasks-per-env", "4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    spec_feedback = stub.requests_for("spec")[1]["messages"][-1]["content"]
+    assert "spec.tools.return_bike.steps[0](require).sql: does not parse" in spec_feedback
+    task_feedback = stub.requests_for("spec_tasks")[1]["messages"][-1]["content"]
+    assert "tasks[1].gold[2] (return_bike): failed: Rental RNT-0002 is not active." in task_feedback
+    assert "tasks[2].instruction: states internal id(s) BK-05" in task_feedback
+    assert "tasks[3]: the gold calls change nothing" in task_feedback
+    folder = tmp_path / "out" / "envs" / "bike_rental"
+    tasks = [json.loads(line) for line in (folder / "tasks" / "synthesized.jsonl").read_text().splitlines()]
+    assert len(tasks) == 4 and tasks[3]["answer"] == {"facts": ["42"]}
+    check = subprocess.run([*ENVFLEET, "check", "--all", "--registry", str(tmp_path / "out" / "registry.json")],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0 and "4/4 tasks pass every gate" in check.stdout, check.stdout + check.stderr
+    provenance = json.loads((folder / "provenance.json").read_text())["llm"]
+    assert provenance["stages"] == ["spec"] and provenance["rounds"] == {"spec": 2, "spec_tasks": 2}
