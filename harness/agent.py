@@ -14,7 +14,7 @@ from typing import Any
 
 from servers.agents import AgentSession, ToolSpec
 
-from .chat import ChatClient
+from .chat import ChatClient, ChatError
 from .users import STOP, User
 
 __all__ = ["LLMAgent", "openai_tools", "SYSTEM_PROMPT"]
@@ -49,7 +49,13 @@ class LLMAgent:
         steps = turns = 0
         said: list[str] = []
         while True:
-            turn = await self.chat.complete(self.messages, self.tools)
+            try:
+                turn = await self.chat.complete(self.messages, self.tools)
+            except ChatError as e:
+                if e.retryable or e.role != "agent":
+                    raise
+                self.stopped = f"model_refused: {e}"  # the model's own failure: scored as far as it got
+                return "\n".join(said) or None
             self.prompt_tokens += turn.prompt_tokens
             self.completion_tokens += turn.completion_tokens
             message: dict[str, Any] = {"role": "assistant", "content": turn.content}
@@ -60,11 +66,19 @@ class LLMAgent:
             if turn.content:
                 said.append(turn.content)
             if turn.tool_calls:
-                for call in turn.tool_calls:
+                for position, call in enumerate(turn.tool_calls):
                     steps += 1
-                    if steps > self.max_steps:
+                    if steps > self.max_steps:  # the calls not made are dropped, so the history stays well formed
+                        if position:
+                            message["tool_calls"] = message["tool_calls"][:position]
+                        elif message["content"]:
+                            del message["tool_calls"]
+                        else:
+                            self.messages.remove(message)
                         self.stopped = "max_steps"
-                        return "\n".join(said) or None
+                        final = "\n".join(said) or "I could not finish this within the steps allowed."
+                        self.messages.append({"role": "assistant", "content": final})
+                        return final
                     self.messages.append({"role": "tool", "tool_call_id": call.id, "content": await self._call(session, call.name,
                                                                                                              call.arguments)})
                 continue

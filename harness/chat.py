@@ -20,7 +20,14 @@ _RETRY = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class ChatError(Exception):
-    """The model endpoint failed (after retries), or answered something that is not a completion."""
+    """The model endpoint failed (after retries), or answered something that is not a completion.
+    ``retryable`` is False when the endpoint refused this very request (a 4xx: too long a context,
+    a malformed tool schema): asking again would not help, and the model, not the machinery, failed."""
+
+    def __init__(self, message: str, *, retryable: bool = True, role: str = "agent") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.role = role
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,10 @@ class ChatTurn:
 
 
 class ChatClient:
-    def __init__(self, settings: ChatSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: ChatSettings, http: httpx.AsyncClient, role: str = "agent") -> None:
         self.settings = settings
         self.http = http
+        self.role = role  # who is talking (agent or user), for the failures it reports
 
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> ChatTurn:
         s = self.settings
@@ -89,10 +97,11 @@ class ChatClient:
                     return _turn(response, url)
                 problem = f"HTTP {response.status_code}: {response.text[:300]}"
                 if response.status_code not in _RETRY:
-                    raise ChatError(f"the model endpoint {url} refused the request ({problem})")
+                    raise ChatError(f"the model endpoint {url} refused the request ({problem})",
+                                    retryable=response.status_code not in (400, 413, 422), role=self.role)
             if attempt < s.max_retries:
                 await anyio.sleep(s.backoff * 2 ** attempt)
-        raise ChatError(f"the model endpoint {url} kept failing after {s.max_retries + 1} attempt(s); last: {problem}")
+        raise ChatError(f"the model endpoint {url} kept failing after {s.max_retries + 1} attempt(s); last: {problem}", role=self.role)
 
 
 def _turn(response: httpx.Response, url: str) -> ChatTurn:

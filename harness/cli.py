@@ -27,7 +27,7 @@ from servers.serving import CONTROL_TOKEN_ENV, running_gateway
 from .chat import parse_agent_spec
 from .export import ExportFilter, sft_examples
 from .report import summarize
-from .runner import RunConfig, read_records, run_trials
+from .runner import RunConfig, RunMismatch, read_records, run_trials
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -117,8 +117,11 @@ def run(
                 return await run_trials(config, gateway, target,
                                         lambda r: progress.update(bar, advance=1, description=f"{r['task_id']} #{r['trial']}"))
 
-    with _gateway(reg, url) as (base, token):
-        records = anyio.run(go, base, token)
+    try:
+        with _gateway(reg, url) as (base, token):
+            records = anyio.run(go, base, token)
+    except RunMismatch as e:
+        raise _fail(str(e), 2) from None
     chosen = {t.id for t in selected}
     mine = [r for r in records if r.get("env_id") == env and r.get("task_id") in chosen]
     if scratch is not None:

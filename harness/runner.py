@@ -34,7 +34,7 @@ from .agent import SYSTEM_PROMPT, LLMAgent, openai_tools
 from .chat import ChatClient, ChatError, ChatSettings
 from .users import LLMUser, ScriptedUser
 
-__all__ = ["RunConfig", "run_trials", "read_records", "TRAJECTORIES"]
+__all__ = ["RunConfig", "RunMismatch", "run_trials", "read_records", "TRAJECTORIES"]
 
 TRAJECTORIES = "trajectories.jsonl"
 RUN_FILE = "run.json"
@@ -63,7 +63,30 @@ class RunConfig:
                 "trials": self.trials, "seed": self.seed, "max_steps": self.max_steps, "max_turns": self.max_turns,
                 "tasks": [t.id for t in self.tasks],
                 "agent_model": self.agent_chat.model if self.agent_chat else None,
-                "user_model": self.user_chat.model if self.user_chat else None, **self.meta}
+                "user_model": self.user_chat.model if self.user_chat else None,
+                "temperature": self.agent_chat.temperature if self.agent_chat else None, **self.meta}
+
+
+class RunMismatch(ValueError):
+    """Resuming a run with other settings would mix two experiments in one file."""
+
+
+_RESUMABLE = ("env_id", "agent", "mode", "user", "seed", "max_steps", "max_turns", "agent_model", "user_model", "temperature")
+
+
+def _same_run(path: Path, config: RunConfig) -> None:
+    """A run folder is resumed only by the run it holds (more trials or other tasks are fine)."""
+    if not path.exists():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    now = config.describe()
+    different = [f"{k}: {before.get(k)!r} then {now.get(k)!r}" for k in _RESUMABLE if before.get(k) != now.get(k)]
+    if different:
+        raise RunMismatch(f"{path.parent} holds another run ({'; '.join(different)}); resume it with the same options, or "
+                          "choose a new --out")
 
 
 def trajectories_path(out: Path) -> Path:
@@ -95,8 +118,13 @@ class _Writer:
 
     async def write(self, record: dict[str, Any]) -> None:
         async with self.lock:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            with self.path.open("a+b") as handle:
+                handle.seek(0, 2)
+                if handle.tell():  # a line cut short by an interruption must not swallow this one
+                    handle.seek(-1, 2)
+                    if handle.read(1) != b"\n":
+                        handle.write(b"\n")
+                handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
 
 
 async def run_trials(config: RunConfig, gateway: GatewayClient, out: Path,
@@ -105,6 +133,7 @@ async def run_trials(config: RunConfig, gateway: GatewayClient, out: Path,
     path = trajectories_path(out)
     if out.suffix != ".jsonl":
         out.mkdir(parents=True, exist_ok=True)
+        _same_run(out / RUN_FILE, config)
         (out / RUN_FILE).write_text(json.dumps(config.describe(), indent=2) + "\n", encoding="utf-8")
     done = {(r["task_id"], r["trial"]) for r in read_records(out) if r.get("status") == "ok" and r.get("env_id") == config.env_id}
     todo = [(task, trial) for trial in range(config.trials) for task in config.tasks if (task.id, trial) not in done]
@@ -144,7 +173,7 @@ def _agent(config: RunConfig, task: Task, trial: int, http: httpx.AsyncClient) -
     chat = ChatClient(_seeded(config.agent_chat, seed), http)
     user = None
     if config.mode == "conv":
-        user = ScriptedUser(task) if config.user_chat is None else LLMUser(task, ChatClient(_seeded(config.user_chat, seed), http))
+        user = ScriptedUser(task) if config.user_chat is None else LLMUser(task, ChatClient(_seeded(config.user_chat, seed), http, "user"))
     return LLMAgent(chat, user=user, max_steps=config.max_steps, max_turns=config.max_turns)
 
 
@@ -191,7 +220,7 @@ def _infrastructure(error: BaseException) -> tuple[str, str]:
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
         error = error.exceptions[0]
     if isinstance(error, ChatError):
-        return "model", str(error)
+        return ("user_model" if error.role == "user" else "model"), str(error)
     if isinstance(error, ToolCallUncertain):
         return "tool_call", str(error)
     if isinstance(error, ControlPlaneError):

@@ -64,6 +64,7 @@ class EpisodeInfo(BaseModel):
     env_id: str
     task_id: str | None
     instruction: str | None
+    policy: str | None = None
     steps: int
     resets: int
     created_at: float
@@ -121,7 +122,7 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
             raise _error(404, str(e)) from None
 
     def info(episode: Episode, with_trajectory: bool) -> EpisodeInfo:
-        return EpisodeInfo(**episode.summary(),
+        return EpisodeInfo(**episode.summary(), policy=episode.env.spec.policy,
                            trajectory=[TrajectoryStepOut(**s.to_dict()) for s in episode.trajectory] if with_trajectory else [])
 
     @router.post("", status_code=201, response_model=EpisodeCreated, summary="Start an episode",
@@ -136,7 +137,11 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
         env = hosted.env
         if body.task_id is not None and body.task_id not in {t.id for t in env.tasks}:
             raise _error(404, f"environment {env.id!r} has no task {body.task_id!r}")
-        episode_id = body.episode_id or request.headers.get(EPISODE_ID_HEADER)
+        header = request.headers.get(EPISODE_ID_HEADER)
+        if header and body.episode_id and header != body.episode_id:
+            raise _error(400, f"episode_id {body.episode_id!r} and the {EPISODE_ID_HEADER} header {header!r} disagree; send one "
+                         "(behind a routing proxy: the header)")
+        episode_id = header or body.episode_id
         if episode_id is not None and not re.match(EPISODE_ID_PATTERN, episode_id):
             raise _error(400, f"{EPISODE_ID_HEADER}: episode ids are 1-128 characters of A-Z a-z 0-9 . _ ~ -")
         if episode_id is not None and gateway.episodes.peek(episode_id) is not None:

@@ -105,12 +105,16 @@ class Environment:
         folder = Path(folder)
         if folder.is_file():
             folder = folder.parent
-        spec = parse_spec(_read_json(folder / SPEC_FILE), str(folder))
-        seed_path = folder / SEED_FILE
-        seed = _read_json(seed_path) if seed_path.exists() else {}
-        env = cls.from_spec(spec, seed, path=folder, source=str(folder))
-        for pack in sorted((folder / TASKS_DIR).glob("*.jsonl")):
-            env.add_task_pack(load_task_pack(pack, env.spec, {n: t.validator for n, t in env.executor.tools.items()}))
+        for _ in range(3):  # a folder replaced while it was read is read again
+            before = content_hash(folder) if folder.is_dir() else None
+            spec = parse_spec(_read_json(folder / SPEC_FILE), str(folder))
+            seed_path = folder / SEED_FILE
+            seed = _read_json(seed_path) if seed_path.exists() else {}
+            env = cls.from_spec(spec, seed, path=folder, source=str(folder))
+            for pack in sorted((folder / TASKS_DIR).glob("*.jsonl")):
+                env.add_task_pack(load_task_pack(pack, env.spec, {n: t.validator for n, t in env.executor.tools.items()}))
+            if env.content_hash == before:
+                break
         return env
 
     # -- tasks ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ manager itself, inside its own task group.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -79,6 +80,7 @@ class _Hosted:
     manager: StreamableHTTPSessionManager
     router: HttpRouter
     stop: anyio.Event
+    world: str | None = None  # the spec and seed it was loaded from (keyed states depend on them)
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Gateway:
         self._locks: dict[str, anyio.Lock] = {}
         self._task_group: TaskGroup | None = None
         self._reload_lock = anyio.Lock()
+        self._generation = 0  # bumped by every reload; a load that straddles one is redone
         self._seen = self._signature()
 
     @contextlib.asynccontextmanager
@@ -160,8 +163,9 @@ class Gateway:
             if self._signature() != self._seen:
                 try:
                     await self.reload()
-                except EnvFleetError as e:  # a half-written or broken registry: keep serving the last good one
-                    logger.error("registry changed but cannot be reloaded: %s", e)
+                except Exception as e:  # noqa: BLE001 - a half-written or broken registry: keep serving the last good one
+                    self._seen = self._signature()  # try again when it changes next
+                    logger.error("registry changed but cannot be reloaded: %s: %s", type(e).__name__, e)
 
     async def reload(self) -> ReloadReport:
         """Re-read the registry: serve environments published since, stop offering removed ones,
@@ -179,18 +183,25 @@ class Gateway:
                 hosted = self._hosted.pop(env_id, None)
                 if hosted is not None:
                     self._retired.append(hosted)
-                self.pool.drop_where(lambda key, env_id=env_id: key[0] == env_id)  # keyed states restart on the new seed
+                if env_id in report.removed or hosted is None or hosted.world != _world(fresh, env_id):
+                    self.pool.drop_where(lambda key, env_id=env_id: key[0] == env_id)  # keyed states restart on the new seed
             self.registry, self.env_ids, self._seen = fresh, fresh.ids(), signature
+            self._generation += 1
             self._stop_idle_retired()
         if report.added or report.removed or report.changed:
             logger.info("registry reloaded: +%s -%s ~%s", report.added, report.removed, report.changed)
         return report
 
     def _stop_idle_retired(self) -> None:
+        """Stop retired versions nothing uses any more: no live episode, no open MCP session."""
         live = {id(e.env) for e in (self.episodes.peek(k) for k in self.episodes) if e is not None}
-        for hosted in [h for h in self._retired if id(h.env) not in live]:
+        for hosted in [h for h in self._retired if id(h.env) not in live and not _open_sessions(h.manager)]:
             hosted.stop.set()
             self._retired.remove(hosted)
+
+    def hosted_for_session(self, env_id: str, session_id: str) -> _Hosted | None:
+        """The retired version a handshake-era MCP session was opened on, if it was."""
+        return next((h for h in self._retired if h.env.id == env_id and session_id in _open_sessions(h.manager)), None)
 
     def hosted_for(self, env: Environment) -> _Hosted | None:
         """Where an episode's environment is served: the current one, or a retired one it started on."""
@@ -206,8 +217,15 @@ class Gateway:
             raise RegistryError(f"unknown environment {env_id!r}; this gateway serves: {', '.join(self.env_ids)}")
         lock = self._locks.setdefault(env_id, anyio.Lock())
         async with lock:
-            if env_id not in self._hosted:
-                self._hosted[env_id] = await self._start(env_id)
+            while env_id not in self._hosted:
+                generation = self._generation
+                hosted = await self._start(env_id)
+                if generation == self._generation:
+                    self._hosted[env_id] = hosted
+                else:  # a reload ran while it loaded: what was read may be the old version
+                    hosted.stop.set()
+                    if env_id not in self.env_ids:
+                        raise RegistryError(f"environment {env_id!r} was removed from the registry")
         return self._hosted[env_id]
 
     async def _start(self, env_id: str) -> _Hosted:
@@ -228,10 +246,24 @@ class Gateway:
         stop = anyio.Event()
         await self._task_group.start(_run_manager, manager, stop)
         logger.info("loaded environment %s (%d tools)", env_id, len(env.tool_names))
-        return _Hosted(env, server, manager, router, stop)
+        return _Hosted(env, server, manager, router, stop, _world(self.registry, env_id))
 
     def loaded(self) -> list[str]:
         return sorted(self._hosted)
+
+
+def _open_sessions(manager: StreamableHTTPSessionManager) -> dict[str, Any]:
+    """The handshake-era sessions a session manager holds (the SDK keeps them by id)."""
+    return getattr(manager, "_server_instances", {})
+
+
+def _world(registry: Registry, env_id: str) -> str | None:
+    """What a keyed state depends on: the spec and seed files (not the task packs)."""
+    try:
+        folder = registry.folder(env_id)
+        return hashlib.sha256((folder / "env.json").read_bytes() + b"\0" + (folder / "seed.json").read_bytes()).hexdigest()
+    except (OSError, RegistryError):
+        return None
 
 
 async def _run_manager(manager: StreamableHTTPSessionManager, stop: anyio.Event, *,
@@ -268,6 +300,9 @@ class _McpEndpoint:
                 await _error(404, str(e))(scope, receive, send)
                 return
             hosted = self.gateway.hosted_for(episode.env)  # the version it started on, even after a reload
+        session = dict(scope["headers"]).get(SESSION_HEADER.encode())
+        if hosted is None and session is not None:  # a session opened before a reload stays where it was opened
+            hosted = self.gateway.hosted_for_session(env_id, session.decode("latin-1"))
         try:
             hosted = hosted or await self.gateway.hosted(env_id)
         except RegistryError as e:
@@ -280,7 +315,6 @@ class _McpEndpoint:
         await hosted.manager.handle_request(scope, receive, send)
         if scope["method"] == "DELETE" and key is None and episode_id is None:
             # a handshake-era client ended its session: its state goes with it
-            session = dict(scope["headers"]).get(SESSION_HEADER.encode())
             if session:
                 self.gateway.pool.drop((env_id, f"session:{session.decode('latin-1')}"))
 
@@ -346,8 +380,10 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
     )
     app.state.gateway = gateway
 
-    @app.get("/healthz", tags=["fleet"], summary="Liveness and what is loaded")
-    async def healthz() -> dict[str, Any]:
+    @app.get("/healthz", tags=["fleet"], summary="Liveness and what is loaded", response_model=None)
+    async def healthz() -> dict[str, Any] | JSONResponse:
+        if gateway._task_group is None:  # the session managers are not running: nothing can be served
+            return _error(503, "the gateway is not running its environments")
         stats = gateway.pool.stats()
         return {
             "status": "ok",

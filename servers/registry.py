@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .environment import SPEC_FILE, Environment, content_hash
-from .errors import RegistryError, SpecError
+from .errors import RegistryError, SpecError, SpecIssue
 
 __all__ = [
     "REGISTRY_FORMAT",
@@ -138,7 +138,12 @@ def registry_json_schema() -> dict[str, Any]:
 def entry_for(env: Environment, relative_path: str) -> RegistryEntry:
     spec = env.spec
     provenance_file = env.path / PROVENANCE_FILE if env.path else None
-    provenance = json.loads(provenance_file.read_text(encoding="utf-8")) if provenance_file and provenance_file.exists() else None
+    provenance = None
+    if provenance_file is not None and provenance_file.exists():
+        try:
+            provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SpecError([SpecIssue(PROVENANCE_FILE, f"not readable JSON ({e})")], str(env.path)) from None
     http_path = f"/envs/{spec.id}/mcp"
     return RegistryEntry(
         id=spec.id,
@@ -196,7 +201,9 @@ class Registry:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RegistryError(f"registry not found: {path}") from None
-        except json.JSONDecodeError as e:
+        except OSError as e:
+            raise RegistryError(f"cannot read the registry {path}: {e.strerror}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RegistryError(f"{path} is not valid JSON: {e}") from None
         try:
             parsed = RegistryFile.model_validate(data)

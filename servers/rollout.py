@@ -134,9 +134,10 @@ async def rollout_http(gateway: GatewayClient, env_id: str, task_id: str | None,
     retried create finds its own episode rather than making a second one)."""
     started = time.perf_counter()
     http = gateway.control
-    body = {"env_id": env_id, "task_id": task_id, **({"episode_id": episode_id} if episode_id else {})}
+    body = {"env_id": env_id, "task_id": task_id}
+    headers = {"X-Episode-Id": episode_id} if episode_id else {}  # a header, so a routing proxy can hash by it
     try:
-        created = await _retrying(http, "POST", "/episodes", json=body)
+        created = await _retrying(http, "POST", "/episodes", json=body, headers=headers)
     except ControlPlaneError as e:
         if not (episode_id and "HTTP 409" in str(e)):
             raise
@@ -161,8 +162,8 @@ async def rollout_http(gateway: GatewayClient, env_id: str, task_id: str | None,
             if task_id is not None else None
         info = await _retrying(http, "GET", f"/episodes/{episode_id}")
     finally:
-        if not keep:
-            with contextlib.suppress(httpx.HTTPError):
+        if not keep:  # even when the caller's deadline cancelled the episode: it must not linger on the gateway
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10), contextlib.suppress(httpx.HTTPError):
                 await http.delete(f"/episodes/{episode_id}")
     return RolloutRecord(
         env_id=env_id, task_id=task_id, agent=agent.name, episode_id=episode_id, final_message=final_message,
@@ -189,7 +190,7 @@ async def _created(http: httpx.AsyncClient, episode_id: str) -> dict[str, Any]:
     base = str(http.base_url).rstrip("/")
     path = f"/envs/{info['env_id']}/episodes/{episode_id}/mcp"
     return {"episode_id": episode_id, "env_id": info["env_id"], "mcp_url": base + path, "mcp_path": path,
-            "instruction": info["instruction"], "policy": None}
+            "instruction": info["instruction"], "policy": info.get("policy")}
 
 
 async def rollout_in_process(env: Environment, task_id: str | None, agent: Agent) -> RolloutRecord:

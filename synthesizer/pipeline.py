@@ -313,8 +313,8 @@ def _done(result: Result, started: float, assist: Assist | None = None) -> Resul
     return result
 
 
-def publish_result(result: Result, env_root: Path, registry_path: Path) -> None:
-    publish_folder(env_root, result.env_id, result.files, registry_path, result.provenance())
+def publish_result(result: Result, env_root: Path, registry_path: Path, *, replace: bool = True) -> None:
+    publish_folder(env_root, result.env_id, result.files, registry_path, result.provenance(), replace=replace)
 
 
 def save_stages(result: Result, out: Path) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 from servers import Environment, Registry
 from servers.registry import PROVENANCE_FILE, RegistryEntry, RegistryFile, entry_for, registry_lock
 
-__all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "registry_lock", "update_registry", "remove_from_registry"]
+__all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "is_published", "PublishConflict", "registry_lock",
+           "update_registry", "remove_from_registry"]
 
 
 def _dump(value: Any) -> str:
@@ -43,7 +45,7 @@ def _read_entries(registry_path: Path) -> list[RegistryEntry]:
 
 def _write_registry(registry_path: Path, entries: list[RegistryEntry]) -> None:
     document = RegistryFile(environments=sorted(entries, key=lambda e: e.id))
-    temporary = registry_path.with_name(f".{registry_path.name}.{os.getpid()}.tmp")
+    temporary = registry_path.with_name(f".{registry_path.name}.{uuid.uuid4().hex[:12]}.tmp")
     temporary.write_text(json.dumps(document.model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n",
                          encoding="utf-8")
     with open(temporary, "rb") as handle:
@@ -51,11 +53,20 @@ def _write_registry(registry_path: Path, entries: list[RegistryEntry]) -> None:
     os.replace(temporary, registry_path)
 
 
-def update_registry(registry_path: Path, folder: Path) -> RegistryEntry:
-    """Load the environment in ``folder`` (every runtime check runs) and list it, replacing any entry with its id."""
+class PublishConflict(Exception):
+    """The environment id is published already and replacing it was not asked for."""
+
+
+def _entry(registry_path: Path, folder: Path, at: Path) -> RegistryEntry:
+    """Load ``folder`` (every runtime check runs) and describe it as it will be listed, at ``at``."""
     env = Environment.load(folder)
-    relative = os.path.relpath(folder.resolve(), registry_path.resolve().parent).replace(os.sep, "/")
-    entry = entry_for(env, relative)
+    relative = os.path.relpath(at.resolve(), registry_path.resolve().parent).replace(os.sep, "/")
+    return entry_for(env, relative)
+
+
+def update_registry(registry_path: Path, folder: Path) -> RegistryEntry:
+    """Load the environment in ``folder`` and list it, replacing any entry with its id."""
+    entry = _entry(registry_path, folder, folder)
     with registry_lock(registry_path):
         entries = [e for e in _read_entries(registry_path) if e.id != entry.id]
         _write_registry(registry_path, [*entries, entry])
@@ -72,49 +83,78 @@ def remove_from_registry(registry_path: Path, env_id: str) -> bool:
         return True
 
 
-def publish_folder(env_root: Path, env_id: str, files: dict[str, Any], registry_path: Path,
-                   provenance: dict[str, Any]) -> RegistryEntry:
-    """Write the environment's files and provenance under ``env_root/env_id``, then list it."""
-    env_root.mkdir(parents=True, exist_ok=True)
-    staging = env_root / f".{env_id}.{os.getpid()}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
-    write_env_folder(staging, {**files, PROVENANCE_FILE: provenance})
-    Environment.load(staging)  # refuse to publish anything the runtime would not serve
+def _swap(env_root: Path, env_id: str, staging: Path, registry_path: Path, entry: RegistryEntry) -> None:
+    """Under the registry lock: the staged folder replaces the published one, and the registry lists it.
+    Every publisher (threads and processes alike) goes through here one at a time."""
     target = env_root / env_id
-    retired = env_root / f".{env_id}.{os.getpid()}.old"
-    if target.exists():
-        os.replace(target, retired)
-    os.replace(staging, target)
-    if retired.exists():
-        shutil.rmtree(retired)
-    return update_registry(registry_path, target)
+    retired = env_root / f".{env_id}.{uuid.uuid4().hex[:12]}.old"
+    with registry_lock(registry_path):
+        if target.exists():
+            os.replace(target, retired)
+        os.replace(staging, target)
+        entries = [e for e in _read_entries(registry_path) if e.id != entry.id]
+        _write_registry(registry_path, [*entries, entry])
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _staging(env_root: Path, env_id: str) -> Path:
+    env_root.mkdir(parents=True, exist_ok=True)
+    return env_root / f".{env_id}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+def is_published(env_root: Path, env_id: str, registry_path: Path) -> bool:
+    return (env_root / env_id).exists() or env_id in {e.id for e in _read_entries(registry_path)}
+
+
+def publish_folder(env_root: Path, env_id: str, files: dict[str, Any], registry_path: Path,
+                   provenance: dict[str, Any], *, replace: bool = True) -> RegistryEntry:
+    """Write the environment's files and provenance under ``env_root/env_id``, then list it.
+    With ``replace=False`` an id that is published already is a :class:`PublishConflict`."""
+    staging = _staging(env_root, env_id)
+    try:
+        write_env_folder(staging, {**files, PROVENANCE_FILE: provenance})
+        entry = _entry(registry_path, staging, env_root / env_id)  # refuse anything the runtime would not serve
+        if not replace:
+            with registry_lock(registry_path):
+                if is_published(env_root, env_id, registry_path):
+                    raise PublishConflict(f"{env_id!r} is published already; delete it first, or ask to replace it")
+                os.replace(staging, env_root / env_id)
+                _write_registry(registry_path, [*(e for e in _read_entries(registry_path) if e.id != env_id), entry])
+            return entry
+        _swap(env_root, env_id, staging, registry_path, entry)
+        return entry
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def add_files(env_root: Path, env_id: str, files: dict[str, Any], registry_path: Path) -> RegistryEntry:
     """Add (or replace) files of a published environment — a new task pack — by the same route as a
-    publish: a full copy is staged, loaded, and swapped in; then the registry entry is rewritten."""
-    target = env_root / env_id
-    staging = env_root / f".{env_id}.{os.getpid()}.tmp"
-    if staging.exists():
-        shutil.rmtree(staging)
-    shutil.copytree(target, staging)
-    write_env_folder(staging, files)
-    Environment.load(staging)
-    retired = env_root / f".{env_id}.{os.getpid()}.old"
-    os.replace(target, retired)
-    os.replace(staging, target)
-    shutil.rmtree(retired)
-    return update_registry(registry_path, target)
+    publish: a full copy is staged, loaded, and swapped in with its registry entry."""
+    staging = _staging(env_root, env_id)
+    try:
+        with registry_lock(registry_path):  # nobody replaces or deletes it while it is copied
+            if not (env_root / env_id).is_dir():
+                raise PublishConflict(f"{env_id!r} is not published (any more)")
+            shutil.copytree(env_root / env_id, staging)
+        write_env_folder(staging, files)
+        entry = _entry(registry_path, staging, env_root / env_id)
+        _swap(env_root, env_id, staging, registry_path, entry)
+        return entry
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def unpublish(env_root: Path, env_id: str, registry_path: Path) -> bool:
-    """Take an environment out of the registry first (so nobody is offered it), then delete its folder."""
-    listed = remove_from_registry(registry_path, env_id)
-    folder = env_root / env_id
-    if folder.is_dir():
-        retired = env_root / f".{env_id}.{os.getpid()}.deleted"
-        os.replace(folder, retired)
-        shutil.rmtree(retired)
-        return True
-    return listed
+    """Take an environment out of the registry and its folder out of the env root, together;
+    the folder is deleted after."""
+    folder, retired = env_root / env_id, env_root / f".{env_id}.{uuid.uuid4().hex[:12]}.deleted"
+    with registry_lock(registry_path):
+        entries = _read_entries(registry_path)
+        kept = [e for e in entries if e.id != env_id]
+        if len(kept) != len(entries):
+            _write_registry(registry_path, kept)
+        moved = folder.is_dir()
+        if moved:
+            os.replace(folder, retired)
+    shutil.rmtree(retired, ignore_errors=True)
+    return moved or len(kept) != len(entries)

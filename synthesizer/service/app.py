@@ -23,10 +23,13 @@ from servers.registry import PROVENANCE_FILE
 from servers.tasks import TaskPackError
 
 from .. import __version__
+from ..catalog import load_catalog
 from ..dependency_graph import build_graph, graph_json
 from ..llm import LLMConfig, LLMError
 from ..llm.backend import LLMBackend
+from ..planning import plan_jobs
 from ..publish import unpublish, write_env_folder
+from ..topics import NoMatchingDomain, read_corpus_text
 from .jobs import IdempotencyConflict, JobStore, QueueFull
 from .runner import Runner, ServiceSettings
 from .schemas import EnvironmentsRequest, ErrorOut, JobAccepted, JobOut, TaskPackRequest
@@ -56,23 +59,17 @@ class UploadLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge(seen)
+            if seen > self.max_bytes:  # FastAPI passes an HTTPException raised while it reads the body through
+                raise HTTPException(413, self._message(seen))
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge as e:
-            await self._refuse(e.size, scope, receive, send)
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int) -> str:
+        return f"body: {size:,} bytes or more is over this service's upload limit of {self.max_bytes:,} bytes (--max-upload-mb)"
 
     async def _refuse(self, size: int, scope: Scope, receive: Receive, send: Send) -> None:
-        await JSONResponse({"detail": f"body: {size:,} bytes is over this service's upload limit of {self.max_bytes:,} bytes "
-                                      "(--max-upload-mb)"}, status_code=413)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
+        await JSONResponse({"detail": self._message(size)}, status_code=413)(scope, receive, send)
 
 
 def _field(location: tuple[Any, ...]) -> str:
@@ -176,8 +173,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
               dependencies=[Depends(authorize)],
               responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 409: {"model": ErrorOut},
                          413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut}})
-    async def make_environments(body: EnvironmentsRequest, response: Response,
-                                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+    def make_environments(body: EnvironmentsRequest, response: Response,
+                          idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
         request = body.model_dump(mode="json", exclude_none=True)
         try:
             earlier = store.replay(body.kind, request, idempotency_key)
@@ -187,6 +184,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return accepted(earlier, False, response)
         if body.spec is not None:
             _check_upload(body)
+        elif body.backend == "procedural":
+            _check_plan(body)
         if body.backend == "llm":
             try:
                 LLMBackend.from_options(LLMConfig.load(settings.llm_config), stages=set(body.stages or []) or None,
@@ -212,10 +211,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/v1/environments/{env_id}", tags=["environments"], responses={404: {"model": ErrorOut}},
              summary="One environment: spec summary, tools, dependency graph, task packs, quality report")
-    async def get_environment(env_id: str) -> dict[str, Any]:
+    def get_environment(env_id: str) -> dict[str, Any]:
         reg, entry = entry_or_404(env_id)
         folder = reg.folder(env_id)
-        env = reg.environment(env_id)
+        try:
+            env = reg.environment(env_id)
+        except SpecError as e:
+            raise HTTPException(503, f"{env_id!r} is listed but does not load: {e}") from None
         graph_file = folder / "tool_graph.json"
         graph = json.loads(graph_file.read_text(encoding="utf-8")) if graph_file.exists() else graph_json(build_graph(env))
         packs = []
@@ -242,8 +244,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.post("/v1/environments/{env_id}/task-packs", status_code=202, response_model=JobAccepted, tags=["environments"],
               summary="More gold-verified tasks for a synthesized environment, as a job", dependencies=[Depends(authorize)],
               responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 429: {"model": ErrorOut}})
-    async def more_task_packs(env_id: str, body: TaskPackRequest, response: Response,
-                              idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+    def more_task_packs(env_id: str, body: TaskPackRequest, response: Response,
+                        idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
         request = {"env_id": env_id, **body.model_dump(mode="json")}
         try:
             earlier = store.replay("task_pack", request, idempotency_key)
@@ -262,10 +264,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.delete("/v1/environments/{env_id}", status_code=204, tags=["environments"], dependencies=[Depends(authorize)],
                 summary="Unpublish an environment and delete its folder", responses={404: {"model": ErrorOut}})
-    async def delete_environment(env_id: str) -> Response:
+    def delete_environment(env_id: str) -> Response:
         entry_or_404(env_id)
+        busy = [j.id for j in store.list(None, 1000) if j.status in ("queued", "running") and j.kind == "task_pack"
+                and j.request.get("env_id") == env_id]
+        if busy:
+            raise HTTPException(409, f"job(s) {', '.join(busy)} are making tasks for {env_id!r}; cancel them or wait")
         unpublish(settings.env_root, env_id, settings.registry)
-        runner._notify_fleet([env_id])
+        runner.notify_fleet([env_id])
         return Response(status_code=204)
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -290,11 +296,32 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         job = store.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
+        if job.status == "cancelled":
+            return job.to_dict()  # a retried cancel gets the same answer
         if job.status not in ("queued", "running"):
             raise HTTPException(409, f"job {job_id} already finished ({job.status})")
         cancelled = store.cancel(job_id)
         assert cancelled is not None
         return cancelled.to_dict()
+
+    def _check_plan(body: EnvironmentsRequest) -> None:
+        """Topics and corpora are planned now (it is cheap without a model), so a topic nothing fits or
+        an unreadable corpus is a 422 naming the field, and an id published already is a 409."""
+        field = body.kind
+        try:
+            corpus = read_corpus_text(body.corpus) if isinstance(body.corpus, str) else body.corpus
+            plan = plan_jobs(load_catalog(), topics=[body.topic] if body.topic else body.topics, corpus=corpus, count=body.count,
+                             seed=body.seed, variant=body.variant, tasks=body.tasks_per_env, max_envs=body.max_envs)
+        except (NoMatchingDomain, ValueError) as e:
+            raise HTTPException(422, f"{field}: {e}") from None
+        if not plan.jobs:
+            raise HTTPException(422, f"{field}: nothing to make: no request in it needs state a system keeps "
+                                f"({(plan.mining or {}).get('stateful', 0)} stateful of {(plan.mining or {}).get('total', 0)})")
+        reg = registry()
+        taken = sorted({_env_id(j) for j in plan.jobs} & set(reg.entries if reg else ()))
+        if taken and not body.replace:
+            raise HTTPException(409, f"{field}: {', '.join(taken)} is published already; pass \"replace\": true, or another "
+                                "seed or variant")
 
     def _check_upload(body: EnvironmentsRequest) -> None:
         """An uploaded environment is checked now, so a bad one is a 422 naming the field, not a failed job."""
@@ -312,11 +339,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 where = "tasks" if isinstance(e, TaskPackError) else "spec"
                 issues = [f"{where}.{i.location}: {i.message}" for i in e.issues]
                 raise HTTPException(422, f"{where}: {len(issues)} problem(s): " + "; ".join(issues)) from None
-        if registry() is not None and env.id in registry().entries:  # type: ignore[union-attr]
-            raise HTTPException(409, f"spec.id: an environment {env.id!r} is already published; delete it first or choose "
-                                "another id")
+        reg = registry()
+        if reg is not None and env.id in reg.entries and not body.replace:
+            raise HTTPException(409, f"spec.id: an environment {env.id!r} is already published; pass \"replace\": true, or "
+                                "choose another id")
 
     return app
+
+
+def _env_id(job: Any) -> str:
+    """The id a planned catalog job publishes under (as the modeler names variants)."""
+    return job.env_id or (job.domain_id if job.variant == 0 else f"{job.domain_id}_v{job.variant}")
 
 
 def _histogram(values: Any) -> dict[str, int]:

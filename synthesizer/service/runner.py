@@ -24,7 +24,7 @@ from ..llm import LLMConfig, LLMError
 from ..llm.backend import LLMBackend
 from ..pipeline import Stopped, more_tasks, publish_result, synthesize
 from ..planning import plan_jobs
-from ..publish import add_files, publish_folder, write_env_folder
+from ..publish import PublishConflict, add_files, publish_folder, write_env_folder
 from ..topics import read_corpus_text
 from .jobs import Job, JobStore
 
@@ -128,7 +128,7 @@ class Runner:
                 report = self._synthesize(job, progress)
         except Stopped:
             self.store.finish(job.id, "cancelled", progress=progress.data, published=progress.published, errors=progress.errors)
-            self._notify_fleet(progress.published)
+            self.notify_fleet(progress.published)
             return
         except (LLMError, ValueError, OSError) as e:
             progress.errors.append(str(e))
@@ -143,7 +143,7 @@ class Runner:
         status = "succeeded" if published and not failed else "partial" if published else "failed"
         self.store.finish(job.id, status, progress=progress.data, published=progress.published, errors=progress.errors,
                           report=report)
-        self._notify_fleet(progress.published)
+        self.notify_fleet(progress.published)
 
     def _synthesize(self, job: Job, progress: _Progress) -> dict[str, Any]:
         request = job.request
@@ -161,10 +161,14 @@ class Runner:
                 entry = progress.begin(planned.name)
                 result = synthesize(planned, assist=llm.session() if llm else None,
                                     progress=lambda stage, entry=entry: progress.stage(entry, stage))
-                if result.ok:
+                ok, reason = result.ok, result.reason
+                if ok:
                     progress.stage(entry, "publish")
-                    publish_result(result, self.settings.env_root, self.settings.registry)
-                progress.end(entry, env_id=result.env_id, ok=result.ok, reason=result.reason,
+                    try:
+                        publish_result(result, self.settings.env_root, self.settings.registry, replace=request.get("replace", False))
+                    except PublishConflict as e:
+                        ok, reason = False, str(e)
+                progress.end(entry, env_id=result.env_id, ok=ok, reason=reason,
                              tools=len(result.stages.get("spec", {}).get("tools", [])), tasks=len(result.stages.get("tasks", [])))
             return {"mining": plan.mining, "llm_usage": llm.client.usage.to_dict() if llm else None}
         finally:
@@ -204,8 +208,13 @@ class Runner:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         progress.stage(entry, "publish")
-        publish_folder(self.settings.env_root, env.id, files, self.settings.registry,
-                       {"backend": "upload", "job": job.id, "tasks": {"uploaded": len(tasks)}})
+        try:
+            publish_folder(self.settings.env_root, env.id, files, self.settings.registry,
+                           {"backend": "upload", "job": job.id, "tasks": {"uploaded": len(tasks)}},
+                           replace=request.get("replace", False))
+        except PublishConflict as e:
+            progress.end(entry, env_id=env.id, ok=False, reason=str(e))
+            return {}
         progress.end(entry, env_id=env.id, ok=True, tools=len(env.tool_names), tasks=len(env.tasks))
         return {"gates": {r.task_id: r.passed for r in results}}
 
@@ -215,6 +224,9 @@ class Runner:
         entry = progress.begin(env_id)
         progress.stage(entry, "tasks")
         folder = self.settings.env_root / env_id
+        if not folder.is_dir():
+            progress.end(entry, env_id=env_id, ok=False, reason=f"{env_id!r} is not published (any more)")
+            return {}
         if (folder / "tasks" / f"{pack}.jsonl").exists():
             progress.end(entry, env_id=env_id, ok=False, reason=f"{env_id} already has a task pack named {pack!r}")
             return {}
@@ -223,15 +235,22 @@ class Runner:
             progress.end(entry, env_id=env_id, ok=False, reason=f"no new task passed the gates ({stats['failures']})")
             return {"task_stats": stats}
         progress.stage(entry, "publish")
-        add_files(self.settings.env_root, env_id, {f"tasks/{pack}.jsonl": [t.model_dump(mode="json", exclude_none=True)
-                                                                         for t in tasks]}, self.settings.registry)
+        try:
+            add_files(self.settings.env_root, env_id, {f"tasks/{pack}.jsonl": [t.model_dump(mode="json", exclude_none=True)
+                                                                             for t in tasks]}, self.settings.registry)
+        except PublishConflict as e:
+            progress.end(entry, env_id=env_id, ok=False, reason=str(e))
+            return {"task_stats": stats}
         progress.end(entry, env_id=env_id, ok=True, tasks=len(tasks))
         return {"task_stats": stats}
 
-    def _notify_fleet(self, changed: list[str]) -> None:
-        """Best effort: the fleet also watches the registry; this only makes it immediate."""
-        if not (changed and self.settings.fleet_url):
-            return
+    def notify_fleet(self, changed: list[str]) -> None:
+        """Best effort, in the background: the fleet also watches the registry; this only makes it immediate."""
+        if changed and self.settings.fleet_url:
+            threading.Thread(target=self._reload_fleet, name="fleet-reload", daemon=True).start()
+
+    def _reload_fleet(self) -> None:
+        assert self.settings.fleet_url is not None
         headers = {"Authorization": f"Bearer {self.settings.fleet_token}"} if self.settings.fleet_token else {}
         try:
             httpx.post(self.settings.fleet_url.rstrip("/") + "/admin/reload", headers=headers, timeout=10).raise_for_status()

@@ -45,6 +45,8 @@ class EnvironmentsRequest(_Body):
     stages: list[Stage] | None = Field(None, description="LLM stages to run (default: judge, domain, seed, tools, paraphrase).")
     paraphrase: bool = Field(False, description="LLM: a procedural environment with model-worded instructions.")
     review: bool = Field(False, description="LLM: add the reviewing model's gate.")
+    replace: bool = Field(False, description="Replace environments that are published already under the same id "
+                          "(default: such an id is a 409, or a failed environment of the job).")
 
     @model_validator(mode="after")
     def _one_source(self) -> EnvironmentsRequest:

@@ -95,6 +95,16 @@ def outside_port(part: str, inside: int, outside: int) -> str:
     return part
 
 
+def fleet_serves(fleet: Container, env_id: str, timeout: float = 10) -> bool:
+    """Whether the running fleet lists ``env_id`` within ``timeout`` (reloads are asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while env_id not in {e["id"] for e in httpx.get(f"{fleet.base}/envs").json()}:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def wait_job(base: str, job_id: str, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -173,7 +183,7 @@ def test_a_topic_submitted_to_the_synthesizer_is_served_and_solved_without_a_res
     assert detail["task_packs"][0]["tasks"] == 4 and detail["quality"]["procedural_tests"]["passed"] is True
     assert detail["graph"]["edges"] and any(t["kind"] == "write" for t in detail["tools"])
 
-    assert env_id in {e["id"] for e in httpx.get(f"{fleet.base}/envs").json()}  # told to reload, no restart
+    assert fleet_serves(fleet, env_id)  # told to reload, no restart
     task = json.loads((data / "envs" / env_id / "tasks" / "synthesized.jsonl").read_text().splitlines()[0])["id"]
     solved = subprocess.run([*ENVFLEET, "run", "--env", env_id, "--agent", "gold", "--tasks", task, "--url", fleet.base],
                             capture_output=True, text=True, timeout=120,
@@ -205,7 +215,8 @@ def test_concurrent_submissions_all_land_and_history_survives_a_restart(stack, t
     assert all(job["status"] == "succeeded" for job in jobs) and len(published) == 4
     assert published <= set(Registry.load(data / "registry.json").ids())
 
-    long = httpx.post(f"{synthesizer.base}/v1/environments", headers=TOKEN, json={"count": 60, "seed": 5, "tasks_per_env": 3})
+    long = httpx.post(f"{synthesizer.base}/v1/environments", headers=TOKEN,
+                      json={"count": 60, "seed": 5, "tasks_per_env": 3, "replace": True})
     long_id = long.json()["job_id"]
     while httpx.get(f"{synthesizer.base}/v1/jobs/{long_id}").json()["progress"].get("published", 0) < 1:
         time.sleep(0.1)
@@ -244,6 +255,23 @@ def test_bad_input_is_refused_naming_the_field(stack) -> None:
     huge = httpx.post(url, headers={**TOKEN, "Content-Type": "application/json"},
                       content=json.dumps({"corpus": ["x" * 1000] * 9000}).encode())
     assert huge.status_code == 413 and "upload limit" in huge.json()["detail"]
+
+    def chunks():  # no Content-Length: refused while it streams in
+        yield b'{"corpus": ['
+        for _ in range(9000):
+            yield b'"' + b"x" * 1000 + b'",'
+        yield b'"x"]}'
+
+    streamed = httpx.post(url, headers={**TOKEN, "Content-Type": "application/json"}, content=chunks())
+    assert streamed.status_code == 413 and "upload limit" in streamed.json()["detail"]
+    nothing_fits = post({"topic": "underwater basket weaving"})
+    assert nothing_fits.status_code == 422 and nothing_fits.json()["detail"].startswith("topic: no catalog domain fits")
+    bad_corpus = post({"corpus": '{"text": "Book a table"}\nnot json\n'})
+    assert bad_corpus.status_code == 422 and "corpus: corpus:2: not JSON" in bad_corpus.json()["detail"]
+    questions = post({"corpus": ["What is the capital of Peru?"]})
+    assert questions.status_code == 422 and "no request in it needs state" in questions.json()["detail"]
+    published = post({"topic": "dental clinic"})  # the volume has dental_clinic: not overwritten unless asked
+    assert published.status_code == 409 and "dental_clinic is published already" in published.json()["detail"]
     unknown = httpx.get(f"{synthesizer.base}/v1/jobs/nope")
     assert unknown.status_code == 404
     assert httpx.post(f"{synthesizer.base}/v1/environments/library/task-packs", headers=TOKEN, json={}).status_code == 409
@@ -264,7 +292,7 @@ def test_uploads_idempotency_task_packs_cancel_and_delete(stack) -> None:
     assert other.status_code == 409 and "different request" in other.json()["detail"]
     job = wait_job(synthesizer.base, first.json()["job_id"])
     assert job["status"] == "succeeded" and job["published"] == ["uploaded"]
-    assert "uploaded" in {e["id"] for e in httpx.get(f"{fleet.base}/envs").json()}
+    assert fleet_serves(fleet, "uploaded")
 
     more = httpx.post(f"{url}/dental_clinic/task-packs", headers=TOKEN, json={"tasks": 3, "seed": 8, "pack": "extra"})
     assert more.status_code == 202
@@ -272,13 +300,15 @@ def test_uploads_idempotency_task_packs_cancel_and_delete(stack) -> None:
     packs = {p["name"]: p for p in httpx.get(f"{url}/dental_clinic").json()["task_packs"]}
     assert packs["extra"]["tasks"] == 3 and packs["synthesized"]["tasks"] == 20
 
-    running = httpx.post(url, headers=TOKEN, json={"count": 40, "seed": 6, "tasks_per_env": 3}).json()["job_id"]
+    running = httpx.post(url, headers=TOKEN, json={"count": 40, "seed": 6, "tasks_per_env": 3, "replace": True}).json()["job_id"]
     while httpx.get(f"{synthesizer.base}/v1/jobs/{running}").json()["status"] != "running":
         time.sleep(0.05)
     assert httpx.post(f"{synthesizer.base}/v1/jobs/{running}/cancel").status_code == 401
     assert httpx.post(f"{synthesizer.base}/v1/jobs/{running}/cancel", headers=TOKEN).json()["cancel_requested"] is True
     cancelled = wait_job(synthesizer.base, running)
     assert cancelled["status"] == "cancelled" and cancelled["progress"]["done"] < 40
+    again = httpx.post(f"{synthesizer.base}/v1/jobs/{running}/cancel", headers=TOKEN)  # a retried cancel
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
 
     assert httpx.delete(f"{url}/uploaded", headers=TOKEN).status_code == 204
     assert not (data / "envs" / "uploaded").exists() and "uploaded" not in Registry.load(data / "registry.json").ids()

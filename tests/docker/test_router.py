@@ -80,6 +80,14 @@ async def test_episodes_and_keys_stick_to_the_replica_holding_them(routed) -> No
         score = httpx.post(f"{base}/episodes/{episode['episode_id']}/evaluate", json={"final_message": "ORD-0042"}).json()
         assert score["success"] is True
 
+    for index in range(6):  # ids the client chose (as envfleet run does): routed by them from the start
+        chosen = f"run1.mini-001.t{index}"
+        created = httpx.post(f"{base}/episodes", json={"env_id": "mini", "task_id": "mini-001"}, headers={"X-Episode-Id": chosen})
+        assert created.status_code == 201 and created.json()["episode_id"] == chosen
+        async with Client(created.json()["mcp_url"]) as client:
+            assert not (await client.call_tool("place_order", {"sku": "C-3", "quantity": 2})).is_error
+        assert httpx.get(f"{base}/episodes/{chosen}").json()["steps"] == 1
+
     for _ in range(6):  # a keyed state: the write and the read land on the same replica
         url = f"{base}/envs/mini/s/{uuid.uuid4().hex}/mcp"
         async with Client(url) as client:

@@ -143,7 +143,10 @@ def test_exports_are_valid_openai_chat_examples(tmp_path: Path, mini_env_dir: Pa
     stub.script("agent", shopper(quantity=3))
     run(tmp_path, mini_env_dir, stub, "--tasks", "mini-001", "--out", str(tmp_path / "run"))
     stub.script("agent", shopper())
-    run(tmp_path, mini_env_dir, stub, "--tasks", "mini-001", "--trials", "2", "--seed", "5", "--out", str(tmp_path / "run"))
+    other = run(tmp_path, mini_env_dir, stub, "--tasks", "mini-001", "--trials", "2", "--seed", "5", "--out", str(tmp_path / "run"))
+    assert other.returncode == 2 and "holds another run (seed: 0 then 5)" in other.stderr  # two experiments never mix
+    more = run(tmp_path, mini_env_dir, stub, "--tasks", "mini-001", "--trials", "2", "--out", str(tmp_path / "run"))
+    assert more.returncode == 0, more.stderr  # the same run, one more trial
     gold = subprocess.run([*ENVFLEET, "run", "--env", "mini", "--agent", "gold", "--out", str(tmp_path / "gold"),
                            "--env-root", str(mini_env_dir.parent)], capture_output=True, text=True, timeout=300)
     assert gold.returncode == 0, gold.stderr
@@ -165,6 +168,28 @@ def test_exports_are_valid_openai_chat_examples(tmp_path: Path, mini_env_dir: Pa
     problems = chat_format_problems(broken)
     assert any("not an offered tool" in p for p in problems) and any("not a JSON object" in p for p in problems)
     assert any("never answered" in p for p in problems)
+
+
+def test_step_limits_and_a_refusing_model_end_the_episode_scored(tmp_path: Path, mini_env_dir: Path, stub: OpenAIStub) -> None:
+    def searcher(body: dict[str, Any]) -> Any:  # never stops searching, two calls a turn
+        done = sum(1 for m in body["messages"] if m["role"] == "tool")
+        return {"content": None, "tool_calls": [
+            {"id": f"c{done}", "type": "function", "function": {"name": "search_items", "arguments": '{"query": "Candle"}'}},
+            {"id": f"d{done}", "type": "function", "function": {"name": "count_orders", "arguments": "{}"}}]}
+
+    stub.script("agent", searcher)
+    run(tmp_path, mini_env_dir, stub, "--tasks", "mini-001", "--max-steps", "3", "--out", str(tmp_path / "steps"))
+    [record] = records(tmp_path / "steps" / "trajectories.jsonl")
+    assert record["status"] == "ok" and record["stopped"] == "max_steps" and record["success"] is False
+    assert len(record["trajectory"]) == 3 and record["messages"][-1]["role"] == "assistant"
+    assert chat_format_problems({"messages": record["messages"], "tools": record["tools"]}) == []
+
+    stub.script("agent", Fault(400, {"error": {"message": "This model's maximum context length is 8192 tokens.",
+                                               "code": "context_length_exceeded"}}))
+    run(tmp_path, mini_env_dir, stub, "--tasks", "mini-001", "--out", str(tmp_path / "refused"))
+    [record] = records(tmp_path / "refused" / "trajectories.jsonl")
+    assert record["status"] == "ok" and record["reward"] is not None and record["success"] is False  # the model failed
+    assert record["stopped"].startswith("model_refused") and "maximum context length" in record["stopped"]
 
 
 def test_pass_hat_k_is_tau_bench_s() -> None:

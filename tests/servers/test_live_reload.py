@@ -88,6 +88,10 @@ async def test_published_changed_and_deleted_environments_while_episodes_run(tmp
         registry.write_text("{ half-written")  # a broken registry: keep serving the last good one
         time.sleep(0.6)
         assert served(base) == {"shop"}
+        registry.write_bytes(b"\xff\xfe" + registry.read_bytes())  # not even text
+        time.sleep(0.6)
+        assert served(base) == {"shop"} and httpx.get(f"{base}/healthz").status_code == 200
+        assert await order_candles(running["mcp_url"])  # and the episodes go on
     finally:
         output = server.stop()
     assert "cannot be reloaded" in output
@@ -122,5 +126,31 @@ async def test_episode_ids_chosen_by_the_client_or_a_routing_proxy(tmp_path: Pat
         bad = httpx.post(f"{base}/episodes", json={"env_id": "shop"}, headers={"X-Episode-Id": "no/slashes"})
         assert bad.status_code == 400
         assert json.loads(httpx.get(f"{base}/episodes/0f3a9c").text)["env_id"] == "shop"
+    finally:
+        server.stop()
+
+
+async def test_sessions_and_keyed_states_outlive_a_reload(tmp_path: Path) -> None:
+    root, registry = tmp_path / "envs", tmp_path / "registry.json"
+    add_env(root, "shop")
+    publish_registry(root, registry)
+    server = ServerProcess(["--all", "--registry", str(registry), "--watch-interval", "0.2"])
+    try:
+        keyed = f"{server.base}/envs/shop/s/alice/mcp"
+        assert await order_candles(keyed)
+        async with Client(f"{server.base}/envs/shop/mcp", mode="legacy") as session:
+            await session.call_tool("place_order", {"sku": "C-3", "quantity": 1})
+            write_tasks(root / "shop", [{**MINI_TASKS[0], "id": "shop-003"}], pack="more")  # only the tasks change
+            publish_registry(root, registry)
+            wait_for(lambda: httpx.post(f"{server.base}/episodes", json={"env_id": "shop", "task_id": "shop-003"}).status_code == 201)
+            count = await session.call_tool("count_orders", {})  # the session opened before the reload still answers
+            assert not count.is_error and count.structured_content["value"] == 2
+        async with Client(keyed) as client:  # the keyed state kept its order: the world did not change
+            assert (await client.call_tool("count_orders", {})).structured_content["value"] == 2
+        add_env(root, "shop", policy="New rules.")  # now the spec changes: keyed states start over
+        publish_registry(root, registry)
+        wait_for(lambda: httpx.post(f"{server.base}/episodes", json={"env_id": "shop"}).json()["policy"] == "New rules.")
+        async with Client(keyed) as client:
+            assert (await client.call_tool("count_orders", {})).structured_content["value"] == 1
     finally:
         server.stop()

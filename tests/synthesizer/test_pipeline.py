@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -113,31 +112,36 @@ def test_tasks_have_distractors_the_gold_chain_leaves_alone() -> None:
     assert env.id == "dental_clinic"
 
 
-def test_publish_killed_midway_leaves_a_valid_complete_registry(tmp_path: Path) -> None:
-    registry = tmp_path / "registry.json"
+@pytest.mark.parametrize("where", ["_entry", "_write_registry"])  # while staging; inside the lock, after the folder swap
+def test_publish_killed_midway_leaves_a_valid_complete_registry(tmp_path: Path, where: str) -> None:
+    registry, root = tmp_path / "registry.json", tmp_path / "envs"
     first = synthesize(Job("dental_clinic", seed=2, tasks=3))
-    publish_result(first, tmp_path / "envs", registry)
+    publish_result(first, root, registry)
     before = registry.read_text()
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
         "from synthesizer import publish\n"
         "from synthesizer.pipeline import Job, synthesize\n"
-        "result = synthesize(Job('dental_clinic', seed=2, variant=1, tasks=3))\n"
-        "original = publish.update_registry\n"
+        "result = synthesize(Job('dental_clinic', seed=2, variant=1, tasks=3, env_id='dental_clinic'))\n"
+        f"original = publish.{where}\n"
         "def slow(*args):\n"
-        "    print('folder written', flush=True); time.sleep(30); return original(*args)\n"
-        "publish.update_registry = slow\n"
-        f"publish.publish_folder(Path({str(tmp_path / 'envs')!r}), result.env_id, result.files, Path({str(registry)!r}), {{}})\n"
+        "    print('stopping here', flush=True); time.sleep(30); return original(*args)\n"
+        f"publish.{where} = slow\n"
+        f"publish.publish_folder(Path({str(root)!r}), result.env_id, result.files, Path({str(registry)!r}), {{}})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "folder written"
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "stopping here"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    assert registry.read_text() == before
-    assert Registry.load(registry).ids() == ["dental_clinic"]
-    assert not list((tmp_path / "envs").glob(".*.tmp"))
-    time.sleep(0)
+    assert registry.read_text() == before  # the old registry, whole
+    listed = Registry.load(registry)
+    assert listed.ids() == ["dental_clinic"]
+    Environment.load(listed.folder("dental_clinic"))  # what it lists is complete
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == ["dental_clinic"]  # leftovers stay hidden
+    again = synthesize(Job("dental_clinic", seed=2, variant=2, tasks=3))
+    publish_result(again, root, registry)  # the dead publisher's lock is gone with it
+    assert Registry.load(registry).ids() == ["dental_clinic", "dental_clinic_v2"]
 
 
 def test_corpus_mining_finds_stateful_requests_and_sectors() -> None:
@@ -204,3 +208,29 @@ def test_every_catalog_generator_is_usable_and_clock_free() -> None:
                 for e in domain.entities for a in e.attributes if generator_problem(a.generator)]
     assert problems == []
     assert "machine's clock" in (generator_problem("month_name") or "")  # Faker's dates read datetime.now()
+
+
+def test_threads_publishing_one_id_leave_it_listed_and_whole(tmp_path: Path) -> None:
+    import threading
+
+    registry, root = tmp_path / "registry.json", tmp_path / "envs"
+    results = [synthesize(Job("dental_clinic", seed=s, tasks=2, env_id="dental_clinic")) for s in (3, 4)]
+    errors: list[BaseException] = []
+
+    def publish(result: object) -> None:
+        try:
+            publish_result(result, root, registry)  # type: ignore[arg-type]
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=publish, args=(r,)) for r in results]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    listed = Registry.load(registry)
+    env = Environment.load(listed.folder("dental_clinic"))
+    assert listed.ids() == ["dental_clinic"] and listed.stale() == [] and env.id == "dental_clinic"
+    assert [p.name for p in root.iterdir()] == ["dental_clinic"]
