@@ -99,6 +99,29 @@ def test_conversational_mode_with_the_scripted_user(tmp_path: Path, mini_env_dir
     assert said[-1].endswith("###STOP###") and record["success"] is True and record["mode"] == "conv"
 
 
+def test_conversational_mode_with_a_model_playing_the_user(tmp_path: Path, mini_env_dir: Path, stub: OpenAIStub) -> None:
+    def agent(body: dict[str, Any]) -> Any:
+        users = [m for m in body["messages"] if m["role"] == "user"]
+        if len(users) == 1:
+            return {"content": "How many candles would you like?"}
+        return shopper()(body)
+
+    def customer(body: dict[str, Any]) -> str:
+        system, said = body["messages"][0]["content"], body["messages"][-1]["content"]
+        assert "quantity: 2" in system and "Never make up a fact" in system  # the scenario, and the rules of the role
+        return "Two, please." if "How many" in said else "Perfect, thank you! ###STOP###"
+
+    stub.script("agent", agent)
+    stub.script("user", customer)
+    result = run(tmp_path, mini_env_dir, stub, "--tasks", "mini-001", "--mode", "conv", "--user", "openai:stub-model",
+                 "--out", str(tmp_path / "conv"))
+    assert result.returncode == 0, result.stderr
+    [record] = records(tmp_path / "conv" / "trajectories.jsonl")
+    said = [m["content"] for m in record["messages"] if m["role"] == "user"]
+    assert said[1] == "Two, please." and said[-1].endswith("###STOP###") and record["success"] is True
+    assert record["usage"]["user"]["prompt_tokens"] > 0
+
+
 def test_an_endpoint_failing_mid_run_is_an_infrastructure_failure_and_resume_redoes_only_that(
         tmp_path: Path, mini_env_dir: Path, stub: OpenAIStub) -> None:
     def flaky(body: dict[str, Any]) -> Any:
