@@ -195,6 +195,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen[str], base: str, timeout: float) -> None:
+    """Until ``base/healthz`` answers 200; a process that exits first, or a timeout, is an error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{base} did not become healthy in {timeout:g} s")
+        time.sleep(0.1)
+
+
 class ServerProcess:
     """`envfleet serve ...` as a real subprocess on a free 127.0.0.1 port."""
 
@@ -205,19 +221,11 @@ class ServerProcess:
             [*ENVFLEET, "serve", *args, "--port", str(self.port), "--log-level", "warning"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.proc.stdout.read() if self.proc.stdout else ''}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("server did not become healthy in 30 s")
-            time.sleep(0.1)
+        try:
+            wait_healthy(self.proc, self.base, 30)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> str:
         self.proc.terminate()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from servers import Registry
-from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, REPO, free_port
+from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, REPO, free_port, wait_healthy
 
 DOCKER = REPO / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
@@ -60,19 +60,11 @@ class Container:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([*entrypoint(), *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{service} exited:\n{self.proc.stdout.read() if self.proc.stdout else ''}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{service} did not become healthy")
-            time.sleep(0.1)
+        try:
+            wait_healthy(self.proc, self.base, 60)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self, kill: bool = False) -> str:
         if kill:
@@ -326,14 +318,7 @@ def test_a_full_queue_answers_429_and_a_public_interface_needs_a_token(tmp_path:
                             env={k: v for k, v in os.environ.items() if k != "ENVFLEET_SYNTH_TOKEN"})
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        wait_healthy(proc, base, 30)
         codes = [httpx.post(f"{base}/v1/environments", json={"count": 30, "seed": s, "tasks_per_env": 2}).status_code
                  for s in range(4)]
         assert codes[:2] == [202, 202] and 429 in codes[2:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ENVFLEET, free_port
+from tests.conftest import ENVFLEET, free_port, wait_healthy
 from tests.openai_stub import OpenAIStub
 from tests.synthesizer.test_llm_backend import paraphrased
 
@@ -21,15 +21,8 @@ def start_service(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen
                              "--registry", str(tmp_path / "registry.json"), "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            return proc, base
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(proc.stdout.read() if proc.stdout else "the service did not start") from None
-            time.sleep(0.1)
+    wait_healthy(proc, base, 30)
+    return proc, base
 
 
 def test_an_llm_job_through_the_service(tmp_path: Path) -> None:
