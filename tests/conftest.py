@@ -211,6 +211,20 @@ def wait_healthy(proc: subprocess.Popen[str], base: str, timeout: float) -> None
         time.sleep(0.1)
 
 
+def stop_process(proc: subprocess.Popen[str], *, kill: bool = False, timeout: float = 10) -> str:
+    """Stop a served process (terminate, or kill at once) and return what it printed."""
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    return output or ""
+
+
 class ServerProcess:
     """`envfleet serve ...` as a real subprocess on a free 127.0.0.1 port."""
 
@@ -228,13 +242,7 @@ class ServerProcess:
             raise
 
     def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            output, _ = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            output, _ = self.proc.communicate()
-        return output or ""
+        return stop_process(self.proc)
 
 
 @pytest.fixture(scope="session")

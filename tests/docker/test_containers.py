@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from servers import Registry
-from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, REPO, free_port, wait_healthy
+from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, REPO, free_port, stop_process, wait_healthy
 
 DOCKER = REPO / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
@@ -67,16 +67,7 @@ class Container:
             raise
 
     def stop(self, kill: bool = False) -> str:
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            output, _ = self.proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            output, _ = self.proc.communicate()
-        return output or ""
+        return stop_process(self.proc, kill=kill, timeout=15)
 
 
 def outside_port(part: str, inside: int, outside: int) -> str:

@@ -52,11 +52,16 @@ async def order_candles(url: str) -> bool:
         return not result.is_error
 
 
-async def test_published_changed_and_deleted_environments_while_episodes_run(tmp_path: Path) -> None:
+def watched_fleet(tmp_path: Path) -> tuple[Path, Path, ServerProcess]:
+    """A fleet of one environment, served from a registry file the gateway watches."""
     root, registry = tmp_path / "envs", tmp_path / "registry.json"
     add_env(root, "shop")
     publish_registry(root, registry)
-    server = ServerProcess(["--all", "--registry", str(registry), "--watch-interval", "0.2"])
+    return root, registry, ServerProcess(["--all", "--registry", str(registry), "--watch-interval", "0.2"])
+
+
+async def test_published_changed_and_deleted_environments_while_episodes_run(tmp_path: Path) -> None:
+    root, registry, server = watched_fleet(tmp_path)
     try:
         base = server.base
         running = httpx.post(f"{base}/episodes", json={"env_id": "shop", "task_id": "shop-001"}).json()
@@ -131,10 +136,7 @@ async def test_episode_ids_chosen_by_the_client_or_a_routing_proxy(tmp_path: Pat
 
 
 async def test_sessions_and_keyed_states_outlive_a_reload(tmp_path: Path) -> None:
-    root, registry = tmp_path / "envs", tmp_path / "registry.json"
-    add_env(root, "shop")
-    publish_registry(root, registry)
-    server = ServerProcess(["--all", "--registry", str(registry), "--watch-interval", "0.2"])
+    root, registry, server = watched_fleet(tmp_path)
     try:
         keyed = f"{server.base}/envs/shop/s/alice/mcp"
         assert await order_candles(keyed)
