@@ -8,6 +8,7 @@ stdio, the state key in the URL or the handshake-era session over HTTP. A failed
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from .executor import ToolResult
 from .pool import EpisodePool, StatePool
 from .state import StateCopy
 
-__all__ = ["CallRouter", "EpisodeRouter", "HttpRouter", "build_server", "schema_markdown", "call_tool_result"]
+__all__ = ["CallRouter", "EpisodeRouter", "HttpRouter", "build_server", "schema_markdown", "call_tool_result", "error_details"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +115,27 @@ class HttpRouter:
 
 
 def call_tool_result(result: ToolResult) -> types.CallToolResult:
-    return types.CallToolResult(
-        content=[types.TextContent(text=result.text)],
-        structured_content=result.structured,
-        is_error=result.is_error,
-    )
+    """The MCP result of a call. A failed call carries no ``structuredContent``: clients validate it
+    against the tool's output schema (the TypeScript SDK does whenever it is present), and an error
+    shape would hide the message behind a schema failure. Its details travel as a second text block
+    holding ``{"error": {...}}`` (see :func:`error_details`)."""
+    if result.is_error:
+        details = json.dumps(result.structured, ensure_ascii=False, separators=(",", ":"))
+        return types.CallToolResult(
+            content=[types.TextContent(text=result.text), types.TextContent(text=details)], is_error=True
+        )
+    return types.CallToolResult(content=[types.TextContent(text=result.text)], structured_content=result.structured)
+
+
+def error_details(result: types.CallToolResult) -> dict[str, Any] | None:
+    """The ``{"error": {...}}`` details of a failed call made through :func:`call_tool_result`, or None."""
+    if not result.is_error or len(result.content) < 2:
+        return None
+    try:
+        details = json.loads(getattr(result.content[-1], "text", ""))
+    except ValueError:
+        return None
+    return details if isinstance(details, dict) and "error" in details else None
 
 
 def _tool(env: Environment, name: str) -> types.Tool:

@@ -21,6 +21,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from .agents import Agent, CallOutcome, ToolSpec
 from .environment import Environment
 from .errors import EnvFleetError
+from .mcp_server import error_details
 
 __all__ = ["RolloutRecord", "GatewayClient", "McpSession", "EpisodeSession", "rollout_http", "rollout_in_process",
            "ControlPlaneError", "ToolCallUncertain"]
@@ -97,8 +98,11 @@ class McpSession:
         self.in_flight = tool
         result = await self.client.call_tool(tool, arguments)
         self.in_flight = None
+        if result.is_error:  # the message, then the error details (see mcp_server.call_tool_result)
+            text = getattr(result.content[0], "text", "") if result.content else ""
+            return CallOutcome(True, error_details(result), text)
         text = "".join(getattr(block, "text", "") for block in result.content)
-        return CallOutcome(result.is_error, result.structured_content, text)
+        return CallOutcome(False, result.structured_content, text)
 
 
 class EpisodeSession:

@@ -12,6 +12,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from servers.mcp_server import error_details
 from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -94,7 +95,7 @@ async def test_the_agent_cannot_reach_the_control_plane_through_mcp(mini_fleet: 
         assert names == {"get_item", "search_items", "place_order", "restock", "count_orders"}
         for probe in ("evaluate", "get_gold", "score", "reset", "checks", "episodes/evaluate", "../evaluate"):
             result = await client.call_tool(probe, {"episode_id": created["episode_id"]})
-            assert result.is_error and result.structured_content["error"]["type"] == "unknown_tool"
+            assert result.is_error and error_details(result)["error"]["type"] == "unknown_tool"
         resources = {str(r.uri) for r in (await client.list_resources()).resources}
         assert resources == {"envfleet://mini/policy", "envfleet://mini/schema"}
         for uri in ("envfleet://mini/tasks", "envfleet://mini/gold", "file:///etc/passwd"):

@@ -10,6 +10,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from servers.mcp_server import error_details
 from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -88,7 +89,7 @@ async def test_plain_url_modern_client_reads_but_cannot_write(fleet: ServerProce
         baseline = await loan_count(client, member)
         refused = await client.call_tool("checkout_copy", {"member_id": member, "copy_id": copy_id})
         assert refused.is_error
-        assert refused.structured_content["error"]["type"] == "read_only_state"
+        assert error_details(refused)["error"]["type"] == "read_only_state"
         assert "/s/<key>/mcp" in refused.content[0].text
         assert await loan_count(client, member) == baseline
 
