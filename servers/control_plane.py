@@ -4,38 +4,130 @@ Lives on the gateway app next to the MCP endpoints, but the agent never reaches 
 its MCP surface is the environment's tools, a policy and the task's instruction. Scoring needs
 the task's checks and gold footprint, which only this side holds. Set ``ENVFLEET_CONTROL_TOKEN``
 to require ``Authorization: Bearer <token>`` on every route here.
+
+Every route here reads at most :data:`MAX_BODY_BYTES` of request body (more is a 413 before any
+parsing), never echoes more than a short, escaped excerpt of what a client sent, and serialises
+whatever an agent sent (trajectories are clipped by :class:`~servers.episodes.TrajectoryLimits`).
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import math
 import re
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from .episodes import Episode
+from .episodes import Episode, TrajectoryLimits, clip
 from .errors import EnvFleetError, EpisodeNotFound, RegistryError, StateCapacityError, StateError, TaskPackError
 
 if TYPE_CHECKING:
     from .gateway import Gateway
 
-__all__ = ["control_plane", "admin", "EPISODE_ID_HEADER"]
+__all__ = ["control_plane", "admin", "EPISODE_ID_HEADER", "EPISODE_ID_PATTERN", "MAX_BODY_BYTES", "valid_episode_id",
+           "GuardedRoute", "SafeJSONResponse"]
 
 
-EPISODE_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
+EPISODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+"""1-128 characters of A-Z a-z 0-9 . _ ~ -, starting with a letter or digit: never ``.``, ``..``
+or anything else a URL or a path could read as other than a name."""
+EPISODE_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ ~ -, starting with a letter or digit"
 EPISODE_ID_HEADER = "x-episode-id"
 """A proxy that routes by episode id (the scale-out nginx) names new episodes with this header."""
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body a control-plane route reads; a larger one is refused with 413 unread."""
+_ID = re.compile(EPISODE_ID_PATTERN)
+
+
+def valid_episode_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
+def _show(value: object, limit: int = 80) -> str:
+    """``repr(value)`` (escaped: safe in any response), cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text):,} characters]"
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that never fails to encode: content that plain JSON cannot carry (lone surrogates,
+    NaN, integers too long to print, foreign types) is re-encoded through :func:`clip`."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+            safe, _ = clip(content, 1 << 62, None, _RESCUE)
+            return json.dumps(safe, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+_RESCUE = TrajectoryLimits(items=1 << 62, depth=64)
+
+
+def _validation_detail(error: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's 422 details without the ``input`` and ``ctx`` it would echo (a 60 KiB id, a lone surrogate)."""
+    return [{"loc": [part if isinstance(part, int) else _show(part, 64).strip("'\"") for part in e.get("loc", ())],
+             "msg": str(e.get("msg", ""))[:300], "type": str(e.get("type", ""))} for e in error.errors()[:20]]
+
+
+def _too_large(size: int | None) -> Response:
+    got = f" (this one is {size:,} bytes)" if size is not None else ""
+    return SafeJSONResponse({"detail": f"request body too large: the control plane reads at most {MAX_BODY_BYTES:,} bytes{got}"},
+                            status_code=413)
+
+
+async def _read_body(request: Request) -> Response | None:
+    """Read the body into the request, refusing (413) past :data:`MAX_BODY_BYTES` before anything parses it."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            return SafeJSONResponse({"detail": "Content-Length is not a number"}, status_code=400)
+        if int(length) > MAX_BODY_BYTES:
+            return _too_large(int(length))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return _too_large(None)
+    request._body = bytes(body)  # what FastAPI's request.body() returns from now on
+    return None
+
+
+class GuardedRoute(APIRoute):
+    """A control-plane route: body capped, errors rendered safely and without echoing the input."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            refusal = await _read_body(request)
+            if refusal is not None:
+                return refusal
+            try:
+                return await handler(request)
+            except RequestValidationError as e:
+                return SafeJSONResponse({"detail": _validation_detail(e)}, status_code=422)
+            except HTTPException as e:
+                return SafeJSONResponse({"detail": e.detail}, status_code=e.status_code, headers=e.headers)
+
+        return guarded
 
 
 class EpisodeCreate(BaseModel):
-    env_id: str = Field(examples=["library"])
-    task_id: str | None = Field(None, description="A task of the environment; without one the episode starts "
-                                "from the seed state and cannot be scored.", examples=["lib-001"])
-    episode_id: str | None = Field(None, pattern=EPISODE_ID_PATTERN, description="Choose the episode's id (default: a "
-                                   "random one). An id in use is refused with 409.", examples=["run7-lib-001-trial0"])
+    env_id: str = Field(max_length=128, examples=["library"])
+    task_id: str | None = Field(None, max_length=256, description="A task of the environment; without one the episode "
+                                "starts from the seed state and cannot be scored.", examples=["lib-001"])
+    episode_id: str | None = Field(None, pattern=EPISODE_ID_PATTERN, max_length=128, description=f"Choose the episode's id "
+                                   f"({EPISODE_ID_RULE}; default: a random one). An id in use is refused with 409.",
+                                   examples=["run7-lib-001-trial0"])
 
 
 class EpisodeCreated(BaseModel):
@@ -65,7 +157,8 @@ class EpisodeInfo(BaseModel):
     task_id: str | None
     instruction: str | None
     policy: str | None = None
-    steps: int
+    steps: int = Field(description="Tool calls since the last reset.")
+    steps_recorded: int = Field(0, description="Of those, how many the trajectory holds (it keeps at most 10,000).")
     resets: int
     created_at: float
     state_hash: str
@@ -94,8 +187,12 @@ class ScoreOut(BaseModel):
     final_state_hash: str
 
 
-def _error(code: int, message: str) -> HTTPException:
-    return HTTPException(status_code=code, detail=message)
+def _error(code: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status_code=code, detail=message, headers=headers)
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
 
 
 def _check_token(token: str | None, credentials: HTTPAuthorizationCredentials | None) -> None:
@@ -113,9 +210,12 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         _check_token(token, credentials)
 
-    router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(authorize)])
+    router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(authorize)],
+                       route_class=GuardedRoute, default_response_class=SafeJSONResponse)
 
     def find(episode_id: str) -> Episode:
+        if not valid_episode_id(episode_id):
+            raise _error(404, f"no live episode {_show(episode_id)}: episode ids are {EPISODE_ID_RULE}")
         try:
             return gateway.episodes.find(episode_id)
         except EpisodeNotFound as e:
@@ -136,22 +236,25 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
             raise _error(503, f"environment {body.env_id!r} does not load: {e}") from None
         env = hosted.env
         if body.task_id is not None and body.task_id not in {t.id for t in env.tasks}:
-            raise _error(404, f"environment {env.id!r} has no task {body.task_id!r}")
+            raise _error(404, f"environment {env.id!r} has no task {_show(body.task_id)}")
         header = request.headers.get(EPISODE_ID_HEADER)
+        if header and not valid_episode_id(header):
+            raise _error(400, f"header {EPISODE_ID_HEADER} {_show(header)} is not an episode id: episode ids are {EPISODE_ID_RULE}")
         if header and body.episode_id and header != body.episode_id:
             raise _error(400, f"episode_id {body.episode_id!r} and the {EPISODE_ID_HEADER} header {header!r} disagree; send one "
                          "(behind a routing proxy: the header)")
         episode_id = header or body.episode_id
-        if episode_id is not None and not re.match(EPISODE_ID_PATTERN, episode_id):
-            raise _error(400, f"{EPISODE_ID_HEADER}: episode ids are 1-128 characters of A-Z a-z 0-9 . _ ~ -")
         if episode_id is not None and gateway.episodes.peek(episode_id) is not None:
             raise _error(409, f"episode id {episode_id!r} is in use; choose another or delete that episode")
         try:
-            episode = gateway.episodes.open(env, body.task_id, episode_id)
+            episode = gateway.episodes.open(env, body.task_id, episode_id, client=_client(request))
         except StateCapacityError as e:
-            raise _error(429, str(e)) from None
+            retry = {"Retry-After": str(math.ceil(e.retry_after))} if e.retry_after is not None else None
+            raise _error(429, str(e), retry) from None
         except TaskPackError as e:
             raise _error(422, f"task {body.task_id!r} cannot start: {e}") from None
+        except StateError as e:  # the id was taken between the check above and now
+            raise _error(409, str(e)) from None
         path = f"/envs/{env.id}/episodes/{episode.id}/mcp"
         return EpisodeCreated(
             episode_id=episode.id, env_id=env.id, task_id=episode.task_id, mcp_path=path,
@@ -184,10 +287,10 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
         episode.reset()
         return info(episode, False)
 
-    @router.delete("/{episode_id}", status_code=204, summary="End an episode and free its state")
+    @router.delete("/{episode_id}", status_code=204, summary="End an episode and free its state and trajectory")
     async def delete(episode_id: str) -> Response:
         if not gateway.episodes.drop(episode_id):
-            raise _error(404, f"no live episode {episode_id!r}")
+            raise _error(404, f"no live episode {_show(episode_id)}")
         return Response(status_code=204)
 
     return router
@@ -201,7 +304,8 @@ def admin(gateway: Gateway, token: str | None) -> APIRouter:
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         _check_token(token, credentials)
 
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)])
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)],
+                       route_class=GuardedRoute, default_response_class=SafeJSONResponse)
 
     @router.post("/reload", summary="Re-read the registry: serve new environments, drop removed ones",
                  responses={409: {"description": "This gateway serves a fixed set of environments"}})

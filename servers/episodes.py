@@ -7,6 +7,8 @@ same objects over MCP at ``/envs/<env>/episodes/<id>/mcp`` and over its REST con
 
 from __future__ import annotations
 
+import math
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -21,7 +23,97 @@ if TYPE_CHECKING:
     from .state import StateCopy
     from .tasks import Task
 
-__all__ = ["TrajectoryStep", "Episode"]
+__all__ = ["TrajectoryStep", "Episode", "TrajectoryLimits", "TRAJECTORY_LIMITS", "clip"]
+
+
+@dataclass(frozen=True)
+class TrajectoryLimits:
+    """What a trajectory keeps of each call. The call itself always sees everything the agent sent;
+    the record is cut to these sizes (strings and containers end in a visible ``…[...]`` marker)."""
+
+    argument_string: int = 16 * 1024
+    """Characters kept of any one string in a call's arguments (and of a tool name: 256)."""
+    arguments: int = 64 * 1024
+    """Approximate JSON bytes kept of one call's arguments."""
+    result: int = 128 * 1024
+    """Approximate JSON bytes kept of one call's result text, and again of its structured result."""
+    items: int = 1000
+    """Elements kept of any one list or object."""
+    depth: int = 32
+    """Nesting levels kept."""
+    trajectory: int = 4 * 1024 * 1024
+    """Approximate bytes kept for a whole trajectory; later steps keep their tool, verdict and timing only."""
+    steps: int = 10_000
+    """Steps kept; later calls are counted (``steps``) but not recorded."""
+
+
+TRAJECTORY_LIMITS = TrajectoryLimits()
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_MAX_INT_BITS = 128
+
+
+class _Clipper:
+    """Copies a value into plain JSON (str, int, float, bool, None, list, dict with str keys), within a byte budget."""
+
+    def __init__(self, budget: int, max_string: int, limits: TrajectoryLimits) -> None:
+        self.left = budget
+        self.max_string = max_string
+        self.limits = limits
+
+    def text(self, value: str, limit: int | None = None) -> str:
+        keep = max(0, min(limit if limit is not None else self.max_string, self.left))
+        cut = value if len(value) <= keep else value[:keep]
+        try:
+            cut.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: JSON can carry them, UTF-8 cannot
+            cut = _SURROGATES.sub("\ufffd", cut)
+        if len(value) > keep:
+            cut += f"…[truncated: {len(value):,} characters]"
+        self.left -= len(cut) + 2
+        return cut
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        if value is None or isinstance(value, bool):
+            self.left -= 5
+            return value
+        if isinstance(value, int):
+            self.left -= 8
+            return value if value.bit_length() <= _MAX_INT_BITS else f"…[integer of {value.bit_length():,} bits]"
+        if isinstance(value, float):
+            self.left -= 8
+            return value if math.isfinite(value) else repr(value)  # 'nan', 'inf': JSON has no such numbers
+        if isinstance(value, str):
+            return self.text(value)
+        if not isinstance(value, dict | list | tuple):
+            return self.text(f"…[{type(value).__name__} value]")
+        if depth >= self.limits.depth:
+            return self.text(f"…[nested deeper than {self.limits.depth} levels]")
+        self.left -= 2
+        size = len(value)
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for index, (key, item) in enumerate(value.items()):
+                if index >= self.limits.items or self.left <= 0:
+                    out["…"] = f"[{size - index:,} more keys]"
+                    break
+                out[self.text(key if isinstance(key, str) else repr(key), 256)] = self.value(item, depth + 1)
+            return out
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            if index >= self.limits.items or self.left <= 0:
+                items.append(f"…[{size - index:,} more items]")
+                break
+            items.append(self.value(item, depth + 1))
+        return items
+
+
+def clip(value: Any, budget: int, max_string: int | None = None, limits: TrajectoryLimits = TRAJECTORY_LIMITS) -> tuple[Any, int]:
+    """``value`` as plain JSON that any encoder accepts (invalid Unicode replaced, non-finite numbers
+    as text), cut to about ``budget`` bytes; also returns the bytes it takes."""
+    clipper = _Clipper(budget, max_string if max_string is not None else budget, limits)
+    out = clipper.value(value)
+    return out, budget - clipper.left
 
 
 @dataclass
@@ -48,6 +140,9 @@ class Episode:
         self.created_at = time.time()
         self.resets = 0
         self.trajectory: list[TrajectoryStep] = []
+        self.calls = 0  # every call since the last reset, recorded or not
+        self.limits = TRAJECTORY_LIMITS
+        self._recorded = 0  # approximate bytes the trajectory holds
         self.state: StateCopy = self._fresh_state()
         self._closed = False
 
@@ -63,13 +158,34 @@ class Episode:
         return self.task.instruction if self.task else None
 
     def call(self, tool: str, arguments: Any = None) -> ToolResult:
-        """Call a tool on this episode's state and record it."""
+        """Call a tool on this episode's state and record it (arguments and result cut to
+        :class:`TrajectoryLimits`; the call itself sees them whole)."""
         if self._closed:
             raise StateError(f"episode {self.id} is closed")
         result = self.env.executor.call(self.state, tool, arguments)
-        self.trajectory.append(TrajectoryStep(
-            len(self.trajectory), tool, arguments, result.structured, result.text, result.is_error, result.duration_ms))
+        self.calls += 1
+        if len(self.trajectory) < self.limits.steps:
+            self.trajectory.append(self._record(tool, arguments, result))
         return result
+
+    def _record(self, tool: str, arguments: Any, result: ToolResult) -> TrajectoryStep:
+        limits = self.limits
+        name, used = clip(tool, 512, 256, limits)
+        left = limits.trajectory - self._recorded
+        if left <= 0:
+            note = f"…[not recorded: the trajectory holds its maximum of {limits.trajectory:,} bytes]"
+            step = TrajectoryStep(len(self.trajectory), name, note, {}, note, result.is_error, result.duration_ms)
+        else:
+            args, size = clip(arguments, min(limits.arguments, left), limits.argument_string, limits)
+            used += size
+            text, size = clip(result.text, max(0, min(limits.result, left - used)), None, limits)
+            used += size
+            structured, size = clip(result.structured, max(0, min(limits.result, left - used)), None, limits)
+            used += size
+            step = TrajectoryStep(len(self.trajectory), name, args, structured if isinstance(structured, dict) else {},
+                                  text, result.is_error, result.duration_ms)
+        self._recorded += used
+        return step
 
     def evaluate(self, final_message: str | None = None) -> Score:
         """Score the current state against the task (an episode without a task cannot be scored)."""
@@ -84,11 +200,15 @@ class Episode:
         self.state.close()
         self.state = self._fresh_state()
         self.trajectory = []
+        self.calls = 0
+        self._recorded = 0
         self.resets += 1
 
     def close(self) -> None:
+        """Free the state and the trajectory (whoever still holds the episode holds little)."""
         if not self._closed:
             self.state.close()
+            self.trajectory = []
             self._closed = True
 
     def summary(self) -> dict[str, Any]:
@@ -97,7 +217,8 @@ class Episode:
             "env_id": self.env.id,
             "task_id": self.task_id,
             "instruction": self.instruction,
-            "steps": len(self.trajectory),
+            "steps": self.calls,
+            "steps_recorded": len(self.trajectory),
             "resets": self.resets,
             "created_at": self.created_at,
             "state_hash": self.state.digest(),

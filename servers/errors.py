@@ -84,7 +84,13 @@ class StateError(EnvFleetError):
 
 
 class StateCapacityError(StateError):
-    """The cap on live state copies is reached."""
+    """A cap on live state copies (or episodes), or the rate of new ones, is reached.
+
+    ``retry_after`` is how many seconds until a retry can succeed, when that is known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class EpisodeNotFound(StateError):

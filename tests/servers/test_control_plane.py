@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from servers.mcp_server import error_details
 from tests.conftest import ServerProcess
@@ -141,6 +143,7 @@ async def test_expiry_and_cap(mini_env_dir: Path) -> None:
             await start(http)
             full = await http.post("/episodes", json={"env_id": "mini", "task_id": "mini-001"})
             assert full.status_code == 429 and "2 episodes are live, the configured maximum" in full.json()["detail"]
+            assert "Retry in 1 s" in full.json()["detail"] and full.headers["retry-after"] == "1"
             time.sleep(1.2)
             expired = await http.get(f"/episodes/{first['episode_id']}")
             assert expired.status_code == 404 and "expired after 1 s idle" in expired.json()["detail"]
@@ -173,3 +176,93 @@ async def test_openapi_documents_the_control_plane(mini_fleet: ServerProcess) ->
         paths = (await http.get("/openapi.json")).json()["paths"]
     assert {"/episodes", "/episodes/{episode_id}", "/episodes/{episode_id}/evaluate", "/episodes/{episode_id}/reset"} <= set(paths)
     assert set(paths["/episodes/{episode_id}"]) == {"get", "delete"}
+
+
+# -- hardening: whatever a client or an agent sends, the control plane answers clearly -----------
+
+MODERN_META = {PROTOCOL_VERSION_META_KEY: "2026-07-28", CLIENT_CAPABILITIES_META_KEY: {}, CLIENT_INFO_META_KEY: {"name": "probe", "version": "1"}}
+
+
+async def raw_call(http: httpx.AsyncClient, path: str, tool: str, arguments_json: str) -> dict:
+    """A sessionless tools/call written by hand: the official client cannot send a lone surrogate."""
+    body = ('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"_meta": ' + json.dumps(MODERN_META)
+            + f', "name": "{tool}", "arguments": ' + arguments_json + "}}")
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    response = await http.post(path, content=body, headers=headers)
+    assert response.status_code == 200, response.text[:500]
+    return response.json()["result"]
+
+
+async def test_a_lone_surrogate_or_a_huge_argument_never_breaks_the_trajectory(mini_fleet: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=mini_fleet.base, timeout=60) as http:
+        created = await start(http)
+        episode = f"/episodes/{created['episode_id']}"
+        assert (await raw_call(http, created["mcp_path"], "get_item", '{"sku": "\\ud800"}'))["isError"]
+        huge = "x" * (1 << 20)
+        assert (await raw_call(http, created["mcp_path"], "get_item", json.dumps({"sku": huge})))["isError"]
+        assert not (await raw_call(http, created["mcp_path"], "get_item", '{"sku": "C-3"}')).get("isError")
+        info = await http.get(episode)
+        assert info.status_code == 200, info.text[:500]
+        steps = info.json()["trajectory"]
+        assert steps[0]["arguments"] == {"sku": "\ufffd"} and steps[0]["is_error"]
+        stored = steps[1]["arguments"]["sku"]
+        assert stored.startswith("xxxx") and stored.endswith("…[truncated: 1,048,576 characters]") and len(stored) < 20_000
+        assert steps[2]["arguments"] == {"sku": "C-3"} and steps[2]["result"]["name"] == "Candle"
+        assert len(info.content) < 400_000  # the 1 MiB value is stored cut, in the arguments and in any echo of it
+        assert (await http.post(f"{episode}/evaluate", json={"final_message": "ORD-0042"})).json()["reward"] == 0.5  # 2 of 4 checks
+        assert (await http.delete(episode)).status_code == 204
+        assert (await http.get(episode)).status_code == 404
+
+
+async def test_path_like_episode_ids_are_refused_naming_the_field(mini_fleet: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=mini_fleet.base) as http:
+        for episode_id in (".", "..", ".hidden", "a/b", "-x", "x" * 129):
+            in_body = await http.post("/episodes", json={"env_id": "mini", "episode_id": episode_id})
+            assert in_body.status_code == 422 and in_body.json()["detail"][0]["loc"] == ["body", "episode_id"], episode_id
+            in_header = await http.post("/episodes", json={"env_id": "mini"}, headers={"X-Episode-Id": episode_id})
+            assert in_header.status_code == 400 and "header x-episode-id" in in_header.json()["detail"], episode_id
+            assert "starting with a letter or digit" in in_header.json()["detail"]
+        assert (await http.get("/episodes")).json() == []
+        chosen = await http.post("/episodes", json={"env_id": "mini"}, headers={"X-Episode-Id": "run7-mini.t0_a~b"})
+        assert chosen.status_code == 201 and chosen.json()["mcp_path"] == "/envs/mini/episodes/run7-mini.t0_a~b/mcp"
+
+
+async def test_bodies_over_the_cap_are_refused_unread_with_413(mini_fleet: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=mini_fleet.base, timeout=60) as http:
+        big = b'{"env_id": "mini", "task_id": "' + b"a" * (50 << 20) + b'"}'
+        refused = await http.post("/episodes", content=big, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413 and "at most 65,536 bytes" in refused.json()["detail"] and len(refused.content) < 300
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'{"env_id": "mini", "task_id": "'
+            for _ in range(100):
+                yield b"a" * 1024
+            yield b'"}'
+
+        streamed = await http.post("/episodes", content=chunks(), headers={"Content-Type": "application/json"})
+        assert streamed.status_code == 413
+        created = await start(http)
+        evaluate = await http.post(f"/episodes/{created['episode_id']}/evaluate", json={"final_message": "m" * 70_000})
+        assert evaluate.status_code == 413
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_odd_input_gets_a_short_clear_4xx_never_a_500_or_an_echo(mini_fleet: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=mini_fleet.base) as http:
+        long_task = await http.post("/episodes", json={"env_id": "mini", "task_id": "t" * 60_000})
+        assert long_task.status_code == 422 and long_task.json()["detail"][0]["loc"] == ["body", "task_id"]
+        assert len(long_task.content) < 1000
+        long_env = await http.post("/episodes", json={"env_id": "e" * 10_000})
+        assert long_env.status_code == 422 and len(long_env.content) < 1000
+        for body in ('{"env_id": "\\ud800"}', '{"env_id": "mini", "episode_id": "\\ud800"}', '{"env_id": "mini", "task_id": "\\udfff"}',
+                     '{"env_id": NaN}', "[]", '{"env_id": "mini"', '"mini"', '{"env_id": 1e999999}'):
+            odd = await http.post("/episodes", content=body, headers={"Content-Type": "application/json"})
+            assert 400 <= odd.status_code < 500, (body, odd.status_code, odd.text)
+        unknown = await http.get("/episodes/" + "q" * 5000)
+        assert unknown.status_code == 404 and len(unknown.content) < 400
+        assert (await http.delete("/episodes/" + "q" * 5000)).status_code == 404
+        created = await start(http)
+        odd_final = await http.post(f"/episodes/{created['episode_id']}/evaluate", content='{"final_message": "\\ud800"}',
+                                    headers={"Content-Type": "application/json"})
+        assert odd_final.status_code == 200 and odd_final.json()["checks"][-1]["name"] == "answer"
