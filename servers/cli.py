@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
 
 from .environment import Environment
 from .errors import EnvFleetError, SpecError
-from .registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, Registry, registry_json_schema
+from .registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, STAGING_GRACE_SECONDS, Registry, registry_json_schema
 from .spec import spec_json_schema
 
 app = typer.Typer(
@@ -29,8 +32,12 @@ app = typer.Typer(
 registry_app = typer.Typer(help="Build and check registry.json.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
-out = Console()
+out = Console(soft_wrap=True)  # lines are never broken at a guessed width when piped
 err = Console(stderr=True, soft_wrap=True)
+PROGRESS_EVERY = 10.0
+"""Seconds between progress lines on a stderr that is not a terminal."""
+TASKS_PER_JOB = 24
+"""A worker process costs seconds to start (imports, a gateway): by default, one per this many tasks at most."""
 
 RegistryOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
@@ -45,6 +52,25 @@ EnvRootOpt = Annotated[
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
+
+
+def _print_table(headers: list[str], rows: list[list[str]], ids: int = 1) -> None:
+    """A table on stdout that never cuts a value: on a terminal, rich columns whose first ``ids``
+    (the ids) keep their full width and fold rather than truncate when space runs out; elsewhere
+    (a pipe, CI) plain tab-separated lines, which ``cut -f`` and spreadsheets read."""
+    if not out.is_terminal:
+        sys.stdout.write("".join("\t".join(cell.replace("\t", " ") for cell in row) + "\n" for row in [headers, *rows]))
+        sys.stdout.flush()
+        return
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers[:ids])]
+    words = [max(len(w) for text in [h, *(r[i] for r in rows)] for w in text.split() or [""]) for i, h in enumerate(headers)]
+    roomy = sum(widths) + sum(words[ids:]) + 3 * len(headers) + 1 <= out.width  # else ids fold, never crop
+    columns = [Column(h, overflow="fold", no_wrap=roomy and i < ids) for i, h in enumerate(headers)]
+    table = Table(*columns)
+    styles = {"pass": "[green]pass[/green]", "FAIL": "[red]FAIL[/red]"}
+    for row in rows:
+        table.add_row(*(styles.get(cell, escape(cell)) for cell in row))
+    out.print(table, soft_wrap=False)
 
 
 def _registry(registry: Path | None, env_root: Path | None) -> Registry:
@@ -65,11 +91,8 @@ def list_envs(
     if as_json:
         out.print_json(json.dumps([reg.entry(i).model_dump(mode="json", by_alias=True) for i in reg.ids()]))
         return
-    table = Table("id", "title", "version", "domain", "tools", "tables")
-    for env_id in reg.ids():
-        entry = reg.entry(env_id)
-        table.add_row(entry.id, entry.title, entry.version, entry.domain, str(entry.tool_count), str(len(entry.tables)))
-    out.print(table)
+    rows = [[e.id, e.title, e.version, e.domain, str(e.tool_count), str(len(e.tables))] for e in map(reg.entry, reg.ids())]
+    _print_table(["id", "title", "version", "domain", "tools", "tables"], rows)
 
 
 @app.command()
@@ -257,15 +280,52 @@ def registry_init(
 @registry_app.command("check")
 def registry_check(
     registry: Annotated[Path, typer.Option(help="registry.json to check.")] = DEFAULT_REGISTRY,
+    env_root: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--env-root", help="The env root it lists (default: the folder its environments are in)."),
+    ] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Remove leftover staging folders and rebuild a stale registry.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds a staging folder must be untouched to count as a leftover "
+                                              "(younger ones may be a publish under way).")] = STAGING_GRACE_SECONDS,
 ) -> None:
-    """Exit 1 if registry.json does not match the environment folders it lists."""
+    """Exit 1 if registry.json does not match the environment folders it lists, is in an older format,
+    or its env root holds staging folders an interrupted publish left behind. --fix repairs all three."""
+    from .registry import rebuild, remove_leftovers, staging_folders
+
     try:
         reg = Registry.load(registry)
     except EnvFleetError as e:
         raise _fail(str(e)) from None
-    stale = reg.stale()
+    roots = [env_root.resolve()] if env_root else reg.env_roots()
+    if not roots and registry.resolve() == DEFAULT_REGISTRY.resolve():
+        roots = [PACKAGED_ENV_ROOT]
+    stale, outdated = reg.stale(), reg.outdated()
+    leftovers = [f for root in roots for f in staging_folders(root) if f.age >= grace]
+    if fix:
+        for root in roots:
+            for removed in remove_leftovers(root, grace):
+                err.print(f"removed {removed.path} (a staging folder untouched for {removed.age / 60:.0f} min)", highlight=False)
+        if stale or outdated:
+            if len(roots) != 1:
+                raise _fail(f"{registry} lists environments from {len(roots)} folders; rebuild with --env-root DIR")
+            try:
+                reg = rebuild(registry, roots[0])
+            except EnvFleetError as e:
+                raise _fail(str(e)) from None
+            err.print(f"rebuilt {registry} from {roots[0]} ({len(reg.ids())} environments)", highlight=False)
+        stale, outdated = reg.stale(), reg.outdated()
+        leftovers = [f for root in roots for f in staging_folders(root) if f.age >= grace]
+    problems = []
     if stale:
-        raise _fail(f"{registry} is stale for: {', '.join(stale)}; run `envfleet registry build`")
+        problems.append(f"{registry} is stale for: {', '.join(stale)}")
+    if outdated:
+        problems.append(f"{registry} is in an older format (not valid server.json) for: {', '.join(outdated)}")
+    if leftovers:
+        problems.append("staging folders left by an interrupted publish: " + ", ".join(str(f.path) for f in leftovers))
+    if problems:
+        for problem in problems[:-1]:
+            err.print(f"[red]error:[/red] {problem}", highlight=False)
+        raise _fail(f"{problems[-1]}; run `envfleet registry check --fix`" if not fix else problems[-1])
     out.print(f"{registry} is up to date ({len(reg.ids())} environments)", highlight=False)
 
 
@@ -304,8 +364,6 @@ def _tasks_for(reg: Registry, env_ids: list[str], task_ids: list[str] | None, sp
 def _gateway(reg: Registry, url: str | None) -> Any:
     """(base URL, control-plane token) of the gateway to use: ``url`` (token from the environment), or a
     local one started for the duration of the block."""
-    import os
-
     from .serving import CONTROL_TOKEN_ENV, running_gateway
 
     if url:
@@ -315,12 +373,77 @@ def _gateway(reg: Registry, url: str | None) -> Any:
         yield local.url, local.token
 
 
+class _Progress:
+    """How far a check is, on stderr: a live bar on a terminal; elsewhere (CI logs) a line every
+    :data:`PROGRESS_EVERY` seconds and one at the end."""
+
+    def __init__(self, total: int, jobs: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.total, self.jobs, self.done, self.failed = total, jobs, 0, 0
+        self.start = self.last = time.monotonic()
+        self.bar: Progress | None = None
+        if err.is_terminal:
+            self.bar = Progress(TextColumn("gating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                                TimeElapsedColumn(), console=err, transient=True)
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def __call__(self, result: Any) -> None:
+        self.done += 1
+        self.failed += not result.passed
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=f"{self.failed} failed" if self.failed else "")
+        elif time.monotonic() - self.last >= PROGRESS_EVERY:
+            self._line()
+
+    def _line(self) -> None:
+        self.last = time.monotonic()
+        err.print(f"check: {self.done}/{self.total} tasks gated, {self.failed} failed, {self.last - self.start:.0f}s "
+                  f"({self.jobs} job{'s' if self.jobs > 1 else ''})", highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        else:
+            self._line()
+
+
+def _default_jobs() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_document(results: list[Any]) -> dict[str, Any]:
+    per_env: dict[str, dict[str, int]] = {}
+    for r in results:
+        counts = per_env.setdefault(r.env_id, {"tasks": 0, "passed": 0, "failed": 0})
+        counts["tasks"] += 1
+        counts["passed" if r.passed else "failed"] += 1
+    passed = sum(r.passed for r in results)
+    return {
+        "ok": passed == len(results),
+        "totals": {"tasks": len(results), "passed": passed, "failed": len(results) - passed},
+        "environments": per_env,
+        "results": [r.to_dict() for r in results],
+    }
+
+
 @app.command()
 def check(
     envs: Annotated[Optional[list[str]], typer.Argument(help="Environment ids (default with --all: every one).")] = None,  # noqa: UP045
     all_envs: Annotated[bool, typer.Option("--all", help="Check every environment of the registry.")] = False,
     url: Annotated[Optional[str], typer.Option(help="A running gateway to check against (default: start one here).")] = None,  # noqa: UP045
-    concurrency: Annotated[int, typer.Option(help="Tasks checked at once.")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Tasks checked at once, per job.")] = 8,
+    jobs: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--jobs", "-j", min=1, help="Worker processes, each loading its environments and running its own gateway "
+                                                 "(default: the number of CPUs; 1 checks in this process)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document: per-task results and totals.")] = False,
     registry: RegistryOpt = None,
     env_root: EnvRootOpt = None,
 ) -> None:
@@ -328,32 +451,54 @@ def check(
     gold replays are deterministic. Exit 1 if any task fails a gate."""
     import anyio
 
-    from .gates import check_tasks
+    from .gates import RegistrySource, check_in_processes, check_tasks
     from .rollout import GatewayClient
+    from .serving import CONTROL_TOKEN_ENV
 
     reg = _registry(registry, env_root)
     if all_envs == bool(envs):
         raise _fail("give environment ids, or --all", 2)
-    selected = _tasks_for(reg, reg.ids() if all_envs else list(envs or []), None, None)
-    if not selected:
+    env_ids = reg.ids() if all_envs else list(envs or [])
+    try:  # the registry's own counts: a parallel check leaves loading the environments to its workers
+        counts = {env_id: sum(pack.tasks for pack in reg.entry(env_id).task_packs) for env_id in env_ids}
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+    source = (RegistrySource("file", reg.source) if reg.source else RegistrySource("root", reg.root) if reg.root else None)
+    total = sum(counts.values())
+    jobs = max(1, min(jobs or min(_default_jobs(), total // TASKS_PER_JOB), total)) if source else 1
+    selected = _tasks_for(reg, env_ids, None, None) if jobs == 1 else []
+    if not (selected if jobs == 1 else total):
         raise _fail("no tasks to check")
+    progress = _Progress(len(selected) if jobs == 1 else total, jobs)
 
     async def gate(base: str, token: str | None) -> list[Any]:
         async with GatewayClient(base, token) as gateway:
-            return await check_tasks(gateway, selected, concurrency)
+            return await check_tasks(gateway, selected, concurrency, progress)
 
-    with _gateway(reg, url) as (base, token):
-        results = anyio.run(gate, base, token)
-    table = Table("env", "task", "gold", "noop", "initial fails", "deterministic", "result")
-    for r in results:
-        table.add_row(r.env_id, r.task_id, f"{r.gold_reward}", str(r.noop_success), str(r.initial_fails),
-                      str(r.deterministic), "[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
-    out.print(table)
+    try:
+        if jobs == 1:
+            with _gateway(reg, url) as (base, token):
+                results = anyio.run(gate, base, token)
+        else:
+            assert source is not None
+            refs = [(env_id, index) for env_id, count in counts.items() for index in range(count)]
+            results = check_in_processes(source, refs, jobs, url=url, token=os.environ.get(CONTROL_TOKEN_ENV) if url else None,
+                                         concurrency=concurrency, on_result=progress, expected=counts)
+    except EnvFleetError as e:
+        raise _fail(str(e)) from None
+    finally:
+        progress.close()
     failed = [r for r in results if not r.passed]
-    for r in failed:
-        for problem in r.problems:
-            err.print(f"[red]{r.env_id}/{r.task_id}[/red]: {problem}", highlight=False)
-    out.print(f"{len(results) - len(failed)}/{len(results)} tasks pass every gate", highlight=False)
+    if as_json:
+        print(json.dumps(_check_document(results), indent=2, ensure_ascii=False))
+    else:
+        _print_table(["env", "task", "gold", "noop", "initial fails", "deterministic", "result"],
+                     [[r.env_id, r.task_id, f"{r.gold_reward}", str(r.noop_success), str(r.initial_fails), str(r.deterministic),
+                       "pass" if r.passed else "FAIL"] for r in results], ids=2)
+        for r in failed:
+            for problem in r.problems:
+                err.print(f"[red]{escape(r.env_id)}/{escape(r.task_id)}[/red]: {escape(problem)}", highlight=False)
+        out.print(f"{len(results) - len(failed)}/{len(results)} tasks pass every gate", highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from servers import Registry, RegistryError
 from servers.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
@@ -19,7 +20,8 @@ from .catalog import CatalogError, load_catalog
 from .llm import LLMConfig, LLMError
 from .llm.backend import LLMBackend
 from .pipeline import Job, Result, publish_result, run_batch, save_stages
-from .planning import plan_jobs
+from .planning import plan_jobs, planned_env_id
+from .publish import PublishConflict, is_published
 from .topics import NoMatchingDomain, mine_corpus, read_corpus
 
 app = typer.Typer(help="Synthesize environments and task packs (offline and procedural by default, or with an LLM).", invoke_without_command=True,
@@ -43,8 +45,8 @@ def synth(
     variant: Annotated[int, typer.Option(help="Variant of a --topic domain (0 is the canonical one).")] = 0,
     tasks_per_env: Annotated[int, typer.Option(help="Tasks to synthesize per environment.")] = 20,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core; LLM: its concurrency).")] = None,  # noqa: UP045
-    env_root: Annotated[Path, typer.Option(help="Where environment folders are published.")] = PACKAGED_ENV_ROOT,
-    registry: Annotated[Path, typer.Option(help="The registry.json to update.")] = DEFAULT_REGISTRY,
+    env_root: Annotated[Path, typer.Option(envvar="ENVFLEET_ENV_ROOT", help="Where environment folders are published.")] = PACKAGED_ENV_ROOT,
+    registry: Annotated[Path, typer.Option(envvar="ENVFLEET_REGISTRY", help="The registry.json to update.")] = DEFAULT_REGISTRY,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Publish nothing; keep every stage's output under --out.")] = False,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for --dry-run output.")] = None,  # noqa: UP045
     backend: Annotated[str, typer.Option(help="procedural (offline, the default) or llm (an OpenAI-compatible model).")] = "procedural",
@@ -57,8 +59,15 @@ def synth(
     replay: Annotated[bool, typer.Option("--replay", help="LLM: answer only from the response cache; never call the endpoint.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="LLM: the response cache folder (or ENVFLEET_LLM_CACHE).")] = None,  # noqa: UP045
     max_envs: Annotated[Optional[int], typer.Option(help="At most this many environments from --from-corpus.")] = None,  # noqa: UP045
+    replace: Annotated[bool, typer.Option("--replace", help="Replace environments published already under the same id "
+                                          "(default: refuse, and write nothing).")] = False,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Exit 0 when some (not all) environments are "
+                                                "published (default: exit 1 unless every one is).")] = False,
 ) -> None:
-    """Make environments: from --topic, --count or --from-corpus; publish them (or --dry-run)."""
+    """Make environments: from --topic, --count or --from-corpus; publish them (or --dry-run).
+
+    Exits 1 unless every planned environment was published (or kept, with --dry-run); --allow-partial
+    accepts a batch where at least one was."""
     if ctx.invoked_subcommand is not None:
         return
     if not (topic or count or from_corpus):
@@ -80,30 +89,50 @@ def synth(
                          seed=seed, variant=variant, tasks=tasks_per_env, llm=llm, max_envs=max_envs)
         if plan.mining is not None:
             _print_mining(plan.mining)
+        for note in plan.substitutions:
+            _print_substitution(note)
         jobs = plan.jobs
+        taken = [] if dry_run or replace else sorted(
+            {i for i in map(planned_env_id, jobs) if i is not None and is_published(env_root, i, registry)})
     except (CatalogError, NoMatchingDomain, OSError, ValueError, LLMError, RegistryError) as e:
+        if llm is not None:
+            llm.client.close()
         raise _fail(str(e)) from None
+    if taken:  # checked before any work: the README's example must not silently overwrite the packaged fleet
+        if llm is not None:
+            llm.client.close()
+        raise _fail(f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} published already (in {registry} and "
+                    f"{env_root}); nothing was written. Pass --replace to replace it, or --env-root and --registry to "
+                    "publish elsewhere, or --dry-run --out DIR to look without publishing.")
     try:
         results = _run(jobs, workers if workers or llm is None else llm.client.config.concurrency, llm)
     finally:
         if llm is not None:
             llm.client.close()
-    published = 0
     for result in results:
         if dry_run:
             save_stages(result, out_dir)  # type: ignore[arg-type]
         elif result.ok:
-            publish_result(result, env_root, registry)
-            published += 1
+            try:
+                publish_result(result, env_root, registry, replace=replace)
+            except PublishConflict as e:  # an id only known after synthesis (a model named it), or twice in the batch
+                result.ok, result.reason = False, f"{e} (--replace replaces it)"
     _print_results(results)
     if llm is not None:
         _print_usage(llm.client.usage.to_dict())
+    done = sum(r.ok for r in results)
     verb = "kept under " + str(out_dir) if dry_run else f"published to {env_root}"
-    out.print(f"{sum(r.ok for r in results)}/{len(results)} environments passed; {verb}", highlight=False)
-    for result in results:
-        if not result.ok:
-            err.print(f"[red]not published:[/red] {result.env_id}: {result.reason}", highlight=False)
-    if not any(r.ok for r in results):
+    out.print(f"{done}/{len(results)} environments passed; {verb}", highlight=False)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        err.print(f"[red]shortfall:[/red] {len(failed)} of {len(results)} planned environment(s) not "
+                  f"{'kept' if dry_run else 'published'}:", highlight=False)
+        for result in failed:
+            err.print(f"  {result.env_id} (topic {result.job.name}): {result.reason}", highlight=False)
+    if done == 0 or (failed and not allow_partial):
+        if failed and done:
+            err.print(f"exit 1: {done}/{len(results)} is fewer than asked (--allow-partial accepts a partial batch)",
+                      highlight=False)
         raise typer.Exit(1)
 
 
@@ -131,13 +160,25 @@ def _print_usage(usage: dict) -> None:
 
 
 def _print_results(results: list[Result]) -> None:
-    table = Table("env", "domain", "tools", "tasks", "tests", "seconds", "result")
+    """One row per environment; ids are never cut, and a failure's reason is printed whole in the
+    shortfall list (on stderr), not squeezed into a cell."""
+    table = Table(Column("env", no_wrap=True), Column("domain", no_wrap=True), "tools", "tasks", "tests", "seconds", "result")
     for r in results:
         spec = r.stages.get("spec", {})
         tests = r.stages.get("procedural_tests", {})
         table.add_row(r.env_id, r.stages.get("topic", {}).get("domain", r.job.name), str(len(spec.get("tools", []))), str(len(r.stages.get("tasks", []))),
-                      f"{tests.get('score', '-')}", f"{r.seconds:.1f}", "[green]ok[/green]" if r.ok else f"[red]{r.reason}[/red]")
+                      f"{tests.get('score', '-')}", f"{r.seconds:.1f}", "[green]ok[/green]" if r.ok else "[red]failed[/red]")
+    if not out.is_terminal:  # a pipe or a file is not 80 columns wide: the whole table, ids uncut
+        out.width = max(out.width, Measurement.get(out, out.options.update_width(1000), table).maximum)
     out.print(table)
+
+
+def _print_substitution(note: dict) -> None:
+    matched = ", ".join(repr(w) for w in note["matched"]) or "nothing"
+    err.print(f"[yellow]note:[/yellow] topic {note['topic']!r} is made as catalog domain {note['domain']} "
+              f"({note['name']!r}, sector {note['sector']}): it matched {matched} (score {note['score']:g}). "
+              f"The catalog has no domain by that name; --backend llm models a new domain for the topic itself.",
+              highlight=False)
 
 
 def _print_mining(report: dict) -> None:

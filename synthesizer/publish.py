@@ -4,13 +4,25 @@ The folder is written under a hidden temporary name and renamed into place; the 
 rewritten to a temporary file and renamed over the old one, under an exclusive lock so
 concurrent publishers never lose each other's entries. A process killed at any point leaves
 either the old registry or the new one, and never lists a folder that is not complete.
+
+Every temporary folder under an env root follows the runtime's staging convention
+(``servers.registry.STAGING_PREFIX``: ``.envfleet-staging-<id>-<random>[.<suffix>]``, removed by
+``envfleet registry check --fix`` once untouched for 15 minutes); the suffix here names its kind
+and owner: ``.envfleet-staging-<env_id>-<12 hex>.<kind>.<pid>.<host>`` (:func:`temp_folder`). One
+is stale when its owner process is gone (same host, pid not running) or when nothing in it changed
+for :data:`STALE_AFTER` seconds. :func:`clean_stale` removes them, under the registry lock, at the
+start of every publish and when the service starts; a live publisher's folder is kept.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +31,76 @@ from servers import Environment, Registry
 from servers.registry import PROVENANCE_FILE, RegistryEntry, RegistryFile, entry_for, registry_lock
 
 __all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "is_published", "PublishConflict", "registry_lock",
-           "update_registry", "remove_from_registry"]
+           "update_registry", "remove_from_registry", "TEMP_PREFIX", "STALE_AFTER", "temp_folder", "is_stale", "clean_stale"]
+
+TEMP_PREFIX = ".envfleet-staging-"
+"""Every temporary folder a publisher makes under an env root starts with this (never served, never listed):
+the runtime's ``servers.registry.STAGING_PREFIX``, so ``envfleet registry check --fix`` knows them too."""
+STALE_AFTER = 900.0
+"""Seconds untouched after which a temporary folder is a leftover whoever made it (the runtime's grace too)."""
+_TEMP_NAME = re.compile(r"^\.envfleet-staging-(?P<env_id>[a-z0-9_-]+)-(?P<nonce>[0-9a-f]{12})\.(?P<kind>[a-z]+)\.(?P<pid>\d+)\."
+                        r"(?P<host>[A-Za-z0-9-]+)$")
+# Names of earlier versions (no owner in them): only their age tells they are leftovers.
+_LEGACY_NAME = re.compile(r"^\.(?:[a-z][a-z0-9_-]*\.[0-9a-f]{12}\.(?:tmp|old|deleted)|upload-[0-9a-f]{32})$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def temp_folder(env_root: Path, kind: str, env_id: str) -> Path:
+    """A fresh temporary folder name under ``env_root``: ``kind`` is staging, old, deleted or upload."""
+    return env_root / f"{TEMP_PREFIX}{env_id}-{uuid.uuid4().hex[:12]}.{kind}.{os.getpid()}.{_host()}"
+
+
+def _last_change(folder: Path) -> float:
+    """The newest mtime in ``folder`` (itself included): a live writer keeps touching it."""
+    newest = folder.lstat().st_mtime
+    for directory, folders, files in os.walk(folder):
+        for name in (*folders, *files):
+            try:
+                newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
+            except FileNotFoundError:
+                continue
+    return newest
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM  # somebody else's process: running
+    return True
+
+
+def is_stale(folder: Path, now: float | None = None, stale_after: float = STALE_AFTER) -> bool:
+    """Is this temporary folder a leftover: its owner gone (on this host), or untouched for ``stale_after``?
+    A name with the prefix but no owner in it (another writer's) is judged by its age alone."""
+    match = _TEMP_NAME.match(folder.name)
+    if not folder.name.startswith(TEMP_PREFIX) and _LEGACY_NAME.match(folder.name) is None:
+        return False  # not a staging folder: never touched
+    try:
+        age = (now if now is not None else time.time()) - _last_change(folder)
+    except FileNotFoundError:
+        return False
+    if age > stale_after:
+        return True
+    return match is not None and match["host"] == _host() and not _running(int(match["pid"]))
+
+
+def clean_stale(env_root: Path, registry_path: Path, stale_after: float = STALE_AFTER) -> list[str]:
+    """Remove the temporary folders killed publishers left under ``env_root``; returns their names.
+    Runs under the registry lock, so no folder is being swapped in or out meanwhile."""
+    if not env_root.is_dir():
+        return []
+    removed = []
+    with registry_lock(registry_path):
+        now = time.time()
+        for folder in sorted(env_root.iterdir()):
+            if folder.name.startswith(".") and folder.is_dir() and not folder.is_symlink() and is_stale(folder, now, stale_after):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+    return removed
 
 
 def _dump(value: Any) -> str:
@@ -87,7 +168,7 @@ def _swap(env_root: Path, env_id: str, staging: Path, registry_path: Path, entry
     """Under the registry lock: the staged folder replaces the published one, and the registry lists it.
     Every publisher (threads and processes alike) goes through here one at a time."""
     target = env_root / env_id
-    retired = env_root / f".{env_id}.{uuid.uuid4().hex[:12]}.old"
+    retired = temp_folder(env_root, "old", env_id)
     with registry_lock(registry_path):
         if target.exists():
             os.replace(target, retired)
@@ -97,9 +178,10 @@ def _swap(env_root: Path, env_id: str, staging: Path, registry_path: Path, entry
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def _staging(env_root: Path, env_id: str) -> Path:
+def _staging(env_root: Path, env_id: str, registry_path: Path) -> Path:
     env_root.mkdir(parents=True, exist_ok=True)
-    return env_root / f".{env_id}.{uuid.uuid4().hex[:12]}.tmp"
+    clean_stale(env_root, registry_path)
+    return temp_folder(env_root, "staging", env_id)
 
 
 def is_published(env_root: Path, env_id: str, registry_path: Path) -> bool:
@@ -110,7 +192,7 @@ def publish_folder(env_root: Path, env_id: str, files: dict[str, Any], registry_
                    provenance: dict[str, Any], *, replace: bool = True) -> RegistryEntry:
     """Write the environment's files and provenance under ``env_root/env_id``, then list it.
     With ``replace=False`` an id that is published already is a :class:`PublishConflict`."""
-    staging = _staging(env_root, env_id)
+    staging = _staging(env_root, env_id, registry_path)
     try:
         write_env_folder(staging, {**files, PROVENANCE_FILE: provenance})
         entry = _entry(registry_path, staging, env_root / env_id)  # refuse anything the runtime would not serve
@@ -130,7 +212,7 @@ def publish_folder(env_root: Path, env_id: str, files: dict[str, Any], registry_
 def add_files(env_root: Path, env_id: str, files: dict[str, Any], registry_path: Path) -> RegistryEntry:
     """Add (or replace) files of a published environment — a new task pack — by the same route as a
     publish: a full copy is staged, loaded, and swapped in with its registry entry."""
-    staging = _staging(env_root, env_id)
+    staging = _staging(env_root, env_id, registry_path)
     try:
         with registry_lock(registry_path):  # nobody replaces or deletes it while it is copied
             if not (env_root / env_id).is_dir():
@@ -147,7 +229,7 @@ def add_files(env_root: Path, env_id: str, files: dict[str, Any], registry_path:
 def unpublish(env_root: Path, env_id: str, registry_path: Path) -> bool:
     """Take an environment out of the registry and its folder out of the env root, together;
     the folder is deleted after."""
-    folder, retired = env_root / env_id, env_root / f".{env_id}.{uuid.uuid4().hex[:12]}.deleted"
+    folder, retired = env_root / env_id, temp_folder(env_root, "deleted", env_id)
     with registry_lock(registry_path):
         entries = _read_entries(registry_path)
         kept = [e for e in entries if e.id != env_id]

@@ -89,7 +89,8 @@ def match_topic(catalog: Catalog, topic: str) -> TopicMatch:
         sample = ", ".join(sorted(catalog.domains)[:12])
         near = ", ".join(m.domain_id for m in ranked[:3]) or "none"
         raise NoMatchingDomain(f"no catalog domain fits {topic!r} (closest: {near}). Known domains include: {sample}, "
-                               f"... ({len(catalog.domains)} in all; `envfleet synth topics` lists them).")
+                               f"... ({len(catalog.domains)} in all; `envfleet synth topics` lists them). The llm backend "
+                               "(--backend llm) models a new domain for a topic the catalog lacks.")
     return ranked[0]
 
 

@@ -1,5 +1,8 @@
 """The synthesizer's REST API (FastAPI): submit work as jobs, follow them, browse and manage the
-published environments. Reads are open; every write needs the bearer token when one is set.
+published environments. Every write needs the bearer token when one is set; reads are open but
+never show what would let an agent game an evaluation (uploaded tasks' gold calls, checks and
+answers, and gate failures that quote them) without that token. Every route checks Host and
+Origin as the gateway does, so a web page cannot drive a local service (DNS rebinding, CSRF).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from mcp.server.transport_security import TransportSecurityMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servers import Environment, Registry, RegistryError, SpecError
+from servers.api_docs import DOCS_KWARGS, mount_offline_docs
+from servers.gateway import transport_security
 from servers.registry import PROVENANCE_FILE
 from servers.tasks import TaskPackError
 
@@ -27,16 +32,65 @@ from ..catalog import load_catalog
 from ..dependency_graph import build_graph, graph_json
 from ..llm import LLMConfig, LLMError
 from ..llm.backend import LLMBackend
-from ..planning import plan_jobs
-from ..publish import unpublish, write_env_folder
+from ..planning import plan_jobs, planned_env_id
+from ..publish import clean_stale, unpublish, write_env_folder
 from ..topics import NoMatchingDomain, read_corpus_text
 from .jobs import IdempotencyConflict, JobStore, QueueFull
 from .runner import Runner, ServiceSettings
 from .schemas import EnvironmentsRequest, ErrorOut, JobAccepted, JobOut, TaskPackRequest
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "HostCheck", "public_job", "allowed_host_patterns"]
 
-LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+WITHHELD = "withheld: send the service's bearer token to read it"
+
+
+def allowed_host_patterns(hosts: list[str]) -> list[str]:
+    """``--allowed-host`` values as the gateway's Host patterns: a bare name is accepted with any port."""
+    if "*" in hosts:
+        return ["*"]
+    patterns: list[str] = []
+    for host in hosts:
+        bare = host.startswith("[") and host.endswith("]") or ":" not in host
+        patterns += [host, f"{host}:*"] if bare else [host]
+    return patterns
+
+
+class HostCheck:
+    """The gateway's Host/Origin check (``servers.gateway.transport_security``) on every route:
+    localhost by default, plus the allowed hosts; a foreign Host is a 421, a foreign Origin a 403."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app = app
+        self.security = TransportSecurityMiddleware(transport_security(allowed_host_patterns(allowed_hosts)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = await self.security.validate_request(Request(scope), is_post=False)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def public_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as a reader without the token sees it: uploaded tasks (their gold calls, checks and
+    answers) are withheld, and so is what a failed gate or load said about them (it quotes checks
+    and expected values); the ids of failing tasks stay. ``withheld`` lists what was left out."""
+    if not isinstance(job["request"].get("tasks"), list):
+        return {**job, "withheld": []}
+    request = {**job["request"], "tasks": {"count": len(job["request"]["tasks"]), "withheld": WITHHELD}}
+    withheld = ["request.tasks"]
+    progress = dict(job["progress"] or {})
+    if any(e.get("reason") for e in progress.get("environments", [])):
+        progress["environments"] = [
+            {**e, "reason": e["reason"] and (f"tasks fail the gates: {', '.join(e['failing_tasks'])} (details {WITHHELD})"
+                                             if e.get("failing_tasks") else f"details {WITHHELD}")}
+            for e in progress["environments"]]
+        withheld.append("progress.environments[].reason")
+    errors = [f"{len(job['errors'])} error(s), {WITHHELD}"] if job["errors"] else []
+    if errors:
+        withheld.append("errors")
+    return {**job, "request": request, "progress": progress, "errors": errors, "withheld": withheld}
 
 
 class UploadLimit:
@@ -85,6 +139,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.recover()
+        clean_stale(settings.env_root, settings.registry)  # what publishers killed mid-publish left
         runner.start()
         try:
             yield
@@ -93,14 +148,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             store.close()
 
     app = FastAPI(
-        title="EnvFleet synthesizer", version=__version__, lifespan=lifespan,
+        **DOCS_KWARGS, title="EnvFleet synthesizer", version=__version__, lifespan=lifespan,
         summary="Make tool-use environments and task packs as jobs; browse and manage the published fleet.",
-        description="Every write (POST, DELETE) needs `Authorization: Bearer <token>` when the service has a token. POSTs "
-                    "take an `Idempotency-Key` header: the same key and body give back the same job.",
+        description="Every write (POST, DELETE) needs `Authorization: Bearer <token>` when the service has a token; without "
+                    "that token, job reads withhold uploaded tasks (gold calls, checks, answers) and what their gates "
+                    "said. POSTs take an `Idempotency-Key` header: the same key and body give back the same job.",
     )
+    mount_offline_docs(app)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    if "*" not in settings.allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOCAL_HOSTS, *settings.allowed_hosts])
+    app.add_middleware(HostCheck, allowed_hosts=settings.allowed_hosts)  # outermost: before anything reads the body
     app.state.store, app.state.runner = store, runner
 
     @app.exception_handler(RequestValidationError)
@@ -121,6 +177,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), settings.token.encode()):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required for this request",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+    async def trusted(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> bool:
+        """Whether a read may show secrets: only with the service's token (a service without one never shows them)."""
+        if credentials is None or settings.token is None:
+            return False
+        await authorize(credentials)  # a wrong token is a 401, not a quiet downgrade
+        return True
+
+    def view(job: Any, full: bool) -> dict[str, Any]:
+        data = job.to_dict()
+        return {**data, "withheld": []} if full else public_job(data)
 
     def registry() -> Registry | None:
         if not settings.registry.exists():
@@ -278,31 +345,32 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/v1/jobs", response_model=list[JobOut], tags=["jobs"], summary="Jobs, newest first")
     async def list_jobs(status_filter: Annotated[str | None, Query(alias="status")] = None,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
-        return [j.to_dict() for j in store.list(status_filter, limit)]
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                        full: bool = Depends(trusted)) -> list[dict[str, Any]]:
+        return [view(j, full) for j in store.list(status_filter, limit)]
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses={404: {"model": ErrorOut}},
              summary="A job: its status, stage-by-stage progress, what it published, its errors")
-    async def get_job(job_id: str) -> dict[str, Any]:
+    async def get_job(job_id: str, full: bool = Depends(trusted)) -> dict[str, Any]:
         job = store.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
-        return job.to_dict()
+        return view(job, full)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], dependencies=[Depends(authorize)],
               summary="Cancel a queued job, or stop a running one at its next stage",
               responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
-    async def cancel_job(job_id: str) -> dict[str, Any]:
+    async def cancel_job(job_id: str, full: bool = Depends(trusted)) -> dict[str, Any]:
         job = store.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
         if job.status == "cancelled":
-            return job.to_dict()  # a retried cancel gets the same answer
+            return view(job, full)  # a retried cancel gets the same answer
         if job.status not in ("queued", "running"):
             raise HTTPException(409, f"job {job_id} already finished ({job.status})")
         cancelled = store.cancel(job_id)
         assert cancelled is not None
-        return cancelled.to_dict()
+        return view(cancelled, full)
 
     def _check_plan(body: EnvironmentsRequest) -> None:
         """Topics and corpora are planned now (it is cheap without a model), so a topic nothing fits or
@@ -318,7 +386,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise HTTPException(422, f"{field}: nothing to make: no request in it needs state a system keeps "
                                 f"({(plan.mining or {}).get('stateful', 0)} stateful of {(plan.mining or {}).get('total', 0)})")
         reg = registry()
-        taken = sorted({_env_id(j) for j in plan.jobs} & set(reg.entries if reg else ()))
+        taken = sorted({planned_env_id(j) for j in plan.jobs} & set(reg.entries if reg else ()))  # type: ignore[type-var]
         if taken and not body.replace:
             raise HTTPException(409, f"{field}: {', '.join(taken)} is published already; pass \"replace\": true, or another "
                                 "seed or variant")
@@ -345,11 +413,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                                 "choose another id")
 
     return app
-
-
-def _env_id(job: Any) -> str:
-    """The id a planned catalog job publishes under (as the modeler names variants)."""
-    return job.env_id or (job.domain_id if job.variant == 0 else f"{job.domain_id}_v{job.variant}")
 
 
 def _histogram(values: Any) -> dict[str, int]:

@@ -37,7 +37,8 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body, in MB.")] = 8.0,
     fleet_url: Annotated[Optional[str], typer.Option(help="A fleet gateway to tell to reload after publishing (or ENVFLEET_FLEET_URL).")] = None,  # noqa: UP045
     llm_config: Annotated[Optional[Path], typer.Option(help="TOML for the llm backend (or ENVFLEET_LLM_CONFIG).")] = None,  # noqa: UP045
-    allowed_host: Annotated[Optional[list[str]], typer.Option(help="Host header to accept besides localhost ('*': any).")] = None,  # noqa: UP045
+    allowed_host: Annotated[Optional[list[str]], typer.Option(help="Host header to accept besides localhost, as for the gateway: 'synth' (any port), "
+                                                             "'synth:8000', 'synth:*'; '*' turns the Host/Origin check off.")] = None,  # noqa: UP045
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the synthesizer's REST API (jobs, environments, registry) with uvicorn."""
@@ -59,7 +60,7 @@ def serve(
         max_queued=max_queued, workers=workers, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         fleet_url=fleet_url or os.environ.get("ENVFLEET_FLEET_URL") or None,
         fleet_token=os.environ.get("ENVFLEET_CONTROL_TOKEN") or None,
-        llm_config=llm_config, allowed_hosts=[h.split(":")[0] if h != "*" else h for h in hosts],
+        llm_config=llm_config, allowed_hosts=hosts,
     )
     settings.env_root.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")

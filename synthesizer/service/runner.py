@@ -24,7 +24,7 @@ from ..llm import LLMConfig, LLMError
 from ..llm.backend import LLMBackend
 from ..pipeline import Stopped, more_tasks, publish_result, synthesize
 from ..planning import plan_jobs
-from ..publish import PublishConflict, add_files, publish_folder, write_env_folder
+from ..publish import PublishConflict, add_files, publish_folder, temp_folder, write_env_folder
 from ..topics import read_corpus_text
 from .jobs import Job, JobStore
 
@@ -170,7 +170,7 @@ class Runner:
                         ok, reason = False, str(e)
                 progress.end(entry, env_id=result.env_id, ok=ok, reason=reason,
                              tools=len(result.stages.get("spec", {}).get("tools", [])), tasks=len(result.stages.get("tasks", [])))
-            return {"mining": plan.mining, "llm_usage": llm.client.usage.to_dict() if llm else None}
+            return {"mining": plan.mining, "topics": plan.substitutions, "llm_usage": llm.client.usage.to_dict() if llm else None}
         finally:
             if llm is not None:
                 llm.client.close()
@@ -191,7 +191,7 @@ class Runner:
         files: dict[str, Any] = {"env.json": spec, "seed.json": seed}
         if tasks:
             files["tasks/uploaded.jsonl"] = tasks
-        staging = self.settings.env_root / f".upload-{job.id}"
+        staging = temp_folder(self.settings.env_root, "upload", job.id)
         try:
             write_env_folder(staging, files)
             try:
@@ -203,7 +203,8 @@ class Runner:
             results = [anyio.run(check_task_in_process, env, task) for task in env.tasks]
             failing = [f"{r.task_id}: {'; '.join(r.problems)}" for r in results if not r.passed]
             if failing:
-                progress.end(entry, env_id=env.id, ok=False, reason="tasks fail the gates: " + " | ".join(failing))
+                progress.end(entry, env_id=env.id, ok=False, reason="tasks fail the gates: " + " | ".join(failing),
+                             failing_tasks=[r.task_id for r in results if not r.passed])
                 return {}
         finally:
             shutil.rmtree(staging, ignore_errors=True)

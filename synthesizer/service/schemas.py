@@ -100,6 +100,8 @@ class JobOut(BaseModel):
     published: list[str]
     errors: list[str]
     report: dict[str, Any] | None
+    withheld: list[str] = Field(default_factory=list, description="What this read left out because it carried no valid "
+                                "token: uploaded tasks (gold calls, checks, answers) and gate reports that quote them.")
 
 
 class ErrorOut(BaseModel):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ENVFLEET
+from tests.conftest import ENVFLEET, MINI_SPEC, write_env
+
+LONG_ID = "a_remarkably_long_environment_identifier_for_table_widths"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,3 +67,17 @@ def test_a_broken_plugin_breaks_only_its_own_command(tmp_path: Path) -> None:
     broken = subprocess.run([*ENVFLEET, "broken"], capture_output=True, text=True, env=env, timeout=120)
     assert broken.returncode == 1 and "command group 'broken'" in broken.stderr and "SyntaxError" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_list_through_a_pipe_never_cuts_ids(tmp_path: Path) -> None:
+    spec = copy.deepcopy(MINI_SPEC)
+    spec.update(id=LONG_ID, name="A mini shop whose display name is long enough to wrap in any table")
+    write_env(tmp_path / LONG_ID, spec)
+    for columns in ("40", "200"):  # CI pipes stdout; whatever width the environment claims
+        result = subprocess.run([*ENVFLEET, "list", "--env-root", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "COLUMNS": columns})
+        assert result.returncode == 0, result.stderr
+        header, row = result.stdout.splitlines()
+        assert header.split("\t") == ["id", "title", "version", "domain", "tools", "tables"]
+        assert row.split("\t") == [LONG_ID, spec["name"], spec["version"], spec["domain"], str(len(spec["tools"])),
+                                   str(len(spec["tables"]))]

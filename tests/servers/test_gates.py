@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ENVFLEET, MINI_TASKS, write_tasks
+from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, write_env, write_tasks
 
 
 def envfleet(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -47,6 +47,70 @@ def test_gates_catch_bad_tasks(mini_env_dir: Path) -> None:
     assert "mini/bad-initial" in problems and "doing nothing already succeeds" in problems
     assert "the initial state already passes every check" in problems
     assert "mini/bad-check" in problems and "Impossible" in problems
+
+
+LONG_ENV = "mini_hardware_counter_with_a_long_environment_identifier"
+LONG_TASK = "mini-001-place-an-order-for-an-anvil-with-a-task-id-long-enough-to-be-cut"
+
+
+def bad_tasks() -> list[dict[str, Any]]:
+    """One good task and three that fail a gate each, for the mini environment."""
+    good = copy.deepcopy(MINI_TASKS[0])
+    return [
+        {**good, "id": LONG_TASK},
+        {**good, "id": "bad-gold", "gold": [{"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1}}]},
+        {**good, "id": "bad-initial", "answer": None, "checks": [{"description": "Anvils exist", "sql": "SELECT 1 FROM items WHERE sku = 'A-1'"}]},
+        copy.deepcopy(MINI_TASKS[1]),
+    ]
+
+
+def test_parallel_check_gives_the_serial_verdicts_as_json(tmp_path: Path) -> None:
+    spec = copy.deepcopy(MINI_SPEC)
+    spec["id"] = LONG_ENV
+    folder = write_env(tmp_path / "fleet" / LONG_ENV, spec, copy.deepcopy(MINI_SEED))
+    write_tasks(folder, bad_tasks())
+    root = str(tmp_path / "fleet")
+    serial = envfleet("check", "--all", "--env-root", root, "--jobs", "1", "--json")
+    parallel = envfleet("check", "--all", "--env-root", root, "--jobs", "2", "--json")
+    assert serial.returncode == parallel.returncode == 1, serial.stderr + parallel.stderr
+    assert parallel.stdout == serial.stdout  # the same document, byte for byte
+    document = json.loads(serial.stdout)
+    assert document["ok"] is False
+    assert document["totals"] == {"tasks": 4, "passed": 2, "failed": 2}
+    assert document["environments"] == {LONG_ENV: {"tasks": 4, "passed": 2, "failed": 2}}
+    results = document["results"]
+    assert [r["task_id"] for r in results] == [LONG_TASK, "bad-gold", "bad-initial", MINI_TASKS[1]["id"]]
+    assert [r["passed"] for r in results] == [True, False, False, True]
+    assert results[0] == {"env_id": LONG_ENV, "task_id": LONG_TASK, "gold_reward": 1.0, "noop_success": False,
+                          "initial_fails": True, "deterministic": True, "problems": [], "passed": True}
+    assert any("Only 0 of B-2 in stock" in p for p in results[1]["problems"])
+    assert "doing nothing already succeeds" in results[2]["problems"]
+    # progress on a stderr that is not a terminal: one line at the end at least, naming the jobs
+    assert "check: 4/4 tasks gated, 2 failed" in serial.stderr and "(1 job)" in serial.stderr
+    assert "check: 4/4 tasks gated, 2 failed" in parallel.stderr and "(2 jobs)" in parallel.stderr
+
+
+def test_check_table_through_a_pipe_keeps_whole_ids(tmp_path: Path) -> None:
+    spec = copy.deepcopy(MINI_SPEC)
+    spec["id"] = LONG_ENV
+    folder = write_env(tmp_path / "fleet" / LONG_ENV, spec, copy.deepcopy(MINI_SEED))
+    write_tasks(folder, [bad_tasks()[0]])
+    result = envfleet("check", LONG_ENV, "--env-root", str(tmp_path / "fleet"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    header, row, summary = result.stdout.splitlines()
+    assert header.split("\t") == ["env", "task", "gold", "noop", "initial fails", "deterministic", "result"]
+    assert row.split("\t") == [LONG_ENV, LONG_TASK, "1.0", "False", "True", "True", "pass"]
+    assert summary == "1/1 tasks pass every gate"
+
+
+def test_parallel_check_refuses_a_registry_whose_task_counts_are_stale(mini_env_dir: Path, tmp_path: Path) -> None:
+    registry = tmp_path / "registry.json"
+    assert envfleet("registry", "build", "--env-root", str(mini_env_dir.parent), "--out", str(registry)).returncode == 0
+    write_tasks(mini_env_dir, [*copy.deepcopy(MINI_TASKS), {**copy.deepcopy(MINI_TASKS[0]), "id": "mini-003"}])
+    result = envfleet("check", "--all", "--registry", str(registry), "--jobs", "2")
+    assert result.returncode == 1
+    assert "mini has 3 tasks but" in result.stderr and "the registry is stale" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

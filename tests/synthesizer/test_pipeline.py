@@ -5,24 +5,28 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from servers import Environment, Registry
+from servers.registry import staging_folders
 from synthesizer.catalog import load_catalog
 from synthesizer.dependency_graph import build_graph
 from synthesizer.modeling import build_spec, design_domain
 from synthesizer.pipeline import Job, plan_batch, publish_result, synthesize
 from synthesizer.procedural_tests import run_procedural_tests
+from synthesizer.publish import STALE_AFTER, TEMP_PREFIX, clean_stale, temp_folder
 from synthesizer.seeding import seed_rows
-from synthesizer.topics import NoMatchingDomain, is_stateful, match_topic, mine_corpus
+from synthesizer.topics import NoMatchingDomain, is_stateful, match_topic, mine_corpus, read_corpus
 from tests.conftest import ENVFLEET, REPO
 
-CORPUS = REPO.parent / "shared" / "corpora" / "api-bank-lv3-requests.jsonl"
+CORPUS = Path(__file__).parent / "fixtures" / "user_requests.jsonl"  # 30 stateful requests, then 10 look-ups and chit-chat
 
 
 @pytest.fixture(scope="module")
@@ -139,19 +143,61 @@ def test_publish_killed_midway_leaves_a_valid_complete_registry(tmp_path: Path, 
     assert listed.ids() == ["dental_clinic"]
     Environment.load(listed.folder("dental_clinic"))  # what it lists is complete
     assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == ["dental_clinic"]  # leftovers stay hidden
+    leftovers = [p.name for p in root.iterdir() if p.name.startswith(".")]
+    assert leftovers and all(name.startswith(TEMP_PREFIX) for name in leftovers)  # recognisable by their prefix
     again = synthesize(Job("dental_clinic", seed=2, variant=2, tasks=3))
     publish_result(again, root, registry)  # the dead publisher's lock is gone with it
     assert Registry.load(registry).ids() == ["dental_clinic", "dental_clinic_v2"]
+    assert sorted(p.name for p in root.iterdir()) == ["dental_clinic", "dental_clinic_v2"]  # and its leftovers too
+
+
+def test_publishing_cleans_leftovers_but_never_a_live_publishers_folder(tmp_path: Path) -> None:
+    registry, root = tmp_path / "registry.json", tmp_path / "envs"
+    root.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)  # a process that has exited: its staging folder is a leftover
+    live = temp_folder(root, "staging", "other_env")  # this process's: a publisher that is still writing
+    dead = live.with_name(live.name.replace(f".{os.getpid()}.", f".{dead_pid}.", 1))
+    elsewhere = root / f"{TEMP_PREFIX}other_env-0123456789ab.staging.{dead_pid}.another-host"  # another machine's, recent
+    old_elsewhere = root / f"{TEMP_PREFIX}other_env-0123456789ac.old.{dead_pid}.another-host"  # ... and untouched for long
+    foreign = root / f"{TEMP_PREFIX}other_env-5e1f"  # another writer's staging (no owner in its name), recent
+    legacy = root / ".other_env.0123456789ab.tmp"  # an earlier version's name, untouched for long
+    unrelated = root / ".git"  # not a staging folder: never touched
+    for folder in (live, dead, elsewhere, old_elsewhere, foreign, legacy, unrelated):
+        (folder / "tasks").mkdir(parents=True)
+        (folder / "env.json").write_text("{}")
+    for folder in (old_elsewhere, legacy, unrelated):
+        for path in (*folder.rglob("*"), folder):
+            os.utime(path, (time.time() - 2 * STALE_AFTER,) * 2)
+    runtime_sees = {leftover.path.name for leftover in staging_folders(root)}  # the runtime's `registry check` convention
+    assert runtime_sees == {p.name for p in root.iterdir()} - {unrelated.name}
+    publish_result(synthesize(Job("dental_clinic", seed=2, tasks=2)), root, registry)
+    assert sorted(p.name for p in root.iterdir()) == sorted(["dental_clinic", live.name, elsewhere.name, foreign.name, unrelated.name])
+    assert clean_stale(root, registry) == []  # and the live ones stay live
+    assert clean_stale(root, registry, stale_after=-1) == sorted([live.name, elsewhere.name, foreign.name])  # once old enough
 
 
 def test_corpus_mining_finds_stateful_requests_and_sectors() -> None:
+    texts = read_corpus(CORPUS)
+    assert len(texts) == 40
+    assert [is_stateful(t) for t in texts] == [True] * 30 + [False] * 10  # bookings, payments ... then look-ups
     report = mine_corpus(load_catalog(), CORPUS)
-    assert report.total == 324 and 0 < report.stateful < report.total
-    assert report.by_sector["health"] >= 1
+    assert report.total == 40 and report.stateful == 30
+    assert report.duplicates == 1  # the dentist booking asked twice
+    assert {"health", "hospitality", "travel", "finance", "retail", "government"} <= set(report.by_sector)
+    assert report.by_domain["dental_clinic"] == 2 and report.by_domain["hotel_front_desk"] == 2
+    assert "Book a hot air balloon ride over the canyon for my anniversary." in report.unmatched  # no catalog domain
+    assert sum(report.by_domain.values()) + len(report.unmatched) + report.duplicates == report.stateful
     assert is_stateful("Book a table for two at an Italian restaurant tonight.")
-    assert is_stateful("Cancel my dentist appointment on Friday.")
     assert not is_stateful("What are the symptoms of the flu?")
-    assert not is_stateful("Provide stress management techniques for reducing anxiety.")
+
+
+def test_tests_read_nothing_outside_the_repository() -> None:
+    """A plain clone passes the suite: no test names a path beside the checkout (a sibling corpora folder and the like)."""
+    outside = re.compile(r"REPO\.parent|\.\./shared|shared[/]corpora|/work[/]")  # (written so it does not match itself)
+    offenders = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "tests").rglob("*.py")) if "node_modules" not in p.parts
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
+    assert offenders == []
 
 
 def test_topic_matching() -> None:
