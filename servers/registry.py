@@ -50,6 +50,8 @@ __all__ = [
     "short_text",
     "STAGING_PREFIX",
     "STAGING_GRACE_SECONDS",
+    "is_staging_name",
+    "last_change",
     "Leftover",
     "staging_folders",
     "remove_leftovers",
@@ -455,11 +457,12 @@ class Leftover:
     age: float
 
 
-def _is_staging(name: str) -> bool:
+def is_staging_name(name: str) -> bool:
+    """Is a folder of this name under an env root a writer's staging folder (see :data:`STAGING_PREFIX`)?"""
     return name.startswith(STAGING_PREFIX) or _LEGACY_STAGING.match(name) is not None
 
 
-def _last_change(folder: Path) -> float:
+def last_change(folder: Path) -> float:
     """The newest mtime in ``folder`` (itself included): a live writer keeps touching it."""
     newest = folder.lstat().st_mtime
     for directory, folders, files in os.walk(folder):
@@ -480,10 +483,10 @@ def staging_folders(env_root: Path, now: float | None = None) -> list[Leftover]:
     except FileNotFoundError:
         return []
     for child in children:
-        if not _is_staging(child.name) or child.is_symlink() or not child.is_dir():
+        if not is_staging_name(child.name) or child.is_symlink() or not child.is_dir():
             continue
         try:
-            found.append(Leftover(child, max(0.0, now - _last_change(child))))
+            found.append(Leftover(child, max(0.0, now - last_change(child))))
         except FileNotFoundError:  # its writer finished (or cleaned up) meanwhile
             continue
     return sorted(found, key=lambda leftover: (-leftover.age, leftover.path.name))
@@ -497,7 +500,7 @@ def remove_leftovers(env_root: Path, grace: float = STAGING_GRACE_SECONDS) -> li
         if leftover.age < grace:
             continue
         try:
-            if time.time() - _last_change(leftover.path) < grace:  # touched since we looked
+            if time.time() - last_change(leftover.path) < grace:  # touched since we looked
                 continue
         except FileNotFoundError:
             continue

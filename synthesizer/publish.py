@@ -28,20 +28,28 @@ from pathlib import Path
 from typing import Any
 
 from servers import Environment, Registry
-from servers.registry import PROVENANCE_FILE, RegistryEntry, RegistryFile, entry_for, registry_lock
+from servers.registry import (
+    PROVENANCE_FILE,
+    STAGING_GRACE_SECONDS,
+    STAGING_PREFIX,
+    RegistryEntry,
+    RegistryFile,
+    entry_for,
+    is_staging_name,
+    last_change,
+    registry_lock,
+)
 
 __all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "is_published", "PublishConflict", "registry_lock",
            "update_registry", "remove_from_registry", "TEMP_PREFIX", "STALE_AFTER", "temp_folder", "is_stale", "clean_stale"]
 
-TEMP_PREFIX = ".envfleet-staging-"
-"""Every temporary folder a publisher makes under an env root starts with this (never served, never listed):
-the runtime's ``servers.registry.STAGING_PREFIX``, so ``envfleet registry check --fix`` knows them too."""
-STALE_AFTER = 900.0
+TEMP_PREFIX = STAGING_PREFIX
+"""Every temporary folder a publisher makes under an env root starts with this (never served, never listed),
+so ``envfleet registry check --fix`` knows them too."""
+STALE_AFTER = STAGING_GRACE_SECONDS
 """Seconds untouched after which a temporary folder is a leftover whoever made it (the runtime's grace too)."""
 _TEMP_NAME = re.compile(r"^\.envfleet-staging-(?P<env_id>[a-z0-9_-]+)-(?P<nonce>[0-9a-f]{12})\.(?P<kind>[a-z]+)\.(?P<pid>\d+)\."
                         r"(?P<host>[A-Za-z0-9-]+)$")
-# Names of earlier versions (no owner in them): only their age tells they are leftovers.
-_LEGACY_NAME = re.compile(r"^\.(?:[a-z][a-z0-9_-]*\.[0-9a-f]{12}\.(?:tmp|old|deleted)|upload-[0-9a-f]{32})$")
 
 
 def _host() -> str:
@@ -51,18 +59,6 @@ def _host() -> str:
 def temp_folder(env_root: Path, kind: str, env_id: str) -> Path:
     """A fresh temporary folder name under ``env_root``: ``kind`` is staging, old, deleted or upload."""
     return env_root / f"{TEMP_PREFIX}{env_id}-{uuid.uuid4().hex[:12]}.{kind}.{os.getpid()}.{_host()}"
-
-
-def _last_change(folder: Path) -> float:
-    """The newest mtime in ``folder`` (itself included): a live writer keeps touching it."""
-    newest = folder.lstat().st_mtime
-    for directory, folders, files in os.walk(folder):
-        for name in (*folders, *files):
-            try:
-                newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
-            except FileNotFoundError:
-                continue
-    return newest
 
 
 def _running(pid: int) -> bool:
@@ -77,10 +73,10 @@ def is_stale(folder: Path, now: float | None = None, stale_after: float = STALE_
     """Is this temporary folder a leftover: its owner gone (on this host), or untouched for ``stale_after``?
     A name with the prefix but no owner in it (another writer's) is judged by its age alone."""
     match = _TEMP_NAME.match(folder.name)
-    if not folder.name.startswith(TEMP_PREFIX) and _LEGACY_NAME.match(folder.name) is None:
+    if not is_staging_name(folder.name):
         return False  # not a staging folder: never touched
     try:
-        age = (now if now is not None else time.time()) - _last_change(folder)
+        age = (now if now is not None else time.time()) - last_change(folder)
     except FileNotFoundError:
         return False
     if age > stale_after:
