@@ -7,7 +7,11 @@ Routes (``{env_id}`` from the registry, ``{state_key}`` chosen by the client):
 * ``/envs/{env_id}/s/{state_key}/mcp`` — streamable HTTP on the private state named by the key.
 * ``/envs/{env_id}/episodes/{episode_id}/mcp`` — streamable HTTP on an episode's state.
 * ``/episodes…`` — the REST control plane (:mod:`servers.control_plane`).
-* ``/healthz``, ``/envs``, ``/envs/{env_id}`` — JSON about the fleet.
+* ``/healthz``, ``/envs``, ``/envs/{env_id}`` — JSON about the fleet; ``/docs`` — their API, offline.
+
+Tool calls run in the worker threads of one :class:`CallRunner` for the whole gateway, never on
+the event loop. A handshake-era session id reaches state only if this gateway's session manager
+issued it (see :class:`HttpRouter`); state keys must be :func:`valid_path_id`.
 
 A single-environment app also answers at ``/mcp`` and ``/s/{state_key}/mcp``. Environments load
 on first use. Mounted ASGI apps get no lifespan, so the gateway runs each environment's session
@@ -36,19 +40,31 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
+from .api_docs import DOCS_KWARGS, mount_offline_docs
 from .control_plane import admin, control_plane
 from .environment import Environment
 from .errors import EnvFleetError, EpisodeNotFound, RegistryError
-from .mcp_server import SESSION_HEADER, HttpRouter, build_server
+from .mcp_server import DEFAULT_CALL_THREADS, SESSION_HEADER, CallRunner, HttpRouter, build_server, session_state_key
 from .pool import EpisodePool, StatePool
 from .registry import Registry
 
-__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "STATE_KEY_PATTERN", "transport_security"]
+__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "STATE_KEY_PATTERN", "PATH_ID_RULE",
+           "transport_security", "valid_path_id"]
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+PATH_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ ~ -, not only dots"
 LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+
+
+def valid_path_id(value: str) -> bool:
+    """Whether ``value`` can be one segment of a URL path as it is: a state key, an episode id.
+
+    ``.`` and ``..`` are dot-segments that clients and proxies resolve away (``…/s/../mcp`` is
+    ``…/mcp``), so a URL built from them points elsewhere; ids made only of dots are refused too.
+    """
+    return bool(STATE_KEY_PATTERN.fullmatch(value)) and value.strip(".") != ""
 
 
 def transport_security(allowed_hosts: list[str] | None) -> TransportSecuritySettings:
@@ -71,6 +87,7 @@ class GatewaySettings:
     max_episodes: int = 4096
     control_token: str | None = None  # bearer token for the control plane; None leaves it open
     watch_interval: float = 2.0  # seconds between looks at registry.json for changes; 0 turns watching off
+    call_threads: int = DEFAULT_CALL_THREADS  # worker threads running tool calls at once, across all environments
 
 
 @dataclass
@@ -104,6 +121,7 @@ class Gateway:
         self.pool = pool
         self.settings = settings or GatewaySettings()
         self.episodes = EpisodePool(ttl=self.settings.episode_ttl, max_episodes=self.settings.max_episodes)
+        self.calls = CallRunner(self.settings.call_threads)  # tool calls run here, off the event loop
         self.fixed = env_ids is not None  # an explicit list (one environment) is never reloaded
         self.env_ids = list(env_ids) if env_ids is not None else registry.ids()
         for env_id in self.env_ids:
@@ -233,7 +251,7 @@ class Gateway:
         if env.content_hash != self.registry.entry(env_id).content_hash:
             logger.warning("%s changed since registry.json was built; run `envfleet registry build`", env_id)
         router = HttpRouter(env, self.pool, self.episodes)
-        server = build_server(env, router)
+        server = build_server(env, router, self.calls)
         manager = StreamableHTTPSessionManager(
             app=server,
             json_response=self.settings.json_response,
@@ -241,6 +259,7 @@ class Gateway:
             session_idle_timeout=self.settings.session_idle_timeout,
             max_sessions=self.settings.max_sessions,
         )
+        router.issued = lambda session_id: session_id in _open_sessions(manager)
         if self._task_group is None:
             raise RuntimeError("the gateway is not running; serve its app with an ASGI server that runs lifespans")
         stop = anyio.Event()
@@ -253,7 +272,9 @@ class Gateway:
 
 
 def _open_sessions(manager: StreamableHTTPSessionManager) -> dict[str, Any]:
-    """The handshake-era sessions a session manager holds (the SDK keeps them by id)."""
+    """The handshake-era sessions a session manager holds, by id: the ids it issued on
+    ``initialize`` (``uuid4().hex``) and has not discarded. The SDK has no public accessor; this is
+    the one place that reads its private table."""
     return getattr(manager, "_server_instances", {})
 
 
@@ -288,8 +309,8 @@ class _McpEndpoint:
         params = scope.get("path_params", {})
         env_id = self.env_id or params.get("env_id", "")
         key = params.get("state_key")
-        if key is not None and not STATE_KEY_PATTERN.match(key):
-            await _error(400, "state keys are 1-128 characters of A-Z a-z 0-9 . _ ~ -")(scope, receive, send)
+        if key is not None and not valid_path_id(key):
+            await _error(400, f"state keys are {PATH_ID_RULE}")(scope, receive, send)
             return
         episode_id = params.get("episode_id")
         hosted = None
@@ -312,11 +333,17 @@ class _McpEndpoint:
             logger.error("environment %s does not load: %s", env_id, e)
             await _error(503, f"environment {env_id!r} does not load; see the server log")(scope, receive, send)
             return
+        session_id = session.decode("latin-1") if session is not None else None
+        was_open = session_id is not None and session_id in _open_sessions(hosted.manager)
         await hosted.manager.handle_request(scope, receive, send)
-        if scope["method"] == "DELETE" and key is None and episode_id is None:
-            # a handshake-era client ended its session: its state goes with it
-            if session:
-                self.gateway.pool.drop((env_id, f"session:{session.decode('latin-1')}"))
+        if was_open and session_id not in _open_sessions(hosted.manager) and key is None and episode_id is None:
+            # the SDK ended a session it had issued (the client's DELETE): its state goes with it, once no
+            # call runs on it (the id is no longer issued, so no new state can appear under that key meanwhile)
+            pool_key = (env_id, session_state_key(session_id))
+            state = self.gateway.pool.peek(pool_key)
+            if state is not None:
+                async with self.gateway.calls.turn(state):
+                    self.gateway.pool.drop(pool_key)
 
 
 _FLEET_PATH = re.compile(
@@ -377,8 +404,10 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
         version=__version__,
         summary="Stateful tool-use environments served over MCP (streamable HTTP).",
         lifespan=lifespan,
+        **DOCS_KWARGS,
     )
     app.state.gateway = gateway
+    mount_offline_docs(app)
 
     @app.get("/healthz", tags=["fleet"], summary="Liveness and what is loaded", response_model=None)
     async def healthz() -> dict[str, Any] | JSONResponse:
@@ -391,6 +420,7 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
             "environments": gateway.env_ids,
             "loaded": gateway.loaded(),
             "states": {"live": stats.live, "max": stats.max_items, "ttl_seconds": stats.ttl},
+            "calls": {"running": gateway.calls.busy(), "threads": gateway.settings.call_threads},
             "episodes": {"live": len(gateway.episodes), "max": gateway.episodes.max_items,
                          "ttl_seconds": gateway.episodes.ttl},
         }

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from .environment import Environment
-from .mcp_server import EpisodeRouter, build_server
+from .mcp_server import DEFAULT_CALL_THREADS, EpisodeRouter, build_server
 from .registry import Registry
 
 __all__ = ["serve_stdio", "serve_http", "running_gateway", "LocalGateway", "CONTROL_TOKEN_ENV"]
@@ -26,7 +26,7 @@ CONTROL_TOKEN_ENV = "ENVFLEET_CONTROL_TOKEN"
 
 def serve_stdio(env: Environment, task_id: str | None = None) -> None:
     """Serve ``env`` over stdin/stdout. The process is one episode: the task's initial state (or
-    the seed), for the whole life of the process."""
+    the seed), for the whole life of the process. Calls run in a worker thread, one at a time."""
     from mcp.server.stdio import stdio_server
 
     episode = env.episode(task_id)
@@ -54,8 +54,9 @@ def _app(registry: Registry, single: str | None, state_ttl: float, max_states: i
 def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100, single: str | None = None,
                json_response: bool = True, allowed_hosts: list[str] | None = None, state_ttl: float = 1800.0,
                max_states: int = 4096, episode_ttl: float = 1800.0, max_episodes: int = 4096,
-               watch_interval: float = 2.0, log_level: str = "info") -> None:
-    """Serve the registry's environments (or just ``single``) over streamable HTTP, until stopped."""
+               watch_interval: float = 2.0, log_level: str = "info", call_threads: int = DEFAULT_CALL_THREADS) -> None:
+    """Serve the registry's environments (or just ``single``) over streamable HTTP, until stopped.
+    ``call_threads`` worker threads run tool calls, so a slow call never holds the event loop."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
@@ -68,7 +69,7 @@ def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100,
     if not local and not os.environ.get(CONTROL_TOKEN_ENV):
         logger.warning("listening on %s with an open control plane; set %s to require a bearer token", host, CONTROL_TOKEN_ENV)
     app = _app(registry, single, state_ttl, max_states, json_response=json_response, allowed_hosts=allowed_hosts,
-               episode_ttl=episode_ttl, max_episodes=max_episodes, watch_interval=watch_interval)
+               episode_ttl=episode_ttl, max_episodes=max_episodes, watch_interval=watch_interval, call_threads=call_threads)
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
 
 

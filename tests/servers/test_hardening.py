@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import http.client
 import json
 import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from mcp import Client
@@ -15,7 +21,7 @@ from mcp import Client
 from servers.diff import diff_states
 from servers.environment import Environment
 from servers.errors import SpecError, TaskPackError
-from tests.conftest import MINI_SEED, MINI_SPEC, MINI_TASKS, ServerProcess, write_env, write_tasks
+from tests.conftest import MINI_SEED, MINI_SPEC, MINI_TASKS, ServerProcess, stop_process, write_env, write_tasks
 
 
 def spec_with(**changes: Any) -> dict[str, Any]:
@@ -175,3 +181,350 @@ async def test_rest_routes_check_the_host_and_ended_sessions_free_their_state(mi
             assert (await http.get("/healthz")).json()["states"]["live"] == 0
     finally:
         server.stop()
+
+
+# -- the serving layer under attack: a runaway call, forged sessions, path-like ids, odd arguments --------------------
+#
+# Each attack runs against a real `envfleet serve` process while a watcher asks /healthz over and over; the fleet
+# must answer every one within HEALTHZ_BOUND seconds (the issue's bound, and the only timing these tests assert).
+
+HEALTHZ_BOUND = 1.0
+RUNAWAY_SQL = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
+MODERN = "2026-07-28"
+HANDSHAKE = "2025-11-25"
+_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientInfo": {"name": "probe", "version": "1"},
+         "io.modelcontextprotocol/clientCapabilities": {}}
+JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def _ceiling(field: str, fallback: int) -> int:
+    """The highest value a spec may give a limit (the field's ``le``), or ``fallback`` where it has none."""
+    from servers.spec import Limits
+
+    info = Limits.model_fields.get(field)
+    bounds = [getattr(m, "le", None) for m in (info.metadata if info is not None else [])]
+    return next((b for b in bounds if b is not None), fallback)
+
+
+def runaway_spec() -> dict[str, Any]:
+    """The mini shop as environment ``spin``, with a read tool whose SQL never ends and every limit a spec
+    may set as high as it may go."""
+    from servers.spec import Limits
+
+    spec = spec_with(id="spin", name="Spin shop")
+    spec["limits"] = {"max_sql_steps": _ceiling("max_sql_steps", 10**15)}
+    if "max_call_ms" in Limits.model_fields:
+        spec["limits"]["max_call_ms"] = _ceiling("max_call_ms", 10**9)
+    spec["tools"].append({"name": "spin", "description": "Counts forever.", "kind": "read",
+                          "steps": [{"kind": "return", "shape": "scalar", "sql": RUNAWAY_SQL}]})
+    return spec
+
+
+def hostile_root(root: Path) -> Path:
+    """An env root with ``mini`` (the plain test spec) and ``spin`` (the runaway one)."""
+    write_env(root / "mini", copy.deepcopy(MINI_SPEC))
+    write_env(root / "spin", runaway_spec())
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`envfleet serve --all` over ``mini`` and ``spin``, for the attacks that leave no call running."""
+    server = ServerProcess(["--all", "--env-root", str(hostile_root(tmp_path_factory.mktemp("hostile")))])
+    yield server
+    server.stop()
+
+
+class HealthWatch:
+    """Asks /healthz back to back while an attack runs; every answer must be a 200 within HEALTHZ_BOUND s."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.answers = 0
+        self.failures: list[str] = []
+
+    async def _watch(self, stop: Any) -> None:
+        async with httpx.AsyncClient(base_url=self.base, timeout=HEALTHZ_BOUND) as http:
+            while not stop.is_set():
+                try:
+                    status = (await http.get("/healthz")).status_code
+                except httpx.TimeoutException:
+                    self.failures.append(f"no answer within {HEALTHZ_BOUND:g} s")
+                    continue
+                if status != 200:
+                    self.failures.append(f"status {status}")
+                self.answers += 1
+                await anyio.sleep(0.02)
+
+    @contextlib.asynccontextmanager
+    async def during(self) -> AsyncIterator[HealthWatch]:
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, stop)
+            try:
+                yield self
+            finally:
+                stop.set()
+        assert not self.failures, self.failures
+        assert self.answers > 0
+
+
+async def health(http: httpx.AsyncClient) -> dict[str, Any]:
+    response = await http.get("/healthz", timeout=HEALTHZ_BOUND)
+    assert response.status_code == 200
+    return response.json()
+
+
+def modern_call(tool: str, arguments: Any, request_id: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": _META}}
+
+
+def modern_headers(tool: str, session: str | None = None) -> dict[str, str]:
+    headers = {**JSON_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    return {**headers, "Mcp-Session-Id": session} if session else headers
+
+
+class LegacySession:
+    """A handshake-era MCP session driven by hand, so the test knows its id."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+        self.http = http
+        self.url = url
+        self.id = ""
+        self._next = 1
+
+    async def open(self) -> LegacySession:
+        opened = await self.http.post(self.url, headers=JSON_HEADERS, json={
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}})
+        assert opened.status_code == 200, opened.text
+        self.id = opened.headers["mcp-session-id"]
+        done = await self.http.post(self.url, headers=self.headers(), json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert done.status_code == 202
+        return self
+
+    def headers(self) -> dict[str, str]:
+        return {**JSON_HEADERS, "Mcp-Session-Id": self.id, "MCP-Protocol-Version": HANDSHAKE}
+
+    async def call(self, tool: str, arguments: Any) -> dict[str, Any]:
+        self._next += 1
+        response = await self.http.post(self.url, headers=self.headers(), json={
+            "jsonrpc": "2.0", "id": self._next, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def _text(reply: dict[str, Any]) -> str:
+    return reply["result"]["content"][0]["text"]
+
+
+def _stock(reply: dict[str, Any]) -> int:
+    return reply["result"]["structuredContent"]["stock"]
+
+
+@pytest.mark.anyio
+async def test_a_runaway_call_holds_neither_healthz_nor_other_sessions(tmp_path: Path) -> None:
+    server = ServerProcess(["--all", "--env-root", str(hostile_root(tmp_path / "fleet"))])
+    try:
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            async with HealthWatch(server.base).during(), anyio.create_task_group() as tg:
+                runaway_done = anyio.Event()
+
+                async def runaway() -> None:
+                    async with Client(f"{server.base}/envs/spin/s/runaway/mcp") as client:
+                        await client.call_tool("spin", {})  # never ends here; a deadline makes it a tool error
+                    runaway_done.set()
+
+                tg.start_soon(runaway)
+                while (await health(http))["calls"]["running"] < 1:  # until the server is inside the call
+                    assert not runaway_done.is_set()
+                    await anyio.sleep(0.01)
+                async with Client(f"{server.base}/envs/mini/s/bystander/mcp") as other:
+                    item = await other.call_tool("get_item", {"sku": "A-1"})
+                    assert not item.is_error and item.structured_content["name"] == "Anvil"
+                assert not runaway_done.is_set()  # the read finished while the runaway was still running
+                assert (await health(http))["calls"]["running"] >= 1
+                tg.cancel_scope.cancel()
+    finally:
+        stop_process(server.proc, kill=True)  # the runaway may still hold a worker thread
+
+
+@pytest.mark.anyio
+async def test_forged_session_ids_create_no_state_and_reach_no_session(hostile_fleet: ServerProcess) -> None:
+    url = f"{hostile_fleet.base}/envs/mini/mcp"
+    async with httpx.AsyncClient(base_url=hostile_fleet.base) as http, HealthWatch(hostile_fleet.base).during():
+        live = (await health(http))["states"]["live"]
+        for index in range(200):
+            forged = uuid.uuid4().hex if index % 2 else f"forged-{index}"
+            # a sessionless request carrying an invented id: the plain URL's shared, read-only state
+            reply = (await http.post(url, headers=modern_headers("restock", forged),
+                                     json=modern_call("restock", {"sku": "C-3", "delta": 1}, index))).json()
+            assert reply["result"]["isError"] and "shared and read-only" in _text(reply)
+            # a handshake-era request with an id the server never issued: no such session
+            refused = await http.post(url, headers={**JSON_HEADERS, "Mcp-Session-Id": forged, "MCP-Protocol-Version": HANDSHAKE},
+                                      json={"jsonrpc": "2.0", "id": index, "method": "tools/call",
+                                            "params": {"name": "restock", "arguments": {"sku": "C-3", "delta": 1}}})
+            assert refused.status_code == 404
+        assert (await health(http))["states"]["live"] == live
+
+        # a real session's id, borrowed by a sessionless request, neither reads nor writes that session's state
+        session = await LegacySession(http, url).open()
+        assert not (await session.call("restock", {"sku": "C-3", "delta": 5}))["result"].get("isError")
+        assert _stock(await session.call("get_item", {"sku": "C-3"})) == 45
+        assert (await health(http))["states"]["live"] == live + 1
+        borrowed = (await http.post(url, headers=modern_headers("get_item", session.id), json=modern_call("get_item", {"sku": "C-3"}))).json()
+        assert _stock(borrowed) == 40
+        write = (await http.post(url, headers=modern_headers("restock", session.id),
+                                 json=modern_call("restock", {"sku": "C-3", "delta": 1}))).json()
+        assert write["result"]["isError"]
+        # nor can it end the session and so free its state
+        await http.delete(url, headers={**JSON_HEADERS, "Mcp-Session-Id": session.id, "MCP-Protocol-Version": MODERN})
+        assert _stock(await session.call("get_item", {"sku": "C-3"})) == 45
+        assert (await health(http))["states"]["live"] == live + 1
+        # the session's own DELETE ends it, and its state goes with it
+        assert (await http.delete(url, headers=session.headers())).status_code in (200, 204)
+        assert (await health(http))["states"]["live"] == live
+
+
+def _raw_status(base: str, path: str) -> tuple[int, str]:
+    """POST an initialize to ``path`` exactly as written (httpx would resolve ``.`` and ``..`` first)."""
+    parsed = httpx.URL(base)
+    conn = http.client.HTTPConnection(parsed.host, parsed.port, timeout=10)
+    try:
+        conn.request("POST", path, body=json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}),
+            headers=JSON_HEADERS)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("state_key", [".", "..", "..."])
+async def test_dot_state_keys_are_refused(hostile_fleet: ServerProcess, state_key: str) -> None:
+    async with httpx.AsyncClient(base_url=hostile_fleet.base) as http, HealthWatch(hostile_fleet.base).during():
+        live = (await health(http))["states"]["live"]
+        status, body = await anyio.to_thread.run_sync(_raw_status, hostile_fleet.base, f"/envs/mini/s/{state_key}/mcp")
+        assert status == 400 and "not only dots" in json.loads(body)["error"]
+        assert (await health(http))["states"]["live"] == live
+    # keys with dots among other characters stay valid
+    async with Client(f"{hostile_fleet.base}/envs/mini/s/run.{state_key}.1/mcp") as client:
+        assert not (await client.call_tool("get_item", {"sku": "A-1"})).is_error
+
+
+def test_path_ids() -> None:
+    from servers.gateway import valid_path_id
+
+    assert all(valid_path_id(v) for v in ("a", "run.1", ".hidden", "a..b", "x" * 128, "A-Z_a~z.0-9"))
+    assert not any(valid_path_id(v) for v in (".", "..", "...", "", "a/b", "a b", "x" * 129, "é", "a\x00"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("arguments", [[1, 2], "sku=A-1", 5, True])
+async def test_non_object_arguments_are_tool_errors(hostile_fleet: ServerProcess, arguments: Any) -> None:
+    kind = {list: "list", str: "str", int: "int", bool: "bool"}[type(arguments)]
+    expected = f"Arguments to get_item must be a JSON object, not {kind}."
+    async with httpx.AsyncClient(base_url=hostile_fleet.base) as http, HealthWatch(hostile_fleet.base).during():
+        for path in ("/envs/mini/mcp", f"/envs/mini/s/{uuid.uuid4().hex}/mcp"):  # the shared state and a keyed one
+            reply = (await http.post(path, headers=modern_headers("get_item"), json=modern_call("get_item", arguments))).json()
+            assert reply["result"]["isError"] and _text(reply) == expected, reply
+        session = await LegacySession(http, f"{hostile_fleet.base}/envs/mini/mcp").open()
+        reply = await session.call("get_item", arguments)
+        assert reply["result"]["isError"] and _text(reply) == expected, reply
+        assert (await http.delete(session.url, headers=session.headers())).status_code in (200, 204)
+
+
+@pytest.mark.anyio
+async def test_calls_on_one_state_still_run_one_at_a_time(hostile_fleet: ServerProcess) -> None:
+    """Calls now run in worker threads; those on one state copy must still apply one after another."""
+    url = f"{hostile_fleet.base}/envs/mini/s/{uuid.uuid4().hex}/mcp"
+    async with Client(url) as a, Client(url, mode="legacy") as b, anyio.create_task_group() as tg:
+        for index in range(40):
+            tg.start_soon((a if index % 2 else b).call_tool, "restock", {"sku": "C-3", "delta": 1})
+    async with Client(url) as client:
+        assert (await client.call_tool("get_item", {"sku": "C-3"})).structured_content["stock"] == 80
+
+
+@pytest.mark.anyio
+async def test_a_runaway_call_over_stdio_does_not_hold_the_server(tmp_path: Path) -> None:
+    from mcp import StdioServerParameters
+
+    from tests.conftest import ENVFLEET
+
+    folder = write_env(tmp_path / "spin", runaway_spec())
+    params = StdioServerParameters(command=ENVFLEET[0], args=[*ENVFLEET[1:], "serve", str(folder), "--log-level", "warning"])
+    async with Client(params) as client, anyio.create_task_group() as tg:
+        runaway_done = anyio.Event()
+
+        async def runaway() -> None:
+            await client.call_tool("spin", {})
+            runaway_done.set()
+
+        assert len((await client.list_tools()).tools) == 6  # the client knows the tools: call_tool sends the call at once
+        tg.start_soon(runaway)
+        await anyio.sleep(0)
+        # the server reads the call before this request (one pipe, in order), and must answer while the call runs
+        assert len((await client.list_tools()).tools) == 6
+        policy = await client.read_resource("envfleet://spin/policy")
+        assert policy.contents[0].text == MINI_SPEC["policy"]
+        assert not runaway_done.is_set()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_the_fleet_under_sustained_attack(tmp_path: Path) -> None:
+    """The longer variant: runaway calls back to back on two sessions while eight sessions of both eras read and
+    write another environment, and 2,000 forged session ids, dot keys and non-object arguments arrive."""
+    server = ServerProcess(["--all", "--env-root", str(hostile_root(tmp_path / "fleet"))])
+    try:
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            live = (await health(http))["states"]["live"]
+            stopped: list[bool] = []
+            async with HealthWatch(server.base).during(), anyio.create_task_group() as attackers:
+
+                async def runaways(index: int) -> None:
+                    async with Client(f"{server.base}/envs/spin/s/runaway-{index}/mcp") as client:
+                        while True:
+                            stopped.append((await client.call_tool("spin", {})).is_error)
+
+                async def forge(count: int) -> None:
+                    for index in range(count):
+                        reply = (await http.post("/envs/mini/mcp", headers=modern_headers("restock", uuid.uuid4().hex),
+                                                 json=modern_call("restock", {"sku": "C-3", "delta": 1}, index))).json()
+                        assert reply["result"]["isError"]
+                        missing = await http.post("/envs/mini/mcp", json={"jsonrpc": "2.0", "id": index, "method": "ping"},
+                                                  headers={**JSON_HEADERS, "Mcp-Session-Id": uuid.uuid4().hex})
+                        assert missing.status_code == 404
+
+                for index in range(2):
+                    attackers.start_soon(runaways, index)
+                while (await health(http))["calls"]["running"] < 2:
+                    await anyio.sleep(0.01)
+
+                async def bystander(index: int) -> None:
+                    url = f"{server.base}/envs/mini/s/bystander-{index}/mcp"
+                    async with Client(url, mode="legacy" if index % 2 else "auto") as client:
+                        for _ in range(50):
+                            assert not (await client.call_tool("restock", {"sku": "A-1", "delta": 1})).is_error
+                            odd = (await http.post(url, headers=modern_headers("get_item"), json=modern_call("get_item", [1, 2]))).json()
+                            assert odd["result"]["isError"] and "must be a JSON object" in _text(odd)
+                        item = await client.call_tool("get_item", {"sku": "A-1"})
+                        assert item.structured_content["stock"] == 3 + 50
+
+                async with anyio.create_task_group() as work:
+                    for index in range(8):
+                        work.start_soon(bystander, index)
+                    work.start_soon(forge, 1000)
+                    work.start_soon(forge, 1000)
+                    for key in (".", "..", "..."):
+                        status, _ = await anyio.to_thread.run_sync(_raw_status, server.base, f"/envs/mini/s/{key}/mcp")
+                        assert status == 400
+                attackers.cancel_scope.cancel()
+            assert (await health(http))["states"]["live"] == live + 8 + 2
+            assert all(stopped)  # every runaway call that ended was stopped with a tool error, none hung the fleet
+    finally:
+        stop_process(server.proc, kill=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import anyio
@@ -165,6 +166,21 @@ async def test_rest_endpoints(fleet: ServerProcess) -> None:
         assert bad_key.status_code == 400
         openapi = (await http.get("/openapi.json")).json()
         assert "/healthz" in openapi["paths"]
+
+
+async def test_api_docs_work_offline(fleet: ServerProcess) -> None:
+    """/docs is Swagger UI whose every script, style, icon and spec URL is served by the gateway itself."""
+    async with httpx.AsyncClient(base_url=fleet.base) as http:
+        page = await http.get("/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+        assert "://" not in page.text  # nothing from another origin (a CDN), so it renders without internet access
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(r"url: '([^']+)'", page.text)
+        assert {"/openapi.json", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(assets)
+        for asset in assets:
+            assert asset.startswith("/") and not asset.startswith("//"), asset
+            response = await http.get(asset)
+            assert response.status_code == 200 and response.content, asset
+        assert (await http.get("/redoc")).status_code == 404  # the CDN-backed page is off
 
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
