@@ -70,6 +70,9 @@ class CompiledTool:
     validator: Any  # a compiled jsonschema_rs validator
     param_names: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
+    date_params: dict[str, str] = field(default_factory=dict)
+    """Parameters holding a date (``date``) or a date and time (``datetime``), whose values must be real
+    calendar dates: declared with ``format: date`` / ``date-time``, or with a ``pattern`` a date matches."""
 
     @property
     def name(self) -> str:
@@ -136,7 +139,33 @@ def _compile_tool(spec: EnvSpec, tool: Tool, analysis: ToolAnalysis, scratch: St
         validator=jsonschema_rs.validator_for(input_schema, validate_formats=True),
         param_names=params,
         defaults={n: p["default"] for n, p in properties.items() if isinstance(p, dict) and "default" in p},
+        date_params={n: kind for n, p in properties.items() if (kind := _date_kind(p))},
     )
+
+
+_DATE_SAMPLES = ("2026-01-05",)
+_DATETIME_SAMPLES = ("2026-01-05 14:30", "2026-01-05 14:30:00", "2026-01-05T14:30:00", "2026-01-05T14:30:00Z")
+
+
+def _date_kind(prop: Any) -> str | None:
+    """``date``, ``datetime`` or None: what a parameter's schema says its values are."""
+    if not isinstance(prop, dict):
+        return None
+    declared = {"date": "date", "date-time": "datetime"}.get(prop.get("format"))  # type: ignore[arg-type]
+    if declared:
+        return declared
+    pattern = prop.get("pattern")
+    if not isinstance(pattern, str):
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return None
+    if any(compiled.search(s) for s in _DATETIME_SAMPLES):
+        return "datetime"
+    if any(compiled.search(s) for s in _DATE_SAMPLES):
+        return "date"
+    return None
 
 
 def _prepare_table_checks(spec: EnvSpec, scratch: StateCopy, issues: list[SpecIssue]) -> None:

@@ -16,7 +16,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from .spec import Column, EnvSpec, Table
-from .sql_analysis import SqlProblem, check_determinism
+from .sql_analysis import SqlProblem, check_costs, check_determinism
 
 __all__ = ["build_metadata", "create_statements", "check_expression", "constraint_messages", "CheckProblem"]
 
@@ -43,6 +43,7 @@ def check_expression(table: Table, expression: str) -> str:
         raise CheckProblem(f"does not parse: {str(e).splitlines()[0]}") from e
     try:
         check_determinism(tree)
+        check_costs(tree)
     except SqlProblem as e:
         raise CheckProblem(str(e)) from None
     columns = {c.name for c in table.columns}

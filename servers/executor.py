@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from .compiler import CompiledStep, CompiledTool, render_template
@@ -26,7 +27,7 @@ from .errors import (
     UnknownToolError,
 )
 from .spec import Comparison, ExecStep, LetStep, Limits, RequireStep, ReturnStep
-from .state import StateCopy, to_sql_value
+from .state import SQLITE_LIMITS, StateCopy, to_sql_value
 
 __all__ = ["ToolResult", "Executor", "expectation_holds"]
 
@@ -94,13 +95,19 @@ class Executor:
             )
         assert state is not None
         bindings: dict[str, Any] = {p: to_sql_value(args[p] if p in args else tool.defaults.get(p)) for p in tool.param_names}
+        with state.lock:  # one call at a time per state copy, whichever threads the calls come from
+            return self._transaction(state, tool, bindings, args)
+
+    def _transaction(self, state: StateCopy, tool: CompiledTool, bindings: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        """Every step in one savepoint: all committed, or all undone (rows and id counters)."""
+        name = tool.name
         counters = dict(state.counters)
         conn = state.conn
         changes = conn.total_changes
         state.set_mode("internal")
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            state.begin_budget(self.limits.max_sql_steps)
+            state.begin_budget(self.limits.max_sql_steps, self.limits.max_call_ms)
             state.set_mode("write" if tool.tool.kind == "write" else "read")
             result: dict[str, Any] = {"message": "Done."}
             for step in tool.steps:
@@ -117,7 +124,7 @@ class Executor:
             state.counters.clear()
             state.counters.update(counters)
             if isinstance(e, sqlite3.Error | OverflowError):
-                raise self._sqlite_error(name, e) from e
+                raise self._sqlite_error(name, e, state) from e
             raise
         state.set_mode("internal")
         conn.execute(f"RELEASE {_SAVEPOINT}")
@@ -133,6 +140,8 @@ class Executor:
         problems = _value_problems(arguments, self.limits.max_string_length)
         if not problems and not tool.validator.is_valid(arguments):
             problems = [_describe_schema_error(e) for e in tool.validator.iter_errors(arguments)]
+        if not problems:
+            problems = [p for n, kind in tool.date_params.items() if (p := _date_problem(n, arguments.get(n), kind))]
         if problems:
             accepted = ", ".join(
                 f"{p}{'' if p not in tool.input_schema.get('required', []) else ' (required)'}"
@@ -184,31 +193,76 @@ class Executor:
         if step.sql is None:
             return {"message": render_template(step.message or "", {**bindings, **args})}
         cursor = conn.execute(step.sql, bindings)
+        budget = self.limits.max_result_bytes
         try:
             if step.shape == "scalar":
                 row = cursor.fetchone()
                 value = row[0] if row is not None else None
+                self._check_result_size(tool.name, _size(row), budget)
                 return {"value": _to_json(value, compiled.output_types[0] if compiled.output_types else None)}
             if step.shape == "row":
                 row = cursor.fetchone()
                 if row is None:
                     raise RuleViolation(render_template(step.not_found, {**bindings, **args}), rule="not_found",
                                         tool=tool.name, step=compiled.index)
+                self._check_result_size(tool.name, _size(row), budget)
                 return _row(compiled, row)
-            rows = cursor.fetchmany(self.limits.max_rows + 1)
+            rows: list[tuple[Any, ...]] = []
+            size = 0
+            while len(rows) <= self.limits.max_rows and (row := cursor.fetchone()) is not None:
+                rows.append(row)
+                if len(rows) <= self.limits.max_rows:  # the extra row only tells that there are more
+                    size += _size(row)
+                    self._check_result_size(tool.name, size, budget)
         finally:
             cursor.close()
         truncated = len(rows) > self.limits.max_rows
         rows = rows[: self.limits.max_rows]
         return {"rows": [_row(compiled, r) for r in rows], "count": len(rows), "truncated": truncated}
 
+    @staticmethod
+    def _check_result_size(name: str, size: int, budget: int) -> None:
+        if size > budget:
+            raise ToolExecutionError(
+                f"{name} was stopped: its result is larger than {budget:,} bytes (limits.max_result_bytes). Nothing was "
+                "changed. Ask for less: a narrower filter, fewer rows, or one record at a time.",
+                limit="max_result_bytes",
+            )
+
     # -- errors --------------------------------------------------------------------------------
 
-    def _sqlite_error(self, name: str, error: sqlite3.Error | OverflowError) -> ToolError:
+    def _sqlite_error(self, name: str, error: sqlite3.Error | OverflowError, state: StateCopy) -> ToolError:
         message = str(error)
+        if message == "interrupted" and state.stopped_by == "max_call_ms":
+            return ToolExecutionError(
+                f"{name} was stopped after {state.elapsed_ms():,} ms: a call may run for at most {self.limits.max_call_ms:,} ms "
+                "(limits.max_call_ms). Nothing was changed. Narrow the request: a more specific filter or fewer records.",
+                limit="max_call_ms",
+            )
         if message == "interrupted":
             return ToolExecutionError(
-                f"{name} was stopped: it needed more than {self.limits.max_sql_steps:,} SQL steps. Narrow the request."
+                f"{name} was stopped: it needed more than {self.limits.max_sql_steps:,} SQL steps (limits.max_sql_steps). "
+                "Nothing was changed. Narrow the request: a more specific filter or fewer records.",
+                limit="max_sql_steps",
+            )
+        if message == "LIKE or GLOB pattern too complex":
+            longest = SQLITE_LIMITS[sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH]
+            return ToolExecutionError(
+                f"{name} was refused: a search pattern may be at most {longest:,} characters long (the LIKE pattern limit). "
+                "Nothing was changed. Search for a shorter text.",
+                limit="like_pattern_length",
+            )
+        if message == "database or disk is full":
+            return ToolExecutionError(
+                f"{name} was stopped: the state would grow beyond {self.limits.max_state_bytes:,} bytes "
+                "(limits.max_state_bytes). Nothing was changed. Store less, or remove records you no longer need.",
+                limit="max_state_bytes",
+            )
+        if message == "string or blob too big":
+            return ToolExecutionError(
+                f"{name} was stopped: a value grew beyond {self.limits.max_value_bytes:,} bytes (limits.max_value_bytes). "
+                "Nothing was changed. Use shorter values or ask for less.",
+                limit="max_value_bytes",
             )
         match = _CONSTRAINT.match(message)
         if match:
@@ -235,9 +289,12 @@ def _ms(started: float) -> float:
 
 def _value_problems(arguments: dict[str, Any], max_string: int) -> list[str]:
     """Values no schema keyword catches: non-finite numbers, integers SQLite cannot hold, deep nesting,
-    huge strings. Checked iteratively, before the schema, so no value can exhaust the stack."""
+    huge strings, NUL characters (SQLite's text functions stop at one, so ``a\\u0000b`` would act as ``a``).
+    Checked iteratively, before the schema, so no value can exhaust the stack."""
     if not all(_encodes(str(k)) for k in arguments):
         return ["an argument name is not valid Unicode"]
+    if any("\x00" in str(k) for k in arguments):
+        return ["an argument name contains a NUL character (\\u0000)"]
     stack: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in arguments.items()]
     while stack:
         path, value, depth = stack.pop()
@@ -252,13 +309,56 @@ def _value_problems(arguments: dict[str, Any], max_string: int) -> list[str]:
                 return [f"{path} is {len(value):,} characters long; the limit is {max_string:,}"]
             if not _encodes(value):
                 return [f"{path} contains an unpaired surrogate, which is not valid Unicode"]
+            if "\x00" in value:
+                return [f"{path} contains a NUL character (\\u0000), which text may not hold; remove it"]
         if isinstance(value, dict):
             if not all(_encodes(str(k)) for k in value):
                 return [f"{path} has a key that is not valid Unicode"]
+            if any("\x00" in str(k) for k in value):
+                return [f"{path} has a key containing a NUL character (\\u0000)"]
             stack.extend((f"{path}.{k}", v, depth + 1) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
     return []
+
+
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?(?:[Zz]|[+-](\d{2}):?(\d{2}))?$")
+
+
+def _date_problem(name: str, value: Any, kind: str) -> str | None:
+    """A date-shaped value must be a real date (and time): no 2026-02-30, no 24:00, no 9999-99-99 99:99.
+
+    ``kind`` is ``date`` or ``datetime`` (see :attr:`CompiledTool.date_params`); a value without the
+    shape is left to the schema's own ``format`` or ``pattern``."""
+    if not isinstance(value, str):
+        return None
+    if kind == "date":
+        match = _DATE.match(value)
+        example = "YYYY-MM-DD, e.g. 2026-01-05"
+    else:
+        match = _DATETIME.match(value) or _DATE.match(value)
+        example = "YYYY-MM-DD HH:MM[:SS], e.g. 2026-01-05 14:30"
+    if match is None:
+        return None
+    parts = [int(g) if g is not None else 0 for g in match.groups()]
+    try:
+        date(*parts[:3])
+        if len(parts) > 3:
+            datetime(*parts[:6])
+            if not (0 <= parts[6] <= 23 and 0 <= parts[7] <= 59):
+                raise ValueError("bad offset")
+    except ValueError:
+        thing = "date" if kind == "date" else "date and time"
+        return f"{name}: {value!r} is not a real {thing} (write {example})"
+    return None
+
+
+def _size(row: tuple[Any, ...] | None) -> int:
+    """Bytes a row adds to a result: text and blob lengths, 8 for anything else."""
+    if row is None:
+        return 0
+    return sum(len(v.encode()) if isinstance(v, str) else len(v) if isinstance(v, bytes) else 8 for v in row)
 
 
 def _encodes(text: str) -> bool:

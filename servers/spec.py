@@ -194,15 +194,46 @@ class Tool(_Model):
 
 
 class Limits(_Model):
-    """Guards applied to every call."""
+    """Guards applied to every call. Each has a hard ceiling, so no spec can switch a guard off (the reference
+    environments use at most a few thousand SQL steps, a few milliseconds and a few tens of KB per call)."""
 
     max_rows: int = Field(100, ge=1, le=10_000, description="Rows a 'rows' return yields before truncating.")
     max_string_length: int = Field(
         65_536, ge=16, le=4_194_304, description="Longest string argument accepted, in characters."
     )
     max_sql_steps: int = Field(
-        2_000_000, ge=10_000, description="SQLite virtual-machine instructions one call may run before it is stopped."
+        2_000_000, ge=10_000, le=100_000_000,
+        description="SQLite virtual-machine instructions one call may run before it is stopped.",
     )
+    max_call_ms: int = Field(
+        2_000, ge=1, le=10_000, description="Wall-clock milliseconds one call may run before it is stopped and undone."
+    )
+    max_value_bytes: int = Field(
+        1_048_576, ge=1_024, le=16_777_216,
+        description="Largest string or blob SQLite may hold or build during a call (its length limit), in bytes. "
+        "At least 4 x max_string_length, so every accepted argument can be stored.",
+    )
+    max_result_bytes: int = Field(
+        1_048_576, ge=1_024, le=16_777_216,
+        description="Largest result one call may return (text and blob bytes of every value), in bytes. "
+        "At least 4 x max_string_length.",
+    )
+    max_state_bytes: int = Field(
+        67_108_864, ge=1_048_576, le=1_073_741_824,
+        description="Largest a state copy may grow, seed included, in bytes: a write that would pass it is stopped "
+        "and undone.",
+    )
+
+    @model_validator(mode="after")
+    def _values_hold_arguments(self) -> Limits:
+        least = 4 * self.max_string_length  # a character takes up to 4 bytes
+        for name in ("max_value_bytes", "max_result_bytes"):
+            if getattr(self, name) < least:
+                raise ValueError(
+                    f"{name} ({getattr(self, name):,}) must be at least 4 x max_string_length ({least:,}), so that any "
+                    "string argument can be stored and returned; raise it or lower max_string_length"
+                )
+        return self
 
 
 class EnvSpec(_Model):

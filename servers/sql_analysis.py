@@ -24,7 +24,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
 __all__ = ["StatementKind", "OutputColumn", "StatementInfo", "SqlProblem", "analyze_statement", "check_determinism",
-           "ALLOWED_FUNCTIONS"]
+           "check_costs", "ALLOWED_FUNCTIONS", "MAX_FORMAT_WIDTH"]
 
 StatementKind = Literal["select", "dml"]
 
@@ -53,6 +53,10 @@ _NONDETERMINISTIC_NAMES = {"random", "randomblob", "changes", "total_changes", "
 _CLOCK_WORDS = {"now", "localtime", "utc"}
 _STATEMENTS = (exp.Query, exp.DML, exp.Command, exp.DDL, exp.Drop, exp.Pragma, exp.Attach, exp.Detach, exp.Analyze,
                exp.Transaction, exp.Commit, exp.Rollback)
+
+MAX_FORMAT_WIDTH = 1_000
+"""Largest width or precision a printf()/format() conversion may ask for."""
+_FORMAT_SPEC = re.compile(r"%[-+ 0#,!]*(\*|\d+)?(?:\.(\*|\d*))?(.)?", re.DOTALL)
 
 # Table-valued JSON functions, given a schema so the columns they yield can be checked.
 _TABLE_FUNCTIONS = {
@@ -152,6 +156,7 @@ def _analyze(sql: str, kind: StatementKind, catalog: Catalog, others: tuple[str,
     info = StatementInfo(statement=tree.key)
     info.params = _params(tree)
     info.functions = check_determinism(tree)
+    check_costs(tree)
     info.new_id_prefixes = _new_id_prefixes(tree)
     _check_tables(tree, catalog, others)
 
@@ -207,6 +212,36 @@ def check_determinism(tree: exp.Expression) -> set[str]:
                 f"uses the time value {literal.sql('sqlite')}; use now() or today(), the environment clock"
             )
     return names
+
+
+def check_costs(tree: exp.Expression) -> None:
+    """Refuse calls whose cost an argument would control. ``printf``/``format`` build a string as wide as
+    the width or precision they are given, inside one SQLite instruction where no step budget or deadline
+    can stop them: the format must be a literal, with no ``*`` (a width taken from an argument) and no
+    width or precision above :data:`MAX_FORMAT_WIDTH`. (Other growth, by ``replace``, ``||`` or
+    aggregates, is capped at run time by ``limits.max_value_bytes``; ``zeroblob`` and ``randomblob`` are
+    not allowed at all.)"""
+    for node in tree.find_all(exp.Format, exp.Anonymous):
+        if isinstance(node, exp.Format):
+            name, template = "format", node.this
+        elif node.name.lower() in ("printf", "format"):
+            name, template = node.name.lower(), node.expressions[0] if node.expressions else None
+        else:
+            continue
+        if not (isinstance(template, exp.Literal) and template.is_string):
+            raise SqlProblem(f"{name}() needs a literal format string, e.g. {name}('%.2f', x); a format taken from a "
+                             "value or a parameter could ask for a string of any size")
+        for match in _FORMAT_SPEC.finditer(template.this):
+            if match.group(0) == "%%" or match.group(0).startswith("%%"):
+                continue
+            width, precision = match.group(1), match.group(2)
+            if "*" in (width, precision):
+                raise SqlProblem(f"{name}() format {template.this!r} takes a width or precision from an argument ('*'); "
+                                 "write the number into the format")
+            for number in (width, precision):
+                if number and int(number) > MAX_FORMAT_WIDTH:
+                    raise SqlProblem(f"{name}() format {template.this!r} asks for a width or precision of {int(number):,}; "
+                                     f"the most is {MAX_FORMAT_WIDTH:,}")
 
 
 def _new_id_prefixes(tree: exp.Expression) -> list[str | None]:

@@ -7,7 +7,11 @@ with the environment's deterministic SQL functions and an authorizer installed:
   pinned to it (``date('now')`` is the clock, ``'localtime'`` is UTC), so no SQL sees real time;
 * ``new_id('LOAN')`` yields ``LOAN-0001``, ``LOAN-0002``, ... from counters owned by the copy;
 * the authorizer is the runtime second line behind static validation: only the env's own tables,
-  only allow-listed functions, writes only while a write step runs, no schema or PRAGMA access.
+  only allow-listed functions, writes only while a write step runs, no schema or PRAGMA access;
+* every call is bounded: a progress handler stops it after ``limits.max_sql_steps`` instructions or
+  ``limits.max_call_ms`` of wall-clock time, and SQLite's own limits cap the size of any value it
+  builds (``limits.max_value_bytes``), the size of the copy (``limits.max_state_bytes``), the length
+  of a statement and the shape of a query.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
@@ -27,13 +32,33 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from .ddl import build_metadata, create_statements
 from .errors import SpecError, SpecIssue, StateError
-from .spec import EnvSpec
+from .spec import EnvSpec, Limits
 from .sql_analysis import ALLOWED_FUNCTIONS
 from .tasks import InsertRows, StateChange, UpdateRows
 
-__all__ = ["AuthMode", "StateTemplate", "StateCopy", "to_sql_value"]
+__all__ = ["AuthMode", "StopReason", "StateTemplate", "StateCopy", "to_sql_value", "apply_limits", "SQLITE_LIMITS"]
 
 AuthMode = Literal["internal", "read", "write"]
+StopReason = Literal["max_sql_steps", "max_call_ms"]
+
+_TICK = 1000
+"""VM instructions between two progress-handler calls (about 10 µs of work)."""
+
+SQLITE_LIMITS: dict[int, int] = {
+    sqlite3.SQLITE_LIMIT_SQL_LENGTH: 1_000_000,     # bytes in one statement
+    sqlite3.SQLITE_LIMIT_COLUMN: 500,               # columns of a table, a result, an index, GROUP BY / ORDER BY terms
+    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 500,           # nesting of an expression tree
+    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 50,       # terms of a UNION / INTERSECT / EXCEPT
+    sqlite3.SQLITE_LIMIT_VDBE_OP: 250_000,          # instructions in one prepared statement
+    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 127,         # arguments of one function call
+    sqlite3.SQLITE_LIMIT_ATTACHED: 0,               # no other database, ever
+    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 1_000,  # a LIKE/GLOB costs up to value length x pattern length, in one step
+    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 1_000,    # bound parameters in one statement
+    sqlite3.SQLITE_LIMIT_TRIGGER_DEPTH: 1,
+    sqlite3.SQLITE_LIMIT_WORKER_THREADS: 0,
+}
+"""SQLite limits set on every state connection besides the length limit (``limits.max_value_bytes``);
+each is far above what a reference environment's statements need and far below SQLite's defaults."""
 
 _DATE_FUNCTIONS = {"date": (0,), "time": (0,), "datetime": (0,), "julianday": (0,), "unixepoch": (0,),
                    "strftime": (1,), "timediff": (0, 1)}
@@ -72,6 +97,75 @@ def _pinned_date_function(name: str, time_positions: tuple[int, ...], clock: str
     return pinned
 
 
+def _as_text(value: Any) -> str:
+    """A number or text as SQLite's text functions see it (numbers converted the way SQLite converts them)."""
+    if isinstance(value, str):
+        return value
+    return _helper_connection().execute("SELECT CAST(? AS TEXT)", (value,)).fetchone()[0]
+
+
+def _native(name: str, *args: Any) -> Any:
+    """SQLite's own function, for blob arguments (no column type holds blobs; only a spec's CAST makes one)."""
+    return _helper_connection().execute(f"SELECT {name}({', '.join('?' * len(args))})", args).fetchone()[0]
+
+
+def _instr(haystack: Any, needle: Any) -> int | None:
+    """SQLite's instr() in linear time (its own compares at every position: value length x needle length,
+    inside one VM step that no deadline can interrupt)."""
+    if haystack is None or needle is None:
+        return None
+    if isinstance(haystack, bytes) and isinstance(needle, bytes):
+        return haystack.find(needle) + 1
+    if isinstance(haystack, bytes) or isinstance(needle, bytes):
+        return _native("instr", haystack, needle)
+    return _as_text(haystack).find(_as_text(needle)) + 1
+
+
+def _trim_function(name: str):
+    def trim(value: Any, characters: Any) -> Any:
+        """SQLite's two-argument trim()/ltrim()/rtrim() in linear time (its own tests every character of the
+        value against every character of the set: value length x set length, inside one VM step)."""
+        if value is None or characters is None:
+            return None
+        if isinstance(value, bytes) or isinstance(characters, bytes):
+            return _native(name, value, characters)
+        text, strip = _as_text(value), frozenset(_as_text(characters))
+        start, end = 0, len(text)
+        if name != "rtrim":
+            while start < end and text[start] in strip:
+                start += 1
+        if name != "ltrim":
+            while end > start and text[end - 1] in strip:
+                end -= 1
+        return text[start:end]
+
+    return trim
+
+
+def _replace_function(max_bytes: int):
+    def replace(value: Any, old: Any, new: Any) -> Any:
+        """SQLite's replace() in linear time, refusing (as SQLite does) a result longer than the length limit."""
+        if value is None or old is None:
+            return None
+        if any(isinstance(v, bytes) for v in (value, old, new)):
+            return _native("replace", value, old, new)
+        text, pattern = _as_text(value), _as_text(old)
+        if pattern == "":
+            return value
+        if new is None:
+            return None
+        replacement = _as_text(new)
+        count = text.count(pattern)
+        if count == 0:
+            return text
+        growth = len(replacement.encode()) - len(pattern.encode())
+        if len(text.encode()) + count * growth > max_bytes:
+            return bytes(max_bytes + 1)  # SQLite refuses a value over its length limit: "string or blob too big"
+        return text.replace(pattern, replacement)
+
+    return replace
+
+
 class _Authorizer:
     """SQLite authorizer callback; ``mode`` is switched by the executor around each step."""
 
@@ -100,15 +194,31 @@ class _Authorizer:
 
 
 class StateCopy:
-    """One isolated, writable copy of an environment's state."""
+    """One isolated, writable copy of an environment's state.
+
+    **Threads.** A copy may be used from any thread, and from several at once. Every operation
+    that touches the connection (a tool call, :meth:`mode`, :meth:`rows`, :meth:`dump`,
+    :meth:`snapshot`, :meth:`digest`, :meth:`close`) holds :attr:`lock`, a re-entrant lock, so
+    calls on one copy run one at a time, each as a whole transaction, never interleaved: the
+    final state is that of some serial order of the calls. Two copies never wait for each other.
+    Code that uses :attr:`conn` directly must hold :attr:`lock` (``with state.lock:`` or ``with
+    state.mode(...):``): SQLite calls back into Python while it holds the connection's mutex, so
+    an unlocked access from a second thread can freeze the interpreter.
+    """
 
     def __init__(self, template: StateTemplate, conn: sqlite3.Connection, counters: dict[str, int]) -> None:
         self.template = template
         self.conn = conn
         self.counters = counters
+        self.lock = threading.RLock()
         self._authorizer = _Authorizer(template.table_names)
         spec = template.spec
         self._budget_left = spec.limits.max_sql_steps
+        self._started = time.monotonic()
+        self._deadline: float | None = None
+        self.stopped_by: StopReason | None = None
+        """Which guard stopped the last statement, if one did (reset by :meth:`begin_budget`)."""
+        apply_limits(conn, spec.limits)
         conn.execute("PRAGMA foreign_keys = ON")
         # Eponymous virtual tables touch the schema on first use; do that before the authorizer.
         for function in template.table_functions:
@@ -120,7 +230,7 @@ class StateCopy:
         for name, positions in _DATE_FUNCTIONS.items():
             conn.create_function(name, -1, _pinned_date_function(name, positions, clock), deterministic=True)
         conn.set_authorizer(self._authorizer)
-        conn.set_progress_handler(self._tick, 1000)
+        conn.set_progress_handler(self._tick, _TICK)
 
     # -- SQL functions and guards -------------------------------------------------------------
 
@@ -135,25 +245,42 @@ class StateCopy:
     def _tick(self) -> int:
         if self._authorizer.mode == "internal":
             return 0
-        self._budget_left -= 1000
-        return 1 if self._budget_left < 0 else 0
+        self._budget_left -= _TICK
+        if self._budget_left < 0:
+            self.stopped_by = "max_sql_steps"
+            return 1
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self.stopped_by = "max_call_ms"
+            return 1
+        return 0
 
     @contextmanager
     def mode(self, mode: AuthMode) -> Iterator[None]:
-        """Run statements under an authorizer mode, restoring the previous one after."""
-        previous = self._authorizer.mode
-        self._authorizer.mode = mode
-        try:
-            yield
-        finally:
-            self._authorizer.mode = previous
+        """Hold :attr:`lock` and run statements under an authorizer mode, restoring the previous one after."""
+        with self.lock:
+            previous = self._authorizer.mode
+            self._authorizer.mode = mode
+            try:
+                yield
+            finally:
+                self._authorizer.mode = previous
 
     def set_mode(self, mode: AuthMode) -> None:
+        """Switch the authorizer mode; the caller holds :attr:`lock`."""
         self._authorizer.mode = mode
 
-    def begin_budget(self, instructions: int) -> None:
-        """Allow this many SQLite VM instructions before statements are interrupted."""
+    def begin_budget(self, instructions: int, deadline_ms: int | None = None) -> None:
+        """Allow this many SQLite VM instructions, and ``deadline_ms`` (default ``limits.max_call_ms``) of
+        wall-clock time from now, before statements outside the internal mode are interrupted."""
         self._budget_left = instructions
+        self._started = time.monotonic()
+        milliseconds = self.template.spec.limits.max_call_ms if deadline_ms is None else deadline_ms
+        self._deadline = self._started + milliseconds / 1000
+        self.stopped_by = None
+
+    def elapsed_ms(self) -> int:
+        """Milliseconds since the last :meth:`begin_budget`."""
+        return round((time.monotonic() - self._started) * 1000)
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -163,7 +290,8 @@ class StateCopy:
             return self.template.read_table(self.conn, table)
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
-        return {name: self.rows(name) for name in sorted(self.template.table_names)}
+        with self.lock:
+            return {name: self.rows(name) for name in sorted(self.template.table_names)}
 
     def snapshot(self) -> tuple[list[tuple[Any, ...]], ...]:
         """Every table's rows as tuples: a cheap value to compare two moments of one copy."""
@@ -172,10 +300,12 @@ class StateCopy:
 
     def digest(self) -> str:
         """sha256 of the canonical dump: equal states have equal digests."""
-        return _digest(self.dump(), self.counters)
+        with self.lock:
+            return _digest(self.dump(), self.counters)
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:
+            self.conn.close()
 
 
 def _digest(dump: Mapping[str, Any], counters: Mapping[str, int]) -> str:
@@ -211,6 +341,7 @@ class StateTemplate:
     def from_seed(cls, spec: EnvSpec, seed: Mapping[str, list[dict[str, Any]]]) -> StateTemplate:
         """Create the tables (SQLAlchemy DDL) and load the seed; raises :class:`SpecError` on bad rows."""
         conn = _connect()
+        apply_limits(conn, spec.limits)
         conn.execute("PRAGMA foreign_keys = ON")
         metadata = build_metadata(spec)
         for statement in create_statements(metadata):
@@ -231,6 +362,7 @@ class StateTemplate:
         conn = _connect()
         with self._lock:
             self.conn.backup(conn)
+        apply_limits(conn, self.spec.limits)
         conn.execute("PRAGMA foreign_keys = ON")
         _apply(conn, self.spec, self.metadata, changes)
         return StateTemplate(self.spec, conn, self.metadata)
@@ -277,7 +409,24 @@ _NAMED = sqlite_dialect.dialect(paramstyle="named")
 
 
 def _connect(cached_statements: int = 128) -> sqlite3.Connection:
+    """A private in-memory database; usable from any thread (a :class:`StateCopy` serialises access itself)."""
     return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, cached_statements=cached_statements)
+
+
+def apply_limits(conn: sqlite3.Connection, limits: Limits) -> None:
+    """Cap what one statement on ``conn`` can build (value length, statement length, query shape) and the
+    size of the database (``limits.max_state_bytes``). SQLite's ``instr()``, ``replace()`` and two-argument
+    ``trim()``/``ltrim()``/``rtrim()`` take time proportional to the product of their arguments' lengths,
+    inside one VM step no deadline can interrupt; linear versions replace them (table checks use them too)."""
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_value_bytes)
+    for category, value in SQLITE_LIMITS.items():
+        conn.setlimit(category, value)
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.execute(f"PRAGMA max_page_count = {int(limits.max_state_bytes // page_size)}")
+    conn.create_function("instr", 2, _instr, deterministic=True)
+    conn.create_function("replace", 3, _replace_function(limits.max_value_bytes), deterministic=True)
+    for name in ("trim", "ltrim", "rtrim"):
+        conn.create_function(name, 2, _trim_function(name), deterministic=True)
 
 
 def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData, changes: list[tuple[str, StateChange]]) -> None:
@@ -285,6 +434,8 @@ def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData, chang
     issues: list[SpecIssue] = []
     conn.execute("BEGIN")
     for location, change in changes:
+        if not conn.in_transaction:  # SQLite rolled the transaction back (the database is full): stop here
+            break
         table = spec.table(change.table)
         if table is None:
             issues.append(SpecIssue(location, f"unknown table {change.table!r}"))
@@ -302,7 +453,9 @@ def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData, chang
                     try:
                         conn.execute(_sql(statement), {f"v_{c}": to_sql_value(v, types[c]) for c, v in row.items()})
                     except (sqlite3.Error, OverflowError) as e:
-                        issues.append(SpecIssue(f"{location}[{index}]", f"rejected by the schema: {e}"))
+                        issues.append(SpecIssue(f"{location}[{index}]", _refusal(e, spec)))
+                        if not conn.in_transaction:
+                            break
                 continue
             assignments = change.set if isinstance(change, UpdateRows) else {}
             unknown = sorted((set(change.where) | set(assignments)) - set(types))
@@ -319,14 +472,24 @@ def _apply(conn: sqlite3.Connection, spec: EnvSpec, metadata: sa.MetaData, chang
             if conn.execute(_sql(statement), params).rowcount == 0:
                 issues.append(SpecIssue(location, f"{change.op} of {change.table} where {change.where} matches no row"))
         except (sqlite3.Error, OverflowError) as e:
-            issues.append(SpecIssue(location, f"rejected by the schema: {e}"))
+            issues.append(SpecIssue(location, _refusal(e, spec)))
     if not issues:
         for table_name, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check").fetchall():
             issues.append(SpecIssue(table_name, f"a row (rowid {rowid}) references a missing {parent} row"))
     if issues:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may already have rolled back, e.g. when the database is full
+            conn.execute("ROLLBACK")
         raise SpecError(issues)
     conn.execute("COMMIT")
+
+
+def _refusal(error: Exception, spec: EnvSpec) -> str:
+    message = str(error)
+    if message == "database or disk is full":
+        return f"the data does not fit in limits.max_state_bytes ({spec.limits.max_state_bytes:,} bytes)"
+    if message == "string or blob too big":
+        return f"a value is longer than limits.max_value_bytes ({spec.limits.max_value_bytes:,} bytes)"
+    return f"rejected by the schema: {message}"
 
 
 def _row_problem(row: Any, types: Mapping[str, str], table: str) -> str | None:

@@ -126,7 +126,6 @@ def test_unknown_tool_lists_the_tools(mini: Environment) -> None:
         "A-1' OR '1'='1",
         "A-1'; DROP TABLE items; --",
         "'); DELETE FROM orders; --",
-        "A-1\x00",
         "Ω≈ç√∫˜µ≤≥÷ 🦄 \u202e",
         "%",
         "_",
@@ -147,7 +146,7 @@ def test_hostile_strings_are_only_ever_values(mini: Environment, hostile: str) -
 
 
 def test_a_one_megabyte_string_is_stored_when_the_limit_allows(mini_spec: dict[str, Any]) -> None:
-    mini_spec["limits"] = {"max_string_length": 2_000_000}
+    mini_spec["limits"] = {"max_string_length": 2_000_000, "max_value_bytes": 8_000_000, "max_result_bytes": 8_000_000}
     env = Environment.from_spec(mini_spec, {"items": [{"sku": "A-1", "name": "Anvil", "stock": 3, "price": 1.0}]})
     state = env.new_state()
     note = "é" * 1_000_000
@@ -175,7 +174,27 @@ def test_runaway_statement_is_stopped_by_the_budget(mini_spec: dict[str, Any]) -
     state = env.new_state()
     result = env.call(state, "spin", {})
     assert result.is_error and "was stopped" in result.text
+    assert "more than 10,000 SQL steps (limits.max_sql_steps)" in result.text
+    assert result.structured["error"]["limit"] == "max_sql_steps"
     assert not env.call(state, "count_orders", {}).is_error  # the state is still usable
+
+
+@pytest.mark.parametrize("value", ["A-1\x00", "a\x00b", "\x00"])
+def test_nul_characters_are_refused_not_truncated(mini: Environment, value: str) -> None:
+    """SQLite's text functions stop at NUL, so 'A-1\\u0000' would act as 'A-1'; it is an argument error instead,
+    in a top-level string, in a nested value, and in a key."""
+    state = mini.new_state()
+    before = state.digest()
+    for tool, args in (("get_item", {"sku": value}), ("search_items", {"query": value}),
+                       ("place_order", {"sku": "C-3", "quantity": 1, "note": value})):
+        result = call(mini, state, tool, args)
+        assert result.is_error and result.structured["error"]["type"] == "invalid_arguments", (tool, result.text)
+        assert "contains a NUL character (\\u0000)" in result.text
+    nested = call(mini, state, "place_order", {"sku": "C-3", "quantity": 1, "note": [{"k": value}]})
+    assert nested.is_error and "note[0].k contains a NUL character" in nested.text
+    keyed = call(mini, state, "place_order", {"sku": "C-3", "quantity": 1, "note": {value: 1}})
+    assert keyed.is_error and "has a key containing a NUL character" in keyed.text
+    assert state.digest() == before
 
 
 def test_clock_is_the_environment_clock_everywhere(mini_spec: dict[str, Any]) -> None:

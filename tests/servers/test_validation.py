@@ -94,6 +94,22 @@ BROKEN = {
     "step of unknown kind": (lambda s: tool(s, "get_item")["steps"].append({"kind": "shell", "sql": "rm -rf /"}),
                              "tools.get_item.steps[2]", "tag"),
     "unknown field (typo)": (lambda s: tool(s, "get_item").update(descripton="x"), "tools.get_item.descripton", "Extra inputs are not permitted"),
+    "printf width from a parameter": (lambda s: set_sql(s, "get_item", 1, "SELECT printf('%.*c', length(:sku), 'x') AS pad"),
+                                      "tools.get_item.steps[1](return).sql", "takes a width or precision from an argument"),
+    "format string from a parameter": (lambda s: set_sql(s, "get_item", 1, "SELECT format(:sku, 1) AS f"),
+                                       "tools.get_item.steps[1](return).sql", "needs a literal format string"),
+    "printf width in an UPDATE": (lambda s: set_sql(s, "restock", 0, "UPDATE items SET name = printf('%.*c', :delta, 'x') WHERE sku = :sku"),
+                                  "tools.restock.steps[0](exec).sql", "takes a width or precision from an argument"),
+    "huge literal printf width": (lambda s: set_sql(s, "get_item", 1, "SELECT printf('%2000000s', :sku) AS pad"),
+                                  "tools.get_item.steps[1](return).sql", "the most is 1,000"),
+    "zeroblob": (lambda s: set_sql(s, "get_item", 1, "SELECT zeroblob(length(:sku) * 1000000000) AS z"),
+                 "tools.get_item.steps[1](return).sql", "not authorized"),
+    "step budget above its ceiling": (lambda s: s.update(limits={"max_sql_steps": 10**15}), "limits.max_sql_steps",
+                                      "less than or equal to 100000000"),
+    "deadline above its ceiling": (lambda s: s.update(limits={"max_call_ms": 3_600_000}), "limits.max_call_ms",
+                                   "less than or equal to 10000"),
+    "value length below the longest argument": (lambda s: s.update(limits={"max_value_bytes": 100_000}), "limits",
+                                                "max_value_bytes (100,000) must be at least 4 x max_string_length (262,144)"),
 }
 
 
