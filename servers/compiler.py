@@ -214,8 +214,10 @@ def _output_types(spec: EnvSpec, analysis: ToolAnalysis, index: int, outputs: tu
 
 
 def _value_schema(column_type: str | None) -> dict[str, Any]:
-    if column_type is None or column_type == "json":
+    if column_type == "json":
         return {}
+    if column_type is None:  # a computed SQLite value: NULL, INTEGER/REAL or TEXT (a BLOB comes back as hex text)
+        return {"type": ["string", "number", "null"]}
     return {"type": [_JSON_TYPES[column_type], "null"]}
 
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
+import jsonschema
 import pytest
 
 from servers.environment import Environment
@@ -247,3 +248,13 @@ def test_authorizer_is_a_second_line_behind_validation(mini: Environment) -> Non
             state.conn.execute(sql)
     state.conn.execute("UPDATE items SET stock = 1 WHERE sku = 'C-3'")  # allowed in write mode
     state.set_mode("internal")
+
+
+def test_output_schemas_type_computed_values(library: Environment) -> None:
+    """A computed column (no declared type) still says what JSON it can be, so strict clients have a schema
+    to check; what a call returns fits it."""
+    compiled = library.executor.tools["get_member"]
+    fines = compiled.output_schema["properties"]["fines_owed"]
+    assert fines == {"type": ["string", "number", "null"]}
+    result = library.call(library.new_state(), "get_member", {"member_id": "M-1005"})
+    jsonschema.validate(result.structured, compiled.output_schema)
