@@ -12,7 +12,9 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -29,7 +31,7 @@ from .errors import (
 from .spec import Comparison, ExecStep, LetStep, Limits, RequireStep, ReturnStep
 from .state import SQLITE_LIMITS, StateCopy, to_sql_value
 
-__all__ = ["ToolResult", "Executor", "expectation_holds"]
+__all__ = ["ToolResult", "Executor", "expectation_holds", "CallPreempted", "preemptible"]
 
 _MAX_DEPTH = 32
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -40,6 +42,26 @@ _COMPARE = {
     "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
     ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
 }
+
+
+class CallPreempted(Exception):
+    """A call run under :func:`preemptible` outgrew its small budget (or found its state busy) and was
+    rolled back untouched, id counters included: run it again without the budget and it does the same."""
+
+
+_PREEMPT: ContextVar[tuple[int, float] | None] = ContextVar("envfleet_preempt", default=None)
+
+
+@contextmanager
+def preemptible(steps: int, milliseconds: float) -> Iterator[None]:
+    """Calls inside run with a small budget of SQLite steps and wall-clock time; one that needs more
+    raises :class:`CallPreempted` instead of an error. A server runs most calls this way on its event
+    loop, where they are cheapest, and only the ones that raise in a worker thread."""
+    token = _PREEMPT.set((steps, milliseconds))
+    try:
+        yield
+    finally:
+        _PREEMPT.reset(token)
 
 
 @dataclass
@@ -95,10 +117,19 @@ class Executor:
             )
         assert state is not None
         bindings: dict[str, Any] = {p: to_sql_value(args[p] if p in args else tool.defaults.get(p)) for p in tool.param_names}
+        preempt = _PREEMPT.get()
+        if preempt is not None:
+            if not state.lock.acquire(blocking=False):  # never wait for another thread here
+                raise CallPreempted(name)
+            try:
+                return self._transaction(state, tool, bindings, args, preempt)
+            finally:
+                state.lock.release()
         with state.lock:  # one call at a time per state copy, whichever threads the calls come from
             return self._transaction(state, tool, bindings, args)
 
-    def _transaction(self, state: StateCopy, tool: CompiledTool, bindings: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    def _transaction(self, state: StateCopy, tool: CompiledTool, bindings: dict[str, Any], args: dict[str, Any],
+                     preempt: tuple[int, float] | None = None) -> dict[str, Any]:
         """Every step in one savepoint: all committed, or all undone (rows and id counters)."""
         name = tool.name
         counters = dict(state.counters)
@@ -107,7 +138,10 @@ class Executor:
         state.set_mode("internal")
         conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            state.begin_budget(self.limits.max_sql_steps, self.limits.max_call_ms)
+            if preempt is not None:
+                state.begin_budget(min(preempt[0], self.limits.max_sql_steps), min(preempt[1], self.limits.max_call_ms))
+            else:
+                state.begin_budget(self.limits.max_sql_steps, self.limits.max_call_ms)
             state.set_mode("write" if tool.tool.kind == "write" else "read")
             result: dict[str, Any] = {"message": "Done."}
             for step in tool.steps:
@@ -123,6 +157,8 @@ class Executor:
                 conn.execute(f"RELEASE {_SAVEPOINT}")
             state.counters.clear()
             state.counters.update(counters)
+            if preempt is not None and state.stopped_by is not None and isinstance(e, sqlite3.OperationalError):
+                raise CallPreempted(name) from e
             if isinstance(e, sqlite3.Error | OverflowError):
                 raise self._sqlite_error(name, e, state) from e
             raise

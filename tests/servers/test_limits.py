@@ -16,6 +16,7 @@ import pytest
 
 from servers.environment import Environment
 from servers.errors import SpecError
+from servers.executor import CallPreempted, preemptible
 from servers.spec import Limits
 from tests.conftest import MINI_SEED, MINI_SPEC, REPO
 
@@ -386,3 +387,49 @@ def test_a_reference_booking_cannot_depart_on_the_thirtieth_of_february() -> Non
     assert result.is_error and "departs_at: '2026-02-30 17:45' is not a real date and time" in result.text
     assert state.digest() == before
     assert not env.call(state, "create_booking", gold.arguments).is_error
+
+
+# -- preemptible calls (the server's inline fast path) ------------------------------------------------
+
+def test_a_preemptible_call_that_outgrows_its_budget_is_rolled_back_and_rerun_alike() -> None:
+    """A write that needs more than the small inline budget raises CallPreempted with nothing changed
+    (rows and id counters), and the same call run without the budget gives what a plain call gives."""
+    slow_write = {"name": "slow_order", "description": "Order after a long look.", "kind": "write",
+                  "parameters": {"type": "object", "properties": {}},
+                  "steps": [{"kind": "let", "name": "order_id", "sql": "SELECT new_id('ORD')"},
+                            {"kind": "let", "name": "n", "sql": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                                                                 "WHERE i < 50000) SELECT COUNT(*) FROM n"},
+                            {"kind": "exec", "sql": "INSERT INTO orders (order_id, sku, quantity, placed_at) "
+                                                    "VALUES (:order_id, 'C-3', 1, now())"},
+                            {"kind": "return", "sql": "SELECT order_id FROM orders WHERE order_id = :order_id", "shape": "row"}]}
+    env = Environment.from_spec(spec_with(tools=[slow_write]), copy.deepcopy(MINI_SEED))
+    state, plain = env.new_state(), env.new_state()
+    before = state.digest()
+    with pytest.raises(CallPreempted), preemptible(10_000, 1_000):
+        env.call(state, "slow_order", {})
+    assert state.digest() == before
+    assert env.call(state, "slow_order", {}).structured == env.call(plain, "slow_order", {}).structured == {"order_id": "ORD-0042"}
+    assert state.digest() == plain.digest()
+    with preemptible(10_000, 1_000):  # a small call fits the budget and runs as usual
+        assert env.call(state, "get_item", {"sku": "A-1"}).structured["stock"] == 3
+
+
+def test_a_preemptible_call_never_waits_for_a_busy_state() -> None:
+    env = Environment.from_spec(spec_with(), copy.deepcopy(MINI_SEED))
+    state = env.new_state()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with state.lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
+        with pytest.raises(CallPreempted), preemptible(10_000, 1_000):
+            env.call(state, "get_item", {"sku": "A-1"})
+    finally:
+        release.set()
+        holder.join()
