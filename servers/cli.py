@@ -19,6 +19,7 @@ from rich.table import Column, Table
 
 from .environment import Environment
 from .errors import EnvFleetError, SpecError
+from .pool import ID_RULE, Quotas, valid_id
 from .registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, STAGING_GRACE_SECONDS, Registry, registry_json_schema
 from .spec import spec_json_schema
 
@@ -118,6 +119,28 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     watch_interval: Annotated[float, typer.Option(help="Seconds between looks at the registry (or env root) for published "
                                                        "or deleted environments; 0 turns live reload off.")] = 2.0,
+    max_states_per_client: Annotated[int, typer.Option(min=0, envvar="ENVFLEET_MAX_STATES_PER_CLIENT",
+                                                       help="Most live state copies one client address may create; 0: no cap.")] = 1024,
+    max_states_per_prefix: Annotated[int, typer.Option(min=0, envvar="ENVFLEET_MAX_STATES_PER_PREFIX",
+                                                       help="Most live state copies whose keys share a prefix (the text before "
+                                                            "the first - . _ or ~); 0: no cap.")] = 1024,
+    new_states_per_second: Annotated[float, typer.Option(min=0, envvar="ENVFLEET_NEW_STATES_PER_SECOND",
+                                                         help="New state copies one client may create per second, sustained; "
+                                                              "0: no rate limit.")] = 20.0,
+    new_state_burst: Annotated[int, typer.Option(min=1, envvar="ENVFLEET_NEW_STATE_BURST",
+                                                 help="New state copies one client may create at once (the bucket the rate refills).")] = 200,
+    state_min_idle: Annotated[float, typer.Option(min=0, envvar="ENVFLEET_STATE_MIN_IDLE",
+                                                  help="Seconds idle after which a state copy may be evicted (least recently "
+                                                       "used first) to make room under a cap; 0: never evict, only expire "
+                                                       "after --state-ttl.")] = 300.0,
+    max_episodes_per_client: Annotated[int, typer.Option(min=0, envvar="ENVFLEET_MAX_EPISODES_PER_CLIENT",
+                                                         help="Most live episodes one client address may start; 0: no cap.")] = 0,
+    call_threads: Annotated[Optional[int], typer.Option(min=1, envvar="ENVFLEET_CALL_THREADS",  # noqa: UP045
+                                                        help="Worker threads running tool calls at once across the gateway "
+                                                             "(default: the gateway's; /healthz shows it).")] = None,
+    forwarded_allow_ips: Annotated[Optional[str], typer.Option(envvar="FORWARDED_ALLOW_IPS",  # noqa: UP045
+                                                               help="Proxies (comma-separated addresses or networks) whose "
+                                                                    "X-Forwarded-For names the client; default: none is trusted.")] = None,
 ) -> None:
     """Serve one environment over stdio or HTTP, or the whole fleet over HTTP (--all)."""
     if all_envs == (env is not None):
@@ -136,9 +159,16 @@ def serve(
         if env is not None:
             single = _env_id(reg, env)
         try:
+            quotas = Quotas(per_client=max_states_per_client or None, per_prefix=max_states_per_prefix or None,
+                            rate=new_states_per_second or None, burst=new_state_burst, min_idle=state_min_idle or None)
+        except ValueError as e:
+            raise _fail(str(e), 2) from None
+        try:
+            extra: dict[str, Any] = {"call_threads": call_threads} if call_threads is not None else {}
             serve_http(reg, host=host, port=port, single=single, json_response=not sse, allowed_hosts=allowed_host,
                        state_ttl=state_ttl, max_states=max_states, episode_ttl=episode_ttl, max_episodes=max_episodes,
-                       watch_interval=watch_interval, log_level=log_level)
+                       watch_interval=watch_interval, log_level=log_level, state_quotas=quotas,
+                       max_episodes_per_client=max_episodes_per_client or None, forwarded_allow_ips=forwarded_allow_ips, **extra)
         except EnvFleetError as e:
             raise _fail(str(e)) from None
         return
@@ -216,6 +246,10 @@ def mcp_config(
     env_root: EnvRootOpt = None,
 ) -> None:
     """Print the mcpServers JSON snippet for Claude Desktop, Cursor, Claude Code and other MCP clients."""
+    if state_key is not None and not valid_id(state_key):
+        raise _fail(f"--state-key {escape(repr(state_key)[:80])} is not a state key: state keys are {ID_RULE}", 2)
+    if state_key is not None and not url:
+        raise _fail("--state-key is for the HTTP entry: give --url too", 2)
     reg = _registry(registry, env_root)
     try:
         entry = reg.entry(env)

@@ -8,6 +8,11 @@ to require ``Authorization: Bearer <token>`` on every route here.
 Every route here reads at most :data:`MAX_BODY_BYTES` of request body (more is a 413 before any
 parsing), never echoes more than a short, escaped excerpt of what a client sent, and serialises
 whatever an agent sent (trajectories are clipped by :class:`~servers.episodes.TrajectoryLimits`).
+
+Work on an episode's state (scoring, a reset, the state hash of a summary) takes the episode's
+turn in the gateway's :class:`~servers.mcp_server.CallRunner` and runs in a worker thread: it
+waits for a tool call running on that episode rather than racing it, and never holds the event
+loop, so a runaway call delays only requests about its own episode.
 """
 
 from __future__ import annotations
@@ -15,40 +20,37 @@ from __future__ import annotations
 import hmac
 import json
 import math
-import re
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .episodes import Episode, TrajectoryLimits, clip
 from .errors import EnvFleetError, EpisodeNotFound, RegistryError, StateCapacityError, StateError, TaskPackError
+from .pool import ID_RULE, valid_id
 
 if TYPE_CHECKING:
     from .gateway import Gateway
 
-__all__ = ["control_plane", "admin", "EPISODE_ID_HEADER", "EPISODE_ID_PATTERN", "MAX_BODY_BYTES", "valid_episode_id",
+__all__ = ["control_plane", "admin", "EPISODE_ID_HEADER", "MAX_BODY_BYTES", "valid_episode_id",
            "GuardedRoute", "SafeJSONResponse"]
 
 
-EPISODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
-"""1-128 characters of A-Z a-z 0-9 . _ ~ -, starting with a letter or digit: never ``.``, ``..``
-or anything else a URL or a path could read as other than a name."""
-EPISODE_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ ~ -, starting with a letter or digit"
+EPISODE_ID_RULE = ID_RULE
+valid_episode_id = valid_id
+"""Episode ids follow the state keys' rule (:func:`servers.pool.valid_id`): each is one segment of an MCP URL."""
 EPISODE_ID_HEADER = "x-episode-id"
 """A proxy that routes by episode id (the scale-out nginx) names new episodes with this header."""
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body a control-plane route reads; a larger one is refused with 413 unread."""
-_ID = re.compile(EPISODE_ID_PATTERN)
-
-
-def valid_episode_id(value: str) -> bool:
-    return _ID.fullmatch(value) is not None
+R = TypeVar("R")
 
 
 def _show(value: object, limit: int = 80) -> str:
@@ -125,9 +127,16 @@ class EpisodeCreate(BaseModel):
     env_id: str = Field(max_length=128, examples=["library"])
     task_id: str | None = Field(None, max_length=256, description="A task of the environment; without one the episode "
                                 "starts from the seed state and cannot be scored.", examples=["lib-001"])
-    episode_id: str | None = Field(None, pattern=EPISODE_ID_PATTERN, max_length=128, description=f"Choose the episode's id "
+    episode_id: str | None = Field(None, max_length=128, description=f"Choose the episode's id "
                                    f"({EPISODE_ID_RULE}; default: a random one). An id in use is refused with 409.",
                                    examples=["run7-lib-001-trial0"])
+
+    @field_validator("episode_id")
+    @classmethod
+    def _episode_id(cls, value: str | None) -> str | None:
+        if value is not None and not valid_episode_id(value):
+            raise ValueError(f"episode ids are {EPISODE_ID_RULE}")
+        return value
 
 
 class EpisodeCreated(BaseModel):
@@ -225,6 +234,17 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
         return EpisodeInfo(**episode.summary(), policy=episode.env.spec.policy,
                            trajectory=[TrajectoryStepOut(**s.to_dict()) for s in episode.trajectory] if with_trajectory else [])
 
+    async def in_turn(episode: Episode, function: Callable[..., R], *args: Any) -> R | None:
+        """``function(*args)`` in a worker thread, in ``episode``'s turn (after any call running on it);
+        None if the episode ended while this waited (deleted, expired: its state is closed or about to be)."""
+        async with gateway.calls.turn(episode):
+            if gateway.episodes.peek(episode.id) is not episode:
+                return None
+            return await anyio.to_thread.run_sync(function, *args, limiter=gateway.calls.limiter)
+
+    def ended(episode: Episode) -> HTTPException:
+        return _error(404, f"episode {episode.id!r} ended while this request waited for its running tool call")
+
     @router.post("", status_code=201, response_model=EpisodeCreated, summary="Start an episode",
                  responses={404: {"description": "Unknown environment or task"}, 429: {"description": "Too many live episodes"}})
     async def create(body: EpisodeCreate, request: Request) -> EpisodeCreated:
@@ -264,30 +284,51 @@ def control_plane(gateway: Gateway, token: str | None) -> APIRouter:
 
     @router.get("", response_model=list[EpisodeInfo], summary="Live episodes (without trajectories)")
     async def list_episodes() -> list[EpisodeInfo]:
-        return [info(e, False) for e in (gateway.episodes.peek(k) for k in gateway.episodes) if e is not None]
+        found = []
+        for episode in [e for e in (gateway.episodes.peek(k) for k in gateway.episodes) if e is not None]:
+            summary = await in_turn(episode, info, episode, False)
+            if summary is not None:
+                found.append(summary)
+        return found
 
-    @router.get("/{episode_id}", response_model=EpisodeInfo, summary="An episode and its trajectory")
+    @router.get("/{episode_id}", response_model=EpisodeInfo, summary="An episode and its trajectory",
+                description="Waits for a tool call running on the episode to finish.")
     async def get(episode_id: str) -> EpisodeInfo:
-        return info(find(episode_id), True)
+        episode = find(episode_id)
+        result = await in_turn(episode, info, episode, True)
+        if result is None:
+            raise ended(episode)
+        return result
 
-    @router.post("/{episode_id}/evaluate", response_model=ScoreOut, summary="Score the episode's current state")
+    @router.post("/{episode_id}/evaluate", response_model=ScoreOut, summary="Score the episode's current state",
+                 description="Waits for a tool call running on the episode to finish, then scores the state it left.")
     async def evaluate(episode_id: str, body: Evaluate | None = None) -> ScoreOut:
         episode = find(episode_id)
         try:
-            score = episode.evaluate((body or Evaluate()).final_message)
+            score = await in_turn(episode, episode.evaluate, (body or Evaluate()).final_message)
         except StateError as e:
             raise _error(409, str(e)) from None
         except TaskPackError as e:
             raise _error(422, f"the task cannot be scored: {e}") from None
+        if score is None:
+            raise ended(episode)
         return ScoreOut(episode_id=episode.id, **score.to_dict())
 
-    @router.post("/{episode_id}/reset", response_model=EpisodeInfo, summary="Back to the task's initial state")
-    async def reset(episode_id: str) -> EpisodeInfo:
-        episode = find(episode_id)
+    def reset_episode(episode: Episode) -> EpisodeInfo:
         episode.reset()
         return info(episode, False)
 
-    @router.delete("/{episode_id}", status_code=204, summary="End an episode and free its state and trajectory")
+    @router.post("/{episode_id}/reset", response_model=EpisodeInfo, summary="Back to the task's initial state",
+                 description="Waits for a tool call running on the episode to finish, then resets.")
+    async def reset(episode_id: str) -> EpisodeInfo:
+        episode = find(episode_id)
+        result = await in_turn(episode, reset_episode, episode)
+        if result is None:
+            raise ended(episode)
+        return result
+
+    @router.delete("/{episode_id}", status_code=204, summary="End an episode and free its state and trajectory",
+                   description="Answers at once; a tool call still running on the episode finishes, then its state is freed.")
     async def delete(episode_id: str) -> Response:
         if not gateway.episodes.drop(episode_id):
             raise _error(404, f"no live episode {_show(episode_id)}")

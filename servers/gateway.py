@@ -10,8 +10,11 @@ Routes (``{env_id}`` from the registry, ``{state_key}`` chosen by the client):
 * ``/healthz``, ``/envs``, ``/envs/{env_id}`` — JSON about the fleet; ``/docs`` — their API, offline.
 
 Tool calls run in the worker threads of one :class:`CallRunner` for the whole gateway, never on
-the event loop. A handshake-era session id reaches state only if this gateway's session manager
-issued it (see :class:`HttpRouter`); state keys must be :func:`valid_path_id`.
+the event loop, and so does all other work on a state: the control plane's scoring and resets
+take the episode's turn, and a state or episode the pools drop (expiry, eviction, reload, DELETE)
+is closed once its running call ends (:meth:`Gateway.close_later`), so nothing the event loop does
+waits for a call. A handshake-era session id reaches state only if this gateway's session manager
+issued it (see :class:`HttpRouter`); state keys must be :func:`~servers.pool.valid_id`.
 
 A single-environment app also answers at ``/mcp`` and ``/s/{state_key}/mcp``. Environments load
 on first use. Mounted ASGI apps get no lifespan, so the gateway runs each environment's session
@@ -24,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,26 +49,18 @@ from .control_plane import admin, control_plane
 from .environment import Environment
 from .errors import EnvFleetError, EpisodeNotFound, RegistryError
 from .mcp_server import DEFAULT_CALL_THREADS, SESSION_HEADER, CallRunner, HttpRouter, build_server, session_state_key
-from .pool import EpisodePool, StatePool
+from .pool import ID_RULE, EpisodePool, Quotas, StatePool, valid_id
 from .registry import Registry
 
-__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "STATE_KEY_PATTERN", "PATH_ID_RULE",
+__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "PATH_ID_RULE",
            "transport_security", "valid_path_id"]
 
 logger = logging.getLogger(__name__)
 
-STATE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
-PATH_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ ~ -, not only dots"
+PATH_ID_RULE = ID_RULE
+valid_path_id = valid_id
+"""The one rule for state keys and episode ids (:func:`servers.pool.valid_id`), under its older name."""
 LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-
-
-def valid_path_id(value: str) -> bool:
-    """Whether ``value`` can be one segment of a URL path as it is: a state key, an episode id.
-
-    ``.`` and ``..`` are dot-segments that clients and proxies resolve away (``…/s/../mcp`` is
-    ``…/mcp``), so a URL built from them points elsewhere; ids made only of dots are refused too.
-    """
-    return bool(STATE_KEY_PATTERN.fullmatch(value)) and value.strip(".") != ""
 
 
 def transport_security(allowed_hosts: list[str] | None) -> TransportSecuritySettings:
@@ -88,6 +84,7 @@ class GatewaySettings:
     control_token: str | None = None  # bearer token for the control plane; None leaves it open
     watch_interval: float = 2.0  # seconds between looks at registry.json for changes; 0 turns watching off
     call_threads: int = DEFAULT_CALL_THREADS  # worker threads running tool calls at once, across all environments
+    max_episodes_per_client: int | None = None  # live episodes one client address may have started; None: no cap
 
 
 @dataclass
@@ -120,8 +117,11 @@ class Gateway:
         self.registry = registry
         self.pool = pool
         self.settings = settings or GatewaySettings()
-        self.episodes = EpisodePool(ttl=self.settings.episode_ttl, max_episodes=self.settings.max_episodes)
+        self.episodes = EpisodePool(ttl=self.settings.episode_ttl, max_episodes=self.settings.max_episodes,
+                                    quotas=Quotas(per_client=self.settings.max_episodes_per_client))
         self.calls = CallRunner(self.settings.call_threads)  # tool calls run here, off the event loop
+        self.pool.closer = self.episodes.closer = self.close_later
+        self._loop_thread: int | None = None
         self.fixed = env_ids is not None  # an explicit list (one environment) is never reloaded
         self.env_ids = list(env_ids) if env_ids is not None else registry.ids()
         for env_id in self.env_ids:
@@ -145,6 +145,7 @@ class Gateway:
     async def running(self) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
+            self._loop_thread = threading.get_ident()
             tg.start_soon(self._sweep_forever)
             if self.settings.watch_interval and self.refresh is not None and self.watch is not None and not self.fixed:
                 tg.start_soon(self._watch_forever)
@@ -157,6 +158,23 @@ class Gateway:
                 self._retired.clear()
                 self.pool.close()
                 self.episodes.close()
+
+    def close_later(self, item: Any) -> None:
+        """The pools' closer: close a dropped state copy or episode once no call runs on it.
+
+        A call holds its state's turn (and, in the executor, its lock) for as long as it runs, so
+        closing inline could freeze the event loop behind a runaway call. Here the close waits for
+        the turn in a task of its own and runs in a thread; off the loop (or once the gateway has
+        stopped) it runs at once."""
+        tg = self._task_group
+        if tg is None or threading.get_ident() != self._loop_thread:
+            item.close()
+            return
+        tg.start_soon(self._close_after_turn, item)
+
+    async def _close_after_turn(self, item: Any) -> None:
+        async with self.calls.turn(item):
+            await anyio.to_thread.run_sync(item.close)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -309,8 +327,8 @@ class _McpEndpoint:
         params = scope.get("path_params", {})
         env_id = self.env_id or params.get("env_id", "")
         key = params.get("state_key")
-        if key is not None and not valid_path_id(key):
-            await _error(400, f"state keys are {PATH_ID_RULE}")(scope, receive, send)
+        if key is not None and not valid_id(key):
+            await _error(400, f"state keys are {ID_RULE}")(scope, receive, send)
             return
         episode_id = params.get("episode_id")
         hosted = None
@@ -337,13 +355,9 @@ class _McpEndpoint:
         was_open = session_id is not None and session_id in _open_sessions(hosted.manager)
         await hosted.manager.handle_request(scope, receive, send)
         if was_open and session_id not in _open_sessions(hosted.manager) and key is None and episode_id is None:
-            # the SDK ended a session it had issued (the client's DELETE): its state goes with it, once no
+            # the SDK ended a session it had issued (the client's DELETE): its state goes with it, closed once no
             # call runs on it (the id is no longer issued, so no new state can appear under that key meanwhile)
-            pool_key = (env_id, session_state_key(session_id))
-            state = self.gateway.pool.peek(pool_key)
-            if state is not None:
-                async with self.gateway.calls.turn(state):
-                    self.gateway.pool.drop(pool_key)
+            self.gateway.pool.drop((env_id, session_state_key(session_id)))
 
 
 _FLEET_PATH = re.compile(
@@ -413,16 +427,20 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
     async def healthz() -> dict[str, Any] | JSONResponse:
         if gateway._task_group is None:  # the session managers are not running: nothing can be served
             return _error(503, "the gateway is not running its environments")
-        stats = gateway.pool.stats()
+        states, episodes = gateway.pool.stats(), gateway.episodes.stats()
+        quotas, episode_quotas = gateway.pool.quotas, gateway.episodes.quotas
         return {
             "status": "ok",
             "version": __version__,
             "environments": gateway.env_ids,
             "loaded": gateway.loaded(),
-            "states": {"live": stats.live, "max": stats.max_items, "ttl_seconds": stats.ttl},
+            "states": {"live": states.live, "max": states.max_items, "ttl_seconds": states.ttl,
+                       "max_per_client": quotas.per_client, "max_per_prefix": quotas.per_prefix,
+                       "new_per_second": quotas.rate, "new_burst": quotas.burst if quotas.rate is not None else None,
+                       "min_idle_seconds": quotas.min_idle, "evicted": states.evicted, "refused": states.refused},
             "calls": {"running": gateway.calls.busy(), "threads": gateway.settings.call_threads},
-            "episodes": {"live": len(gateway.episodes), "max": gateway.episodes.max_items,
-                         "ttl_seconds": gateway.episodes.ttl},
+            "episodes": {"live": episodes.live, "max": episodes.max_items, "ttl_seconds": episodes.ttl,
+                         "max_per_client": episode_quotas.per_client, "evicted": episodes.evicted, "refused": episodes.refused},
         }
 
     @app.get("/envs", tags=["fleet"], summary="The environments this gateway serves (registry entries)")

@@ -13,6 +13,10 @@ take the whole pool:
 
 An existing key is always served, whoever asks: quotas bound what is created, not what is used.
 Entries made without a client (in process, stdio) count only against ``max_items`` and ``per_prefix``.
+
+A dropped entry is closed by ``closer`` (default: at once). A server whose calls run in worker
+threads sets one that waits for the entry's running call, so dropping never blocks its event loop.
+State keys and episode ids follow one rule, :func:`valid_id`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from .errors import EpisodeNotFound, StateCapacityError, StateError
 from .state import StateCopy
 
 __all__ = [
-    "ExpiringPool", "StatePool", "EpisodePool", "PoolStats", "Quotas", "key_prefix",
+    "ExpiringPool", "StatePool", "EpisodePool", "PoolStats", "Quotas", "key_prefix", "valid_id", "ID_RULE",
     "DEFAULT_TTL", "DEFAULT_MAX_STATES", "DEFAULT_STATE_QUOTAS", "DEFAULT_EPISODE_QUOTAS",
 ]
 
@@ -41,6 +45,19 @@ DEFAULT_TTL = 30 * 60.0
 DEFAULT_MAX_STATES = 4096
 _MAX_BUCKETS = 65_536  # rate buckets kept for distinct clients before full (idle) ones are pruned
 _SEGMENT = re.compile(r"[-._~]")
+_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ ~ -, not only dots"
+"""What :func:`valid_id` accepts, in words for error messages."""
+
+
+def valid_id(value: object) -> bool:
+    """Whether ``value`` can name a state key or an episode id: one segment of a URL path as it is.
+
+    Only URL-unreserved characters, so the id needs no escaping anywhere. ``.`` and ``..`` are
+    dot-segments that clients and proxies resolve away (``…/s/../mcp`` is ``…/mcp``), so a URL
+    built from them points elsewhere; ids made only of dots are refused too.
+    """
+    return isinstance(value, str) and _ID.fullmatch(value) is not None and value.strip(".") != ""
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,8 @@ class ExpiringPool(Generic[T]):
         self.what = what
         self.quotas = quotas or Quotas()
         self._clock = clock
+        self.closer: Callable[[T], None] | None = None
+        """Closes a dropped entry; None closes it at once (see the module docstring)."""
         self._items: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
         self._groups: dict[tuple[str, str], OrderedDict[Hashable, None]] = {}  # ("client"|"prefix", name) -> keys, LRU first
         self._buckets: dict[str, _Bucket] = {}
@@ -329,7 +348,10 @@ class ExpiringPool(Generic[T]):
                 keys.pop(key, None)
                 if not keys:
                     del self._groups[group]
-        entry.item.close()
+        if self.closer is not None:
+            self.closer(entry.item)
+        else:
+            entry.item.close()
         return True
 
     def __len__(self) -> int:

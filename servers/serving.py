@@ -15,6 +15,7 @@ import anyio
 
 from .environment import Environment
 from .mcp_server import DEFAULT_CALL_THREADS, EpisodeRouter, build_server
+from .pool import DEFAULT_STATE_QUOTAS, Quotas
 from .registry import Registry
 
 __all__ = ["serve_stdio", "serve_http", "running_gateway", "LocalGateway", "CONTROL_TOKEN_ENV"]
@@ -42,21 +43,28 @@ def serve_stdio(env: Environment, task_id: str | None = None) -> None:
         episode.close()
 
 
-def _app(registry: Registry, single: str | None, state_ttl: float, max_states: int, **settings: Any) -> Any:
+def _app(registry: Registry, single: str | None, state_ttl: float, max_states: int,
+         state_quotas: Quotas | None = DEFAULT_STATE_QUOTAS, **settings: Any) -> Any:
     from .gateway import GatewaySettings, create_app
     from .pool import StatePool
 
     settings.setdefault("control_token", os.environ.get(CONTROL_TOKEN_ENV) or None)
-    return create_app(registry, pool=StatePool(ttl=state_ttl, max_states=max_states),
+    return create_app(registry, pool=StatePool(ttl=state_ttl, max_states=max_states, quotas=state_quotas),
                       settings=GatewaySettings(**settings), single=single)
 
 
 def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100, single: str | None = None,
                json_response: bool = True, allowed_hosts: list[str] | None = None, state_ttl: float = 1800.0,
                max_states: int = 4096, episode_ttl: float = 1800.0, max_episodes: int = 4096,
-               watch_interval: float = 2.0, log_level: str = "info", call_threads: int = DEFAULT_CALL_THREADS) -> None:
+               watch_interval: float = 2.0, log_level: str = "info", call_threads: int = DEFAULT_CALL_THREADS,
+               state_quotas: Quotas | None = DEFAULT_STATE_QUOTAS, max_episodes_per_client: int | None = None,
+               forwarded_allow_ips: str | None = None) -> None:
     """Serve the registry's environments (or just ``single``) over streamable HTTP, until stopped.
-    ``call_threads`` worker threads run tool calls, so a slow call never holds the event loop."""
+    ``call_threads`` worker threads run tool calls, so a slow call never holds the event loop.
+    ``state_quotas`` and ``max_episodes_per_client`` apply per client address: the peer's, or, from
+    the proxies listed in ``forwarded_allow_ips`` (comma-separated addresses or networks) only, the
+    last address their ``X-Forwarded-For`` adds. Without it no forwarding header is believed, so no
+    client can pose as another (uvicorn's own default would trust any local process)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
@@ -68,9 +76,12 @@ def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100,
         )
     if not local and not os.environ.get(CONTROL_TOKEN_ENV):
         logger.warning("listening on %s with an open control plane; set %s to require a bearer token", host, CONTROL_TOKEN_ENV)
-    app = _app(registry, single, state_ttl, max_states, json_response=json_response, allowed_hosts=allowed_hosts,
-               episode_ttl=episode_ttl, max_episodes=max_episodes, watch_interval=watch_interval, call_threads=call_threads)
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on")
+    app = _app(registry, single, state_ttl, max_states, state_quotas, json_response=json_response, allowed_hosts=allowed_hosts,
+               episode_ttl=episode_ttl, max_episodes=max_episodes, watch_interval=watch_interval, call_threads=call_threads,
+               max_episodes_per_client=max_episodes_per_client)
+    trusted = (forwarded_allow_ips or "").strip()
+    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on",
+                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ def running_gateway(registry: Registry, *, log_level: str = "warning") -> Iterat
 
     token = secrets.token_urlsafe(24)
     app = _app(registry, None, 1800.0, 100_000, max_episodes=100_000, control_token=token)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="envfleet-gateway", daemon=True)
     thread.start()

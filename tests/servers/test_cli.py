@@ -8,7 +8,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ENVFLEET, MINI_SPEC, write_env
+import httpx
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from tests.conftest import ENVFLEET, MINI_SPEC, ServerProcess, write_env
 
 LONG_ID = "a_remarkably_long_environment_identifier_for_table_widths"
 
@@ -33,6 +38,18 @@ def test_mcp_config_stdio_and_http() -> None:
     assert subprocess.run([server["command"], "list"], capture_output=True, env={"PATH": "/nonexistent"}).returncode == 0
     http = json.loads(run("mcp-config", "library", "--url", "http://127.0.0.1:8100/", "--state-key", "alice").stdout)
     assert http == {"mcpServers": {"envfleet-library": {"type": "http", "url": "http://127.0.0.1:8100/envs/library/s/alice/mcp"}}}
+
+
+@pytest.mark.parametrize("key", ["..", "a/b", "a b", "x" * 129, "[red]x"])
+def test_mcp_config_refuses_a_state_key_the_gateway_would_refuse(key: str) -> None:
+    result = run("mcp-config", "library", "--url", "http://127.0.0.1:8100", "--state-key", key)
+    assert result.returncode == 2 and "is not a state key" in result.stderr and "not only dots" in result.stderr
+    assert result.stdout == ""
+
+
+def test_mcp_config_state_key_needs_a_url() -> None:
+    result = run("mcp-config", "library", "--state-key", "alice")
+    assert result.returncode == 2 and "give --url" in result.stderr
 
 
 def test_unknown_environment_is_a_clean_error() -> None:
@@ -81,3 +98,88 @@ def test_list_through_a_pipe_never_cuts_ids(tmp_path: Path) -> None:
         assert header.split("\t") == ["id", "title", "version", "domain", "tools", "tables"]
         assert row.split("\t") == [LONG_ID, spec["name"], spec["version"], spec["domain"], str(len(spec["tools"])),
                                    str(len(spec["tables"]))]
+
+
+SERVE_LIMITS = ["--max-states-per-client", "2", "--max-states-per-prefix", "7", "--new-states-per-second", "3.5",
+                "--new-state-burst", "9", "--state-min-idle", "0", "--max-episodes-per-client", "1", "--call-threads", "3"]
+
+
+def _tool_call(tool: str, arguments: dict[str, object]) -> dict[str, object]:
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments, "_meta": meta}}
+
+
+def _call_headers(tool: str, **extra: str) -> dict[str, str]:
+    return {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+            "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool, **extra}
+
+
+@pytest.mark.anyio
+async def test_serve_flags_set_the_quotas_healthz_reports_them_and_a_client_cap_refuses_with_a_retry_time(tmp_path: Path) -> None:
+    root = tmp_path / "fleet"
+    write_env(root / "mini", copy.deepcopy(MINI_SPEC))
+    server = ServerProcess(["--all", "--env-root", str(root), *SERVE_LIMITS])
+    try:
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            health = (await http.get("/healthz")).json()
+            assert health["states"] | {"live": 0} == {
+                "live": 0, "max": 4096, "ttl_seconds": 1800.0, "max_per_client": 2, "max_per_prefix": 7, "new_per_second": 3.5,
+                "new_burst": 9, "min_idle_seconds": None, "evicted": 0, "refused": 0}
+            assert health["calls"]["threads"] == 3
+            assert health["episodes"]["max_per_client"] == 1
+            for key in ("first", "second"):
+                async with Client(f"{server.base}/envs/mini/s/{key}/mcp") as client:
+                    assert not (await client.call_tool("get_item", {"sku": "A-1"})).is_error
+            async with Client(f"{server.base}/envs/mini/s/third/mcp") as client:
+                with pytest.raises(MCPError) as refused:
+                    await client.call_tool("get_item", {"sku": "A-1"})
+                # --state-min-idle 0: nothing is evicted, so room appears when a state expires after --state-ttl
+                assert "the cap per client" in str(refused.value) and "idle states expire after 1800 s" in str(refused.value)
+                assert "Retry in 1800 s" in str(refused.value)
+                async with Client(f"{server.base}/envs/mini/s/first/mcp") as again:  # existing keys still work
+                    assert not (await again.call_tool("get_item", {"sku": "A-1"})).is_error
+            # without --forwarded-allow-ips nobody is trusted to name the client: a forged X-Forwarded-For is no way out
+            forged = await http.post("/envs/mini/s/fourth/mcp", json=_tool_call("get_item", {"sku": "A-1"}),
+                                     headers=_call_headers("get_item", **{"X-Forwarded-For": "203.0.113.9"}))
+            assert "the cap per client" in forged.json()["error"]["message"]
+            health = (await http.get("/healthz")).json()
+            assert health["states"]["live"] == 2 and health["states"]["refused"] == 2 and health["states"]["evicted"] == 0
+            assert (await http.post("/episodes", json={"env_id": "mini"})).status_code == 201
+            second = await http.post("/episodes", json={"env_id": "mini"})
+            assert second.status_code == 429 and "the cap per client" in second.json()["detail"]
+            assert int(second.headers["Retry-After"]) >= 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.anyio
+async def test_forwarded_for_counts_only_from_the_trusted_proxy(tmp_path: Path) -> None:
+    """Behind the router every request comes from the proxy; with --forwarded-allow-ips naming it (the compose
+    file sets FORWARDED_ALLOW_IPS), each client's own address is what the per-client caps count."""
+    root = tmp_path / "fleet"
+    write_env(root / "mini", copy.deepcopy(MINI_SPEC))
+    server = ServerProcess(["--all", "--env-root", str(root), "--max-states-per-client", "1"], env={"FORWARDED_ALLOW_IPS": "127.0.0.1"})
+    try:
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            for index, client in enumerate(("203.0.113.1", "203.0.113.2", "203.0.113.1")):
+                reply = (await http.post(f"/envs/mini/s/key-{index}/mcp", json=_tool_call("get_item", {"sku": "A-1"}),
+                                         headers=_call_headers("get_item", **{"X-Forwarded-For": client}))).json()
+                if index < 2:
+                    assert reply["result"]["structuredContent"]["name"] == "Anvil", reply
+                else:  # the first client's second key: its cap, though the proxy's address is the same for all three
+                    assert "for client '203.0.113.1', the cap per client" in reply["error"]["message"], reply
+    finally:
+        server.stop()
+
+
+def test_the_compose_replicas_trust_forwarded_for_from_the_router_only() -> None:
+    import yaml
+
+    docker = Path(__file__).resolve().parents[2] / "docker"
+    services = yaml.safe_load((docker / "compose.yaml").read_text())["services"]
+    router = services["router"]["networks"]["edge"]["ipv4_address"]
+    for name in ("fleet-a", "fleet-b"):
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == router
+    assert "FORWARDED_ALLOW_IPS" not in services["fleet"].get("environment", {})  # no proxy in front of it: trust nobody
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in (docker / "nginx.conf").read_text()

@@ -217,15 +217,27 @@ async def test_a_lone_surrogate_or_a_huge_argument_never_breaks_the_trajectory(m
 
 async def test_path_like_episode_ids_are_refused_naming_the_field(mini_fleet: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=mini_fleet.base) as http:
-        for episode_id in (".", "..", ".hidden", "a/b", "-x", "x" * 129):
+        for episode_id in (".", "..", "...", "a/b", "a b", "é", "x" * 129):
             in_body = await http.post("/episodes", json={"env_id": "mini", "episode_id": episode_id})
             assert in_body.status_code == 422 and in_body.json()["detail"][0]["loc"] == ["body", "episode_id"], episode_id
-            in_header = await http.post("/episodes", json={"env_id": "mini"}, headers={"X-Episode-Id": episode_id})
+            in_header = await http.post("/episodes", json={"env_id": "mini"}, headers={"X-Episode-Id": episode_id.encode()})
             assert in_header.status_code == 400 and "header x-episode-id" in in_header.json()["detail"], episode_id
-            assert "starting with a letter or digit" in in_header.json()["detail"]
+            assert "not only dots" in in_header.json()["detail"]  # the state keys' rule, word for word
         assert (await http.get("/episodes")).json() == []
         chosen = await http.post("/episodes", json={"env_id": "mini"}, headers={"X-Episode-Id": "run7-mini.t0_a~b"})
         assert chosen.status_code == 201 and chosen.json()["mcp_path"] == "/envs/mini/episodes/run7-mini.t0_a~b/mcp"
+        for episode_id in (".hidden", "-x", "_x", "~x"):  # every valid state key is a valid episode id, and the reverse
+            made = await http.post("/episodes", json={"env_id": "mini", "episode_id": episode_id})
+            assert made.status_code == 201 and made.json()["mcp_path"] == f"/envs/mini/episodes/{episode_id}/mcp", made.text
+            async with Client(made.json()["mcp_url"]) as client:
+                assert not (await client.call_tool("get_item", {"sku": "A-1"})).is_error
+
+
+def test_state_keys_and_episode_ids_follow_one_rule() -> None:
+    from servers import control_plane, gateway, pool
+
+    assert control_plane.valid_episode_id is gateway.valid_path_id is pool.valid_id
+    assert control_plane.EPISODE_ID_RULE == gateway.PATH_ID_RULE == pool.ID_RULE
 
 
 async def test_bodies_over_the_cap_are_refused_unread_with_413(mini_fleet: ServerProcess) -> None:

@@ -17,6 +17,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from servers.diff import diff_states
 from servers.environment import Environment
@@ -348,6 +349,110 @@ async def test_a_runaway_call_holds_neither_healthz_nor_other_sessions(tmp_path:
                 tg.cancel_scope.cancel()
     finally:
         stop_process(server.proc, kill=True)  # the runaway may still hold a worker thread
+
+
+async def start_episode(http: httpx.AsyncClient, env_id: str, task_id: str | None = "mini-001") -> dict[str, Any]:
+    response = await http.post("/episodes", json={"env_id": env_id, "task_id": task_id})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.mark.anyio
+async def test_control_plane_work_on_a_busy_episode_waits_for_its_call_and_holds_nothing_else(tmp_path: Path) -> None:
+    """Scoring, reading, resetting and deleting episodes run in the episode's turn, in a worker thread: with runaway
+    calls on two episodes, /healthz and every request about another episode answer at once (within HEALTHZ_BOUND,
+    the client's timeout), deleting a busy episode answers at once, and scoring the busy one waits for its call."""
+    root = hostile_root(tmp_path / "fleet")
+    write_tasks(root / "spin", copy.deepcopy(MINI_TASKS))
+    server = ServerProcess(["--all", "--env-root", str(root)])
+    try:
+        with anyio.fail_after(120):  # a guard against a hang, not a measurement: the executor's deadline ends each runaway
+            async with httpx.AsyncClient(base_url=server.base, timeout=HEALTHZ_BOUND) as http:
+                busy, doomed, other = [await start_episode(http, "spin") for _ in range(3)]
+                runaways: dict[str, Any] = {}
+                scored: dict[str, httpx.Response] = {}
+                async with HealthWatch(server.base).during(), anyio.create_task_group() as tg:
+
+                    async def runaway(episode: dict[str, Any]) -> None:
+                        async with Client(episode["mcp_url"]) as client:
+                            runaways[episode["episode_id"]] = await client.call_tool("spin", {})
+
+                    async def evaluate_busy() -> None:
+                        async with httpx.AsyncClient(base_url=server.base, timeout=60) as patient:
+                            scored["busy"] = await patient.post(f"/episodes/{busy['episode_id']}/evaluate",
+                                                                json={"final_message": "ORD-0042"})
+
+                    tg.start_soon(runaway, busy)
+                    tg.start_soon(runaway, doomed)
+                    while (await health(http))["calls"]["running"] < 2:  # until both calls run in the server
+                        await anyio.sleep(0.01)
+                    tg.start_soon(evaluate_busy)
+                    # another episode of the same environment: every control-plane route answers (http's 1 s timeout)
+                    score = await http.post(f"/episodes/{other['episode_id']}/evaluate", json={"final_message": "ORD-0042"})
+                    assert score.status_code == 200 and score.json()["episode_id"] == other["episode_id"]
+                    assert (await http.get(f"/episodes/{other['episode_id']}")).json()["steps"] == 0
+                    assert (await http.post(f"/episodes/{other['episode_id']}/reset")).json()["resets"] == 1
+                    # deleting an episode whose call still runs answers at once; its state is closed after the call
+                    assert (await http.delete(f"/episodes/{doomed['episode_id']}")).status_code == 204
+                    assert (await http.get(f"/episodes/{doomed['episode_id']}")).status_code == 404
+                    # the busy episode's score has not raced its call: it is still waiting while that call runs
+                    assert "busy" not in scored
+                    assert (await health(http))["calls"]["running"] >= 2
+                assert scored["busy"].status_code == 200, scored["busy"].text
+                assert scored["busy"].json()["success"] is False  # scored after the call, on the state it left
+                assert all(result.is_error and "stopped" in result.content[0].text for result in runaways.values())
+                after = (await http.get(f"/episodes/{busy['episode_id']}")).json()
+                assert after["steps"] == 1 and after["trajectory"][0]["tool"] == "spin" and after["trajectory"][0]["is_error"]
+                assert (await health(http))["calls"]["running"] == 0
+    finally:
+        stop_process(server.proc, kill=True)
+
+
+@pytest.mark.anyio
+async def test_dropping_a_keyed_state_whose_call_runs_holds_nothing(tmp_path: Path) -> None:
+    """A reload and an eviction drop keyed states from the pool while their calls still run: each close waits for
+    its call in the background, so /healthz and other sessions keep answering, and the calls end normally."""
+    root = hostile_root(tmp_path / "fleet")
+    server = ServerProcess(["--all", "--env-root", str(root), "--max-states-per-client", "1", "--state-min-idle", "0.5"])
+    try:
+        with anyio.fail_after(120):  # a guard against a hang, not a measurement
+            async with httpx.AsyncClient(base_url=server.base, timeout=HEALTHZ_BOUND) as http:
+                results: list[Any] = []
+                async with HealthWatch(server.base).during(), anyio.create_task_group() as tg:
+
+                    async def runaway(key: str) -> None:
+                        async with Client(f"{server.base}/envs/spin/s/{key}/mcp") as client:
+                            results.append(await client.call_tool("spin", {}))
+
+                    tg.start_soon(runaway, "a")
+                    while (await health(http))["calls"]["running"] < 1:
+                        await anyio.sleep(0.01)
+                    # a changed spec: the reload drops spin's keyed states, the busy one included, and answers at once
+                    (root / "spin" / "env.json").write_text(json.dumps({**runaway_spec(), "description": "Spins again."}))
+                    reloaded = await http.post("/admin/reload")
+                    assert reloaded.status_code == 200 and reloaded.json()["changed"] == ["spin"]
+                    stats = await health(http)
+                    assert stats["states"]["live"] == 0 and stats["calls"]["running"] == 1 and not results
+
+                    tg.start_soon(runaway, "b")
+                    while (await health(http))["calls"]["running"] < 2:
+                        await anyio.sleep(0.01)
+                    # this client's one state is busy; once it has gone uncalled for --state-min-idle, a new key evicts it
+                    while True:
+                        async with Client(f"{server.base}/envs/mini/s/second/mcp") as client:
+                            try:
+                                item = await client.call_tool("get_item", {"sku": "A-1"})
+                                break
+                            except MCPError as e:
+                                assert "Retry in" in str(e), e
+                        await anyio.sleep(0.1)
+                    assert not item.is_error
+                    stats = await health(http)
+                    assert stats["states"]["evicted"] == 1 and stats["states"]["live"] == 1
+                    assert stats["calls"]["running"] == 2 and not results
+                assert len(results) == 2 and all(r.is_error and "stopped" in r.content[0].text for r in results)
+    finally:
+        stop_process(server.proc, kill=True)
 
 
 @pytest.mark.anyio

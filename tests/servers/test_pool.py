@@ -237,3 +237,34 @@ def test_episode_ids_in_use_are_refused_and_episodes_can_be_capped_per_client(mi
     pool.open(mini, client="10.0.0.2")
     with pytest.raises(EpisodeNotFound, match=r"no live episode 'qqqqq.*…\[10,002 characters\]"):
         pool.find("q" * 10_000)
+
+
+def test_a_closer_decides_when_dropped_entries_close(mini: Environment) -> None:
+    """A server whose calls run in threads must not close a busy state inline: every way an entry leaves the pool
+    (drop, expiry, eviction, drop_where, close) hands it to ``closer`` instead, and closes nothing itself."""
+    clock = FakeClock()
+    pool = quota_pool(clock, per_client=1, min_idle=10.0)
+    handed: list[object] = []
+    pool.closer = handed.append
+    states = {key: pool.state(mini, key, client="c") if key == "evicted" else pool.state(mini, key) for key in
+              ("evicted", "dropped", "swept", "matched", "left")}
+    pool.drop((mini.id, "dropped"))
+    clock.now += 11
+    pool.state(mini, "newcomer", client="c")  # the client's one idle state is evicted to make room
+    pool.drop_where(lambda key: key[1] == "matched")
+    pool.get((mini.id, "left"))  # the other keys' timers are old; refresh one
+    pool.ttl = 5.0
+    pool.sweep()
+    assert handed == [states["dropped"], states["evicted"], states["matched"], states["swept"]]
+    pool.close()
+    assert len(handed) == 6 and handed[5] is states["left"]
+    for state in states.values():  # none was closed by the pool: the closer owns that
+        assert state.digest()
+
+
+def test_state_keys_and_episode_ids_share_one_rule() -> None:
+    from servers.pool import ID_RULE, valid_id
+
+    assert all(valid_id(v) for v in ("a", "run.1", ".hidden", "-x", "_x", "~x", "a..b", "x" * 128, "A-Z_a~z.0-9"))
+    assert not any(valid_id(v) for v in (".", "..", "...", "", "a/b", "a b", "x" * 129, "é", "a\x00", "a\n", None, 5))
+    assert "not only dots" in ID_RULE
