@@ -394,7 +394,15 @@ def _size(row: tuple[Any, ...] | None) -> int:
     """Bytes a row adds to a result: text and blob lengths, 8 for anything else."""
     if row is None:
         return 0
-    return sum(len(v.encode()) if isinstance(v, str) else len(v) if isinstance(v, bytes) else 8 for v in row)
+    total = 0
+    for value in row:  # a plain loop: this runs for every row of every result
+        if isinstance(value, str):
+            total += len(value) if value.isascii() else len(value.encode())  # isascii() is O(1)
+        elif isinstance(value, bytes):
+            total += len(value)
+        else:
+            total += 8
+    return total
 
 
 def _encodes(text: str) -> bool:

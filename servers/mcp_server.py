@@ -33,12 +33,12 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from .environment import Environment
 from .episodes import Episode
 from .errors import StateError
-from .executor import ToolResult
+from .executor import CallPreempted, ToolResult, preemptible
 from .pool import EpisodePool, StatePool
 from .state import StateCopy
 
 __all__ = ["CallRouter", "CallRunner", "CallTarget", "EpisodeRouter", "HttpRouter", "build_server", "schema_markdown",
-           "call_tool_result", "error_details", "session_state_key", "DEFAULT_CALL_THREADS"]
+           "call_tool_result", "error_details", "session_state_key", "DEFAULT_CALL_THREADS", "INLINE_BUDGET"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ STATE_UNAVAILABLE = -32000
 SESSION_HEADER = "mcp-session-id"
 DEFAULT_CALL_THREADS = 32
 """Worker threads that run tool calls at once, across every environment of a gateway."""
+INLINE_BUDGET = (20_000, 2.0)
+"""(SQLite steps, milliseconds) a call may take on the event loop before it moves to a worker thread."""
 
 
 Prompt = tuple[str, str, str]
@@ -113,10 +115,17 @@ class CallRunner:
                 self._turns[key] = (lock, users - 1)
 
     async def run(self, target: CallTarget, tool: str, arguments: Any) -> ToolResult:
-        """Run the call in a worker thread once it is ``target.owner``'s turn. The thread is never
-        abandoned: a cancelled request still waits for its call to finish, so the next call on
-        that state cannot start beside it."""
+        """Run the call once it is ``target.owner``'s turn: first on the event loop under a small
+        budget (:data:`INLINE_BUDGET`; most calls fit it, and a thread hand-off costs more than they
+        do), else — rolled back untouched — again in a worker thread. The thread is never abandoned:
+        a cancelled request still waits for its call to finish, so the next call on that state
+        cannot start beside it."""
         async with self.turn(target.owner):
+            try:
+                with preemptible(*INLINE_BUDGET):
+                    return target.run(tool, arguments)
+            except CallPreempted:
+                pass
             return await anyio.to_thread.run_sync(target.run, tool, arguments, limiter=self.limiter)
 
     def busy(self) -> int:

@@ -340,7 +340,7 @@ class StateTemplate:
     @classmethod
     def from_seed(cls, spec: EnvSpec, seed: Mapping[str, list[dict[str, Any]]]) -> StateTemplate:
         """Create the tables (SQLAlchemy DDL) and load the seed; raises :class:`SpecError` on bad rows."""
-        conn = _connect()
+        conn = _connect(spec.limits)
         apply_limits(conn, spec.limits)
         conn.execute("PRAGMA foreign_keys = ON")
         metadata = build_metadata(spec)
@@ -359,7 +359,7 @@ class StateTemplate:
 
         A ``where`` must match at least one row. Raises :class:`SpecError` with each problem at its location.
         """
-        conn = _connect()
+        conn = _connect(self.spec.limits)
         with self._lock:
             self.conn.backup(conn)
         apply_limits(conn, self.spec.limits)
@@ -391,7 +391,7 @@ class StateTemplate:
 
     def copy(self) -> StateCopy:
         """A fresh, isolated copy of this template's state."""
-        conn = _connect(cached_statements=512)
+        conn = _connect(self.spec.limits, cached_statements=512)
         with self._lock:
             self.conn.backup(conn)
         return StateCopy(self, conn, dict(self.start_counters))
@@ -408,21 +408,24 @@ _DIALECT = sqlite_dialect.dialect()
 _NAMED = sqlite_dialect.dialect(paramstyle="named")
 
 
-def _connect(cached_statements: int = 128) -> sqlite3.Connection:
-    """A private in-memory database; usable from any thread (a :class:`StateCopy` serialises access itself)."""
-    return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, cached_statements=cached_statements)
+def _connect(limits: Limits, cached_statements: int = 128) -> sqlite3.Connection:
+    """A private in-memory database capped at ``limits.max_state_bytes``; usable from any thread (a
+    :class:`StateCopy` serialises access itself). The cap is set while the database is still empty:
+    it survives a backup into it, and setting it on a loaded database costs several times the copy."""
+    conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None, cached_statements=cached_statements)
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.execute(f"PRAGMA max_page_count = {int(limits.max_state_bytes // page_size)}")
+    return conn
 
 
 def apply_limits(conn: sqlite3.Connection, limits: Limits) -> None:
-    """Cap what one statement on ``conn`` can build (value length, statement length, query shape) and the
-    size of the database (``limits.max_state_bytes``). SQLite's ``instr()``, ``replace()`` and two-argument
+    """Cap what one statement on ``conn`` can build (value length, statement length, query shape); the
+    size of the database (``limits.max_state_bytes``) is capped when it is made. SQLite's ``instr()``, ``replace()`` and two-argument
     ``trim()``/``ltrim()``/``rtrim()`` take time proportional to the product of their arguments' lengths,
     inside one VM step no deadline can interrupt; linear versions replace them (table checks use them too)."""
     conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_value_bytes)
     for category, value in SQLITE_LIMITS.items():
         conn.setlimit(category, value)
-    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-    conn.execute(f"PRAGMA max_page_count = {int(limits.max_state_bytes // page_size)}")
     conn.create_function("instr", 2, _instr, deterministic=True)
     conn.create_function("replace", 3, _replace_function(limits.max_value_bytes), deterministic=True)
     for name in ("trim", "ltrim", "rtrim"):

@@ -7,6 +7,7 @@ import copy
 import http.client
 import json
 import sqlite3
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from servers.diff import diff_states
 from servers.environment import Environment
 from servers.errors import SpecError, TaskPackError
+from servers.mcp_server import CallRunner, CallTarget
 from tests.conftest import MINI_SEED, MINI_SPEC, MINI_TASKS, ServerProcess, stop_process, write_env, write_tasks
 
 
@@ -633,3 +635,30 @@ async def test_the_fleet_under_sustained_attack(tmp_path: Path) -> None:
             assert all(stopped)  # every runaway call that ended was stopped with a tool error, none hung the fleet
     finally:
         stop_process(server.proc, kill=True)
+
+
+def test_small_calls_run_on_the_loop_and_big_ones_in_a_worker_thread() -> None:
+    """The call runner's fast path: a call within INLINE_BUDGET never leaves the event loop's thread;
+    one that outgrows it is rolled back and run again in a worker, with the same result as a plain call."""
+    spec = copy.deepcopy(MINI_SPEC)
+    spec["tools"].append({"name": "count_slowly", "description": "Count to 100,000.", "kind": "read",
+                          "steps": [{"kind": "return", "shape": "scalar", "sql": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                                     "SELECT i + 1 FROM n WHERE i < 100000) SELECT COUNT(*) FROM n"}]})
+    env = Environment.from_spec(spec, copy.deepcopy(MINI_SEED))
+    state = env.new_state()
+    threads: list[int] = []
+
+    def run(tool: str, arguments: Any) -> Any:
+        threads.append(threading.get_ident())
+        return env.executor.call(state, tool, arguments)
+
+    async def main() -> tuple[int, Any, Any]:
+        runner = CallRunner(threads=2)
+        small = await runner.run(CallTarget(run, state), "get_item", {"sku": "A-1"})
+        big = await runner.run(CallTarget(run, state), "count_slowly", {})
+        return threading.get_ident(), small, big
+
+    loop_thread, small, big = anyio.run(main)
+    assert small.structured["stock"] == 3 and big.structured == {"value": 100000}
+    assert threads[0] == loop_thread  # the small call: once, inline
+    assert threads[1] == loop_thread and threads[2] != loop_thread and len(threads) == 3  # the big one: tried, then moved
