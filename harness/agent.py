@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from servers.agents import AgentSession, ToolSpec
+from servers.clients import AgentSession, ToolSpec
 
 from .chat import ChatClient, ChatError
 from .users import STOP, User

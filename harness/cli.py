@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from servers import Registry
-from servers.errors import EnvFleetError
-from servers.rollout import GatewayClient
+from servers import EnvFleetError, Registry
+from servers.clients import GatewayClient
 from servers.serving import CONTROL_TOKEN_ENV, running_gateway
 
 from .chat import parse_agent_spec

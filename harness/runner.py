@@ -25,10 +25,8 @@ import httpx
 import httpx2
 from mcp.shared.exceptions import MCPError
 
-from servers.agents import Agent, make_agent
-from servers.errors import EnvFleetError
-from servers.rollout import ControlPlaneError, GatewayClient, RolloutRecord, ToolCallUncertain, rollout_http
-from servers.tasks import Task
+from servers import EnvFleetError, Task
+from servers.clients import Agent, ControlPlaneError, GatewayClient, RolloutRecord, ToolCallUncertain, make_agent, rollout_http
 
 from .agent import SYSTEM_PROMPT, LLMAgent, openai_tools
 from .chat import ChatClient, ChatError, ChatSettings

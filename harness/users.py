@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from servers.tasks import Task
+from servers import Task
 
 from .chat import ChatClient
 

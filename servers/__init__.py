@@ -8,12 +8,14 @@ The library is usable without any server::
     state = env.new_state()
     result = env.call(state, "search_books", {"query": "dune"})
     episode = env.episode(env.tasks[0].id)        # a task's initial state, scored by episode.evaluate()
+
+The package reads in layers, each importing only those below it (docs/architecture.md):
+:mod:`servers.errors` and :mod:`servers.version`, then :mod:`servers.spec`, :mod:`servers.state`,
+:mod:`servers.episodes`, :mod:`servers.serving`, :mod:`servers.clients`, and :mod:`servers.cli` on top.
+This facade re-exports the library's core; each layer's ``__init__`` exports the rest of its public names.
 """
 
-__version__ = "0.1.0"
-
-from .environment import Environment
-from .episodes import Episode
+from .episodes import Environment, Episode, Registry, RegistryEntry, Score, StatePool
 from .errors import (
     EnvFleetError,
     EpisodeNotFound,
@@ -30,14 +32,9 @@ from .errors import (
     ToolExecutionError,
     UnknownToolError,
 )
-from .evaluation import Score
-from .executor import Executor, ToolResult
-from .pool import StatePool
-from .registry import Registry, RegistryEntry
-from .spec import EnvSpec
-from .state import StateCopy, StateTemplate
-from .tasks import Task, TaskPack
-from .validation import ValidationReport, parse_spec, validate_spec
+from .spec import EnvSpec, Task, TaskPack, ValidationReport, parse_spec, validate_spec
+from .state import Executor, StateCopy, StateTemplate, ToolResult
+from .version import __version__
 
 __all__ = [
     "__version__",

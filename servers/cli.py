@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from .environment import Environment
+from .episodes.environment import Environment
+from .episodes.pool import ID_RULE, Quotas, valid_id
+from .episodes.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, STAGING_GRACE_SECONDS, Registry, registry_json_schema
 from .errors import EnvFleetError, SpecError
-from .pool import ID_RULE, Quotas, valid_id
-from .registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, STAGING_GRACE_SECONDS, Registry, registry_json_schema
-from .spec import spec_json_schema
+from .spec.models import spec_json_schema
 
 app = typer.Typer(
     name="envfleet",
@@ -150,7 +150,7 @@ def serve(
     if allowed_host and len(allowed_host) == 1 and "," in allowed_host[0]:
         allowed_host = [h.strip() for h in allowed_host[0].split(",") if h.strip()]
     if all_envs or transport == "http":
-        from .serving import serve_http
+        from .serving.runners import serve_http
 
         if task is not None:
             raise _fail("--task is for stdio; over HTTP, start an episode: POST /episodes {env_id, task_id}", 2)
@@ -172,7 +172,7 @@ def serve(
         except EnvFleetError as e:
             raise _fail(str(e)) from None
         return
-    from .serving import serve_stdio
+    from .serving.runners import serve_stdio
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     environment = _load_env(env, registry, env_root)
@@ -299,7 +299,7 @@ def registry_init(
 ) -> None:
     """Make an env root a fleet on first use (what a container runs before it serves): copy the
     packaged environments in when it has none, build its registry when missing."""
-    from .registry import init_fleet
+    from .episodes.registry import init_fleet
 
     if env_root is None or registry is None:
         raise _fail("give --env-root and --registry (or ENVFLEET_ENV_ROOT and ENVFLEET_REGISTRY)", 2)
@@ -324,7 +324,7 @@ def registry_check(
 ) -> None:
     """Exit 1 if registry.json does not match the environment folders it lists, is in an older format,
     or its env root holds staging folders an interrupted publish left behind. --fix repairs all three."""
-    from .registry import rebuild, remove_leftovers, staging_folders
+    from .episodes.registry import rebuild, remove_leftovers, staging_folders
 
     try:
         reg = Registry.load(registry)
@@ -368,7 +368,7 @@ def export_schema(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the JSON Schemas into.")] = Path("docs"),
 ) -> None:
     """Write the JSON Schemas of env.json, task packs and registry.json."""
-    from .tasks import task_json_schema
+    from .spec.tasks import task_json_schema
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, schema in (("env-spec.schema.json", spec_json_schema()), ("task.schema.json", task_json_schema()),
@@ -398,7 +398,7 @@ def _tasks_for(reg: Registry, env_ids: list[str], task_ids: list[str] | None, sp
 def _gateway(reg: Registry, url: str | None) -> Any:
     """(base URL, control-plane token) of the gateway to use: ``url`` (token from the environment), or a
     local one started for the duration of the block."""
-    from .serving import CONTROL_TOKEN_ENV, running_gateway
+    from .serving.runners import CONTROL_TOKEN_ENV, running_gateway
 
     if url:
         yield url, os.environ.get(CONTROL_TOKEN_ENV)
@@ -485,9 +485,9 @@ def check(
     gold replays are deterministic. Exit 1 if any task fails a gate."""
     import anyio
 
-    from .gates import RegistrySource, check_in_processes, check_tasks
-    from .rollout import GatewayClient
-    from .serving import CONTROL_TOKEN_ENV
+    from .clients.gates import RegistrySource, check_in_processes, check_tasks
+    from .clients.rollout import GatewayClient
+    from .serving.runners import CONTROL_TOKEN_ENV
 
     reg = _registry(registry, env_root)
     if all_envs == bool(envs):

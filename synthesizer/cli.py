@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from servers import Registry, RegistryError
-from servers.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
+from servers.episodes import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
 
 from .catalog import CatalogError, load_catalog
 from .llm import LLMConfig, LLMError

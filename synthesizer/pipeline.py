@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from servers import Environment, SpecError
-from servers.registry import PROVENANCE_FILE
-from servers.tasks import Task
+from servers import Environment, SpecError, Task
+from servers.episodes import PROVENANCE_FILE
 
 from . import __version__
 from .catalog import Domain, load_catalog

@@ -6,7 +6,7 @@ concurrent publishers never lose each other's entries. A process killed at any p
 either the old registry or the new one, and never lists a folder that is not complete.
 
 Every temporary folder under an env root follows the runtime's staging convention
-(``servers.registry.STAGING_PREFIX``: ``.envfleet-staging-<id>-<random>[.<suffix>]``, removed by
+(``servers.episodes.STAGING_PREFIX``: ``.envfleet-staging-<id>-<random>[.<suffix>]``, removed by
 ``envfleet registry check --fix`` once untouched for 15 minutes); the suffix here names its kind
 and owner: ``.envfleet-staging-<env_id>-<12 hex>.<kind>.<pid>.<host>`` (:func:`temp_folder`). One
 is stale when its owner process is gone (same host, pid not running) or when nothing in it changed
@@ -27,12 +27,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from servers import Environment, Registry
-from servers.registry import (
+from servers import Environment, Registry, RegistryEntry
+from servers.episodes import (
     PROVENANCE_FILE,
     STAGING_GRACE_SECONDS,
     STAGING_PREFIX,
-    RegistryEntry,
     RegistryFile,
     entry_for,
     is_staging_name,

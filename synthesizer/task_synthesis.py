@@ -21,10 +21,10 @@ from typing import Any
 
 import networkx as nx
 
-from servers import Environment
-from servers.diff import diff_states
-from servers.evaluation import score_state
-from servers.tasks import Answer, Check, GoldCall, InsertRows, Task, UserScenario
+from servers import Environment, Task
+from servers.episodes import score_state
+from servers.spec import Answer, Check, GoldCall, InsertRows, UserScenario
+from servers.state import diff_states
 
 from .catalog import Consumes, Eligibility, Entity
 from .modeling import Design, p_

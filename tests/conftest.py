@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import servers
-from servers.environment import Environment
+from servers import Environment
 
 ENV_ROOT = Path(servers.__file__).parent / "envs"
 REPO = Path(__file__).resolve().parent.parent

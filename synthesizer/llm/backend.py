@@ -10,8 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from servers import Environment
-from servers.tasks import Task
+from servers import Environment, Task
 
 from ..catalog import Catalog, Domain, load_catalog
 from ..modeling import Design
@@ -171,7 +170,7 @@ class LLMSession:
 def _example() -> dict[str, Any]:
     """A small complete environment of the format, for the spec stage's prompt: the first tables and
     tools of a packaged one, enough to show every kind of step."""
-    from servers.registry import PACKAGED_ENV_ROOT
+    from servers.episodes import PACKAGED_ENV_ROOT
 
     spec = json.loads((PACKAGED_ENV_ROOT / "library" / "env.json").read_text(encoding="utf-8"))
     keep = {"get_member", "checkout_copy", "renew_loan"}

@@ -20,11 +20,10 @@ from typing import Any
 
 import anyio
 
-from servers import Environment, SpecError
-from servers.diff import diff_states
-from servers.gates import check_task_in_process
-from servers.spec import spec_json_schema
-from servers.tasks import Answer, GoldCall, Task, TaskPack, UserScenario, check_task
+from servers import Environment, SpecError, Task, TaskPack
+from servers.clients import check_task_in_process
+from servers.spec import Answer, GoldCall, UserScenario, check_task, spec_json_schema
+from servers.state import diff_states
 
 from ..procedural_tests import TestReport, ToolProbes, probe_tools
 from ..task_synthesis import checks_from_diff

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from servers.tasks import Task
+from servers import Task
 
 from . import prompts
 from .client import ChatClient

@@ -21,11 +21,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from mcp.server.transport_security import TransportSecurityMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servers import Environment, Registry, RegistryError, SpecError
-from servers.api_docs import DOCS_KWARGS, mount_offline_docs
-from servers.gateway import transport_security
-from servers.registry import PROVENANCE_FILE
-from servers.tasks import TaskPackError
+from servers import Environment, Registry, RegistryError, SpecError, TaskPackError
+from servers.episodes import PROVENANCE_FILE
+from servers.serving import DOCS_KWARGS, mount_offline_docs, transport_security
 
 from .. import __version__
 from ..catalog import load_catalog
@@ -56,7 +54,7 @@ def allowed_host_patterns(hosts: list[str]) -> list[str]:
 
 
 class HostCheck:
-    """The gateway's Host/Origin check (``servers.gateway.transport_security``) on every route:
+    """The gateway's Host/Origin check (``servers.serving.transport_security``) on every route:
     localhost by default, plus the allowed hosts; a foreign Host is a 421, a foreign Origin a 403."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from servers.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
+from servers.episodes import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
 
 app = typer.Typer(help="The synthesizer's REST service.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -15,9 +15,8 @@ from typing import Any
 import anyio
 import httpx
 
-from servers import Environment, Registry, SpecError
-from servers.gates import check_task_in_process
-from servers.tasks import TaskPackError
+from servers import Environment, Registry, SpecError, TaskPackError
+from servers.clients import check_task_in_process
 
 from ..catalog import load_catalog
 from ..llm import LLMConfig, LLMError

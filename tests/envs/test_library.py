@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 
 import servers
-from servers.environment import Environment
-from servers.state import StateCopy
+from servers import Environment, StateCopy
 
 ENV_DIR = Path(servers.__file__).parent / "envs" / "library"
 

@@ -16,7 +16,7 @@ import pytest
 from harness.export import chat_format_problems
 from harness.report import pass_hat_k, summarize
 from servers import Registry
-from servers.rollout import GatewayClient, ToolCallUncertain, rollout_http
+from servers.clients import GatewayClient, ToolCallUncertain, rollout_http
 from servers.serving import running_gateway
 from tests.conftest import ENVFLEET
 from tests.openai_stub import Fault, OpenAIStub

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from servers.environment import Environment
+from servers import Environment
 from tests.conftest import ENVFLEET, ServerProcess
 
 INTEROP = Path(__file__).resolve().parent

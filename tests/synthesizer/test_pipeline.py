@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from servers import Environment, Registry
-from servers.registry import staging_folders
+from servers.episodes import staging_folders
 from synthesizer.catalog import load_catalog
 from synthesizer.dependency_graph import build_graph
 from synthesizer.modeling import build_spec, design_domain

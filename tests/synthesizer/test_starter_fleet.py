@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from servers.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
+from servers.episodes import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
 from tests.conftest import ENVFLEET
 
 REGENERATE = ["synth", "--count", "24", "--seed", "1", "--tasks-per-env", "20"]

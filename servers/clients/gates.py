@@ -1,0 +1,209 @@
+"""The task gates: what makes a task trustworthy enough to publish.
+
+Every gate runs through real MCP over HTTP against a running gateway:
+
+1. the gold solution scores 1.0 (success);
+2. doing nothing does not succeed;
+3. the initial state fails at least one of the task's own checks;
+4. two gold replays end in the same final-state hash.
+
+A large check fans out over worker processes (:func:`check_in_processes`): the gateway and its
+clients share one GIL, so threads would not help. Each worker loads its environments itself and
+runs its own gateway (or talks to the one given); the verdicts do not depend on how tasks are split.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import re
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from ..episodes.environment import Environment
+from ..errors import EnvFleetError, RegistryError
+from ..spec.tasks import Task
+from .agents import GoldAgent, NoopAgent
+from .rollout import GatewayClient, RolloutRecord, rollout_http, rollout_in_process
+
+__all__ = ["GateResult", "RegistrySource", "check_task", "check_task_in_process", "check_tasks", "check_in_processes", "judge"]
+
+
+@dataclass
+class GateResult:
+    env_id: str
+    task_id: str
+    gold_reward: float | None = None
+    noop_success: bool | None = None
+    initial_fails: bool | None = None
+    deterministic: bool | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+async def check_task(gateway: GatewayClient, env_id: str, task: Task) -> GateResult:
+    """The gates through real MCP, against a running gateway."""
+    try:
+        first = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
+        second = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
+        noop = await rollout_http(gateway, env_id, task.id, NoopAgent())
+    except EnvFleetError as e:
+        return GateResult(env_id, task.id, problems=[_EPISODE_URL.sub("/episodes/…/", str(e))])
+    return judge(env_id, task.id, first, second, noop)
+
+
+_EPISODE_URL = re.compile(r"/episodes/[0-9a-f]{32}/")
+"""Episode ids are fresh per run; a verdict names none, so the same task gets the same verdict."""
+
+
+async def check_task_in_process(env: Environment, task: Task) -> GateResult:
+    """The same gates on in-process episodes (for publishing: no server needed)."""
+    first = await rollout_in_process(env, task.id, GoldAgent(task))
+    second = await rollout_in_process(env, task.id, GoldAgent(task))
+    noop = await rollout_in_process(env, task.id, NoopAgent())
+    return judge(env.id, task.id, first, second, noop)
+
+
+def judge(env_id: str, task_id: str, first: RolloutRecord, second: RolloutRecord, noop: RolloutRecord) -> GateResult:
+    """The gates' verdict on two gold replays and a do-nothing run."""
+    result = GateResult(env_id, task_id)
+    result.gold_reward = first.reward
+    if not first.success:
+        failed = [c for c in (first.score or {}).get("checks", []) if not c["passed"]]
+        errors = [f"{s['tool']}: {s['text']}" for s in first.trajectory if s["is_error"]]
+        detail = "; ".join([f"{c['name']} ({c['description']}) {c['detail']}".strip() for c in failed] + errors)
+        result.problems.append(f"gold scores {first.reward}: {detail}")
+    result.deterministic = first.final_state_hash == second.final_state_hash and first.reward == second.reward
+    if not result.deterministic:
+        result.problems.append("two gold replays end in different states")
+    result.noop_success = noop.success
+    if noop.success:
+        result.problems.append("doing nothing already succeeds")
+    checks = [c for c in (noop.score or {}).get("checks", []) if c["name"].startswith("check[")]
+    result.initial_fails = any(not c["passed"] for c in checks)
+    if not result.initial_fails:
+        result.problems.append("the initial state already passes every check")
+    return result
+
+
+async def check_tasks(gateway: GatewayClient, tasks: list[tuple[str, Task]], concurrency: int = 8,
+                      on_result: Callable[[GateResult], None] | None = None) -> list[GateResult]:
+    """Gate every (env_id, task), a few at a time; results in input order. ``on_result`` hears of each
+    verdict as it comes (for progress)."""
+    results: list[GateResult | None] = [None] * len(tasks)
+    limiter = anyio.Semaphore(concurrency)
+
+    async def one(index: int, env_id: str, task: Task) -> None:
+        async with limiter:
+            results[index] = result = await check_task(gateway, env_id, task)
+        if on_result is not None:
+            on_result(result)
+
+    async with anyio.create_task_group() as tg:
+        for index, (env_id, task) in enumerate(tasks):
+            tg.start_soon(one, index, env_id, task)
+    return [r for r in results if r is not None]
+
+
+@dataclass(frozen=True)
+class RegistrySource:
+    """How a worker process finds the registry again: the registry.json read, or the env root scanned."""
+
+    kind: Literal["file", "root"]
+    path: Path
+
+
+TaskRef = tuple[str, int]
+"""(env_id, index in the environment's task list): unambiguous, and cheap to send to a worker."""
+
+_progress: Any = None  # the worker's end of the parent's progress queue
+
+
+def _worker_init(progress: Any) -> None:
+    global _progress
+    _progress = progress
+
+
+def _gate_chunk(source: RegistrySource, url: str | None, token: str | None, refs: list[TaskRef], concurrency: int,
+                expected: dict[str, int]) -> list[GateResult]:
+    """In a worker process: load the registry and the environments, then gate ``refs`` through real
+    MCP against ``url`` or a gateway of the worker's own."""
+    from ..episodes.registry import Registry
+    from ..serving.runners import running_gateway
+    from .rollout import GatewayClient
+
+    try:
+        registry = Registry.load(source.path) if source.kind == "file" else Registry.build(source.path)
+        for env_id in dict.fromkeys(env_id for env_id, _ in refs):
+            found = len(registry.environment(env_id).tasks)
+            if found != expected.get(env_id, found):
+                raise RegistryError(f"{env_id} has {found} tasks but {source.path} lists {expected[env_id]}: the registry is "
+                                    "stale; run `envfleet registry build` (or check with --jobs 1)")
+    except EnvFleetError as e:  # as a plain RegistryError: every error crosses back to the parent process intact
+        raise RegistryError(str(e)) from None
+    tasks = [(env_id, registry.environment(env_id).tasks[index]) for env_id, index in refs]
+
+    def report(result: GateResult) -> None:
+        if _progress is not None:
+            _progress.put(result)
+
+    async def run(base: str, key: str | None) -> list[GateResult]:
+        async with GatewayClient(base, key) as gateway:
+            return await check_tasks(gateway, tasks, concurrency, report)
+
+    if url:
+        return anyio.run(run, url, token)
+    with running_gateway(registry) as local:
+        return anyio.run(run, local.url, local.token)
+
+
+def check_in_processes(source: RegistrySource, refs: list[TaskRef], jobs: int, *, url: str | None = None,
+                       token: str | None = None, concurrency: int = 8,
+                       on_result: Callable[[GateResult], None] | None = None,
+                       expected: dict[str, int] | None = None) -> list[GateResult]:
+    """Gate ``refs`` across ``jobs`` worker processes (contiguous slices, so each loads few
+    environments); results in input order, the same as one process would give. ``expected``: the
+    task count of each environment the refs were made from (a worker refuses a mismatch)."""
+    jobs = max(1, min(jobs, len(refs)))
+    size, extra = divmod(len(refs), jobs)
+    chunks, start = [], 0
+    for worker in range(jobs):
+        end = start + size + (1 if worker < extra else 0)
+        chunks.append(refs[start:end])
+        start = end
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
+    progress = context.Queue()
+    heard = 0
+
+    def hear(timeout: float) -> bool:
+        nonlocal heard
+        try:
+            result = progress.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        heard += 1
+        if on_result is not None:
+            on_result(result)
+        return True
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
+        futures: list[Future[list[GateResult]]] = [
+            pool.submit(_gate_chunk, source, url, token, chunk, concurrency, expected or {}) for chunk in chunks]
+        while not all(f.done() for f in futures):
+            hear(0.2)
+        results = [r for f in futures for r in f.result()]
+    while heard < len(results) and hear(1.0):  # the workers have exited: the rest is in the pipe
+        pass
+    progress.close()
+    return results
