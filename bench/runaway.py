@@ -28,7 +28,6 @@ from pathlib import Path
 
 import anyio
 import httpx
-from mcp import Client
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "servers" / "envs" / "library"
@@ -85,10 +84,12 @@ async def running(http: httpx.AsyncClient) -> int:
 
 
 async def measure(base: str, reads: int, rounds: int) -> dict[str, list[float]]:
+    from servers.clients import GatewayClient
+
     latencies: dict[str, list[float]] = {"quiet": [], "runaway": [], "healthz": []}
     spins = 0
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http, \
-            Client(f"{base}/envs/library/s/{uuid.uuid4().hex}/mcp") as reader:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http, GatewayClient(base) as gateway, \
+            gateway.mcp(f"{base}/envs/library/s/{uuid.uuid4().hex}/mcp") as reader:
 
         async def read() -> float:
             started = time.perf_counter()
@@ -105,7 +106,7 @@ async def measure(base: str, reads: int, rounds: int) -> dict[str, list[float]]:
             while await running(http):  # the last round's runaway runs on until the executor stops it
                 await anyio.sleep(0.05)
             latencies["quiet"] += [await read() for _ in range(reads)]
-            async with anyio.create_task_group() as tg, Client(f"{base}/envs/spin/s/{uuid.uuid4().hex}/mcp") as spinner:
+            async with anyio.create_task_group() as tg, gateway.mcp(f"{base}/envs/spin/s/{uuid.uuid4().hex}/mcp") as spinner:
 
                 async def spin_forever() -> None:
                     nonlocal spins

@@ -14,12 +14,14 @@ from typing import Any
 import anyio
 import httpx
 
+from .errors import HarnessError
+
 __all__ = ["ChatError", "ChatSettings", "ToolCall", "ChatTurn", "ChatClient", "parse_agent_spec"]
 
 _RETRY = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-class ChatError(Exception):
+class ChatError(HarnessError):
     """The model endpoint failed (after retries), or answered something that is not a completion.
     ``retryable`` is False when the endpoint refused this very request (a 4xx: too long a context,
     a malformed tool schema): asking again would not help, and the model, not the machinery, failed."""

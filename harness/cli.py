@@ -4,12 +4,9 @@ with typer annotations, added as one command."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -20,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from servers import EnvFleetError, Registry
+from servers.cli_support import err, fail, gateway
 from servers.clients import GatewayClient
-from servers.serving import CONTROL_TOKEN_ENV, running_gateway
 
 from .chat import parse_agent_spec
 from .export import ExportFilter, sft_examples
@@ -29,22 +26,6 @@ from .report import summarize
 from .runner import RunConfig, RunMismatch, read_records, run_trials
 
 out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _gateway(registry: Registry, url: str | None) -> Iterator[tuple[str, str | None]]:
-    """(base URL, control token): ``url`` (token from the environment), or a gateway started here."""
-    if url:
-        yield url, os.environ.get(CONTROL_TOKEN_ENV)
-        return
-    with running_gateway(registry) as local:
-        yield local.url, local.token
 
 
 def run(
@@ -74,29 +55,24 @@ def run(
 ) -> None:
     """Run an agent on an environment's tasks through MCP; one trajectory per line (JSONL)."""
     if mode not in ("non-conv", "conv"):
-        raise _fail("--mode must be non-conv or conv", 2)
+        raise fail("--mode must be non-conv or conv", 2)
     try:
         reg = Registry.resolve(registry, env_root)
-        environment = reg.environment(env)
+        selected = [task for _, task in reg.select_tasks([env], tasks.split(",") if tasks else None, split)]
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
-    wanted = tasks.split(",") if tasks else None
-    selected = [t for t in environment.tasks if (wanted is None or t.id in wanted) and (split is None or t.split == split)]
-    missing = set(wanted or []) - {t.id for t in selected}
-    if missing:
-        raise _fail(f"no such task(s): {', '.join(sorted(missing))}")
+        raise fail(str(e)) from None
     if not selected:
-        raise _fail("no tasks to run")
+        raise fail("no tasks to run")
     chat_settings = dict(temperature=temperature, max_tokens=max_tokens, timeout=timeout)
     try:
         agent_chat = parse_agent_spec(agent, base_url, **chat_settings) if ":" in agent else None
         user_chat = parse_agent_spec(user, user_base_url or base_url, **chat_settings) if mode == "conv" and user != "scripted" else None
     except ValueError as e:
-        raise _fail(str(e), 2) from None
+        raise fail(str(e), 2) from None
     if agent_chat is None and agent not in ("gold", "noop", "random"):
-        raise _fail(f"unknown agent {agent!r}; built-in agents are gold, noop and random, or give openai:MODEL", 2)
+        raise fail(f"unknown agent {agent!r}; built-in agents are gold, noop and random, or give openai:MODEL", 2)
     if mode == "conv" and agent_chat is None:
-        raise _fail("conv mode needs an LLM agent (openai:MODEL)", 2)
+        raise fail("conv mode needs an LLM agent (openai:MODEL)", 2)
     config = RunConfig(env_id=env, tasks=selected, agent=agent, mode=mode, user=user, trials=trials, concurrency=concurrency,
                        seed=seed, max_steps=max_steps, max_turns=max_turns, episode_timeout=episode_timeout,
                        infra_retries=infra_retries,
@@ -117,10 +93,10 @@ def run(
                                         lambda r: progress.update(bar, advance=1, description=f"{r['task_id']} #{r['trial']}"))
 
     try:
-        with _gateway(reg, url) as (base, token):
+        with gateway(reg, url) as (base, token):
             records = anyio.run(go, base, token)
     except RunMismatch as e:
-        raise _fail(str(e), 2) from None
+        raise fail(str(e), 2) from None
     chosen = {t.id for t in selected}
     mine = [r for r in records if r.get("env_id") == env and r.get("task_id") in chosen]
     if scratch is not None:
@@ -144,7 +120,7 @@ def report(
     """Mean reward, success, pass^k and a line per task; infrastructure failures apart."""
     records = read_records(run_path)
     if not records:
-        raise _fail(f"no trajectories in {run_path}")
+        raise fail(f"no trajectories in {run_path}")
     summary = summarize(records)
     if as_json:
         out.print_json(json.dumps(summary))
@@ -171,10 +147,10 @@ def export(
 ) -> None:
     """Training examples (JSONL on stdout) from a run; what is filtered out is counted on stderr."""
     if format_ != "sft":
-        raise _fail("--format must be sft", 2)
+        raise fail("--format must be sft", 2)
     records = read_records(run_path)
     if not records:
-        raise _fail(f"no trajectories in {run_path}")
+        raise fail(f"no trajectories in {run_path}")
     rules = ExportFilter(only_success=only_success, min_steps=min_steps, max_steps=max_steps)
     written = 0
     for example in sft_examples(records, rules):

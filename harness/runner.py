@@ -22,14 +22,13 @@ from typing import Any
 
 import anyio
 import httpx
-import httpx2
-from mcp.shared.exceptions import MCPError
 
 from servers import EnvFleetError, Task
 from servers.clients import Agent, ControlPlaneError, GatewayClient, RolloutRecord, ToolCallUncertain, make_agent, rollout_http
 
 from .agent import SYSTEM_PROMPT, LLMAgent, openai_tools
 from .chat import ChatClient, ChatError, ChatSettings
+from .errors import HarnessError
 from .users import LLMUser, ScriptedUser
 
 __all__ = ["RunConfig", "RunMismatch", "run_trials", "read_records", "TRAJECTORIES"]
@@ -65,7 +64,7 @@ class RunConfig:
                 "temperature": self.agent_chat.temperature if self.agent_chat else None, **self.meta}
 
 
-class RunMismatch(ValueError):
+class RunMismatch(HarnessError, ValueError):
     """Resuming a run with other settings would mix two experiments in one file."""
 
 
@@ -223,8 +222,8 @@ def _infrastructure(error: BaseException) -> tuple[str, str]:
         return "tool_call", str(error)
     if isinstance(error, ControlPlaneError):
         return "control_plane", str(error)
-    if isinstance(error, httpx.HTTPError | httpx2.HTTPError | MCPError | anyio.ClosedResourceError | anyio.BrokenResourceError
-                  | OSError | TimeoutError):
+    if isinstance(error, (*GatewayClient.TRANSPORT_ERRORS, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError,
+                          TimeoutError)):
         return "transport", f"{type(error).__name__}: {error}"
     if isinstance(error, EnvFleetError):
         return "environment", str(error)

@@ -11,7 +11,8 @@ The library is usable without any server::
 
 The package reads in layers, each importing only those below it (docs/architecture.md):
 :mod:`servers.errors` and :mod:`servers.version`, then :mod:`servers.spec`, :mod:`servers.state`,
-:mod:`servers.episodes`, :mod:`servers.serving`, :mod:`servers.clients`, and :mod:`servers.cli` on top.
+:mod:`servers.episodes`, :mod:`servers.serving`, :mod:`servers.clients`, and :mod:`servers.cli` on top, beside
+:mod:`servers.cli_support` (what every command line shares, the synthesizer's and harness's plugin commands included).
 This facade re-exports the library's core; each layer's ``__init__`` exports the rest of its public names.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from .cli_support import cli_reference, err, fail, gateway
 from .episodes.environment import Environment
 from .episodes.pool import ID_RULE, Quotas, valid_id
 from .episodes.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, STAGING_GRACE_SECONDS, Registry, registry_json_schema
@@ -34,12 +34,14 @@ registry_app = typer.Typer(help="Build and check registry.json.", no_args_is_hel
 app.add_typer(registry_app, name="registry")
 
 out = Console(soft_wrap=True)  # lines are never broken at a guessed width when piped
-err = Console(stderr=True, soft_wrap=True)
 PROGRESS_EVERY = 10.0
 """Seconds between progress lines on a stderr that is not a terminal."""
 TASKS_PER_JOB = 24
 """A worker process costs seconds to start (imports, a gateway): by default, one per this many tasks at most."""
 
+PACKAGED = "servers/envs, the packaged environments"
+CHECKOUT = "registry.json of the source checkout"
+"""How --help shows the default paths: the same wherever the package is installed."""
 RegistryOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer reads the annotation
     typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use."),
@@ -48,11 +50,6 @@ EnvRootOpt = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environment folders (scanned; no registry file needed)."),
 ]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _print_table(headers: list[str], rows: list[list[str]], ids: int = 1) -> None:
@@ -78,7 +75,7 @@ def _registry(registry: Path | None, env_root: Path | None) -> Registry:
     try:
         return Registry.resolve(registry, env_root)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 @app.command("list")
@@ -144,16 +141,16 @@ def serve(
 ) -> None:
     """Serve one environment over stdio or HTTP, or the whole fleet over HTTP (--all)."""
     if all_envs == (env is not None):
-        raise _fail("give an environment id (or folder), or --all", 2)
+        raise fail("give an environment id (or folder), or --all", 2)
     if transport not in ("stdio", "http"):
-        raise _fail("--transport must be stdio or http", 2)
+        raise fail("--transport must be stdio or http", 2)
     if allowed_host and len(allowed_host) == 1 and "," in allowed_host[0]:
         allowed_host = [h.strip() for h in allowed_host[0].split(",") if h.strip()]
     if all_envs or transport == "http":
         from .serving.runners import serve_http
 
         if task is not None:
-            raise _fail("--task is for stdio; over HTTP, start an episode: POST /episodes {env_id, task_id}", 2)
+            raise fail("--task is for stdio; over HTTP, start an episode: POST /episodes {env_id, task_id}", 2)
         reg = _registry(registry, env_root)
         single = None
         if env is not None:
@@ -162,7 +159,7 @@ def serve(
             quotas = Quotas(per_client=max_states_per_client or None, per_prefix=max_states_per_prefix or None,
                             rate=new_states_per_second or None, burst=new_state_burst, min_idle=state_min_idle or None)
         except ValueError as e:
-            raise _fail(str(e), 2) from None
+            raise fail(str(e), 2) from None
         try:
             extra: dict[str, Any] = {"call_threads": call_threads} if call_threads is not None else {}
             serve_http(reg, host=host, port=port, single=single, json_response=not sse, allowed_hosts=allowed_host,
@@ -170,25 +167,25 @@ def serve(
                        watch_interval=watch_interval, log_level=log_level, state_quotas=quotas,
                        max_episodes_per_client=max_episodes_per_client or None, forwarded_allow_ips=forwarded_allow_ips, **extra)
         except EnvFleetError as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
         return
     from .serving.runners import serve_stdio
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     environment = _load_env(env, registry, env_root)
     if task is not None and task not in {t.id for t in environment.tasks}:
-        raise _fail(f"environment {environment.id!r} has no task {task!r}", 2)
+        raise fail(f"environment {environment.id!r} has no task {task!r}", 2)
     serve_stdio(environment, task)
 
 
 def _env_id(reg: Registry, env: str) -> str:
     path = Path(env)
     if (path / "env.json").exists() and env not in reg.entries:
-        raise _fail("serving a folder over HTTP: use --env-root with its parent folder", 2)
+        raise fail("serving a folder over HTTP: use --env-root with its parent folder", 2)
     try:
         reg.entry(env)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     return env
 
 
@@ -200,7 +197,7 @@ def _load_env(env: str | None, registry: Path | None, env_root: Path | None) -> 
             return Environment.load(path)
         return _registry(registry, env_root).environment(env)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 @app.command()
@@ -247,27 +244,15 @@ def mcp_config(
 ) -> None:
     """Print the mcpServers JSON snippet for Claude Desktop, Cursor, Claude Code and other MCP clients."""
     if state_key is not None and not valid_id(state_key):
-        raise _fail(f"--state-key {escape(repr(state_key)[:80])} is not a state key: state keys are {ID_RULE}", 2)
+        raise fail(f"--state-key {escape(repr(state_key)[:80])} is not a state key: state keys are {ID_RULE}", 2)
     if state_key is not None and not url:
-        raise _fail("--state-key is for the HTTP entry: give --url too", 2)
-    reg = _registry(registry, env_root)
+        raise fail("--state-key is for the HTTP entry: give --url too", 2)
     try:
-        entry = reg.entry(env)
+        document = _registry(registry, env_root).mcp_config(env, url=url, state_key=state_key, command=command or _own_command(),
+                                                            pin=registry is not None or env_root is not None)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
-    name = f"envfleet-{entry.id}"
-    server: dict[str, Any]
-    if url:
-        path = entry.launch.http.keyed_path.replace("{state_key}", state_key) if state_key else entry.launch.http.path
-        server = {"type": "http", "url": url.rstrip("/") + path}
-    else:
-        args = ["serve", entry.id]
-        if registry:
-            args += ["--registry", str(registry.resolve())]
-        elif env_root:
-            args += ["--env-root", str(env_root.resolve())]
-        server = {"command": command or _own_command(), "args": args}
-    print(json.dumps({"mcpServers": {name: server}}, indent=2))
+        raise fail(str(e)) from None
+    print(json.dumps(document, indent=2))
 
 
 def _own_command() -> str:
@@ -280,14 +265,14 @@ def _own_command() -> str:
 
 @registry_app.command("build")
 def registry_build(
-    env_root: Annotated[Path, typer.Option(help="Folder of environment folders.")] = PACKAGED_ENV_ROOT,
-    out_path: Annotated[Path, typer.Option("--out", help="Where to write registry.json.")] = DEFAULT_REGISTRY,
+    env_root: Annotated[Path, typer.Option(help="Folder of environment folders.", show_default=PACKAGED)] = PACKAGED_ENV_ROOT,
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write registry.json.", show_default=CHECKOUT)] = DEFAULT_REGISTRY,
 ) -> None:
     """Regenerate registry.json from the environment folders."""
     try:
         reg = Registry.build(env_root, relative_to=out_path.resolve().parent)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     reg.write(out_path)
     out.print(f"wrote {out_path} ({len(reg.ids())} environments)", highlight=False)
 
@@ -302,18 +287,18 @@ def registry_init(
     from .episodes.registry import init_fleet
 
     if env_root is None or registry is None:
-        raise _fail("give --env-root and --registry (or ENVFLEET_ENV_ROOT and ENVFLEET_REGISTRY)", 2)
+        raise fail("give --env-root and --registry (or ENVFLEET_ENV_ROOT and ENVFLEET_REGISTRY)", 2)
     try:
         copied = init_fleet(env_root, registry)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     err.print(f"{registry}: {len(Registry.load(registry).ids())} environments" + (f" ({len(copied)} copied in)" if copied else ""),
               highlight=False)
 
 
 @registry_app.command("check")
 def registry_check(
-    registry: Annotated[Path, typer.Option(help="registry.json to check.")] = DEFAULT_REGISTRY,
+    registry: Annotated[Path, typer.Option(help="registry.json to check.", show_default=CHECKOUT)] = DEFAULT_REGISTRY,
     env_root: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--env-root", help="The env root it lists (default: the folder its environments are in)."),
@@ -329,7 +314,7 @@ def registry_check(
     try:
         reg = Registry.load(registry)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     roots = [env_root.resolve()] if env_root else reg.env_roots()
     if not roots and registry.resolve() == DEFAULT_REGISTRY.resolve():
         roots = [PACKAGED_ENV_ROOT]
@@ -341,11 +326,11 @@ def registry_check(
                 err.print(f"removed {removed.path} (a staging folder untouched for {removed.age / 60:.0f} min)", highlight=False)
         if stale or outdated:
             if len(roots) != 1:
-                raise _fail(f"{registry} lists environments from {len(roots)} folders; rebuild with --env-root DIR")
+                raise fail(f"{registry} lists environments from {len(roots)} folders; rebuild with --env-root DIR")
             try:
                 reg = rebuild(registry, roots[0])
             except EnvFleetError as e:
-                raise _fail(str(e)) from None
+                raise fail(str(e)) from None
             err.print(f"rebuilt {registry} from {roots[0]} ({len(reg.ids())} environments)", highlight=False)
         stale, outdated = reg.stale(), reg.outdated()
         leftovers = [f for root in roots for f in staging_folders(root) if f.age >= grace]
@@ -359,7 +344,7 @@ def registry_check(
     if problems:
         for problem in problems[:-1]:
             err.print(f"[red]error:[/red] {problem}", highlight=False)
-        raise _fail(f"{problems[-1]}; run `envfleet registry check --fix`" if not fix else problems[-1])
+        raise fail(f"{problems[-1]}; run `envfleet registry check --fix`" if not fix else problems[-1])
     out.print(f"{registry} is up to date ({len(reg.ids())} environments)", highlight=False)
 
 
@@ -375,36 +360,6 @@ def export_schema(
                          ("registry.schema.json", registry_json_schema())):
         (out_dir / name).write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         out.print(f"wrote {out_dir / name}", highlight=False)
-
-
-def _tasks_for(reg: Registry, env_ids: list[str], task_ids: list[str] | None, split: str | None) -> list[tuple[str, Any]]:
-    selected: list[tuple[str, Any]] = []
-    for env_id in env_ids:
-        try:
-            environment = reg.environment(env_id)
-        except EnvFleetError as e:
-            raise _fail(str(e)) from None
-        for task in environment.tasks:
-            if (task_ids is None or task.id in task_ids) and (split is None or task.split == split):
-                selected.append((env_id, task))
-    if task_ids:
-        missing = set(task_ids) - {t.id for _, t in selected}
-        if missing:
-            raise _fail(f"no such task(s): {', '.join(sorted(missing))}")
-    return selected
-
-
-@contextlib.contextmanager
-def _gateway(reg: Registry, url: str | None) -> Any:
-    """(base URL, control-plane token) of the gateway to use: ``url`` (token from the environment), or a
-    local one started for the duration of the block."""
-    from .serving.runners import CONTROL_TOKEN_ENV, running_gateway
-
-    if url:
-        yield url, os.environ.get(CONTROL_TOKEN_ENV)
-        return
-    with running_gateway(reg) as local:
-        yield local.url, local.token
 
 
 class _Progress:
@@ -491,18 +446,21 @@ def check(
 
     reg = _registry(registry, env_root)
     if all_envs == bool(envs):
-        raise _fail("give environment ids, or --all", 2)
+        raise fail("give environment ids, or --all", 2)
     env_ids = reg.ids() if all_envs else list(envs or [])
     try:  # the registry's own counts: a parallel check leaves loading the environments to its workers
         counts = {env_id: sum(pack.tasks for pack in reg.entry(env_id).task_packs) for env_id in env_ids}
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     source = (RegistrySource("file", reg.source) if reg.source else RegistrySource("root", reg.root) if reg.root else None)
     total = sum(counts.values())
     jobs = max(1, min(jobs or min(_default_jobs(), total // TASKS_PER_JOB), total)) if source else 1
-    selected = _tasks_for(reg, env_ids, None, None) if jobs == 1 else []
+    try:
+        selected = reg.select_tasks(env_ids) if jobs == 1 else []
+    except EnvFleetError as e:
+        raise fail(str(e)) from None
     if not (selected if jobs == 1 else total):
-        raise _fail("no tasks to check")
+        raise fail("no tasks to check")
     progress = _Progress(len(selected) if jobs == 1 else total, jobs)
 
     async def gate(base: str, token: str | None) -> list[Any]:
@@ -511,7 +469,7 @@ def check(
 
     try:
         if jobs == 1:
-            with _gateway(reg, url) as (base, token):
+            with gateway(reg, url) as (base, token):
                 results = anyio.run(gate, base, token)
         else:
             assert source is not None
@@ -519,7 +477,7 @@ def check(
             results = check_in_processes(source, refs, jobs, url=url, token=os.environ.get(CONTROL_TOKEN_ENV) if url else None,
                                          concurrency=concurrency, on_result=progress, expected=counts)
     except EnvFleetError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     finally:
         progress.close()
     failed = [r for r in results if not r.passed]
@@ -535,6 +493,31 @@ def check(
         out.print(f"{len(results) - len(failed)}/{len(results)} tasks pass every gate", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+CLI_REFERENCE_INTRO = """# Command-line reference
+
+Every `envfleet` command and subcommand, including the plugin commands the synthesizer (`synth`,
+`synthesizer`) and the harness (`run`, `report`, `export`) register, exactly as `--help` prints it at
+100 columns. Generated; do not edit. Regenerate after changing a command's options or help:
+
+    envfleet cli-reference --out docs/cli.md
+
+`tests/servers/test_cli.py` fails when this file differs from what the commands print.
+"""
+
+
+@app.command("cli-reference", hidden=True)
+def write_cli_reference(
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the reference here (default: stdout).")] = None,  # noqa: UP045
+) -> None:
+    """Write docs/cli.md: the --help of every command and subcommand, plugins included."""
+    text = cli_reference(CLI_REFERENCE_INTRO)
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    out_path.write_text(text, encoding="utf-8")
+    err.print(f"wrote {out_path}", highlight=False)
 
 
 def _plugins(argv: list[str]) -> None:

@@ -1,21 +1,42 @@
-"""The EnvFleet error tree.
+"""The EnvFleet error tree: one root for every error the project raises on purpose, so a command
+catches ``EnvFleetError`` and prints its message (no stack trace) whatever part of the project failed.
 
     EnvFleetError
+    │ the runtime (this module unless named)
     ├── SpecError              an environment spec (or its seed data) is invalid; carries every issue found
     │   └── TaskPackError      a task pack is invalid (issues located by file, line and field)
-    ├── RegistryError          registry.json is missing, malformed or names an unknown environment
+    ├── RegistryError          registry.json is missing, malformed or names an unknown environment or task
     ├── StateError             the state store cannot serve a request (capacity, unknown state key)
     │   ├── StateCapacityError too many live state copies (or episodes)
     │   └── EpisodeNotFound    no live episode has that id (never existed, deleted or expired)
-    └── ToolError              a tool call failed; becomes an MCP result with ``isError: true``
-        ├── UnknownToolError   no tool by that name
-        ├── ToolArgumentError  arguments do not match the tool's input schema
-        ├── RuleViolation      a ``require`` step (a business rule) refused the call
-        ├── ReadOnlyStateError a write tool was called where state is shared and read-only
-        └── ToolExecutionError SQLite refused a statement (constraint, budget, ...)
+    ├── ToolError              a tool call failed; becomes an MCP result with ``isError: true``
+    │   ├── UnknownToolError   no tool by that name
+    │   ├── ToolArgumentError  arguments do not match the tool's input schema
+    │   ├── RuleViolation      a ``require`` step (a business rule) refused the call
+    │   ├── ReadOnlyStateError a write tool was called where state is shared and read-only
+    │   └── ToolExecutionError SQLite refused a statement (constraint, budget, ...)
+    ├── SqlProblem, CheckProblem   a statement or table check is not acceptable (spec/sql_analysis.py, spec/ddl.py;
+    │                          become SpecIssues)
+    ├── CallPreempted          a call outgrew its inline budget and was rolled back, to run again (state/executor.py)
+    │ the runtime's clients (servers/clients/rollout.py)
+    ├── ControlPlaneError      the gateway's control plane refused or failed a request
+    ├── ToolCallUncertain      a write's outcome is unknown (lost in transit): never resent
+    │ the synthesizer (synthesizer/errors.py draws its branch)
+    ├── SynthesisError         something the synthesizer was asked to make could not be made
+    │   ├── LLMError           a model could not help (synthesizer/llm/errors.py: config, auth, reach, ...)
+    │   ├── ReplyProblem, Problems           a model's reply or proposal is unusable (fed back to the model)
+    │   ├── CatalogError, NoMatchingDomain, CorpusError, SeedingError   the catalog, a topic, a corpus, a seed
+    │   ├── PublishConflict    the id is published already
+    │   └── QueueFull, IdempotencyConflict   the REST service refuses a job
+    │ the harness (harness/errors.py)
+    └── HarnessError           a run of agents could not go on as asked
+        ├── ChatError          a model endpoint failed or answered no completion
+        └── RunMismatch        resuming a run with other settings
 
 A ``ToolError`` is the agent's problem and its message is written for the agent; every other
-error is the operator's problem.
+error is the operator's problem. A class that was a ``ValueError`` before it joined the tree keeps
+``ValueError`` as a second base, so callers that catch ``ValueError`` behave as before.
+tests/test_project.py checks that every exception class defined in servers/, synthesizer/ and harness/ is here.
 """
 
 from __future__ import annotations
@@ -76,7 +97,7 @@ class TaskPackError(SpecError):
 
 
 class RegistryError(EnvFleetError):
-    """The registry cannot be read or does not know the requested environment."""
+    """The registry cannot be read or does not know the requested environment (or task)."""
 
 
 class StateError(EnvFleetError):

@@ -23,6 +23,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import SynthesisError
+
 __all__ = [
     "Attribute",
     "Relation",
@@ -50,7 +52,7 @@ DOMAINS_DIR = Path(__file__).parent / "domains"
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
 
-class CatalogError(ValueError):
+class CatalogError(SynthesisError, ValueError):
     """The catalog data is inconsistent; the message names the sector, domain and field."""
 
 

@@ -13,16 +13,17 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from servers import Registry, RegistryError
+from servers import EnvFleetError, Registry
+from servers.cli_support import fail
 from servers.episodes import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
 
-from .catalog import CatalogError, load_catalog
-from .llm import LLMConfig, LLMError
+from .catalog import load_catalog
+from .llm import LLMConfig
 from .llm.backend import LLMBackend
 from .pipeline import Job, Result, publish_result, run_batch, save_stages
 from .planning import plan_jobs, planned_env_id
 from .publish import PublishConflict, is_published
-from .topics import NoMatchingDomain, mine_corpus, read_corpus
+from .topics import mine_corpus, read_corpus
 
 app = typer.Typer(help="Synthesize environments and task packs (offline and procedural by default, or with an LLM).", invoke_without_command=True,
                   no_args_is_help=False)
@@ -30,9 +31,9 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
+PACKAGED = "servers/envs, the packaged environments"
+CHECKOUT = "registry.json of the source checkout"
+"""How --help shows the default paths: the same wherever the package is installed."""
 
 
 @app.callback()
@@ -45,12 +46,14 @@ def synth(
     variant: Annotated[int, typer.Option(help="Variant of a --topic domain (0 is the canonical one).")] = 0,
     tasks_per_env: Annotated[int, typer.Option(help="Tasks to synthesize per environment.")] = 20,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core; LLM: its concurrency).")] = None,  # noqa: UP045
-    env_root: Annotated[Path, typer.Option(envvar="ENVFLEET_ENV_ROOT", help="Where environment folders are published.")] = PACKAGED_ENV_ROOT,
-    registry: Annotated[Path, typer.Option(envvar="ENVFLEET_REGISTRY", help="The registry.json to update.")] = DEFAULT_REGISTRY,
+    env_root: Annotated[Path, typer.Option(envvar="ENVFLEET_ENV_ROOT", help="Where environment folders are published.",
+                                                     show_default=PACKAGED)] = PACKAGED_ENV_ROOT,
+    registry: Annotated[Path, typer.Option(envvar="ENVFLEET_REGISTRY", help="The registry.json to update.",
+                                                     show_default=CHECKOUT)] = DEFAULT_REGISTRY,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Publish nothing; keep every stage's output under --out.")] = False,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for --dry-run output.")] = None,  # noqa: UP045
     backend: Annotated[str, typer.Option(help="procedural (offline, the default) or llm (an OpenAI-compatible model).")] = "procedural",
-    llm_config: Annotated[Optional[Path], typer.Option(help="TOML file with an [llm] section (or ENVFLEET_LLM_CONFIG).")] = None,  # noqa: UP045
+    llm_config: Annotated[Optional[Path], typer.Option(help="TOML file with an \\[llm] section (or ENVFLEET_LLM_CONFIG).")] = None,  # noqa: UP045
     model: Annotated[Optional[str], typer.Option(help="Model for every LLM stage (or ENVFLEET_MODEL).")] = None,  # noqa: UP045
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint (or OPENAI_BASE_URL).")] = None,  # noqa: UP045
     paraphrase: Annotated[bool, typer.Option("--paraphrase", help="LLM: a procedural environment, with instructions worded by the model.")] = False,
@@ -74,11 +77,11 @@ def synth(
         out.print(ctx.get_help())
         raise typer.Exit(2)
     if dry_run and out_dir is None:
-        raise _fail("--dry-run needs --out DIR", 2)
+        raise fail("--dry-run needs --out DIR", 2)
     if backend not in ("procedural", "llm"):
-        raise _fail(f"--backend must be procedural or llm, not {backend!r}", 2)
+        raise fail(f"--backend must be procedural or llm, not {backend!r}", 2)
     if backend == "procedural" and (paraphrase or review or stages or replay):
-        raise _fail("--paraphrase, --review, --stages and --replay need --backend llm", 2)
+        raise fail("--paraphrase, --review, --stages and --replay need --backend llm", 2)
     llm = None
     try:
         catalog = load_catalog()
@@ -94,14 +97,14 @@ def synth(
         jobs = plan.jobs
         taken = [] if dry_run or replace else sorted(
             {i for i in map(planned_env_id, jobs) if i is not None and is_published(env_root, i, registry)})
-    except (CatalogError, NoMatchingDomain, OSError, ValueError, LLMError, RegistryError) as e:
+    except EnvFleetError as e:
         if llm is not None:
             llm.client.close()
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     if taken:  # checked before any work: the README's example must not silently overwrite the packaged fleet
         if llm is not None:
             llm.client.close()
-        raise _fail(f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} published already (in {registry} and "
+        raise fail(f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} published already (in {registry} and "
                     f"{env_root}); nothing was written. Pass --replace to replace it, or --env-root and --registry to "
                     "publish elsewhere, or --dry-run --out DIR to look without publishing.")
     try:
@@ -192,9 +195,12 @@ def topics(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List the catalog's domains, or mine a corpus of user requests for topics."""
-    catalog = load_catalog()
-    if corpus:
-        report = mine_corpus(catalog, corpus).to_dict()
+    try:
+        catalog = load_catalog()
+        report = mine_corpus(catalog, corpus).to_dict() if corpus else None
+    except EnvFleetError as e:
+        raise fail(str(e)) from None
+    if report is not None:
         if as_json:
             out.print_json(json.dumps(report))
         else:
@@ -211,7 +217,7 @@ def topics(
 
 @app.command()
 def stats(
-    env_root: Annotated[Path, typer.Option(help="Environment folders to measure.")] = PACKAGED_ENV_ROOT,
+    env_root: Annotated[Path, typer.Option(help="Environment folders to measure.", show_default=PACKAGED)] = PACKAGED_ENV_ROOT,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The quality bar for synthesized environments: coverage, size, tests, gates, variety."""

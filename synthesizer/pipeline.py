@@ -26,6 +26,7 @@ from servers.episodes import PROVENANCE_FILE
 from . import __version__
 from .catalog import Domain, load_catalog
 from .dependency_graph import build_graph, graph_json
+from .errors import SynthesisError
 from .modeling import MODELER_VERSION, Design, build_spec, design_domain
 from .procedural_tests import TestReport, run_procedural_tests
 from .publish import publish_folder, write_env_folder
@@ -133,7 +134,9 @@ class Written:
     tasks: list[Task]
 
 
-class _Refused(Exception):
+class _Refused(SynthesisError):
+    """A draft the runtime or the procedural tests refuse; ``problems`` say why, one per line."""
+
     def __init__(self, reason: str, problems: list[str] | None = None) -> None:
         super().__init__(reason)
         self.problems = problems or [reason]
@@ -173,11 +176,11 @@ def _build(domain: Domain, sector: str, job: Job, assist: Assist | None = None, 
     return _Built(design, spec, seed, env, tests)
 
 
-class Stopped(Exception):
+class Stopped(SynthesisError):
     """Raised by a progress callback to stop the work (a cancelled job); never caught here."""
 
 
-class AssistFailed(Exception):
+class AssistFailed(SynthesisError):
     """A model the run depends on could not help (unreachable, refusing keys ...): the job fails, the batch goes on."""
 
 

@@ -10,10 +10,12 @@ The result is a score per environment and a report of every failed probe.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from servers import Environment, StateCopy
+from servers.clients import schema_value
 
 from .catalog import Consumes, Eligibility, LimitPerOwner, TimeWindow, UniqueActive
 from .modeling import Design, ToolRole, p_
@@ -183,23 +185,18 @@ class _Tester:
         return rows[:count]
 
     def value_for(self, schema: dict[str, Any], name: str) -> Any:
-        if "enum" in schema:
-            return self.rng.choice(schema["enum"])
-        kind = schema.get("type")
-        if kind == "boolean":
-            return self.rng.random() < 0.5
-        if kind == "integer":
-            return self.rng.randint(max(int(schema.get("minimum", 1)), 1), 5)
-        if kind == "number":
-            return round(self.rng.uniform(1, 50), 2)
+        return schema_value(schema, self.rng, name=name, integers=(1, 5), numbers=(1, 50), text=self._text)
+
+    def _text(self, schema: Mapping[str, Any], name: str, rng: random.Random) -> str:
+        """A string argument: a date or date-time near the clock, an email address, or a labelled word."""
         if schema.get("format") == "date":
             return (self.clock.date()).isoformat()
         if "pattern" in schema and "\\d{4}" in schema["pattern"]:
             moment = self.clock.replace(tzinfo=None)
-            return (moment.replace(hour=10, minute=0) + _days(self.rng.randint(3, 9))).strftime("%Y-%m-%d %H:%M")
+            return (moment.replace(hour=10, minute=0) + _days(rng.randint(3, 9))).strftime("%Y-%m-%d %H:%M")
         if name == "email" or "email" in name:
-            return f"probe{self.rng.randint(1000, 9999)}@example.net"
-        return f"Probe {name.replace('_', ' ')} {self.rng.randint(100, 999)}"
+            return f"probe{rng.randint(1000, 9999)}@example.net"
+        return f"Probe {name.replace('_', ' ')} {rng.randint(100, 999)}"
 
     def fill(self, tool: str, base: dict[str, Any]) -> dict[str, Any]:
         """Complete ``base`` with values for the tool's other required parameters."""

@@ -39,6 +39,8 @@ from servers.episodes import (
     registry_lock,
 )
 
+from .errors import SynthesisError
+
 __all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "is_published", "PublishConflict", "registry_lock",
            "update_registry", "remove_from_registry", "TEMP_PREFIX", "STALE_AFTER", "temp_folder", "is_stale", "clean_stale"]
 
@@ -129,7 +131,7 @@ def _write_registry(registry_path: Path, entries: list[RegistryEntry]) -> None:
     os.replace(temporary, registry_path)
 
 
-class PublishConflict(Exception):
+class PublishConflict(SynthesisError):
     """The environment id is published already and replacing it was not asked for."""
 
 

@@ -19,6 +19,7 @@ from faker import Faker
 from faker.providers.date_time import Provider as DateTimeProvider
 
 from .catalog import Attribute, Consumes, Entity, LimitPerOwner, TimeWindow, UniqueActive
+from .errors import SynthesisError
 from .modeling import Design
 
 __all__ = ["seed_rows", "SPECIAL_GENERATORS", "SeedingError", "generator_problem", "ValueMaker"]
@@ -59,7 +60,7 @@ def generator_problem(generator: str) -> str | None:
     return None
 
 
-class SeedingError(ValueError):
+class SeedingError(SynthesisError, ValueError):
     """A domain's generators cannot seed it; the message names the attribute."""
 
 

@@ -22,9 +22,8 @@ from typing import Any
 import networkx as nx
 
 from servers import Environment, Task
-from servers.episodes import score_state
+from servers.clients import GateTrial, schema_value
 from servers.spec import Answer, Check, GoldCall, InsertRows, UserScenario
-from servers.state import diff_states
 
 from .catalog import Consumes, Eligibility, Entity
 from .modeling import Design, p_
@@ -38,6 +37,9 @@ REQUESTABLE = {"cancel", "pay", "check", "confirm", "return", "renew", "withdraw
                "reschedule", "refund", "approve", "settle", "release", "unlock", "archive", "freeze", "unfreeze", "collect",
                "claim", "void", "complete", "finalize", "report", "hold", "request", "book", "reserve", "start", "stop"}
 """First words of transitions a customer would ask for themselves (not 'mark_no_show', 'ship', 'assign')."""
+_GATE_FAILURES = {"gold": "gold_below_one", "deterministic": "nondeterministic", "noop": "initial_passes",
+                  "initial": "initial_passes"}
+"""The synthesis statistics' name for each gate a finished draft can fail (servers.clients.GateResult.failed_gates)."""
 IDENTIFY = ["I'm {name}", "this is {name}", "my name is {name}", "{name} here"]
 
 
@@ -82,6 +84,11 @@ def _words(name: str) -> str:
 def _continue(sentence: str) -> str:
     """A sentence carried on after "Also, ": lower-cased, but never the pronoun I."""
     return sentence if sentence.startswith(("I ", "I'")) else sentence[0].lower() + sentence[1:]
+
+
+def _note(schema: Any, name: str, rng: random.Random) -> str:
+    """Text for a free-text parameter with no seed generator: a note a customer might leave."""
+    return rng.choice(["Please call ahead", "Second floor entrance", "Prefers mornings", "Bring documents"])
 
 
 def _literal(value: Any) -> str:
@@ -456,16 +463,7 @@ class _Synthesizer:
             if attr.type == "datetime" and isinstance(value, str):
                 value = value[:16]
             return value
-        if "enum" in schema:
-            return self.rng.choice(schema["enum"])
-        kind = schema.get("type")
-        if kind == "boolean":
-            return self.rng.random() < 0.5
-        if kind == "integer":
-            return self.rng.randint(1, 4)
-        if kind == "number":
-            return round(self.rng.uniform(10, 200), 2)
-        return self.rng.choice(["Please call ahead", "Second floor entrance", "Prefers mornings", "Bring documents"])
+        return schema_value(schema, self.rng, name=name, integers=(1, 4), numbers=(10, 200), text=_note)
 
     def fact_text(self, name: str, value: Any) -> str:
         if isinstance(value, bool):
@@ -488,11 +486,10 @@ class _Synthesizer:
         draft.changes.append(InsertRows(op="insert", table=child.plural, rows=[look_alike]))
 
     def trial(self, gold: list[GoldCall]) -> bool:
-        state = self.env.new_state()
-        try:
-            return all(not self.env.call(state, c.tool, c.arguments).is_error for c in gold)
-        finally:
-            state.close()
+        """Every call of ``gold`` succeeds on the seed state."""
+        replay = self.env.replay_gold(self.env.template, gold)
+        replay.close()
+        return replay.first_error() is None
 
     # -- verification --------------------------------------------------------------------------
 
@@ -510,6 +507,8 @@ class _Synthesizer:
         return "easy" if len(draft.gold) <= 3 else "medium"
 
     def finish(self, draft: _Draft, task_id: str, split: str) -> Task | None:
+        """The draft as a task, if it passes the gates (servers.clients.GateTrial: the runtime's own); else
+        None, with the first reason counted. Every state copy it makes is closed, whatever the outcome."""
         env = self.env
         changes = [(f"draft {task_id} initial_state.{i}", c) for i, c in enumerate(draft.changes)]
         try:
@@ -517,45 +516,31 @@ class _Synthesizer:
         except Exception:
             self.stats.failures["initial_state"] += 1
             return None
-        initial = template.dump()
-        runs = []
-        for _ in range(2):
-            state = template.copy()
-            results = [env.executor.call(state, c.tool, c.arguments) for c in draft.gold]
-            runs.append((state, results))
-        (state, results), (again, _) = runs
-        if any(r.is_error for r in results):
-            self.stats.failures["gold_error"] += 1
-            return None
-        if state.digest() != again.digest():
-            self.stats.failures["nondeterministic"] += 1
-            return None
-        diff = diff_states(initial, state.dump(), env.primary_keys)
-        checks = self.checks_from(diff, draft) + draft.forbidden
-        if not diff.tables or not checks:
-            self.stats.failures["no_change"] += 1
-            return None
-        answer = None
-        if draft.answer_from_last:
-            last = results[-1].structured
-            value = last.get(draft.answer_from_last)
-            if value is None:
-                self.stats.failures["no_answer"] += 1
+        with GateTrial.run(env, template, draft.gold) as trial:
+            if trial.first.first_error() is not None:
+                self.stats.failures["gold_error"] += 1
                 return None
-            answer = Answer(facts=[str(value)])
-        task = Task(id=task_id, split=split, difficulty=self.difficulty(draft), tags=sorted(set(draft.tags)),
-                    instruction=draft.instruction, user=draft.user, initial_state=draft.changes, gold=draft.gold,
-                    checks=checks, answer=answer)
-        gold_score = score_state(task, initial, state, diff, env.primary_keys, "; ".join(answer.facts) if answer else None)
-        noop_state = template.copy()
-        noop = score_state(task, initial, noop_state, diff, env.primary_keys, "")
-        for s in (state, again, noop_state):
-            s.close()
-        if not gold_score.success:
-            self.stats.failures["gold_below_one"] += 1
-            return None
-        if noop.success or all(c.passed for c in noop.checks if c.name.startswith("check[")):
-            self.stats.failures["initial_passes"] += 1
+            if not trial.deterministic:
+                self.stats.failures["nondeterministic"] += 1
+                return None
+            diff = trial.gold_diff
+            checks = self.checks_from(diff, draft) + draft.forbidden
+            if not diff.tables or not checks:
+                self.stats.failures["no_change"] += 1
+                return None
+            answer = None
+            if draft.answer_from_last:
+                value = trial.first.results[-1].structured.get(draft.answer_from_last)
+                if value is None:
+                    self.stats.failures["no_answer"] += 1
+                    return None
+                answer = Answer(facts=[str(value)])
+            task = Task(id=task_id, split=split, difficulty=self.difficulty(draft), tags=sorted(set(draft.tags)),
+                        instruction=draft.instruction, user=draft.user, initial_state=draft.changes, gold=draft.gold,
+                        checks=checks, answer=answer)
+            verdict = trial.judge(task, "; ".join(answer.facts) if answer else None)
+        if not verdict.passed:
+            self.stats.failures[_GATE_FAILURES[verdict.failed_gates[0]]] += 1
             return None
         return task
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
+from .errors import SynthesisError
 
 __all__ = ["TopicMatch", "match_topic", "MiningReport", "read_corpus", "read_corpus_text", "mine_corpus", "mine_requests", "is_stateful",
-           "NoMatchingDomain"]
+           "NoMatchingDomain", "CorpusError"]
 
 _WORD = re.compile(r"[a-z][a-z\-']+")
 # Verbs of requests that change something a system keeps (and will be read back later).
@@ -34,8 +35,12 @@ _READ_ONLY_OPENERS = ("what", "how", "why", "explain", "tell me about", "describ
                       "provide", "recommend", "suggest", "translate", "summarize", "define", "compare", "show me")
 
 
-class NoMatchingDomain(ValueError):
+class NoMatchingDomain(SynthesisError, ValueError):
     """No catalog domain fits the topic; the message lists the closest ones."""
+
+
+class CorpusError(SynthesisError, ValueError):
+    """A corpus of user requests cannot be read, or a line of it is not ``{"text": ...}``; the message says where."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +149,12 @@ class NearDuplicates:
 
 
 def read_corpus(path: Path) -> list[str]:
-    """The ``text`` of each line of a JSONL corpus file."""
-    return read_corpus_text(path.read_text(encoding="utf-8"), str(path))
+    """The ``text`` of each line of a JSONL corpus file. Raises :class:`CorpusError`."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorpusError(str(e)) from None
+    return read_corpus_text(content, str(path))
 
 
 def read_corpus_text(content: str, source: str = "corpus") -> list[str]:
@@ -157,10 +166,10 @@ def read_corpus_text(content: str, source: str = "corpus") -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{source}:{number}: not JSON ({e.msg})") from None
+            raise CorpusError(f"{source}:{number}: not JSON ({e.msg})") from None
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
-            raise ValueError(f"{source}:{number}: each line needs a \"text\" string")
+            raise CorpusError(f"{source}:{number}: each line needs a \"text\" string")
         texts.append(text.strip())
     return texts
 

@@ -25,7 +25,7 @@ _PUBLIC_API = {
         "SPEC_FORMAT", "EnvSpec", "Table", "Column", "TableCheck", "Tool", "Step", "RequireStep", "LetStep", "ExecStep",
         "ReturnStep", "Comparison", "Limits", "spec_json_schema", "ValidationReport", "ToolAnalysis", "parse_spec",
         "validate_spec", "Task", "TaskPack", "UserScenario", "StateChange", "InsertRows", "UpdateRows", "DeleteRows", "GoldCall",
-        "Check", "Collateral", "Answer", "check_task", "load_task_pack", "task_json_schema",
+        "Check", "Collateral", "Answer", "task_problems", "load_task_pack", "task_json_schema",
     ],
     "servers.state": [
         "StateTemplate", "StateCopy", "CompiledTool", "compile_tools", "Executor", "ToolResult", "CallPreempted", "preemptible",
@@ -41,15 +41,18 @@ _PUBLIC_API = {
     "servers.serving": [
         "build_server", "CallRunner", "CallTarget", "error_details", "Gateway", "GatewaySettings", "EpisodeHost", "create_app",
         "transport_security", "valid_path_id", "serve_stdio", "serve_http", "running_gateway", "CONTROL_TOKEN_ENV",
-        "DOCS_KWARGS", "mount_offline_docs",
+        "DOCS_KWARGS", "mount_offline_docs", "HostGuard",
     ],
     "servers.clients": [
-        "Agent", "AgentSession", "CallOutcome", "ToolSpec", "GoldAgent", "NoopAgent", "RandomAgent", "make_agent",
+        "Agent", "AgentSession", "CallOutcome", "ToolSpec", "GoldAgent", "NoopAgent", "RandomAgent", "make_agent", "schema_value",
         "GatewayClient", "RolloutRecord", "ControlPlaneError", "ToolCallUncertain", "rollout_http", "rollout_in_process",
-        "GateResult", "RegistrySource", "check_tasks", "check_task_in_process", "check_in_processes", "ToolUseEnv",
+        "GateResult", "GateTrial", "RegistrySource", "check_tasks", "check_task_in_process", "check_in_processes", "ToolUseEnv",
+        "MCP_CLIENT_ERRORS", "connect_http",
     ],
+    "servers.cli_support": ["err", "fail", "gateway", "help_text", "cli_reference", "HELP_ENV"],
 }
-"""The facade and each layer's ``__init__``: what other packages may import from the runtime."""
+"""The facade and each layer's ``__init__``: what other packages may import from the runtime; and the CLI helpers
+the synthesizer's and harness's commands share."""
 
 
 @pytest.mark.parametrize("module", sorted(_PUBLIC_API))
@@ -82,6 +85,29 @@ def test_errors_share_one_root() -> None:
             assert issubclass(obj, servers.EnvFleetError), name
 
 
+def _modules(package: str) -> list[str]:
+    """Every module of ``package`` (``servers/envs`` holds data, ``__main__`` runs the CLI)."""
+    names = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        if "envs" in parts or parts[-1] == "__main__":
+            continue
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_every_exception_class_is_under_the_one_root() -> None:
+    """Every exception class defined in servers/, synthesizer/ and harness/, public or private, derives from
+    ``EnvFleetError``, so a command that catches the root catches every error the project raises on purpose."""
+    strays = []
+    for module in [m for package in ("servers", "synthesizer", "harness") for m in _modules(package)]:
+        for name, obj in vars(importlib.import_module(module)).items():
+            if (isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == module
+                    and not issubclass(obj, servers.EnvFleetError)):
+                strays.append(f"{module}.{name}({', '.join(b.__name__ for b in obj.__bases__)})")
+    assert not strays, "exception classes outside the EnvFleetError tree (servers/errors.py draws it):\n" + "\n".join(strays)
+
+
 def _imported_packages(package: str) -> dict[Path, set[str]]:
     found = {}
     for path in (REPO / package).rglob("*.py"):
@@ -106,8 +132,8 @@ def test_dependencies_point_one_way(package: str, forbidden: set[str]) -> None:
         assert not names & forbidden, f"{path} imports {sorted(names & forbidden)}"
 
 
-_LAYERS = {"errors": 0, "version": 0, "spec": 1, "state": 2, "episodes": 3, "serving": 4, "clients": 5, "cli": 6, "__main__": 6,
-           "__init__": 6}
+_LAYERS = {"errors": 0, "version": 0, "spec": 1, "state": 2, "episodes": 3, "serving": 4, "clients": 5, "cli": 6, "cli_support": 6,
+           "__main__": 6, "__init__": 6}
 """servers/ in layers, bottom up; a module may import its own layer and those below. ``__init__`` is the facade."""
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ import jsonschema_rs
 
 from ..spec.tasks import Task
 
-__all__ = ["CallOutcome", "ToolSpec", "AgentSession", "Agent", "GoldAgent", "NoopAgent", "RandomAgent", "make_agent"]
+__all__ = ["CallOutcome", "ToolSpec", "AgentSession", "Agent", "GoldAgent", "NoopAgent", "RandomAgent", "make_agent", "schema_value"]
 
 
 @dataclass
@@ -61,8 +62,13 @@ class GoldAgent:
     async def run(self, session: AgentSession) -> str | None:
         for call in self.task.gold:
             await session.call(call.tool, dict(call.arguments))
-        if self.task.answer is not None:
-            return "Here is what you asked for: " + "; ".join(self.task.answer.facts) + "."
+        return self.final_message(self.task)
+
+    @staticmethod
+    def final_message(task: Task) -> str:
+        """What the gold agent tells the user at the end: the task's answer facts, if it has any."""
+        if task.answer is not None:
+            return "Here is what you asked for: " + "; ".join(task.answer.facts) + "."
         return "All done."
 
 
@@ -106,27 +112,53 @@ class RandomAgent:
             for name, prop in schema.get("properties", {}).items():
                 if name not in required and self.rng.random() < 0.5:
                     continue
-                arguments[name] = self._value(prop, pool)
+                arguments[name] = schema_value(prop, self.rng, pool=pool, integers=(0, 30), integer_span=30, numbers=None)
             if validator.is_valid(arguments):
                 return arguments
         return None
 
-    def _value(self, prop: dict[str, Any], pool: list[Any]) -> Any:
-        if "enum" in prop:
-            return self.rng.choice(prop["enum"])
-        kind = prop.get("type")
-        if kind == "boolean":
-            return self.rng.random() < 0.5
-        if kind in ("integer", "number"):
-            numbers = [v for v in pool if isinstance(v, int | float) and not isinstance(v, bool)]
-            low = prop.get("minimum", prop.get("exclusiveMinimum", 0))
-            value = self.rng.choice(numbers) if numbers and self.rng.random() < 0.7 else self.rng.randint(int(low), int(low) + 30)
+TextMaker = Callable[[Mapping[str, Any], str, random.Random], Any]
+"""Text for a string parameter: (its schema, its name, the random source) -> the value."""
+
+
+def _plain(schema: Mapping[str, Any], name: str, rng: random.Random) -> str:
+    """A string nothing else suggests: one letter, so that the call is made (and refused, if it must be)."""
+    return "x"
+
+
+def schema_value(schema: Mapping[str, Any], rng: random.Random, *, name: str = "", pool: Sequence[Any] = (),
+                 integers: tuple[int, int] = (1, 4), integer_span: int | None = None,
+                 numbers: tuple[float, float] | None = (10.0, 200.0), text: TextMaker = _plain) -> Any:
+    """A value for a tool parameter's JSON Schema: the one generator behind the random agent, the synthesizer's
+    tool probes and its task drafts. Deterministic for a seeded ``rng`` (same schema, same draws, same value).
+
+    An ``enum`` gives one of its members, a boolean a coin flip. A number is one of the numbers in ``pool``
+    (values an agent has seen) seven times in ten, else drawn: an integer from ``integers`` (a schema
+    ``minimum``, or ``exclusiveMinimum``, raises the low end), or from the minimum up ``integer_span`` when
+    that is given (the minimum defaulting to the low end); a ``number`` from ``numbers`` to two decimals,
+    or like an integer when ``numbers`` is None. A string is one of the strings in ``pool`` that match the
+    schema's ``pattern`` when there is one, else ``text(schema, name, rng)``."""
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type")
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind in ("integer", "number"):
+        seen = [v for v in pool if isinstance(v, int | float) and not isinstance(v, bool)]
+        if seen and rng.random() < 0.7:
+            value = rng.choice(seen)
             return int(value) if kind == "integer" else value
-        strings = [v for v in pool if isinstance(v, str)]
-        if "pattern" in prop:
-            pattern = re.compile(prop["pattern"])
-            strings = [v for v in strings if pattern.search(v)]
-        return self.rng.choice(strings) if strings else "x"
+        if kind == "number" and numbers is not None:
+            return round(rng.uniform(*numbers), 2)
+        low = schema.get("minimum", schema.get("exclusiveMinimum", integers[0]))
+        if integer_span is not None:
+            return rng.randint(int(low), int(low) + integer_span)
+        return rng.randint(max(int(low), integers[0]), integers[1])
+    strings = [v for v in pool if isinstance(v, str)]
+    if "pattern" in schema:
+        pattern = re.compile(schema["pattern"])
+        strings = [v for v in strings if pattern.search(v)]
+    return rng.choice(strings) if strings else text(schema, name, rng)
 
 
 def _harvest(value: Any, pool: list[Any]) -> None:

@@ -1,11 +1,16 @@
 """The task gates: what makes a task trustworthy enough to publish.
 
-Every gate runs through real MCP over HTTP against a running gateway:
-
 1. the gold solution scores 1.0 (success);
 2. doing nothing does not succeed;
 3. the initial state fails at least one of the task's own checks;
 4. two gold replays end in the same final-state hash.
+
+One verdict, :func:`judge`, over two gold runs and a do-nothing run, wherever they ran:
+through real MCP against a running gateway (:func:`check_task_over_mcp`, for ``envfleet
+check``), or in process on copies of the task's initial state (:class:`GateTrial`, for
+publishing and for the synthesizer, which gates a task before any environment holds it). Gold
+calls run through :meth:`Environment.replay_gold`, the same replay that makes the gold diff the
+control plane scores collateral changes against.
 
 A large check fans out over worker processes (:func:`check_in_processes`): the gateway and its
 clients share one GIL, so threads would not help. Each worker loads its environments itself and
@@ -17,7 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,13 +30,17 @@ from typing import Any, Literal
 
 import anyio
 
-from ..episodes.environment import Environment
+from ..episodes.environment import Environment, GoldReplay
+from ..episodes.evaluation import Score, score_state
 from ..errors import EnvFleetError, RegistryError
-from ..spec.tasks import Task
+from ..spec.tasks import GoldCall, Task
+from ..state.diff import StateDiff, diff_states
+from ..state.store import StateCopy, StateTemplate
 from .agents import GoldAgent, NoopAgent
-from .rollout import GatewayClient, RolloutRecord, rollout_http, rollout_in_process
+from .rollout import GatewayClient, RolloutRecord, rollout_http
 
-__all__ = ["GateResult", "RegistrySource", "check_task", "check_task_in_process", "check_tasks", "check_in_processes", "judge"]
+__all__ = ["GateResult", "GateTrial", "RegistrySource", "check_task_over_mcp", "check_task_in_process", "check_tasks",
+           "check_in_processes", "judge"]
 
 
 @dataclass
@@ -43,16 +52,26 @@ class GateResult:
     initial_fails: bool | None = None
     deterministic: bool | None = None
     problems: list[str] = field(default_factory=list)
+    gold_success: bool | None = None
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
+    @property
+    def failed_gates(self) -> list[str]:
+        """The gates failed, in the order above: ``gold``, ``deterministic``, ``noop``, ``initial``."""
+        gates = {"gold": self.gold_success is False, "deterministic": self.deterministic is False,
+                 "noop": bool(self.noop_success), "initial": self.initial_fails is False}
+        return [gate for gate, failed in gates.items() if failed]
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        data = {**asdict(self), "passed": self.passed}
+        data.pop("gold_success")  # the report says it as gold_reward and problems
+        return data
 
 
-async def check_task(gateway: GatewayClient, env_id: str, task: Task) -> GateResult:
+async def check_task_over_mcp(gateway: GatewayClient, env_id: str, task: Task) -> GateResult:
     """The gates through real MCP, against a running gateway."""
     try:
         first = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
@@ -68,17 +87,84 @@ _EPISODE_URL = re.compile(r"/episodes/[0-9a-f]{32}/")
 
 
 async def check_task_in_process(env: Environment, task: Task) -> GateResult:
-    """The same gates on in-process episodes (for publishing: no server needed)."""
-    first = await rollout_in_process(env, task.id, GoldAgent(task))
-    second = await rollout_in_process(env, task.id, GoldAgent(task))
-    noop = await rollout_in_process(env, task.id, NoopAgent())
-    return judge(env.id, task.id, first, second, noop)
+    """The same gates in process, on a task ``env`` holds (for publishing: no server needed); a gold call
+    that fails is a failing verdict, as over MCP."""
+    with GateTrial.run(env, env.task_template(task.id), task.gold, env.task_initial_dump(task.id)) as trial:
+        return trial.judge(task, GoldAgent.final_message(task))
+
+
+@dataclass
+class GateTrial:
+    """The gates' runs in process, on fresh copies of one initial state: two gold replays and a copy
+    nothing touches. The synthesizer opens one for a draft's gold calls, reads the first replay to write
+    the task's checks, then asks for the verdict on the finished task. It owns its state copies:
+    close it (``with`` does), whatever the verdict."""
+
+    env: Environment
+    initial: dict[str, list[dict[str, Any]]]
+    first: GoldReplay
+    second: GoldReplay
+    noop: StateCopy
+
+    @classmethod
+    def run(cls, env: Environment, template: StateTemplate, gold: Sequence[GoldCall],
+            initial: dict[str, list[dict[str, Any]]] | None = None) -> GateTrial:
+        """Replay ``gold`` twice on copies of ``template`` (``initial``: its dump, when known)."""
+        dump = template.dump() if initial is None else initial
+        replays: list[GoldReplay] = []
+        try:
+            for _ in range(2):
+                replays.append(env.replay_gold(template, gold))
+            noop = template.copy()
+        except BaseException:
+            for replay in replays:
+                replay.close()
+            raise
+        return cls(env, dump, replays[0], replays[1], noop)
+
+    @property
+    def gold_diff(self) -> StateDiff:
+        """What the first gold replay changed."""
+        return diff_states(self.initial, self.first.state.dump(), self.env.primary_keys)
+
+    @property
+    def deterministic(self) -> bool:
+        return self.first.state.digest() == self.second.state.digest()
+
+    def judge(self, task: Task, final_message: str | None) -> GateResult:
+        """The verdict on ``task``: each gold replay scored with ``final_message``, the untouched copy with none."""
+        gold_diff = self.gold_diff
+
+        def record(agent: str, state: StateCopy, replay: GoldReplay | None, message: str | None) -> RolloutRecord:
+            score = score_state(task, self.initial, state, gold_diff, self.env.primary_keys, message)
+            steps = [{"tool": call.tool, "text": result.text, "is_error": result.is_error}
+                     for call, result in zip(replay.calls, replay.results, strict=True)] if replay else []
+            return _record(self.env.id, task.id, agent, message, score, steps)
+
+        return judge(self.env.id, task.id, record("gold", self.first.state, self.first, final_message),
+                     record("gold", self.second.state, self.second, final_message), record("noop", self.noop, None, ""))
+
+    def close(self) -> None:
+        for state in (self.first.state, self.second.state, self.noop):
+            state.close()
+
+    def __enter__(self) -> GateTrial:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _record(env_id: str, task_id: str, agent: str, message: str | None, score: Score, steps: list[dict[str, Any]]) -> RolloutRecord:
+    return RolloutRecord(env_id=env_id, task_id=task_id, agent=agent, episode_id="", final_message=message, reward=score.reward,
+                         success=score.success, score=score.to_dict(), trajectory=steps, final_state_hash=score.final_state_hash)
 
 
 def judge(env_id: str, task_id: str, first: RolloutRecord, second: RolloutRecord, noop: RolloutRecord) -> GateResult:
-    """The gates' verdict on two gold replays and a do-nothing run."""
+    """The gates' verdict on two gold runs and a do-nothing run: the one place a task is judged, whether the
+    runs went over MCP (:func:`check_task_over_mcp`) or in process (:meth:`GateTrial.judge`)."""
     result = GateResult(env_id, task_id)
-    result.gold_reward = first.reward
+    result.gold_reward, result.gold_success = first.reward, bool(first.success)
     if not first.success:
         failed = [c for c in (first.score or {}).get("checks", []) if not c["passed"]]
         errors = [f"{s['tool']}: {s['text']}" for s in first.trajectory if s["is_error"]]
@@ -106,7 +192,7 @@ async def check_tasks(gateway: GatewayClient, tasks: list[tuple[str, Task]], con
 
     async def one(index: int, env_id: str, task: Task) -> None:
         async with limiter:
-            results[index] = result = await check_task(gateway, env_id, task)
+            results[index] = result = await check_task_over_mcp(gateway, env_id, task)
         if on_result is not None:
             on_result(result)
 

@@ -14,14 +14,12 @@ from typing import Any
 
 import anyio
 import httpx
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from ..episodes.environment import Environment
 from ..errors import EnvFleetError
 from ..serving.mcp import error_details
 from .agents import Agent, CallOutcome, ToolSpec
+from .mcp_client import MCP_CLIENT_ERRORS, McpClient, connect_http, mcp_http_client
 
 __all__ = ["RolloutRecord", "GatewayClient", "McpSession", "EpisodeSession", "rollout_http", "rollout_in_process",
            "ControlPlaneError", "ToolCallUncertain"]
@@ -60,14 +58,18 @@ class GatewayClient:
     and MCP's. A fresh MCP client per episode would build a new pool (and TLS context) each time,
     ~40 ms here; a shared one costs next to nothing."""
 
+    TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, *MCP_CLIENT_ERRORS)
+    """What a request through either pool raises when it fails in transit, or when the MCP server refuses it (a
+    JSON-RPC error): never a tool error (a result) or a control-plane answer (:class:`ControlPlaneError`)."""
+
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 120) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.control = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
-        self.mcp_http = create_mcp_http_client()
+        self.mcp_http = mcp_http_client()
 
-    def mcp(self, url: str) -> Client:
+    def mcp(self, url: str) -> McpClient:
         """An MCP client for ``url`` over the shared pool."""
-        return Client(streamable_http_client(url, http_client=self.mcp_http))
+        return connect_http(url, self.mcp_http)
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -86,7 +88,7 @@ class McpSession:
     connection breaks during a state-changing call, nobody can tell whether it happened, and
     :func:`rollout_http` ends the episode with :class:`ToolCallUncertain` instead of re-sending it."""
 
-    def __init__(self, client: Client, instruction: str | None, tools: list[ToolSpec], policy: str | None = None) -> None:
+    def __init__(self, client: McpClient, instruction: str | None, tools: list[ToolSpec], policy: str | None = None) -> None:
         self.client = client
         self.instruction = instruction
         self.policy = policy

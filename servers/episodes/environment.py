@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import SpecError, SpecIssue, TaskPackError
 from ..spec.ddl import constraint_messages
 from ..spec.models import EnvSpec
-from ..spec.tasks import Task, TaskPack, load_task_pack
+from ..spec.tasks import GoldCall, Task, TaskPack, load_task_pack
 from ..spec.validation import ValidationReport, parse_spec, validate_spec
 from ..state.compiler import compile_tools
 from ..state.diff import StateDiff, diff_states
@@ -28,7 +28,7 @@ from ..state.store import StateCopy, StateTemplate
 if TYPE_CHECKING:  # Environment.episode() is a shortcut to Episode(env, ...); episode.py imports this module
     from .episode import Episode
 
-__all__ = ["Environment", "ToolDescriptor", "content_hash", "SPEC_FILE", "SEED_FILE", "TASKS_DIR"]
+__all__ = ["Environment", "GoldReplay", "ToolDescriptor", "content_hash", "SPEC_FILE", "SEED_FILE", "TASKS_DIR"]
 
 SPEC_FILE = "env.json"
 SEED_FILE = "seed.json"
@@ -69,6 +69,23 @@ class ToolDescriptor:
     output_schema: dict[str, Any] | None
     read_only: bool  # the tool changes nothing (MCP readOnlyHint)
     destructive: bool  # the tool may delete rows (MCP destructiveHint)
+
+
+@dataclass
+class GoldReplay:
+    """Gold calls replayed on a fresh copy of an initial state: the copy they leave and each call's result.
+    It owns the copy: close it, whatever the replay showed."""
+
+    calls: Sequence[GoldCall]
+    state: StateCopy
+    results: list[ToolResult]
+
+    def first_error(self) -> int | None:
+        """The index of the first gold call that failed, if one did."""
+        return next((index for index, result in enumerate(self.results) if result.is_error), None)
+
+    def close(self) -> None:
+        self.state.close()
 
 
 @dataclass
@@ -166,19 +183,31 @@ class Environment:
             self._initial_dumps[task_id] = self.task_template(task_id).dump()
         return self._initial_dumps[task_id]
 
+    def replay_gold(self, template: StateTemplate, calls: Sequence[GoldCall]) -> GoldReplay:
+        """Every call of ``calls`` on a fresh copy of ``template``, in order (a failed call does not stop the
+        rest). How gold solutions run in process: for the gold diff here, for the task gates
+        (servers.clients.GateTrial) and for the synthesizer's drafts."""
+        state = template.copy()
+        try:
+            results = [self.executor.call(state, call.tool, call.arguments) for call in calls]
+        except BaseException:
+            state.close()
+            raise
+        return GoldReplay(calls, state, results)
+
     def gold_diff(self, task_id: str) -> StateDiff:
         """What the task's gold calls change, replayed once on a fresh copy of its initial state."""
         if task_id not in self._gold_diffs:
             task = self.task(task_id)
-            state = self.task_template(task_id).copy()
+            replay = self.replay_gold(self.task_template(task_id), task.gold)
             try:
-                for index, call in enumerate(task.gold):
-                    result = self.executor.call(state, call.tool, call.arguments)
-                    if result.is_error:
-                        raise TaskPackError([SpecIssue(f"task {task_id} gold.{index}", f"{call.tool} fails: {result.text}")])
-                self._gold_diffs[task_id] = diff_states(self.task_initial_dump(task_id), state.dump(), self.primary_keys)
+                index = replay.first_error()
+                if index is not None:
+                    call = task.gold[index]
+                    raise TaskPackError([SpecIssue(f"task {task_id} gold.{index}", f"{call.tool} fails: {replay.results[index].text}")])
+                self._gold_diffs[task_id] = diff_states(self.task_initial_dump(task_id), replay.state.dump(), self.primary_keys)
             finally:
-                state.close()
+                replay.close()
         return self._gold_diffs[task_id]
 
     @property

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from ..errors import RegistryError, SpecError, SpecIssue
+from ..spec.tasks import Task
 from .environment import SPEC_FILE, Environment, content_hash
+from .pool import ID_RULE, valid_id
 
 __all__ = [
     "REGISTRY_FORMAT",
@@ -394,6 +396,46 @@ class Registry:
         if env_id not in self._loaded:
             self._loaded[env_id] = Environment.load(self.folder(env_id))
         return self._loaded[env_id]
+
+    def select_tasks(self, env_ids: Iterable[str], task_ids: Iterable[str] | None = None,
+                     split: str | None = None) -> list[tuple[str, Task]]:
+        """(environment id, task) for every task of ``env_ids`` that is among ``task_ids`` (default: all) and in
+        ``split`` (default: any), in registry order. A named task none of them has is a :class:`RegistryError`,
+        as is an unknown environment or one that does not load."""
+        wanted = None if task_ids is None else set(task_ids)
+        selected = []
+        for env_id in env_ids:
+            for task in self.environment(env_id).tasks:
+                if (wanted is None or task.id in wanted) and (split is None or task.split == split):
+                    selected.append((env_id, task))
+        missing = (wanted or set()) - {task.id for _, task in selected}
+        if missing:
+            raise RegistryError(f"no such task(s): {', '.join(sorted(missing))}")
+        return selected
+
+    def mcp_config(self, env_id: str, *, url: str | None = None, state_key: str | None = None, command: str = "envfleet",
+                   pin: bool = False) -> dict[str, Any]:
+        """The ``mcpServers`` document MCP clients (Claude Desktop, Cursor, Claude Code ...) read for one environment:
+        an HTTP entry for the gateway at ``url`` (with ``state_key``: private writable state), else a stdio entry
+        that runs ``command serve <id>``. ``pin`` names this registry (its file, or the env root it was built from)
+        in the stdio arguments, for clients started without our environment variables."""
+        if state_key is not None and not valid_id(state_key):
+            raise ValueError(f"{state_key!r} is not a state key: state keys are {ID_RULE}")
+        if state_key is not None and not url:
+            raise ValueError("a state key is for the HTTP entry: give a url too")
+        entry = self.entry(env_id)
+        server: dict[str, Any]
+        if url:
+            path = entry.launch.http.keyed_path.replace("{state_key}", state_key) if state_key else entry.launch.http.path
+            server = {"type": "http", "url": url.rstrip("/") + path}
+        else:
+            args = ["serve", entry.id]
+            if pin and self.source is not None:
+                args += ["--registry", str(self.source.resolve())]
+            elif pin and self.root is not None:
+                args += ["--env-root", str(self.root.resolve())]
+            server = {"command": command, "args": args}
+        return {"mcpServers": {f"envfleet-{entry.id}": server}}
 
     def stale(self) -> list[str]:
         """Ids whose folder no longer matches the recorded content hash."""

@@ -37,10 +37,6 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from mcp.server import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from ..episodes.environment import Environment
@@ -50,7 +46,8 @@ from ..errors import EnvFleetError, EpisodeNotFound, RegistryError
 from ..version import __version__
 from .api_docs import DOCS_KWARGS, mount_offline_docs
 from .control_plane import admin, control_plane
-from .mcp import DEFAULT_CALL_THREADS, SESSION_HEADER, CallRunner, HttpRouter, build_server, session_state_key
+from .mcp import DEFAULT_CALL_THREADS, SESSION_HEADER, CallRunner, HttpRouter, McpServer, build_server, session_state_key
+from .sdk import HostGuard, SessionManager, open_sessions, session_manager, transport_security
 
 __all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "PATH_ID_RULE",
            "transport_security", "valid_path_id"]
@@ -60,16 +57,6 @@ logger = logging.getLogger(__name__)
 PATH_ID_RULE = ID_RULE
 valid_path_id = valid_id
 """The one rule for state keys and episode ids (:func:`servers.episodes.pool.valid_id`), under its older name."""
-LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-
-
-def transport_security(allowed_hosts: list[str] | None) -> TransportSecuritySettings:
-    """DNS-rebinding protection: localhost only by default; ``["*"]`` turns the check off."""
-    if allowed_hosts and "*" in allowed_hosts:
-        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    hosts = LOCAL_HOSTS + [h for h in allowed_hosts or [] if h not in LOCAL_HOSTS]
-    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
-    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
 @dataclass
@@ -90,8 +77,8 @@ class GatewaySettings:
 @dataclass
 class _Hosted:
     env: Environment
-    server: Server[Any]
-    manager: StreamableHTTPSessionManager
+    server: McpServer
+    manager: SessionManager
     router: HttpRouter
     stop: anyio.Event
     world: str | None = None  # the spec and seed it was loaded from (keyed states depend on them)
@@ -232,13 +219,13 @@ class Gateway:
     def _stop_idle_retired(self) -> None:
         """Stop retired versions nothing uses any more: no live episode, no open MCP session."""
         live = {id(e.env) for e in (self.episodes.peek(k) for k in self.episodes) if e is not None}
-        for hosted in [h for h in self._retired if id(h.env) not in live and not _open_sessions(h.manager)]:
+        for hosted in [h for h in self._retired if id(h.env) not in live and not open_sessions(h.manager)]:
             hosted.stop.set()
             self._retired.remove(hosted)
 
     def hosted_for_session(self, env_id: str, session_id: str) -> _Hosted | None:
         """The retired version a handshake-era MCP session was opened on, if it was."""
-        return next((h for h in self._retired if h.env.id == env_id and session_id in _open_sessions(h.manager)), None)
+        return next((h for h in self._retired if h.env.id == env_id and session_id in open_sessions(h.manager)), None)
 
     def hosted_for(self, env: Environment) -> _Hosted | None:
         """Where an episode's environment is served: the current one, or a retired one it started on."""
@@ -271,14 +258,9 @@ class Gateway:
             logger.warning("%s changed since registry.json was built; run `envfleet registry build`", env_id)
         router = HttpRouter(env, self.pool, self.episodes)
         server = build_server(env, router, self.calls)
-        manager = StreamableHTTPSessionManager(
-            app=server,
-            json_response=self.settings.json_response,
-            security_settings=transport_security(self.settings.allowed_hosts),
-            session_idle_timeout=self.settings.session_idle_timeout,
-            max_sessions=self.settings.max_sessions,
-        )
-        router.issued = lambda session_id: session_id in _open_sessions(manager)
+        manager = session_manager(server, json_response=self.settings.json_response, allowed_hosts=self.settings.allowed_hosts,
+                                  session_idle_timeout=self.settings.session_idle_timeout, max_sessions=self.settings.max_sessions)
+        router.issued = lambda session_id: session_id in open_sessions(manager)
         if self._task_group is None:
             raise RuntimeError("the gateway is not running; serve its app with an ASGI server that runs lifespans")
         stop = anyio.Event()
@@ -290,13 +272,6 @@ class Gateway:
         return sorted(self._hosted)
 
 
-def _open_sessions(manager: StreamableHTTPSessionManager) -> dict[str, Any]:
-    """The handshake-era sessions a session manager holds, by id: the ids it issued on
-    ``initialize`` (``uuid4().hex``) and has not discarded. The SDK has no public accessor; this is
-    the one place that reads its private table."""
-    return getattr(manager, "_server_instances", {})
-
-
 def _world(registry: Registry, env_id: str) -> str | None:
     """What a keyed state depends on: the spec and seed files (not the task packs)."""
     try:
@@ -306,7 +281,7 @@ def _world(registry: Registry, env_id: str) -> str | None:
         return None
 
 
-async def _run_manager(manager: StreamableHTTPSessionManager, stop: anyio.Event, *,
+async def _run_manager(manager: SessionManager, stop: anyio.Event, *,
                        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     async with manager.run():
         task_status.started()
@@ -353,9 +328,9 @@ class _McpEndpoint:
             await _error(503, f"environment {env_id!r} does not load; see the server log")(scope, receive, send)
             return
         session_id = session.decode("latin-1") if session is not None else None
-        was_open = session_id is not None and session_id in _open_sessions(hosted.manager)
+        was_open = session_id is not None and session_id in open_sessions(hosted.manager)
         await hosted.manager.handle_request(scope, receive, send)
-        if was_open and session_id not in _open_sessions(hosted.manager) and key is None and episode_id is None:
+        if was_open and session_id not in open_sessions(hosted.manager) and key is None and episode_id is None:
             # the SDK ended a session it had issued (the client's DELETE): its state goes with it, closed once no
             # call runs on it (the id is no longer issued, so no new state can appear under that key meanwhile)
             self.gateway.pool.drop((env_id, session_state_key(session_id)))
@@ -376,7 +351,7 @@ class GatewayApp:
     def __init__(self, api: FastAPI, gateway: Gateway, single: str | None) -> None:
         self.api = api
         self.gateway = gateway
-        self._security = TransportSecurityMiddleware(transport_security(gateway.settings.allowed_hosts))
+        self._guarded_api = HostGuard(api, gateway.settings.allowed_hosts)  # REST routes: the MCP endpoints' Host/Origin check
         self._fleet = _McpEndpoint(gateway)
         self._single = _McpEndpoint(gateway, single) if single is not None else None
 
@@ -392,11 +367,7 @@ class GatewayApp:
                 scope["path_params"] = {k: v for k, v in match.groupdict().items() if v is not None}
                 await endpoint(scope, receive, send)
                 return
-            refusal = await self._security.validate_request(Request(scope), is_post=False)
-            if refusal is not None:  # the REST routes get the same Host/Origin check as the MCP endpoints
-                await refusal(scope, receive, send)
-                return
-        await self.api(scope, receive, send)
+        await self._guarded_api(scope, receive, send)
 
 
 def create_app(registry: Registry, *, pool: StatePool | None = None, settings: GatewaySettings | None = None,

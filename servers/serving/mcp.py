@@ -1,4 +1,8 @@
-"""One environment as an MCP server: the only module that speaks the ``mcp`` SDK's server API.
+"""One environment as an MCP server: where tool calls meet the ``mcp`` SDK's server API.
+
+With :mod:`servers.serving.sdk` (the SDK's transports) this is the only runtime module that
+imports the SDK (``tests/test_sdk_boundary.py``); the rest of the runtime sees :data:`McpServer`,
+:func:`build_server` and the call routing below, not the SDK.
 
 Tools, resources (the policy and a readable schema of the state) and server identity come from
 the spec. Each call is routed to a state copy by a :class:`CallRouter`: the whole process for
@@ -37,7 +41,7 @@ from ..errors import StateError
 from ..state.executor import CallPreempted, ToolResult, preemptible
 from ..state.store import StateCopy
 
-__all__ = ["CallRouter", "CallRunner", "CallTarget", "EpisodeRouter", "HttpRouter", "build_server", "schema_markdown",
+__all__ = ["CallRouter", "CallRunner", "CallTarget", "EpisodeRouter", "HttpRouter", "McpServer", "build_server", "schema_markdown",
            "call_tool_result", "error_details", "session_state_key", "DEFAULT_CALL_THREADS", "INLINE_BUDGET"]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,9 @@ INLINE_BUDGET = (20_000, 2.0)
 
 Prompt = tuple[str, str, str]
 """(name, description, text) of an MCP prompt."""
+
+McpServer = Server[Any]
+"""The SDK's low-level server, as :func:`build_server` makes it: served by a session manager or over stdio (:mod:`.sdk`)."""
 
 
 @dataclass(frozen=True)
@@ -339,7 +346,7 @@ def schema_markdown(env: Environment) -> str:
     return "\n".join(lines)
 
 
-def build_server(env: Environment, router: CallRouter, runner: CallRunner | None = None) -> Server[Any]:
+def build_server(env: Environment, router: CallRouter, runner: CallRunner | None = None) -> McpServer:
     """A low-level MCP server for ``env`` whose calls act on the state ``router`` picks, in the
     worker threads of ``runner`` (a runner of its own by default)."""
     runner = runner or CallRunner()
@@ -402,7 +409,7 @@ def build_server(env: Environment, router: CallRouter, runner: CallRunner | None
             contents=[types.TextResourceContents(uri=resource.uri, mime_type=resource.mime_type, text=read())]
         )
 
-    server: Server[Any] = Server(
+    server: McpServer = Server(
         f"envfleet-{spec.id}",
         version=spec.version,
         title=spec.name,

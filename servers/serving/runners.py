@@ -17,6 +17,7 @@ from ..episodes.environment import Environment
 from ..episodes.pool import DEFAULT_STATE_QUOTAS, Quotas
 from ..episodes.registry import Registry
 from .mcp import DEFAULT_CALL_THREADS, EpisodeRouter, build_server
+from .sdk import run_stdio
 
 __all__ = ["serve_stdio", "serve_http", "running_gateway", "LocalGateway", "CONTROL_TOKEN_ENV"]
 
@@ -28,17 +29,10 @@ CONTROL_TOKEN_ENV = "ENVFLEET_CONTROL_TOKEN"
 def serve_stdio(env: Environment, task_id: str | None = None) -> None:
     """Serve ``env`` over stdin/stdout. The process is one episode: the task's initial state (or
     the seed), for the whole life of the process. Calls run in a worker thread, one at a time."""
-    from mcp.server.stdio import stdio_server
-
     episode = env.episode(task_id)
     server = build_server(env, EpisodeRouter(episode))
-
-    async def run() -> None:
-        async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
-
     try:
-        anyio.run(run)
+        anyio.run(run_stdio, server)
     finally:
         episode.close()
 

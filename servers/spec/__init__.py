@@ -32,9 +32,9 @@ from .tasks import (
     TaskPack,
     UpdateRows,
     UserScenario,
-    check_task,
     load_task_pack,
     task_json_schema,
+    task_problems,
 )
 from .validation import ToolAnalysis, ValidationReport, parse_spec, validate_spec
 
@@ -43,5 +43,5 @@ __all__ = [
     "ReturnStep", "Comparison", "Limits", "spec_json_schema",
     "ValidationReport", "ToolAnalysis", "parse_spec", "validate_spec",
     "Task", "TaskPack", "UserScenario", "StateChange", "InsertRows", "UpdateRows", "DeleteRows", "GoldCall", "Check",
-    "Collateral", "Answer", "check_task", "load_task_pack", "task_json_schema",
+    "Collateral", "Answer", "task_problems", "load_task_pack", "task_json_schema",
 ]

@@ -15,6 +15,7 @@ from sqlalchemy.schema import CreateTable
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+from ..errors import EnvFleetError
 from .models import Column, EnvSpec, Table
 from .sql_analysis import SqlProblem, check_costs, check_determinism
 
@@ -30,7 +31,7 @@ _STORAGE = {
     "json": sa.Text,
 }
 
-class CheckProblem(ValueError):
+class CheckProblem(EnvFleetError, ValueError):
     """A table check expression is not acceptable."""
 
 

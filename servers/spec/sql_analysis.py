@@ -23,6 +23,8 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
+from ..errors import EnvFleetError
+
 __all__ = ["StatementKind", "OutputColumn", "StatementInfo", "SqlProblem", "analyze_statement", "check_determinism",
            "check_costs", "ALLOWED_FUNCTIONS", "MAX_FORMAT_WIDTH"]
 
@@ -65,7 +67,7 @@ _TABLE_FUNCTIONS = {
 }
 
 
-class SqlProblem(Exception):
+class SqlProblem(EnvFleetError):
     """The statement is not acceptable; the message says why."""
 
 

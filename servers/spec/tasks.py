@@ -36,7 +36,7 @@ __all__ = [
     "TaskPack",
     "load_task_pack",
     "task_json_schema",
-    "check_task",
+    "task_problems",
 ]
 
 ScalarValue = str | int | float | bool | None
@@ -165,7 +165,7 @@ def load_task_pack(path: Path, spec: EnvSpec, tool_schemas: dict[str, Any]) -> T
         if task.id in seen:
             issues.append(SpecIssue(f"{where} id", f"task id {task.id!r} is already used on line {seen[task.id]}"))
         seen[task.id] = number
-        issues.extend(SpecIssue(f"{where} {loc}", msg) for loc, msg in check_task(task, spec, tool_schemas))
+        issues.extend(SpecIssue(f"{where} {loc}", msg) for loc, msg in task_problems(task, spec, tool_schemas))
         tasks.append(task)
     if issues:
         raise TaskPackError(issues, str(path))
@@ -173,7 +173,7 @@ def load_task_pack(path: Path, spec: EnvSpec, tool_schemas: dict[str, Any]) -> T
     return TaskPack(path.stem, path, tasks, "sha256:" + hashlib.sha256(raw).hexdigest(), splits)
 
 
-def check_task(task: Task, spec: EnvSpec, tool_schemas: dict[str, Any]) -> list[tuple[str, str]]:
+def task_problems(task: Task, spec: EnvSpec, tool_schemas: dict[str, Any]) -> list[tuple[str, str]]:
     """Static checks of one task against its environment: (field, message) pairs."""
     problems: list[tuple[str, str]] = []
     tables = {t.name: t for t in spec.tables}

@@ -20,6 +20,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..errors import (
+    EnvFleetError,
     ReadOnlyStateError,
     RuleViolation,
     ToolArgumentError,
@@ -44,7 +45,7 @@ _COMPARE = {
 }
 
 
-class CallPreempted(Exception):
+class CallPreempted(EnvFleetError):
     """A call run under :func:`preemptible` outgrew its small budget (or found its state busy) and was
     rolled back untouched, id counters included: run it again without the budget and it does the same."""
 

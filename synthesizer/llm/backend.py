@@ -20,7 +20,7 @@ from .client import LLMClient
 from .config import STAGES, LLMConfig
 from .domains import propose_domain
 from .environments import propose_environment, propose_tasks
-from .errors import LLMError
+from .errors import LLMConfigError, LLMError
 from .paraphrase import paraphrase_tasks
 from .prompts import PROMPT_VERSION
 from .review import describe, review_tools
@@ -40,7 +40,7 @@ class LLMBackend:
                  catalog: Catalog | None = None, taken: set[str] | None = None) -> None:
         unknown = set(stages) - set(STAGES)
         if unknown:
-            raise ValueError(f"unknown LLM stage(s): {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
+            raise LLMConfigError(f"unknown LLM stage(s): {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
         self.client = client
         self.stages = frozenset(stages)
         self.tools_per_env = tools_per_env

@@ -18,12 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
-from servers import Environment, SpecError, Task, TaskPack
-from servers.clients import check_task_in_process
-from servers.spec import Answer, GoldCall, UserScenario, check_task, spec_json_schema
-from servers.state import diff_states
+from servers import Environment, SpecError, Task
+from servers.clients import GateTrial, GoldAgent
+from servers.spec import Answer, GoldCall, UserScenario, spec_json_schema, task_problems
 
 from ..procedural_tests import TestReport, ToolProbes, probe_tools
 from ..task_synthesis import checks_from_diff
@@ -125,7 +122,7 @@ def propose_tasks(client: ChatClient, proposed: ProposedEnvironment, count: int)
             raise Problems(['tasks: answer {"tasks": [{"instruction", "user", "gold", "answer"?}, ...]}'])
         problems: list[str] = []
         for index, item in enumerate(items[:count]):
-            task, found = _task(env, proposed.seed, item, index, f"{env.id}-{index + 1:03d}", schemas, keys, identifiers)
+            task, found = _task(env, item, index, f"{env.id}-{index + 1:03d}", schemas, keys, identifiers)
             if found:
                 problems += [f"tasks[{index}]{p}" for p in found]
                 outcome.rejected[f"tasks[{index}]"] = found
@@ -142,7 +139,7 @@ def propose_tasks(client: ChatClient, proposed: ProposedEnvironment, count: int)
     return outcome
 
 
-def _task(env: Environment, seed: dict[str, Any], item: Any, index: int, task_id: str, schemas: dict[str, Any],
+def _task(env: Environment, item: Any, index: int, task_id: str, schemas: dict[str, Any],
           keys: dict[str, list[str]], identifiers: set[str]) -> tuple[Task | None, list[str]]:
     if not isinstance(item, dict):
         return None, [": each task is an object"]
@@ -159,25 +156,19 @@ def _task(env: Environment, seed: dict[str, Any], item: Any, index: int, task_id
     if leaked:
         return None, [f".instruction: states internal id(s) {', '.join(leaked)}; say what a customer would know (a name, "
                       "a date) and let the agent look the id up"]
-    state = env.new_state()
-    before = state.dump()
-    for position, call in enumerate(gold):
-        result = env.call(state, call.tool, call.arguments)
-        if result.is_error:
-            state.close()
-            return None, [f".gold[{position}] ({call.tool}): failed: {result.text}"]
-    diff = diff_states(before, state.dump(), keys)
-    state.close()
-    if not diff.tables:
-        return None, [": the gold calls change nothing; a task asks for a change (and may also ask a question)"]
-    split = "test" if index % 3 == 2 else "train"
-    task = Task(id=task_id, split=split, difficulty="easy" if len(gold) <= 3 else "medium" if len(gold) <= 5 else "hard",
-                tags=["model-written"], instruction=instruction, user=user, gold=gold,
-                checks=checks_from_diff(diff, keys), answer=answer)
-    issues = check_task(task, env.spec, schemas)
-    if issues:
-        return None, [f".{where}: {message}" for where, message in issues]
-    trial = Environment.from_spec(env.spec, seed)  # a fresh copy, holding just this task
-    trial.add_task_pack(TaskPack("proposed", None, [task]))
-    gates = anyio.run(check_task_in_process, trial, task)
+    with GateTrial.run(env, env.template, gold) as trial:
+        position = trial.first.first_error()
+        if position is not None:
+            return None, [f".gold[{position}] ({gold[position].tool}): failed: {trial.first.results[position].text}"]
+        diff = trial.gold_diff
+        if not diff.tables:
+            return None, [": the gold calls change nothing; a task asks for a change (and may also ask a question)"]
+        split = "test" if index % 3 == 2 else "train"
+        task = Task(id=task_id, split=split, difficulty="easy" if len(gold) <= 3 else "medium" if len(gold) <= 5 else "hard",
+                    tags=["model-written"], instruction=instruction, user=user, gold=gold,
+                    checks=checks_from_diff(diff, keys), answer=answer)
+        issues = task_problems(task, env.spec, schemas)
+        if issues:
+            return None, [f".{where}: {message}" for where, message in issues]
+        gates = trial.judge(task, GoldAgent.final_message(task))
     return (task, []) if gates.passed else (None, [f": fails the gates: {'; '.join(gates.problems)}"])

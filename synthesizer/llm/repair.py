@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ..errors import SynthesisError
 from .client import ChatClient
 from .replies import ReplyProblem, parse_json_reply
 
@@ -22,7 +23,7 @@ __all__ = ["Problems", "Attempt", "Proposal", "propose"]
 T = TypeVar("T")
 
 
-class Problems(Exception):
+class Problems(SynthesisError):
     """What is wrong with a proposal, one located message each."""
 
     def __init__(self, problems: list[str]) -> None:

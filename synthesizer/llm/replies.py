@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from ..errors import SynthesisError
+
 __all__ = ["ReplyProblem", "parse_json_reply", "looks_like_refusal"]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
@@ -22,7 +24,7 @@ _REFUSAL = re.compile(r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i can
 MAX_REPLY = 2_000_000
 
 
-class ReplyProblem(ValueError):
+class ReplyProblem(SynthesisError, ValueError):
     """The reply holds no usable JSON object; the message says what was wrong."""
 
     def __init__(self, message: str, *, refusal: bool = False) -> None:

@@ -18,12 +18,11 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from mcp.server.transport_security import TransportSecurityMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servers import Environment, Registry, RegistryError, SpecError, TaskPackError
 from servers.episodes import PROVENANCE_FILE
-from servers.serving import DOCS_KWARGS, mount_offline_docs, transport_security
+from servers.serving import DOCS_KWARGS, HostGuard, mount_offline_docs
 
 from .. import __version__
 from ..catalog import load_catalog
@@ -53,21 +52,12 @@ def allowed_host_patterns(hosts: list[str]) -> list[str]:
     return patterns
 
 
-class HostCheck:
-    """The gateway's Host/Origin check (``servers.serving.transport_security``) on every route:
-    localhost by default, plus the allowed hosts; a foreign Host is a 421, a foreign Origin a 403."""
+class HostCheck(HostGuard):
+    """The gateway's Host/Origin check (``servers.serving.HostGuard``) on every route: localhost by
+    default, plus the allowed hosts (``--allowed-host`` values); a foreign Host is a 421, a foreign Origin a 403."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
-        self.app = app
-        self.security = TransportSecurityMiddleware(transport_security(allowed_host_patterns(allowed_hosts)))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            refusal = await self.security.validate_request(Request(scope), is_post=False)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        super().__init__(app, allowed_host_patterns(allowed_hosts))
 
 
 def public_job(job: dict[str, Any]) -> dict[str, Any]:

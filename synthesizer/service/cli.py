@@ -8,20 +8,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from servers.cli_support import fail
 from servers.episodes import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT
 
 app = typer.Typer(help="The synthesizer's REST service.", no_args_is_help=True)
-err = Console(stderr=True, soft_wrap=True)
 
 TOKEN_ENV = "ENVFLEET_SYNTH_TOKEN"
 LOCAL = ("127.0.0.1", "localhost", "::1")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -49,8 +43,8 @@ def serve(
 
     token = token_file.read_text(encoding="utf-8").strip() if token_file else os.environ.get(TOKEN_ENV) or None
     if host not in LOCAL and not token:
-        raise _fail(f"refusing to listen on {host} without a token: every write would be open to the network. Set "
-                    f"{TOKEN_ENV} or --token-file (or listen on 127.0.0.1)")
+        raise fail(f"refusing to listen on {host} without a token: every write would be open to the network. Set "
+                    f"{TOKEN_ENV} or --token-file (or listen on 127.0.0.1)", 2)
     root = env_root or Path(os.environ.get("ENVFLEET_ENV_ROOT") or PACKAGED_ENV_ROOT)
     registry_path = registry or Path(os.environ.get("ENVFLEET_REGISTRY") or DEFAULT_REGISTRY)
     hosts = allowed_host or [h.strip() for h in os.environ.get("ENVFLEET_ALLOWED_HOSTS", "").split(",") if h.strip()]

@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import SynthesisError
+
 __all__ = ["Job", "JobStore", "QueueFull", "IdempotencyConflict", "ACTIVE", "FINISHED"]
 
 ACTIVE = ("queued", "running")
@@ -46,11 +48,11 @@ _jobs = sa.Table(
 )
 
 
-class QueueFull(Exception):
+class QueueFull(SynthesisError):
     """As many jobs are waiting as the service allows."""
 
 
-class IdempotencyConflict(Exception):
+class IdempotencyConflict(SynthesisError):
     """The idempotency key was used before, for a different request."""
 
 

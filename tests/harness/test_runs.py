@@ -268,3 +268,13 @@ async def test_a_write_lost_in_transit_is_never_resent(mini_env_dir: Path) -> No
                     assert "it was not re-sent" in str(error)
                 info = (await gateway.control.get(f"/episodes/lost-{tool}")).json()
                 assert [s["tool"] for s in info["trajectory"]] == [tool]  # it reached the server exactly once
+
+
+def test_run_selects_tasks_through_the_registry_and_names_the_missing_ones(mini_env_dir: Path) -> None:
+    """`envfleet run` selects with Registry.select_tasks: an unknown task id is a clean error (exit 1), before any gateway."""
+    result = subprocess.run([*ENVFLEET, "run", "--env", "mini", "--tasks", "mini-001,mini-404", "--env-root", str(mini_env_dir.parent)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "error: no such task(s): mini-404" in result.stderr and "Traceback" not in result.stderr
+    empty = subprocess.run([*ENVFLEET, "run", "--env", "mini", "--tasks", "mini-001", "--split", "test", "--env-root",
+                            str(mini_env_dir.parent)], capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 1 and "no such task(s): mini-001" in empty.stderr

@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import ENVFLEET, MINI_SPEC, ServerProcess, write_env
+from tests.conftest import ENVFLEET, MINI_SPEC, REPO, ServerProcess, write_env
 
 LONG_ID = "a_remarkably_long_environment_identifier_for_table_widths"
 
@@ -183,3 +183,70 @@ def test_the_compose_replicas_trust_forwarded_for_from_the_router_only() -> None
         assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == router
     assert "FORWARDED_ALLOW_IPS" not in services["fleet"].get("environment", {})  # no proxy in front of it: trust nobody
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in (docker / "nginx.conf").read_text()
+
+
+def test_select_tasks_filters_by_id_and_split_and_names_what_is_missing(mini_env_dir: Path) -> None:
+    from servers import Registry, RegistryError
+
+    registry = Registry.build(mini_env_dir.parent)
+    assert [(e, t.id) for e, t in registry.select_tasks(["mini"])] == [("mini", "mini-001"), ("mini", "mini-002")]
+    assert [t.id for _, t in registry.select_tasks(["mini"], split="test")] == ["mini-002"]
+    assert [t.id for _, t in registry.select_tasks(["mini"], ["mini-002", "mini-001"])] == ["mini-001", "mini-002"]
+    with pytest.raises(RegistryError, match=r"no such task\(s\): mini-404, nope"):
+        registry.select_tasks(["mini"], ["nope", "mini-001", "mini-404"])
+    with pytest.raises(RegistryError, match="no such task"):  # there, but not in that split
+        registry.select_tasks(["mini"], ["mini-001"], split="test")
+    with pytest.raises(RegistryError, match="unknown environment 'atlantis'"):
+        registry.select_tasks(["atlantis"])
+
+
+def test_mcp_config_names_the_registry_only_when_pinned(mini_env_dir: Path, tmp_path: Path) -> None:
+    from servers import Registry
+
+    built = Registry.build(mini_env_dir.parent)
+    assert built.mcp_config("mini") == {"mcpServers": {"envfleet-mini": {"command": "envfleet", "args": ["serve", "mini"]}}}
+    pinned = built.mcp_config("mini", command="/bin/envfleet", pin=True)["mcpServers"]["envfleet-mini"]
+    assert pinned == {"command": "/bin/envfleet", "args": ["serve", "mini", "--env-root", str(mini_env_dir.parent.resolve())]}
+    built.write(tmp_path / "registry.json")
+    loaded = Registry.load(tmp_path / "registry.json").mcp_config("mini", pin=True)["mcpServers"]["envfleet-mini"]
+    assert loaded["args"] == ["serve", "mini", "--registry", str((tmp_path / "registry.json").resolve())]
+    with pytest.raises(ValueError, match="is not a state key"):
+        built.mcp_config("mini", url="http://127.0.0.1:8100", state_key="a/b")
+    with pytest.raises(ValueError, match="give a url"):
+        built.mcp_config("mini", state_key="alice")
+    cli = json.loads(run("mcp-config", "mini", "--env-root", str(mini_env_dir.parent)).stdout)["mcpServers"]["envfleet-mini"]
+    assert cli["args"] == ["serve", "mini", "--env-root", str(mini_env_dir.parent.resolve())]
+
+
+def test_plugin_commands_report_errors_from_the_one_root_without_a_traceback(tmp_path: Path) -> None:
+    """`envfleet synth` catches EnvFleetError (not a list of classes): a corpus it cannot read, an unknown LLM stage,
+    a topic nothing fits are each one `error:` line and exit 1."""
+    missing = tmp_path / "nope.jsonl"
+    for args, message in [
+        (["synth", "--from-corpus", str(missing), "--dry-run", "--out", str(tmp_path / "o")], "No such file or directory"),
+        (["synth", "topics", "--corpus", str(missing)], "No such file or directory"),
+        (["synth", "--topic", "library", "--backend", "llm", "--stages", "bogus", "--dry-run", "--out", str(tmp_path / "o")],
+         "unknown LLM stage(s): bogus"),
+        (["synth", "--topic", "underwater basket weaving", "--dry-run", "--out", str(tmp_path / "o")], "no catalog domain fits"),
+    ]:
+        result = run(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and message in result.stderr and "Traceback" not in result.stderr, args
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "book a room"}\nnot json\n')
+    result = run("synth", "--from-corpus", str(bad), "--dry-run", "--out", str(tmp_path / "o"))
+    assert result.returncode == 1 and f"error: {bad}:2: not JSON" in result.stderr
+
+
+def test_the_cli_reference_is_current() -> None:
+    """docs/cli.md is every command's --help, regenerated here; it names no path of this checkout (defaults
+    are shown as the same words wherever EnvFleet is installed), so it is the same from any clone."""
+    from servers.cli import CLI_REFERENCE_INTRO
+    from servers.cli_support import cli_reference
+
+    committed = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert str(REPO) not in committed
+    for command in ("envfleet serve", "envfleet registry check", "envfleet synth topics", "envfleet synthesizer serve",
+                    "envfleet run", "envfleet report", "envfleet export"):
+        assert f"## `{command}`" in committed, command
+    assert committed == cli_reference(CLI_REFERENCE_INTRO), "run `envfleet cli-reference --out docs/cli.md`"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from servers import Environment, Registry
+from servers import Environment, Registry, StateCopy
 from servers.episodes import staging_folders
+from servers.spec import GoldCall, UserScenario
 from synthesizer.catalog import load_catalog
 from synthesizer.dependency_graph import build_graph
 from synthesizer.modeling import build_spec, design_domain
@@ -23,6 +26,7 @@ from synthesizer.pipeline import Job, plan_batch, publish_result, synthesize
 from synthesizer.procedural_tests import run_procedural_tests
 from synthesizer.publish import STALE_AFTER, TEMP_PREFIX, clean_stale, temp_folder
 from synthesizer.seeding import seed_rows
+from synthesizer.task_synthesis import _Draft, _Synthesizer, synthesize_tasks
 from synthesizer.topics import NoMatchingDomain, is_stateful, match_topic, mine_corpus, read_corpus
 from tests.conftest import ENVFLEET, REPO
 
@@ -95,6 +99,40 @@ def test_dependency_graph_edges(dental) -> None:
     assert "state:appointments" in graph.edges["cancel_appointment", "create_appointment"]["via"]
     assert not graph.has_edge("count_appointments_by_status", "create_patient")
     assert ("create_patient", "create_patient") not in graph.edges
+
+
+def open_state_copies() -> set[int]:
+    """Every state copy whose SQLite connection is still open, reachable or not (the caller holds the collector off)."""
+    found = set()
+    for thing in gc.get_objects():
+        if isinstance(thing, StateCopy):
+            try:
+                thing.conn.total_changes  # noqa: B018 -- raises on a closed connection
+            except sqlite3.ProgrammingError:
+                continue
+            found.add(id(thing))
+    return found
+
+
+def test_task_synthesis_closes_every_state_copy_it_opens_whatever_the_verdict(dental) -> None:
+    design, _, env = dental
+    user = UserScenario(persona="someone")
+    failing = _Draft("x", "x", "Hi.", "Do it.", user, [GoldCall(tool="get_patient", arguments={"patient_id": "PAT-9999"})])
+    idle = _Draft("x", "x", "Hi.", "Count them.", user, [GoldCall(tool="count_invoices_by_status", arguments={})])
+    gc.collect()
+    gc.disable()  # a leaked copy sits in a reference cycle (its connection calls back into it): the collector would hide it
+    try:
+        before = open_state_copies()
+        synth = _Synthesizer(env, design, build_graph(env), seed=1)
+        assert synth.finish(failing, "t-1", "train") is None and synth.finish(idle, "t-2", "train") is None
+        assert synth.stats.failures == {"gold_error": 1, "no_change": 1}
+        synth.state.close()
+        assert open_state_copies() == before
+        tasks, stats = synthesize_tasks(env, design, build_graph(env), count=4, seed=2)
+        assert tasks and stats.attempted > len(tasks)  # some drafts failed a gate on the way
+        assert open_state_copies() == before
+    finally:
+        gc.enable()
 
 
 def test_tasks_have_distractors_the_gold_chain_leaves_alone() -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from servers import Environment
+from servers.clients import GateTrial, GoldAgent, check_task_in_process
 from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, write_env, write_tasks
 
 
@@ -162,3 +166,33 @@ def test_reference_packs_have_enough_varied_tasks(env_id: str, request: pytest.F
     for task in tasks:
         for token in ("M-1", "C-0", "LOAN-", "FINE-", "PAT-", "APT-", "INV-", "SLOT-"):
             assert token not in task.instruction, (task.id, token)
+
+
+def test_in_process_gates_give_the_verdicts_of_the_gates_over_mcp(tmp_path: Path) -> None:
+    """One verdict (servers.clients.gates.judge) whether the runs went over MCP or in process; a gold call that
+    fails is a failing verdict in process too, not an exception."""
+    folder = write_env(tmp_path / "fleet" / "mini", copy.deepcopy(MINI_SPEC), copy.deepcopy(MINI_SEED))
+    write_tasks(folder, bad_tasks())
+    over_mcp = json.loads(envfleet("check", "--all", "--env-root", str(folder.parent), "--json").stdout)["results"]
+    env = Environment.load(folder)
+    in_process = [anyio.run(check_task_in_process, env, task) for task in env.tasks]
+    assert [r.passed for r in in_process] == [r["passed"] for r in over_mcp] == [True, False, False, True]
+    for verdict, served in zip(in_process, over_mcp, strict=True):
+        if verdict.task_id != "bad-gold":  # over MCP its scoring is refused (HTTP 422): the verdict has no gate fields
+            assert verdict.to_dict() == served
+    gold = in_process[1]
+    assert gold.failed_gates == ["gold"] and gold.gold_reward is not None and gold.gold_reward < 1
+    assert "place_order: Only 0 of B-2 in stock." in gold.problems[0]
+    assert in_process[2].failed_gates == ["noop", "initial"] and in_process[0].failed_gates == []
+
+
+def test_a_gate_trial_scores_a_task_no_environment_holds_and_closes_its_copies(mini_tasks: Environment) -> None:
+    task = mini_tasks.tasks[0]
+    with GateTrial.run(mini_tasks, mini_tasks.task_template(task.id), task.gold) as trial:
+        assert trial.first.first_error() is None and trial.deterministic
+        assert trial.gold_diff.tables == mini_tasks.gold_diff(task.id).tables
+        verdict = trial.judge(task, GoldAgent.final_message(task))
+    assert verdict.passed and verdict.to_dict() == anyio.run(check_task_in_process, mini_tasks, task).to_dict()
+    for state in (trial.first.state, trial.second.state, trial.noop):
+        with pytest.raises(sqlite3.ProgrammingError):
+            state.conn.execute("SELECT 1")

@@ -11,6 +11,7 @@ import pytest
 
 from servers import Environment, TaskPackError
 from servers.episodes import normalise_answer
+from servers.spec import Check, GoldCall, task_problems
 from tests.conftest import MINI_TASKS, write_tasks
 
 
@@ -51,6 +52,17 @@ def broken(change: dict[str, Any]) -> list[dict[str, Any]]:
 def test_malformed_tasks_are_rejected_with_line_and_field(mini_env_dir: Path, change: dict[str, Any], expected: str) -> None:
     issues = load_with(mini_env_dir, broken(change))
     assert any(expected in issue for issue in issues), issues
+
+
+def test_task_problems_checks_a_task_no_pack_holds(mini_tasks: Environment) -> None:
+    """The static checks a pack's loader runs, for one task on its own (the synthesizer checks model-written tasks so)."""
+    schemas = {name: tool.validator for name, tool in mini_tasks.executor.tools.items()}
+    good = mini_tasks.tasks[0]
+    assert task_problems(good, mini_tasks.spec, schemas) == []
+    bad = good.model_copy(update={"gold": [GoldCall(tool="restock", arguments={"sku": "B-2"})],
+                                  "checks": [Check(description="x", sql="SELECT 1 FROM nowhere")]})
+    assert task_problems(bad, mini_tasks.spec, schemas) == [
+        ("gold.0.arguments", '"delta" is a required property'), ("checks.0.sql", "unknown table 'nowhere'; tables are: items, orders")]
 
 
 def test_invalid_json_line_is_named(mini_env_dir: Path) -> None:
