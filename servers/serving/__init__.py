@@ -20,17 +20,17 @@ from .sdk import HostGuard, transport_security
 if TYPE_CHECKING:
     from .api_docs import DOCS_KWARGS, mount_offline_docs
     from .control_plane import EpisodeHost
-    from .gateway import Gateway, GatewaySettings, create_app, valid_path_id
+    from .gateway import Gateway, GatewaySettings, create_app
 
 __all__ = [
     "build_server", "CallRunner", "CallTarget", "error_details", "Gateway", "GatewaySettings", "EpisodeHost", "create_app",
-    "transport_security", "valid_path_id", "serve_stdio", "serve_http", "running_gateway", "CONTROL_TOKEN_ENV",
+    "transport_security", "serve_stdio", "serve_http", "running_gateway", "CONTROL_TOKEN_ENV",
     "DOCS_KWARGS", "mount_offline_docs", "HostGuard",
 ]
 
 _HTTP_SIDE = {
     "DOCS_KWARGS": "api_docs", "mount_offline_docs": "api_docs", "EpisodeHost": "control_plane", "Gateway": "gateway",
-    "GatewaySettings": "gateway", "create_app": "gateway", "valid_path_id": "gateway",
+    "GatewaySettings": "gateway", "create_app": "gateway",
 }
 
 

@@ -38,13 +38,10 @@ from ..episodes.pool import ID_RULE, EpisodePool, valid_id
 from ..errors import EnvFleetError, EpisodeNotFound, RegistryError, StateCapacityError, StateError, TaskPackError
 from .mcp import CallRunner
 
-__all__ = ["control_plane", "admin", "EpisodeHost", "EPISODE_ID_HEADER", "MAX_BODY_BYTES", "valid_episode_id",
-           "GuardedRoute", "SafeJSONResponse"]
+__all__ = ["control_plane", "admin", "EpisodeHost", "EPISODE_ID_HEADER", "MAX_BODY_BYTES", "GuardedRoute", "SafeJSONResponse"]
 
 
-EPISODE_ID_RULE = ID_RULE
-valid_episode_id = valid_id
-"""Episode ids follow the state keys' rule (:func:`servers.episodes.pool.valid_id`): each is one segment of an MCP URL."""
+# Episode ids follow the state keys' rule (servers.episodes.pool.valid_id): each is one segment of an MCP URL.
 EPISODE_ID_HEADER = "x-episode-id"
 """A proxy that routes by episode id (the scale-out nginx) names new episodes with this header."""
 MAX_BODY_BYTES = 64 * 1024
@@ -156,14 +153,14 @@ class EpisodeCreate(BaseModel):
     task_id: str | None = Field(None, max_length=256, description="A task of the environment; without one the episode "
                                 "starts from the seed state and cannot be scored.", examples=["lib-001"])
     episode_id: str | None = Field(None, max_length=128, description=f"Choose the episode's id "
-                                   f"({EPISODE_ID_RULE}; default: a random one). An id in use is refused with 409.",
+                                   f"({ID_RULE}; default: a random one). An id in use is refused with 409.",
                                    examples=["run7-lib-001-trial0"])
 
     @field_validator("episode_id")
     @classmethod
     def _episode_id(cls, value: str | None) -> str | None:
-        if value is not None and not valid_episode_id(value):
-            raise ValueError(f"episode ids are {EPISODE_ID_RULE}")
+        if value is not None and not valid_id(value):
+            raise ValueError(f"episode ids are {ID_RULE}")
         return value
 
 
@@ -251,8 +248,8 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
                        route_class=GuardedRoute, default_response_class=SafeJSONResponse)
 
     def find(episode_id: str) -> Episode:
-        if not valid_episode_id(episode_id):
-            raise _error(404, f"no live episode {_show(episode_id)}: episode ids are {EPISODE_ID_RULE}")
+        if not valid_id(episode_id):
+            raise _error(404, f"no live episode {_show(episode_id)}: episode ids are {ID_RULE}")
         try:
             return gateway.episodes.find(episode_id)
         except EpisodeNotFound as e:
@@ -286,8 +283,8 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
         if body.task_id is not None and body.task_id not in {t.id for t in env.tasks}:
             raise _error(404, f"environment {env.id!r} has no task {_show(body.task_id)}")
         header = request.headers.get(EPISODE_ID_HEADER)
-        if header and not valid_episode_id(header):
-            raise _error(400, f"header {EPISODE_ID_HEADER} {_show(header)} is not an episode id: episode ids are {EPISODE_ID_RULE}")
+        if header and not valid_id(header):
+            raise _error(400, f"header {EPISODE_ID_HEADER} {_show(header)} is not an episode id: episode ids are {ID_RULE}")
         if header and body.episode_id and header != body.episode_id:
             raise _error(400, f"episode_id {body.episode_id!r} and the {EPISODE_ID_HEADER} header {header!r} disagree; send one "
                          "(behind a routing proxy: the header)")

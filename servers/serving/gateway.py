@@ -49,14 +49,11 @@ from .control_plane import admin, control_plane
 from .mcp import DEFAULT_CALL_THREADS, SESSION_HEADER, CallRunner, HttpRouter, McpServer, build_server, session_state_key
 from .sdk import HostGuard, SessionManager, open_sessions, session_manager, transport_security
 
-__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "PATH_ID_RULE",
-           "transport_security", "valid_path_id"]
+__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app",
+           "transport_security"]
 
 logger = logging.getLogger(__name__)
 
-PATH_ID_RULE = ID_RULE
-valid_path_id = valid_id
-"""The one rule for state keys and episode ids (:func:`servers.episodes.pool.valid_id`), under its older name."""
 
 
 @dataclass

@@ -233,14 +233,6 @@ async def test_path_like_episode_ids_are_refused_naming_the_field(mini_fleet: Se
                 assert not (await client.call_tool("get_item", {"sku": "A-1"})).is_error
 
 
-def test_state_keys_and_episode_ids_follow_one_rule() -> None:
-    from servers.episodes import pool
-    from servers.serving import control_plane, gateway
-
-    assert control_plane.valid_episode_id is gateway.valid_path_id is pool.valid_id
-    assert control_plane.EPISODE_ID_RULE == gateway.PATH_ID_RULE == pool.ID_RULE
-
-
 async def test_bodies_over_the_cap_are_refused_unread_with_413(mini_fleet: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=mini_fleet.base, timeout=60) as http:
         big = b'{"env_id": "mini", "task_id": "' + b"a" * (50 << 20) + b'"}'

@@ -522,10 +522,10 @@ async def test_dot_state_keys_are_refused(hostile_fleet: ServerProcess, state_ke
 
 
 def test_path_ids() -> None:
-    from servers.serving import valid_path_id
+    from servers.episodes import valid_id
 
-    assert all(valid_path_id(v) for v in ("a", "run.1", ".hidden", "a..b", "x" * 128, "A-Z_a~z.0-9"))
-    assert not any(valid_path_id(v) for v in (".", "..", "...", "", "a/b", "a b", "x" * 129, "é", "a\x00"))
+    assert all(valid_id(v) for v in ("a", "run.1", ".hidden", "a..b", "x" * 128, "A-Z_a~z.0-9"))
+    assert not any(valid_id(v) for v in (".", "..", "...", "", "a/b", "a b", "x" * 129, "é", "a\x00"))
 
 
 @pytest.mark.anyio
