@@ -31,27 +31,27 @@ out = Console()
 def run(
     env: Annotated[str, typer.Option("--env", help="Environment id.")],
     agent: Annotated[str, typer.Option(help="gold, noop, random, or openai:MODEL (any OpenAI-compatible endpoint).")] = "gold",
-    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task ids (default: all).")] = None,  # noqa: UP045
-    split: Annotated[Optional[str], typer.Option(help="Only tasks of this split: train or test.")] = None,  # noqa: UP045
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task ids (default: all).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only tasks of this split: train or test.")] = None,
     mode: Annotated[str, typer.Option(help="non-conv (the instruction is the first message) or conv (a simulated user).")] = "non-conv",
     user: Annotated[str, typer.Option(help="conv mode: scripted (offline, deterministic) or openai:MODEL.")] = "scripted",
-    base_url: Annotated[Optional[str], typer.Option(help="The agent model's endpoint (or OPENAI_BASE_URL).")] = None,  # noqa: UP045
-    user_base_url: Annotated[Optional[str], typer.Option(help="The user model's endpoint (default: --base-url).")] = None,  # noqa: UP045
+    base_url: Annotated[Optional[str], typer.Option(help="The agent model's endpoint (or OPENAI_BASE_URL).")] = None,
+    user_base_url: Annotated[Optional[str], typer.Option(help="The user model's endpoint (default: --base-url).")] = None,
     trials: Annotated[int, typer.Option(min=1, help="Runs per task (for pass^k).")] = 1,
     concurrency: Annotated[int, typer.Option(min=1, help="Episodes at once.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of trial 0 (trial i uses seed + i), for the models and the random agent.")] = 0,
     temperature: Annotated[float, typer.Option(help="Sampling temperature of the models.")] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Tool calls per episode before it is stopped.")] = 30,
     max_turns: Annotated[int, typer.Option(help="conv mode: user turns before it is stopped.")] = 20,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Token limit per completion.")] = None,  # noqa: UP045
+    max_tokens: Annotated[Optional[int], typer.Option(help="Token limit per completion.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per model request.")] = 120.0,
     episode_timeout: Annotated[float, typer.Option(help="Seconds per episode.")] = 600.0,
     infra_retries: Annotated[int, typer.Option(min=0, help="Reruns, on a fresh episode, of a trial that failed for "
                                                           "infrastructure reasons.")] = 1,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="A run folder (resumable), or a .jsonl file.")] = None,  # noqa: UP045
-    url: Annotated[Optional[str], typer.Option(help="A running gateway (default: start one here).")] = None,  # noqa: UP045
-    registry: Annotated[Optional[Path], typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use.")] = None,  # noqa: UP045
-    env_root: Annotated[Optional[Path], typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environments.")] = None,  # noqa: UP045
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="A run folder (resumable), or a .jsonl file.")] = None,
+    url: Annotated[Optional[str], typer.Option(help="A running gateway (default: start one here).")] = None,
+    registry: Annotated[Optional[Path], typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use.")] = None,
+    env_root: Annotated[Optional[Path], typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environments.")] = None,
 ) -> None:
     """Run an agent on an environment's tasks through MCP; one trajectory per line (JSONL)."""
     if mode not in ("non-conv", "conv"):
@@ -143,7 +143,7 @@ def export(
     format_: Annotated[str, typer.Option("--format", help="sft: OpenAI chat messages + tools, one example a line.")] = "sft",
     only_success: Annotated[bool, typer.Option("--only-success", help="Only trajectories that succeeded.")] = False,
     min_steps: Annotated[int, typer.Option(help="Fewest tool calls a trajectory may have.")] = 0,
-    max_steps: Annotated[Optional[int], typer.Option(help="Most tool calls a trajectory may have.")] = None,  # noqa: UP045
+    max_steps: Annotated[Optional[int], typer.Option(help="Most tool calls a trajectory may have.")] = None,
 ) -> None:
     """Training examples (JSONL on stdout) from a run; what is filtered out is counted on stderr."""
     if format_ != "sft":

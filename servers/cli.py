@@ -43,11 +43,11 @@ PACKAGED = "servers/envs, the packaged environments"
 CHECKOUT = "registry.json of the source checkout"
 """How --help shows the default paths: the same wherever the package is installed."""
 RegistryOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - typer reads the annotation
+    Optional[Path],  # typer reads Optional[...], not X | None
     typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use."),
 ]
 EnvRootOpt = Annotated[
-    Optional[Path],  # noqa: UP045
+    Optional[Path],
     typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environment folders (scanned; no registry file needed)."),
 ]
 
@@ -95,7 +95,7 @@ def list_envs(
 
 @app.command()
 def serve(
-    env: Annotated[Optional[str], typer.Argument(help="Environment id from the registry, or an environment folder.")] = None,  # noqa: UP045
+    env: Annotated[Optional[str], typer.Argument(help="Environment id from the registry, or an environment folder.")] = None,
     all_envs: Annotated[bool, typer.Option("--all", help="Serve every environment of the registry over HTTP.")] = False,
     transport: Annotated[str, typer.Option(help="stdio or http (--all implies http).")] = "stdio",
     host: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
@@ -103,11 +103,11 @@ def serve(
     registry: RegistryOpt = None,
     env_root: EnvRootOpt = None,
     allowed_host: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        Optional[list[str]],
         typer.Option("--allowed-host", envvar="ENVFLEET_ALLOWED_HOSTS",
                      help="Host header to accept besides localhost (e.g. 'fleet:*'); '*' disables the check."),
     ] = None,
-    task: Annotated[Optional[str], typer.Option(help="stdio: start from this task's initial state (its instruction is offered as a prompt).")] = None,  # noqa: UP045
+    task: Annotated[Optional[str], typer.Option(help="stdio: start from this task's initial state (its instruction is offered as a prompt).")] = None,
     state_ttl: Annotated[float, typer.Option(help="Seconds an idle state copy is kept.")] = 1800.0,
     max_states: Annotated[int, typer.Option(help="Most live state copies; more are refused.")] = 4096,
     episode_ttl: Annotated[float, typer.Option(help="Seconds an idle episode is kept.")] = 1800.0,
@@ -132,10 +132,10 @@ def serve(
                                                        "after --state-ttl.")] = 300.0,
     max_episodes_per_client: Annotated[int, typer.Option(min=0, envvar="ENVFLEET_MAX_EPISODES_PER_CLIENT",
                                                          help="Most live episodes one client address may start; 0: no cap.")] = 0,
-    call_threads: Annotated[Optional[int], typer.Option(min=1, envvar="ENVFLEET_CALL_THREADS",  # noqa: UP045
+    call_threads: Annotated[Optional[int], typer.Option(min=1, envvar="ENVFLEET_CALL_THREADS",
                                                         help="Worker threads running tool calls at once across the gateway "
                                                              "(default: the gateway's; /healthz shows it).")] = None,
-    forwarded_allow_ips: Annotated[Optional[str], typer.Option(envvar="FORWARDED_ALLOW_IPS",  # noqa: UP045
+    forwarded_allow_ips: Annotated[Optional[str], typer.Option(envvar="FORWARDED_ALLOW_IPS",
                                                                help="Proxies (comma-separated addresses or networks) whose "
                                                                     "X-Forwarded-For names the client; default: none is trusted.")] = None,
 ) -> None:
@@ -236,9 +236,9 @@ def validate(
 @app.command("mcp-config")
 def mcp_config(
     env: Annotated[str, typer.Argument(help="Environment id.")],
-    url: Annotated[Optional[str], typer.Option(help="Base URL of a running `envfleet serve --all` (gives an HTTP entry).")] = None,  # noqa: UP045
-    state_key: Annotated[Optional[str], typer.Option(help="State key for the HTTP entry (private writable state).")] = None,  # noqa: UP045
-    command: Annotated[Optional[str], typer.Option(help="Command MCP clients should launch (default: this envfleet).")] = None,  # noqa: UP045
+    url: Annotated[Optional[str], typer.Option(help="Base URL of a running `envfleet serve --all` (gives an HTTP entry).")] = None,
+    state_key: Annotated[Optional[str], typer.Option(help="State key for the HTTP entry (private writable state).")] = None,
+    command: Annotated[Optional[str], typer.Option(help="Command MCP clients should launch (default: this envfleet).")] = None,
     registry: RegistryOpt = None,
     env_root: EnvRootOpt = None,
 ) -> None:
@@ -300,7 +300,7 @@ def registry_init(
 def registry_check(
     registry: Annotated[Path, typer.Option(help="registry.json to check.", show_default=CHECKOUT)] = DEFAULT_REGISTRY,
     env_root: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option("--env-root", help="The env root it lists (default: the folder its environments are in)."),
     ] = None,
     fix: Annotated[bool, typer.Option("--fix", help="Remove leftover staging folders and rebuild a stale registry.")] = False,
@@ -423,12 +423,12 @@ def _check_document(results: list[Any]) -> dict[str, Any]:
 
 @app.command()
 def check(
-    envs: Annotated[Optional[list[str]], typer.Argument(help="Environment ids (default with --all: every one).")] = None,  # noqa: UP045
+    envs: Annotated[Optional[list[str]], typer.Argument(help="Environment ids (default with --all: every one).")] = None,
     all_envs: Annotated[bool, typer.Option("--all", help="Check every environment of the registry.")] = False,
-    url: Annotated[Optional[str], typer.Option(help="A running gateway to check against (default: start one here).")] = None,  # noqa: UP045
+    url: Annotated[Optional[str], typer.Option(help="A running gateway to check against (default: start one here).")] = None,
     concurrency: Annotated[int, typer.Option(help="Tasks checked at once, per job.")] = 8,
     jobs: Annotated[
-        Optional[int],  # noqa: UP045
+        Optional[int],
         typer.Option("--jobs", "-j", min=1, help="Worker processes, each loading its environments and running its own gateway "
                                                  "(default: the number of CPUs; 1 checks in this process)."),
     ] = None,
@@ -509,7 +509,7 @@ Every `envfleet` command and subcommand, including the plugin commands the synth
 
 @app.command("cli-reference", hidden=True)
 def write_cli_reference(
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the reference here (default: stdout).")] = None,  # noqa: UP045
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the reference here (default: stdout).")] = None,
 ) -> None:
     """Write docs/cli.md: the --help of every command and subcommand, plugins included."""
     text = cli_reference(CLI_REFERENCE_INTRO)

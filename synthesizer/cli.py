@@ -39,29 +39,29 @@ CHECKOUT = "registry.json of the source checkout"
 @app.callback()
 def synth(
     ctx: typer.Context,
-    topic: Annotated[Optional[list[str]], typer.Option(help="A topic (repeatable): a domain id or words like 'dental clinic'.")] = None,  # noqa: UP045
-    count: Annotated[Optional[int], typer.Option(help="How many environments, spread over the catalog's sectors.")] = None,  # noqa: UP045
-    from_corpus: Annotated[Optional[Path], typer.Option(help="JSONL of user requests to mine topics from.")] = None,  # noqa: UP045
+    topic: Annotated[Optional[list[str]], typer.Option(help="A topic (repeatable): a domain id or words like 'dental clinic'.")] = None,
+    count: Annotated[Optional[int], typer.Option(help="How many environments, spread over the catalog's sectors.")] = None,
+    from_corpus: Annotated[Optional[Path], typer.Option(help="JSONL of user requests to mine topics from.")] = None,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives byte-identical environments.")] = 1,
     variant: Annotated[int, typer.Option(help="Variant of a --topic domain (0 is the canonical one).")] = 0,
     tasks_per_env: Annotated[int, typer.Option(help="Tasks to synthesize per environment.")] = 20,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core; LLM: its concurrency).")] = None,  # noqa: UP045
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: one per core; LLM: its concurrency).")] = None,
     env_root: Annotated[Path, typer.Option(envvar="ENVFLEET_ENV_ROOT", help="Where environment folders are published.",
                                                      show_default=PACKAGED)] = PACKAGED_ENV_ROOT,
     registry: Annotated[Path, typer.Option(envvar="ENVFLEET_REGISTRY", help="The registry.json to update.",
                                                      show_default=CHECKOUT)] = DEFAULT_REGISTRY,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Publish nothing; keep every stage's output under --out.")] = False,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for --dry-run output.")] = None,  # noqa: UP045
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for --dry-run output.")] = None,
     backend: Annotated[str, typer.Option(help="procedural (offline, the default) or llm (an OpenAI-compatible model).")] = "procedural",
-    llm_config: Annotated[Optional[Path], typer.Option(help="TOML file with an \\[llm] section (or ENVFLEET_LLM_CONFIG).")] = None,  # noqa: UP045
-    model: Annotated[Optional[str], typer.Option(help="Model for every LLM stage (or ENVFLEET_MODEL).")] = None,  # noqa: UP045
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint (or OPENAI_BASE_URL).")] = None,  # noqa: UP045
+    llm_config: Annotated[Optional[Path], typer.Option(help="TOML file with an \\[llm] section (or ENVFLEET_LLM_CONFIG).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model for every LLM stage (or ENVFLEET_MODEL).")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint (or OPENAI_BASE_URL).")] = None,
     paraphrase: Annotated[bool, typer.Option("--paraphrase", help="LLM: a procedural environment, with instructions worded by the model.")] = False,
     review: Annotated[bool, typer.Option("--review", help="LLM: a model reviews recorded tool calls, as an extra gate.")] = False,
-    stages: Annotated[Optional[str], typer.Option(help="LLM: comma-separated stages (judge, domain, seed, tools, paraphrase, review).")] = None,  # noqa: UP045
+    stages: Annotated[Optional[str], typer.Option(help="LLM: comma-separated stages (judge, domain, seed, tools, paraphrase, review).")] = None,
     replay: Annotated[bool, typer.Option("--replay", help="LLM: answer only from the response cache; never call the endpoint.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="LLM: the response cache folder (or ENVFLEET_LLM_CACHE).")] = None,  # noqa: UP045
-    max_envs: Annotated[Optional[int], typer.Option(help="At most this many environments from --from-corpus.")] = None,  # noqa: UP045
+    cache_dir: Annotated[Optional[Path], typer.Option(help="LLM: the response cache folder (or ENVFLEET_LLM_CACHE).")] = None,
+    max_envs: Annotated[Optional[int], typer.Option(help="At most this many environments from --from-corpus.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace environments published already under the same id "
                                           "(default: refuse, and write nothing).")] = False,
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="Exit 0 when some (not all) environments are "
@@ -191,7 +191,7 @@ def _print_mining(report: dict) -> None:
 
 @app.command()
 def topics(
-    corpus: Annotated[Optional[Path], typer.Option(help="Mine this JSONL corpus instead of listing the catalog.")] = None,  # noqa: UP045
+    corpus: Annotated[Optional[Path], typer.Option(help="Mine this JSONL corpus instead of listing the catalog.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List the catalog's domains, or mine a corpus of user requests for topics."""

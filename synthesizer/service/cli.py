@@ -22,17 +22,17 @@ LOCAL = ("127.0.0.1", "localhost", "::1")
 def serve(
     host: Annotated[str, typer.Option(help="Bind address; a public one needs a token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    env_root: Annotated[Optional[Path], typer.Option(help="Where environments are published (or ENVFLEET_ENV_ROOT).")] = None,  # noqa: UP045
-    registry: Annotated[Optional[Path], typer.Option(help="The registry.json to keep (or ENVFLEET_REGISTRY).")] = None,  # noqa: UP045
-    jobs_db: Annotated[Optional[Path], typer.Option(help="SQLite file for jobs (default: beside the registry).")] = None,  # noqa: UP045
-    token_file: Annotated[Optional[Path], typer.Option(help=f"A file holding the bearer token (or {TOKEN_ENV}).")] = None,  # noqa: UP045
+    env_root: Annotated[Optional[Path], typer.Option(help="Where environments are published (or ENVFLEET_ENV_ROOT).")] = None,
+    registry: Annotated[Optional[Path], typer.Option(help="The registry.json to keep (or ENVFLEET_REGISTRY).")] = None,
+    jobs_db: Annotated[Optional[Path], typer.Option(help="SQLite file for jobs (default: beside the registry).")] = None,
+    token_file: Annotated[Optional[Path], typer.Option(help=f"A file holding the bearer token (or {TOKEN_ENV}).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
     max_queued: Annotated[int, typer.Option(min=1, help="Jobs that may wait; beyond, POSTs get 429.")] = 16,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body, in MB.")] = 8.0,
-    fleet_url: Annotated[Optional[str], typer.Option(help="A fleet gateway to tell to reload after publishing (or ENVFLEET_FLEET_URL).")] = None,  # noqa: UP045
-    llm_config: Annotated[Optional[Path], typer.Option(help="TOML for the llm backend (or ENVFLEET_LLM_CONFIG).")] = None,  # noqa: UP045
+    fleet_url: Annotated[Optional[str], typer.Option(help="A fleet gateway to tell to reload after publishing (or ENVFLEET_FLEET_URL).")] = None,
+    llm_config: Annotated[Optional[Path], typer.Option(help="TOML for the llm backend (or ENVFLEET_LLM_CONFIG).")] = None,
     allowed_host: Annotated[Optional[list[str]], typer.Option(help="Host header to accept besides localhost, as for the gateway: 'synth' (any port), "
-                                                             "'synth:8000', 'synth:*'; '*' turns the Host/Origin check off.")] = None,  # noqa: UP045
+                                                             "'synth:8000', 'synth:*'; '*' turns the Host/Origin check off.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the synthesizer's REST API (jobs, environments, registry) with uvicorn."""
