@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from servers.serving import serving_in_thread
 
 ROLES = {  # recognised from the system prompt: the harness's agent and simulated user
     "agent": re.compile(r"^You are a customer-service agent"),
@@ -117,19 +117,9 @@ class OpenAIStub:
     @contextmanager
     def running(self) -> Iterator[OpenAIStub]:
         app = Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the OpenAI stub did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
-        try:
+        with serving_in_thread(app, lifespan="off") as base:
+            self.url = f"{base}/v1"
             yield self
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
 
 
 def fenced(value: Any, before: str = "Here is the JSON you asked for:", after: str = "Let me know if you need changes.") -> str:

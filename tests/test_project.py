@@ -40,7 +40,7 @@ _PUBLIC_API = {
     ],
     "servers.serving": [
         "build_server", "CallRunner", "CallTarget", "error_details", "Gateway", "GatewaySettings", "EpisodeHost", "create_app",
-        "transport_security", "serve_stdio", "serve_http", "running_gateway", "CONTROL_TOKEN_ENV",
+        "transport_security", "serve_stdio", "serve_http", "running_gateway", "serving_in_thread", "CONTROL_TOKEN_ENV",
         "DOCS_KWARGS", "mount_offline_docs", "HostGuard",
     ],
     "servers.clients": [

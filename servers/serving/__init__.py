@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .mcp import CallRunner, CallTarget, build_server, error_details
-from .runners import CONTROL_TOKEN_ENV, running_gateway, serve_http, serve_stdio
+from .runners import CONTROL_TOKEN_ENV, running_gateway, serve_http, serve_stdio, serving_in_thread
 from .sdk import HostGuard, transport_security
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_server", "CallRunner", "CallTarget", "error_details", "Gateway", "GatewaySettings", "EpisodeHost", "create_app",
-    "transport_security", "serve_stdio", "serve_http", "running_gateway", "CONTROL_TOKEN_ENV",
+    "transport_security", "serve_stdio", "serve_http", "running_gateway", "serving_in_thread", "CONTROL_TOKEN_ENV",
     "DOCS_KWARGS", "mount_offline_docs", "HostGuard",
 ]
 

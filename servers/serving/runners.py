@@ -19,7 +19,7 @@ from ..episodes.registry import Registry
 from .mcp import DEFAULT_CALL_THREADS, EpisodeRouter, build_server
 from .sdk import run_stdio
 
-__all__ = ["serve_stdio", "serve_http", "running_gateway", "LocalGateway", "CONTROL_TOKEN_ENV"]
+__all__ = ["serve_stdio", "serve_http", "running_gateway", "serving_in_thread", "LocalGateway", "CONTROL_TOKEN_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,24 +85,30 @@ class LocalGateway:
 
 
 @contextlib.contextmanager
-def running_gateway(registry: Registry, *, log_level: str = "warning") -> Iterator[LocalGateway]:
-    """A gateway on a free 127.0.0.1 port, in a background thread, for as long as the block runs,
-    with a control plane guarded by a fresh token. Used by ``envfleet check`` and ``envfleet run``."""
+def serving_in_thread(app: Any, *, log_level: str = "warning", lifespan: str = "on", **config: Any) -> Iterator[str]:
+    """``app`` under uvicorn on a free 127.0.0.1 port, in a background thread, for as long as the block
+    runs; yields its base URL. Extra ``config`` goes to ``uvicorn.Config``."""
     import uvicorn
 
-    token = secrets.token_urlsafe(24)
-    app = _app(registry, None, 1800.0, 100_000, max_episodes=100_000, control_token=token)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="on", proxy_headers=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="envfleet-gateway", daemon=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan=lifespan, **config))
+    thread = threading.Thread(target=server.run, name="envfleet-uvicorn", daemon=True)
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise RuntimeError("the local gateway did not start")
+            raise RuntimeError("uvicorn did not start")
         threading.Event().wait(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield LocalGateway(f"http://127.0.0.1:{port}", token)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextlib.contextmanager
+def running_gateway(registry: Registry, *, log_level: str = "warning") -> Iterator[LocalGateway]:
+    """A gateway on a free 127.0.0.1 port, in a background thread, for as long as the block runs,
+    with a control plane guarded by a fresh token. Used by ``envfleet check`` and ``envfleet run``."""
+    token = secrets.token_urlsafe(24)
+    app = _app(registry, None, 1800.0, 100_000, max_episodes=100_000, control_token=token)
+    with serving_in_thread(app, log_level=log_level, proxy_headers=False) as url:
+        yield LocalGateway(url, token)

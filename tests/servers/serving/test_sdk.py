@@ -4,21 +4,17 @@ on 127.0.0.1 and a real ``envfleet serve`` process."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 
 from servers import Registry
 from servers.clients import GatewayClient
 from servers.clients.mcp_client import connect_http, connect_stdio, mcp_http_client
-from servers.serving import HostGuard, create_app
+from servers.serving import HostGuard, create_app, serving_in_thread
 from servers.serving.sdk import open_sessions
 from tests.conftest import ENVFLEET
 
@@ -28,21 +24,7 @@ HANDSHAKE = "2025-11-25"
 JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-@contextlib.contextmanager
-def served(app: Any) -> Iterator[str]:
-    """``app`` under uvicorn on a free 127.0.0.1 port, in a thread, for as long as the block runs; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        threading.Event().wait(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+served = serving_in_thread
 
 
 async def test_open_sessions_holds_the_ids_issued_and_not_yet_ended(mini_env_dir: Path) -> None:
