@@ -33,7 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
 from ..episodes.environment import Environment
-from ..episodes.episode import Episode, TrajectoryLimits, clip
+from ..episodes.episode import Episode, TrajectoryLimits, TrajectoryStep, clip
 from ..episodes.pool import ID_RULE, EpisodePool, valid_id
 from ..errors import EnvFleetError, EpisodeNotFound, RegistryError, StateCapacityError, StateError, TaskPackError
 from .mcp import CallRunner
@@ -175,16 +175,6 @@ class EpisodeCreated(BaseModel):
     tools: list[str]
 
 
-class TrajectoryStepOut(BaseModel):
-    index: int
-    tool: str
-    arguments: Any
-    result: dict[str, Any]
-    text: str
-    is_error: bool
-    duration_ms: float
-
-
 class EpisodeInfo(BaseModel):
     episode_id: str
     env_id: str
@@ -196,7 +186,7 @@ class EpisodeInfo(BaseModel):
     resets: int
     created_at: float
     state_hash: str
-    trajectory: list[TrajectoryStepOut] = []
+    trajectory: list[TrajectoryStep] = []
 
 
 class Evaluate(BaseModel):
@@ -257,7 +247,7 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
 
     def info(episode: Episode, with_trajectory: bool) -> EpisodeInfo:
         return EpisodeInfo(**episode.summary(), policy=episode.env.spec.policy,
-                           trajectory=[TrajectoryStepOut(**s.to_dict()) for s in episode.trajectory] if with_trajectory else [])
+                           trajectory=list(episode.trajectory) if with_trajectory else [])
 
     async def in_turn(episode: Episode, function: Callable[..., R], *args: Any) -> R | None:
         """``function(*args)`` in a worker thread, in ``episode``'s turn (after any call running on it);
