@@ -21,8 +21,14 @@ def main(seed_path: str, port: int) -> None:
     columns = list(members[0])
     db = sqlite3.connect(":memory:", check_same_thread=False)
     db.execute(f"CREATE TABLE members ({', '.join(columns)}, PRIMARY KEY (member_id))")
-    db.executemany(f"INSERT INTO members VALUES ({', '.join('?' * len(columns))})", [tuple(m[c] for c in columns) for m in members])
-    schema = {"type": "object", "properties": {"member_id": {"type": "string", "description": "Card number."}}, "required": ["member_id"]}
+    db.executemany(
+        f"INSERT INTO members VALUES ({', '.join('?' * len(columns))})", [tuple(m[c] for c in columns) for m in members]
+    )
+    schema = {
+        "type": "object",
+        "properties": {"member_id": {"type": "string", "description": "Card number."}},
+        "required": ["member_id"],
+    }
     tools = types.ListToolsResult(tools=[types.Tool(name="get_member", description="A member.", input_schema=schema)])
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
@@ -34,8 +40,9 @@ def main(seed_path: str, port: int) -> None:
         data = dict(zip([d[0] for d in cursor.description], row, strict=True)) if row else {}
         return types.CallToolResult(content=[types.TextContent(text=json.dumps(data))], structured_content=data)
 
-    server = Server("bare", version="1", on_list_tools=list_tools, on_call_tool=call_tool,
-                    get_tool_input_schema=lambda name: schema)
+    server = Server(
+        "bare", version="1", on_list_tools=list_tools, on_call_tool=call_tool, get_tool_input_schema=lambda name: schema
+    )
     app = server.streamable_http_app(json_response=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

@@ -47,19 +47,45 @@ def rss_of(pid: int) -> int:
 def big_env(folder: Path, rows: int = 2000) -> Path:
     """An environment whose state is about 1 MB: 2,000 records of ~450 bytes."""
     spec = {
-        "id": "big", "name": "Big state", "version": "1.0.0", "description": "About 1 MB of rows.", "domain": "benchmark",
-        "clock": "2026-01-01T00:00:00Z", "policy": "None.",
-        "tables": [{"name": "records", "columns": [
-            {"name": "record_id", "type": "text", "primary_key": True},
-            {"name": "body", "type": "text", "nullable": False},
-            {"name": "n", "type": "integer", "nullable": False}]}],
-        "tools": [{"name": "get_record", "description": "A record.", "kind": "read",
-                   "parameters": {"type": "object", "properties": {"record_id": {"type": "string", "description": "Id."}},
-                                  "required": ["record_id"]},
-                   "steps": [{"kind": "return", "shape": "row", "sql": "SELECT * FROM records WHERE record_id = :record_id"}]}],
+        "id": "big",
+        "name": "Big state",
+        "version": "1.0.0",
+        "description": "About 1 MB of rows.",
+        "domain": "benchmark",
+        "clock": "2026-01-01T00:00:00Z",
+        "policy": "None.",
+        "tables": [
+            {
+                "name": "records",
+                "columns": [
+                    {"name": "record_id", "type": "text", "primary_key": True},
+                    {"name": "body", "type": "text", "nullable": False},
+                    {"name": "n", "type": "integer", "nullable": False},
+                ],
+            }
+        ],
+        "tools": [
+            {
+                "name": "get_record",
+                "description": "A record.",
+                "kind": "read",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"record_id": {"type": "string", "description": "Id."}},
+                    "required": ["record_id"],
+                },
+                "steps": [
+                    {"kind": "return", "shape": "row", "sql": "SELECT * FROM records WHERE record_id = :record_id"}
+                ],
+            }
+        ],
     }
-    seed = {"records": [{"record_id": f"R-{i:05d}", "body": ("lorem ipsum dolor sit amet " * 16)[: 420 + i % 40], "n": i}
-                        for i in range(rows)]}
+    seed = {
+        "records": [
+            {"record_id": f"R-{i:05d}", "body": ("lorem ipsum dolor sit amet " * 16)[: 420 + i % 40], "n": i}
+            for i in range(rows)
+        ]
+    }
     target = folder / "big"
     target.mkdir(parents=True)
     (target / "env.json").write_text(json.dumps(spec))
@@ -87,12 +113,16 @@ def ours_create(env: Environment, count: int) -> list[float]:
 def ours_rss(count: int) -> float:
     """RSS per live library episode, measured in a fresh process so freed memory is not reused."""
     code = (
-        "import gc, sys; sys.path.insert(0, sys.argv[1]); from bench.episodes import rss_self; from servers import Environment; "
-        "env = Environment.load(sys.argv[1] + '/servers/envs/library'); env.episode().close(); gc.collect(); before = rss_self(); "
+        "import gc, sys; sys.path.insert(0, sys.argv[1]); from bench.episodes import rss_self; from servers import "
+        "Environment; "
+        "env = Environment.load(sys.argv[1] + '/servers/envs/library'); env.episode().close(); gc.collect(); before "
+        "= rss_self(); "
         "episodes = [env.episode() for _ in range(int(sys.argv[2]))]; gc.collect(); "
         "print((rss_self() - before) / len(episodes))"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(REPO), str(count)], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(REPO), str(count)], capture_output=True, text=True, check=True
+    )
     return float(result.stdout.strip())
 
 
@@ -108,9 +138,11 @@ import mcp_types as types
 from mcp.server import Server
 db = sqlite3.connect(sys.argv[1], check_same_thread=False)
 async def list_tools(ctx, params):
-    return types.ListToolsResult(tools=[types.Tool(name="get_record", description="A record.", input_schema={"type": "object"})])
+    return types.ListToolsResult(tools=[types.Tool(name="get_record", \
+description="A record.", input_schema={"type": "object"})])
 async def call_tool(ctx, params):
-    row = db.execute("SELECT * FROM records WHERE record_id = ?", ((params.arguments or {}).get("record_id"),)).fetchone()
+    row = db.execute("SELECT * FROM records WHERE record_id = ?", \
+((params.arguments or {}).get("record_id"),)).fetchone()
     return types.CallToolResult(content=[types.TextContent(text=json.dumps(row))])
 app = Server("baseline", on_list_tools=list_tools, on_call_tool=call_tool).streamable_http_app(json_response=True)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
@@ -128,8 +160,11 @@ def baseline(db_file: Path, count: int, workdir: Path) -> tuple[list[float], flo
             copy = workdir / f"episode-{index}.sqlite"
             shutil.copyfile(db_file, copy)
             port = free_port()
-            proc = subprocess.Popen([sys.executable, str(script), str(copy), str(port)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [sys.executable, str(script), str(copy), str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             procs.append(proc)
             while True:
                 try:
@@ -167,17 +202,24 @@ def main() -> None:
         base_times, base_rss = baseline(db_file, args.baseline, tmpdir)
         print(f"episode creation, {state_bytes / 1e6:.2f} MB initial state:")
         print(f"  {'':28} {'p50 ms':>9} {'p95 ms':>9}")
-        print(f"  {'envfleet (in-process copy)':28} {percentile(ours, .5):9.3f} {percentile(ours, .95):9.3f}")
-        print(f"  {'baseline (file + process)':28} {percentile(base_times, .5):9.1f} {percentile(base_times, .95):9.1f}")
-        print(f"  ratio baseline/envfleet (p50): {percentile(base_times, .5) / percentile(ours, .5):,.0f}x   target: p50 <= 2 ms")
+        print(f"  {'envfleet (in-process copy)':28} {percentile(ours, 0.5):9.3f} {percentile(ours, 0.95):9.3f}")
+        print(
+            f"  {'baseline (file + process)':28} {percentile(base_times, 0.5):9.1f} {percentile(base_times, 0.95):9.1f}"
+        )
+        print(
+            f"  ratio baseline/envfleet (p50): {percentile(base_times, 0.5) / percentile(ours, 0.5):,.0f}x   "
+            "target: p50 <= 2 ms"
+        )
 
         library = Environment.load(REPO / "servers" / "envs" / "library")
         lib_bytes = library.template.conn.execute("PRAGMA page_count").fetchone()[0] * 4096
         print(f"\nRSS per idle episode (library, state {lib_bytes / 1024:.0f} KB):")
         for count in args.live:
             per = ours_rss(count)
-            print(f"  envfleet, {count:>6} live: {per / 1024:8.0f} KB  (state + {(per - lib_bytes) / 1024:.0f} KB; "
-                  "target: state + 100 KB)")
+            print(
+                f"  envfleet, {count:>6} live: {per / 1024:8.0f} KB  (state + {(per - lib_bytes) / 1024:.0f} KB; "
+                "target: state + 100 KB)"
+            )
         print(f"  baseline, per process: {base_rss / 1024:8.0f} KB  ({base_rss / max(per, 1):.0f}x envfleet)")
 
 

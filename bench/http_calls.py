@@ -39,12 +39,29 @@ def point_read_env(folder: Path) -> None:
     members = next(t for t in library["tables"] if t["name"] == "members")
     members = {**members, "columns": [{k: v for k, v in c.items() if k != "references"} for c in members["columns"]]}
     spec = {
-        "id": "bench", "name": "Point read", "version": "1.0.0", "description": "One SQLite point read.",
-        "domain": "benchmark", "clock": library["clock"], "policy": "None.", "tables": [members],
-        "tools": [{"name": "get_member", "description": "A member.", "kind": "read",
-                   "parameters": {"type": "object", "properties": {"member_id": {"type": "string", "description": "Card number."}},
-                                  "required": ["member_id"]},
-                   "steps": [{"kind": "return", "shape": "row", "sql": "SELECT * FROM members WHERE member_id = :member_id"}]}],
+        "id": "bench",
+        "name": "Point read",
+        "version": "1.0.0",
+        "description": "One SQLite point read.",
+        "domain": "benchmark",
+        "clock": library["clock"],
+        "policy": "None.",
+        "tables": [members],
+        "tools": [
+            {
+                "name": "get_member",
+                "description": "A member.",
+                "kind": "read",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"member_id": {"type": "string", "description": "Card number."}},
+                    "required": ["member_id"],
+                },
+                "steps": [
+                    {"kind": "return", "shape": "row", "sql": "SELECT * FROM members WHERE member_id = :member_id"}
+                ],
+            }
+        ],
     }
     (folder / "bench").mkdir(parents=True)
     (folder / "bench" / "env.json").write_text(json.dumps(spec))
@@ -174,17 +191,27 @@ def main() -> None:
         point_read_env(Path(tmp))
         ours_port, bare_port = free_port(), free_port()
         envfleet = str(Path(sys.executable).with_name("envfleet"))
-        ours = start([envfleet, "serve", "--all", "--env-root", tmp, "--port", str(ours_port), "--log-level", "warning"], ours_port)
+        ours = start(
+            [envfleet, "serve", "--all", "--env-root", tmp, "--port", str(ours_port), "--log-level", "warning"],
+            ours_port,
+        )
         baseline = start([sys.executable, str(REPO / "bench" / "bare_server.py"), str(SEED), str(bare_port)], bare_port)
         try:
             pinned = "servers pinned to CPU 1, client to the rest" if SERVER_CPUS else "not pinned (one CPU)"
-            print(f"\nstreamable HTTP, JSON responses, {args.calls} calls per run, median of {args.rounds} alternating runs, "
-                  f"{pinned}; CPU ratio 2.00x = twice the bare server's CPU per call (range over rounds):")
-            print(f"  {'sessions':>8} | {'bare calls/s':>12} | {'envfleet calls/s':>16} | {'bare CPU ms/call':>16} | "
-                  f"{'envfleet CPU ms/call':>20} | {'CPU ratio':>9} | range")
+            print(
+                f"\nstreamable HTTP, JSON responses, {args.calls} calls per run, median of {args.rounds} alternating "
+                "runs, "
+                f"{pinned}; CPU ratio 2.00x = twice the bare server's CPU per call (range over rounds):"
+            )
+            print(
+                f"  {'sessions':>8} | {'bare calls/s':>12} | {'envfleet calls/s':>16} | {'bare CPU ms/call':>16} | "
+                f"{'envfleet CPU ms/call':>20} | {'CPU ratio':>9} | range"
+            )
             for sessions in args.sessions:
                 bare_urls = [f"http://127.0.0.1:{bare_port}/mcp"] * sessions
-                our_urls = [f"http://127.0.0.1:{ours_port}/envs/bench/s/{uuid.uuid4().hex}/mcp" for _ in range(sessions)]
+                our_urls = [
+                    f"http://127.0.0.1:{ours_port}/envs/bench/s/{uuid.uuid4().hex}/mcp" for _ in range(sessions)
+                ]
                 bare_runs, our_runs = [], []
                 for _ in range(args.rounds):  # alternate, so drift on the machine hits both alike
                     bare_runs.append(measure(baseline, bare_urls, args.calls, ids))
@@ -192,8 +219,11 @@ def main() -> None:
                 bare_rate, bare_cpu = (statistics.median(r[i] for r in bare_runs) for i in (0, 1))
                 our_rate, our_cpu = (statistics.median(r[i] for r in our_runs) for i in (0, 1))
                 ratios = [o[1] / b[1] for b, o in zip(bare_runs, our_runs, strict=True)]
-                print(f"  {sessions:>8} | {bare_rate:>12,.0f} | {our_rate:>16,.0f} | {bare_cpu:>16.3f} | {our_cpu:>20.3f} | "
-                      f"{our_cpu / bare_cpu:>8.2f}x | {min(ratios):.2f}–{max(ratios):.2f}x")
+                print(
+                    f"  {sessions:>8} | {bare_rate:>12,.0f} | {our_rate:>16,.0f} | {bare_cpu:>16.3f} | "
+                    f"{our_cpu:>20.3f} | "
+                    f"{our_cpu / bare_cpu:>8.2f}x | {min(ratios):.2f}–{max(ratios):.2f}x"
+                )
         finally:
             for proc in (ours, baseline):
                 proc.terminate()

@@ -41,11 +41,20 @@ def fleet(root: Path) -> None:
 
     shutil.copytree(LIBRARY, root / "library", ignore=shutil.ignore_patterns("tasks"))
     spec = json.loads((LIBRARY / "env.json").read_text())
-    ceilings = {name: next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
-                for name, info in Limits.model_fields.items() if name in ("max_sql_steps", "max_call_ms")}
+    ceilings = {
+        name: next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
+        for name, info in Limits.model_fields.items()
+        if name in ("max_sql_steps", "max_call_ms")
+    }
     spec.update(id="spin", name="Spin", limits={**spec.get("limits", {}), **{k: v for k, v in ceilings.items() if v}})
-    spec["tools"].append({"name": "spin", "description": "Counts forever.", "kind": "read",
-                          "steps": [{"kind": "return", "shape": "scalar", "sql": RUNAWAY_SQL}]})
+    spec["tools"].append(
+        {
+            "name": "spin",
+            "description": "Counts forever.",
+            "kind": "read",
+            "steps": [{"kind": "return", "shape": "scalar", "sql": RUNAWAY_SQL}],
+        }
+    )
     (root / "spin").mkdir()
     (root / "spin" / "env.json").write_text(json.dumps(spec))
     shutil.copy(LIBRARY / "seed.json", root / "spin" / "seed.json")
@@ -61,8 +70,11 @@ def serve(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     script = Path(sys.executable).with_name("envfleet")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "servers"]
-    proc = subprocess.Popen([*command, "serve", "--all", "--env-root", str(root), "--port", str(port), "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*command, "serve", "--all", "--env-root", str(root), "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -88,8 +100,11 @@ async def measure(base: str, reads: int, rounds: int) -> dict[str, list[float]]:
 
     latencies: dict[str, list[float]] = {"quiet": [], "runaway": [], "healthz": []}
     spins = 0
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http, GatewayClient(base) as gateway, \
-            gateway.mcp(f"{base}/envs/library/s/{uuid.uuid4().hex}/mcp") as reader:
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+        GatewayClient(base) as gateway,
+        gateway.mcp(f"{base}/envs/library/s/{uuid.uuid4().hex}/mcp") as reader,
+    ):
 
         async def read() -> float:
             started = time.perf_counter()
@@ -106,7 +121,10 @@ async def measure(base: str, reads: int, rounds: int) -> dict[str, list[float]]:
             while await running(http):  # the last round's runaway runs on until the executor stops it
                 await anyio.sleep(0.05)
             latencies["quiet"] += [await read() for _ in range(reads)]
-            async with anyio.create_task_group() as tg, gateway.mcp(f"{base}/envs/spin/s/{uuid.uuid4().hex}/mcp") as spinner:
+            async with (
+                anyio.create_task_group() as tg,
+                gateway.mcp(f"{base}/envs/spin/s/{uuid.uuid4().hex}/mcp") as spinner,
+            ):
 
                 async def spin_forever() -> None:
                     nonlocal spins
@@ -147,13 +165,21 @@ def main() -> None:
             proc.kill()
             proc.wait()
     quiet, runaway, health = latencies["quiet"], latencies["runaway"], latencies["healthz"]
-    print(f"{os.cpu_count()} CPUs, {args.rounds} rounds x {args.reads} reads; library get_member on its own state key\n")
+    print(
+        f"{os.cpu_count()} CPUs, {args.rounds} rounds x {args.reads} reads; library get_member on its own state key\n"
+    )
     print("| read of another environment | n | median ms | p95 ms | max ms |")
     print("| --- | --- | --- | --- | --- |")
-    for name, values in (("no runaway", quiet), ("runaway call running", runaway), ("/healthz, runaway running", health)):
+    for name, values in (
+        ("no runaway", quiet),
+        ("runaway call running", runaway),
+        ("/healthz, runaway running", health),
+    ):
         print(f"| {name} | {len(values)} | {statistics.median(values):.2f} | {p95(values):.2f} | {max(values):.2f} |")
-    print(f"\nratio under runaway / quiet: median {statistics.median(runaway) / statistics.median(quiet):.2f}x, "
-          f"p95 {p95(runaway) / p95(quiet):.2f}x")
+    print(
+        f"\nratio under runaway / quiet: median {statistics.median(runaway) / statistics.median(quiet):.2f}x, "
+        f"p95 {p95(runaway) / p95(quiet):.2f}x"
+    )
     verdict = "met" if p95(runaway) < TARGET_MS else "NOT met"
     print(f"target: the read under a runaway in < {TARGET_MS:g} ms (p95 {p95(runaway):.2f} ms): {verdict}")
 

@@ -43,9 +43,14 @@ def main() -> None:
     print(f"  published: {len(ok)} ({len(ok) / len(results):.0%}); with all {args.tasks} tasks: {full}")
     print(f"  gated tasks: {tasks}")
     print(f"  rate: {len(results) / minutes:.1f} envs/min, {tasks / minutes:.0f} gated tasks/min")
-    print(f"  per environment (one worker): median {statistics.median(per_env):.2f} s, p95 "
-          f"{sorted(per_env)[int(0.95 * (len(per_env) - 1))]:.2f} s")
-    print(f"  projected for 1,000 environments: {projected:.1f} min   (target: 15 min; ratio {projected / 15:.2f}x the budget)")
+    print(
+        f"  per environment (one worker): median {statistics.median(per_env):.2f} s, p95 "
+        f"{sorted(per_env)[int(0.95 * (len(per_env) - 1))]:.2f} s"
+    )
+    print(
+        f"  projected for 1,000 environments: {projected:.1f} min   (target: 15 min; ratio {projected / 15:.2f}x "
+        "the budget)"
+    )
     failures: dict[str, int] = {}
     for r in results:
         if not r.ok:

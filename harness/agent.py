@@ -19,15 +19,19 @@ from .users import STOP, User
 
 __all__ = ["LLMAgent", "openai_tools", "SYSTEM_PROMPT"]
 
-SYSTEM_PROMPT = ("You are a customer-service agent working in a company's systems through the tools you are given. Follow "
-                 "the policy below exactly. Look records up instead of guessing ids; if the policy or a tool refuses "
-                 "something, tell the customer why and offer what is allowed.\n\n# Policy\n\n{policy}")
+SYSTEM_PROMPT = (
+    "You are a customer-service agent working in a company's systems through the tools you are given. Follow "
+    "the policy below exactly. Look records up instead of guessing ids; if the policy or a tool refuses "
+    "something, tell the customer why and offer what is allowed.\n\n# Policy\n\n{policy}"
+)
 
 
 def openai_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
     """MCP tools as OpenAI function tools."""
-    return [{"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}
-            for t in tools]
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}
+        for t in tools
+    ]
 
 
 class LLMAgent:
@@ -44,8 +48,10 @@ class LLMAgent:
 
     async def run(self, session: AgentSession) -> str | None:
         self.tools = openai_tools(session.tools)
-        self.messages = [{"role": "system", "content": SYSTEM_PROMPT.format(policy=session.policy or "(none)")},
-                         {"role": "user", "content": self.user.opening() if self.user else session.instruction or ""}]
+        self.messages = [
+            {"role": "system", "content": SYSTEM_PROMPT.format(policy=session.policy or "(none)")},
+            {"role": "user", "content": self.user.opening() if self.user else session.instruction or ""},
+        ]
         steps = turns = 0
         said: list[str] = []
         while True:
@@ -60,8 +66,10 @@ class LLMAgent:
             self.completion_tokens += turn.completion_tokens
             message: dict[str, Any] = {"role": "assistant", "content": turn.content}
             if turn.tool_calls:
-                message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                                         for c in turn.tool_calls]
+                message["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in turn.tool_calls
+                ]
             self.messages.append(message)
             if turn.content:
                 said.append(turn.content)
@@ -79,8 +87,13 @@ class LLMAgent:
                         final = "\n".join(said) or "I could not finish this within the steps allowed."
                         self.messages.append({"role": "assistant", "content": final})
                         return final
-                    self.messages.append({"role": "tool", "tool_call_id": call.id, "content": await self._call(session, call.name,
-                                                                                                             call.arguments)})
+                    self.messages.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": call.id,
+                            "content": await self._call(session, call.name, call.arguments),
+                        }
+                    )
                 continue
             if self.user is None:
                 return turn.content

@@ -49,9 +49,15 @@ def parse_agent_spec(spec: str, base_url: str | None, api_key: str | None = None
     """``openai:MODEL`` (the only provider form) with its endpoint: flag, else ``OPENAI_BASE_URL``."""
     provider, _, model = spec.partition(":")
     if provider != "openai" or not model:
-        raise ValueError(f"{spec!r}: an LLM agent or user is openai:MODEL (any OpenAI-compatible endpoint, via --base-url)")
-    return ChatSettings(model=model, base_url=base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
-                        api_key=api_key or os.environ.get("OPENAI_API_KEY"), **settings)
+        raise ValueError(
+            f"{spec!r}: an LLM agent or user is openai:MODEL (any OpenAI-compatible endpoint, via --base-url)"
+        )
+    return ChatSettings(
+        model=model,
+        base_url=base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+        api_key=api_key or os.environ.get("OPENAI_API_KEY"),
+        **settings,
+    )
 
 
 @dataclass
@@ -99,11 +105,17 @@ class ChatClient:
                     return _turn(response, url)
                 problem = f"HTTP {response.status_code}: {response.text[:300]}"
                 if response.status_code not in _RETRY:
-                    raise ChatError(f"the model endpoint {url} refused the request ({problem})",
-                                    retryable=response.status_code not in (400, 413, 422), role=self.role)
+                    raise ChatError(
+                        f"the model endpoint {url} refused the request ({problem})",
+                        retryable=response.status_code not in (400, 413, 422),
+                        role=self.role,
+                    )
             if attempt < s.max_retries:
-                await anyio.sleep(s.backoff * 2 ** attempt)
-        raise ChatError(f"the model endpoint {url} kept failing after {s.max_retries + 1} attempt(s); last: {problem}", role=self.role)
+                await anyio.sleep(s.backoff * 2**attempt)
+        raise ChatError(
+            f"the model endpoint {url} kept failing after {s.max_retries + 1} attempt(s); last: {problem}",
+            role=self.role,
+        )
 
 
 def _turn(response: httpx.Response, url: str) -> ChatTurn:
@@ -112,15 +124,25 @@ def _turn(response: httpx.Response, url: str) -> ChatTurn:
         choice = data["choices"][0]
         message = choice["message"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise ChatError(f"the model endpoint {url} answered something that is not a chat completion: "
-                        f"{response.text[:200]!r}") from None
+        raise ChatError(
+            f"the model endpoint {url} answered something that is not a chat completion: {response.text[:200]!r}"
+        ) from None
     calls = []
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function") or {}
         arguments = function.get("arguments")
-        calls.append(ToolCall(id=str(call.get("id") or f"call_{index}"), name=str(function.get("name") or ""),
-                              arguments=arguments if isinstance(arguments, str) else json.dumps(arguments or {})))
+        calls.append(
+            ToolCall(
+                id=str(call.get("id") or f"call_{index}"),
+                name=str(function.get("name") or ""),
+                arguments=arguments if isinstance(arguments, str) else json.dumps(arguments or {}),
+            )
+        )
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return ChatTurn(content=message.get("content") if isinstance(message.get("content"), str) else None, tool_calls=calls,
-                    prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
-                    finish_reason=choice.get("finish_reason"))
+    return ChatTurn(
+        content=message.get("content") if isinstance(message.get("content"), str) else None,
+        tool_calls=calls,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        finish_reason=choice.get("finish_reason"),
+    )

@@ -30,28 +30,45 @@ out = Console()
 
 def run(
     env: Annotated[str, typer.Option("--env", help="Environment id.")],
-    agent: Annotated[str, typer.Option(help="gold, noop, random, or openai:MODEL (any OpenAI-compatible endpoint).")] = "gold",
+    agent: Annotated[
+        str, typer.Option(help="gold, noop, random, or openai:MODEL (any OpenAI-compatible endpoint).")
+    ] = "gold",
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task ids (default: all).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only tasks of this split: train or test.")] = None,
-    mode: Annotated[str, typer.Option(help="non-conv (the instruction is the first message) or conv (a simulated user).")] = "non-conv",
-    user: Annotated[str, typer.Option(help="conv mode: scripted (offline, deterministic) or openai:MODEL.")] = "scripted",
+    mode: Annotated[
+        str, typer.Option(help="non-conv (the instruction is the first message) or conv (a simulated user).")
+    ] = "non-conv",
+    user: Annotated[
+        str, typer.Option(help="conv mode: scripted (offline, deterministic) or openai:MODEL.")
+    ] = "scripted",
     base_url: Annotated[Optional[str], typer.Option(help="The agent model's endpoint (or OPENAI_BASE_URL).")] = None,
-    user_base_url: Annotated[Optional[str], typer.Option(help="The user model's endpoint (default: --base-url).")] = None,
+    user_base_url: Annotated[
+        Optional[str], typer.Option(help="The user model's endpoint (default: --base-url).")
+    ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Runs per task (for pass^k).")] = 1,
     concurrency: Annotated[int, typer.Option(min=1, help="Episodes at once.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of trial 0 (trial i uses seed + i), for the models and the random agent.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of trial 0 (trial i uses seed + i), for the models and the random agent.")
+    ] = 0,
     temperature: Annotated[float, typer.Option(help="Sampling temperature of the models.")] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Tool calls per episode before it is stopped.")] = 30,
     max_turns: Annotated[int, typer.Option(help="conv mode: user turns before it is stopped.")] = 20,
     max_tokens: Annotated[Optional[int], typer.Option(help="Token limit per completion.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per model request.")] = 120.0,
     episode_timeout: Annotated[float, typer.Option(help="Seconds per episode.")] = 600.0,
-    infra_retries: Annotated[int, typer.Option(min=0, help="Reruns, on a fresh episode, of a trial that failed for "
-                                                          "infrastructure reasons.")] = 1,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="A run folder (resumable), or a .jsonl file.")] = None,
+    infra_retries: Annotated[
+        int, typer.Option(min=0, help="Reruns, on a fresh episode, of a trial that failed for infrastructure reasons.")
+    ] = 1,
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="A run folder (resumable), or a .jsonl file.")
+    ] = None,
     url: Annotated[Optional[str], typer.Option(help="A running gateway (default: start one here).")] = None,
-    registry: Annotated[Optional[Path], typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use.")] = None,
-    env_root: Annotated[Optional[Path], typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environments.")] = None,
+    registry: Annotated[
+        Optional[Path], typer.Option("--registry", envvar="ENVFLEET_REGISTRY", help="registry.json to use.")
+    ] = None,
+    env_root: Annotated[
+        Optional[Path], typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environments.")
+    ] = None,
 ) -> None:
     """Run an agent on an environment's tasks through MCP; one trajectory per line (JSONL)."""
     if mode not in ("non-conv", "conv"):
@@ -66,17 +83,33 @@ def run(
     chat_settings = dict(temperature=temperature, max_tokens=max_tokens, timeout=timeout)
     try:
         agent_chat = parse_agent_spec(agent, base_url, **chat_settings) if ":" in agent else None
-        user_chat = parse_agent_spec(user, user_base_url or base_url, **chat_settings) if mode == "conv" and user != "scripted" else None
+        user_chat = (
+            parse_agent_spec(user, user_base_url or base_url, **chat_settings)
+            if mode == "conv" and user != "scripted"
+            else None
+        )
     except ValueError as e:
         raise fail(str(e), 2) from None
     if agent_chat is None and agent not in ("gold", "noop", "random"):
         raise fail(f"unknown agent {agent!r}; built-in agents are gold, noop and random, or give openai:MODEL", 2)
     if mode == "conv" and agent_chat is None:
         raise fail("conv mode needs an LLM agent (openai:MODEL)", 2)
-    config = RunConfig(env_id=env, tasks=selected, agent=agent, mode=mode, user=user, trials=trials, concurrency=concurrency,
-                       seed=seed, max_steps=max_steps, max_turns=max_turns, episode_timeout=episode_timeout,
-                       infra_retries=infra_retries,
-                       agent_chat=agent_chat, user_chat=user_chat)
+    config = RunConfig(
+        env_id=env,
+        tasks=selected,
+        agent=agent,
+        mode=mode,
+        user=user,
+        trials=trials,
+        concurrency=concurrency,
+        seed=seed,
+        max_steps=max_steps,
+        max_turns=max_turns,
+        episode_timeout=episode_timeout,
+        infra_retries=infra_retries,
+        agent_chat=agent_chat,
+        user_chat=user_chat,
+    )
     target = out_path
     scratch = None
     if target is None:  # JSONL to stdout: run into a scratch file
@@ -85,12 +118,24 @@ def run(
     total = len(selected) * trials
 
     async def go(base: str, token: str | None) -> list[dict[str, Any]]:
-        with Progress(TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err, transient=True, disable=not err.is_terminal) as progress:
+        with Progress(
+            TextColumn("[bold]episodes"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress:
             bar = progress.add_task("", total=total, completed=total - _todo(config, target))
             async with GatewayClient(base, token) as gateway:
-                return await run_trials(config, gateway, target,
-                                        lambda r: progress.update(bar, advance=1, description=f"{r['task_id']} #{r['trial']}"))
+                return await run_trials(
+                    config,
+                    gateway,
+                    target,
+                    lambda r: progress.update(bar, advance=1, description=f"{r['task_id']} #{r['trial']}"),
+                )
 
     try:
         with gateway(reg, url) as (base, token):
@@ -102,14 +147,20 @@ def run(
     if scratch is not None:
         sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mine))
     summary = summarize(mine)
-    err.print(f"{agent}: {sum(bool(r.get('success')) for r in mine)}/{len(mine)} episodes succeeded, mean reward "
-              f"{summary['mean_reward'] if summary['mean_reward'] is not None else '-'}"
-              + (f"; {summary['infra_errors']} infrastructure failure(s), not scored" if summary["infra_errors"] else ""),
-              highlight=False)
+    err.print(
+        f"{agent}: {sum(bool(r.get('success')) for r in mine)}/{len(mine)} episodes succeeded, mean reward "
+        f"{summary['mean_reward'] if summary['mean_reward'] is not None else '-'}"
+        + (f"; {summary['infra_errors']} infrastructure failure(s), not scored" if summary["infra_errors"] else ""),
+        highlight=False,
+    )
 
 
 def _todo(config: RunConfig, target: Path) -> int:
-    done = {(r["task_id"], r["trial"]) for r in read_records(target) if r.get("status") == "ok" and r.get("env_id") == config.env_id}
+    done = {
+        (r["task_id"], r["trial"])
+        for r in read_records(target)
+        if r.get("status") == "ok" and r.get("env_id") == config.env_id
+    }
     return sum(1 for trial in range(config.trials) for t in config.tasks if (t.id, trial) not in done)
 
 
@@ -126,21 +177,38 @@ def report(
         out.print_json(json.dumps(summary))
         return
     head = Table("measure", "value")
-    for key in ("trials", "scored", "infra_errors", "mean_reward", "success_rate", "pass^k", "infra_by_stage", "tokens",
-                "mean_seconds"):
+    for key in (
+        "trials",
+        "scored",
+        "infra_errors",
+        "mean_reward",
+        "success_rate",
+        "pass^k",
+        "infra_by_stage",
+        "tokens",
+        "mean_seconds",
+    ):
         value = summary[key]
         head.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, dict | list) else str(value))
     out.print(head)
     table = Table("env", "task", "trials", "successes", "mean reward", "pass^k")
     for task in summary["tasks"]:
-        table.add_row(task["env_id"], task["task_id"], str(task["trials"]), str(task["successes"]), f"{task['mean_reward']:.3f}",
-                      " ".join(f"{k}:{v:.2f}" for k, v in task["pass^k"].items()))
+        table.add_row(
+            task["env_id"],
+            task["task_id"],
+            str(task["trials"]),
+            str(task["successes"]),
+            f"{task['mean_reward']:.3f}",
+            " ".join(f"{k}:{v:.2f}" for k, v in task["pass^k"].items()),
+        )
     out.print(table)
 
 
 def export(
     run_path: Annotated[Path, typer.Argument(help="A run folder or .jsonl file.")],
-    format_: Annotated[str, typer.Option("--format", help="sft: OpenAI chat messages + tools, one example a line.")] = "sft",
+    format_: Annotated[
+        str, typer.Option("--format", help="sft: OpenAI chat messages + tools, one example a line.")
+    ] = "sft",
     only_success: Annotated[bool, typer.Option("--only-success", help="Only trajectories that succeeded.")] = False,
     min_steps: Annotated[int, typer.Option(help="Fewest tool calls a trajectory may have.")] = 0,
     max_steps: Annotated[Optional[int], typer.Option(help="Most tool calls a trajectory may have.")] = None,
@@ -156,4 +224,6 @@ def export(
     for example in sft_examples(records, rules):
         sys.stdout.write(json.dumps(example, ensure_ascii=False) + "\n")
         written += 1
-    err.print(f"{written} example(s) written" + (f"; left out: {rules.dropped}" if rules.dropped else ""), highlight=False)
+    err.print(
+        f"{written} example(s) written" + (f"; left out: {rules.dropped}" if rules.dropped else ""), highlight=False
+    )

@@ -66,7 +66,9 @@ def chat_format_problems(example: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}.tool_calls[{j}]: needs id, type 'function' and function")
                 continue
             if function.get("name") not in offered:
-                problems.append(f"{where}.tool_calls[{j}].function.name: {function.get('name')!r} is not an offered tool")
+                problems.append(
+                    f"{where}.tool_calls[{j}].function.name: {function.get('name')!r} is not an offered tool"
+                )
             try:
                 arguments = json.loads(function.get("arguments") or "")
             except (TypeError, json.JSONDecodeError):

@@ -32,23 +32,38 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     for k in range(1, max_k + 1):
         eligible = [v for v in by_task.values() if len(v) >= k]
         if eligible:
-            pass_k[str(k)] = round(statistics.fmean(pass_hat_k(len(v), sum(bool(r["success"]) for r in v), k) for v in eligible), 4)
+            pass_k[str(k)] = round(
+                statistics.fmean(pass_hat_k(len(v), sum(bool(r["success"]) for r in v), k) for v in eligible), 4
+            )
     tasks = []
     for (env_id, task_id), runs in sorted(by_task.items()):
         successes = sum(bool(r["success"]) for r in runs)
-        tasks.append({"env_id": env_id, "task_id": task_id, "trials": len(runs), "successes": successes,
-                      "mean_reward": round(statistics.fmean(r["reward"] for r in runs), 4),
-                      "pass^k": {str(k): round(pass_hat_k(len(runs), successes, k), 4) for k in range(1, len(runs) + 1)}})
+        tasks.append(
+            {
+                "env_id": env_id,
+                "task_id": task_id,
+                "trials": len(runs),
+                "successes": successes,
+                "mean_reward": round(statistics.fmean(r["reward"] for r in runs), 4),
+                "pass^k": {str(k): round(pass_hat_k(len(runs), successes, k), 4) for k in range(1, len(runs) + 1)},
+            }
+        )
     infra_tasks = sorted({r["task_id"] for r in infra})
-    tokens = {f"{side}_{kind}": sum((r.get("usage") or {}).get(side, {}).get(f"{kind}_tokens", 0) for r in records)
-              for side in ("agent", "user") for kind in ("prompt", "completion")}
+    tokens = {
+        f"{side}_{kind}": sum((r.get("usage") or {}).get(side, {}).get(f"{kind}_tokens", 0) for r in records)
+        for side in ("agent", "user")
+        for kind in ("prompt", "completion")
+    }
     return {
-        "trials": len(records), "scored": len(scored), "infra_errors": len(infra),
+        "trials": len(records),
+        "scored": len(scored),
+        "infra_errors": len(infra),
         "infra_by_stage": dict(sorted(_count(r["infra_error"]["stage"] for r in infra).items())),
         "infra_tasks": infra_tasks,
         "mean_reward": round(statistics.fmean(r["reward"] for r in scored), 4) if scored else None,
         "success_rate": round(sum(bool(r["success"]) for r in scored) / len(scored), 4) if scored else None,
-        "pass^k": pass_k, "tasks": tasks,
+        "pass^k": pass_k,
+        "tasks": tasks,
         "tokens": tokens,
         "mean_seconds": round(statistics.fmean(r.get("seconds", 0) for r in scored), 3) if scored else None,
     }

@@ -47,8 +47,11 @@ class ScriptedUser:
 
     async def reply(self, agent_message: str) -> str:
         asked = _words(agent_message)
-        facts = [(name, value) for name, value in self.task.user.known.items()
-                 if _words(name) and _words(name) <= asked | {"my"} and name not in self.told]
+        facts = [
+            (name, value)
+            for name, value in self.task.user.known.items()
+            if _words(name) and _words(name) <= asked | {"my"} and name not in self.told
+        ]
         if facts:
             self.told.update(name for name, _ in facts)
             return " ".join(f"My {name} is {value}." for name, value in facts)
@@ -64,15 +67,26 @@ class LLMUser:
         self.task = task
         self.chat = chat
         self.prompt_tokens = self.completion_tokens = 0
-        known = "\n".join(f"- {name}: {value}" for name, value in task.user.known.items()) or "- (nothing beyond your request)"
+        known = (
+            "\n".join(f"- {name}: {value}" for name, value in task.user.known.items())
+            or "- (nothing beyond your request)"
+        )
         unknown = ", ".join(task.user.unknown) or "nothing in particular"
-        self.messages = [{"role": "system", "content": (
-            f"You are a customer talking to a company's assistant. {task.user.persona}\n"
-            f"What you want: {task.instruction}\n"
-            f"Facts you know, to give only when the assistant asks for them:\n{known}\n"
-            f"You do not know: {unknown}. Never make up a fact, an id or a number you were not given. Speak as the "
-            f"customer, in one or two sentences. When the assistant has done what you asked (or says it cannot), reply "
-            f"with a short thanks followed by {STOP}.")}]
+        self.messages = [
+            {
+                "role": "system",
+                "content": (
+                    f"You are a customer talking to a company's assistant. {task.user.persona}\n"
+                    f"What you want: {task.instruction}\n"
+                    f"Facts you know, to give only when the assistant asks for them:\n{known}\n"
+                    f"You do not know: {unknown}. Never make up a fact, an id or a number you were not given. Speak "
+                    "as the "
+                    "customer, in one or two sentences. When the assistant has done what you asked (or says it "
+                    "cannot), reply "
+                    f"with a short thanks followed by {STOP}."
+                ),
+            }
+        ]
 
     def opening(self) -> str:
         self.messages.append({"role": "assistant", "content": self.task.instruction})

@@ -19,7 +19,13 @@ from rich.table import Column, Table
 from .cli_support import cli_reference, err, fail, gateway
 from .episodes.environment import Environment
 from .episodes.pool import ID_RULE, Quotas, valid_id
-from .episodes.registry import DEFAULT_REGISTRY, PACKAGED_ENV_ROOT, STAGING_GRACE_SECONDS, Registry, registry_json_schema
+from .episodes.registry import (
+    DEFAULT_REGISTRY,
+    PACKAGED_ENV_ROOT,
+    STAGING_GRACE_SECONDS,
+    Registry,
+    registry_json_schema,
+)
 from .errors import EnvFleetError, SpecError
 from .spec.models import spec_json_schema
 
@@ -48,7 +54,11 @@ RegistryOpt = Annotated[
 ]
 EnvRootOpt = Annotated[
     Optional[Path],
-    typer.Option("--env-root", envvar="ENVFLEET_ENV_ROOT", help="Folder of environment folders (scanned; no registry file needed)."),
+    typer.Option(
+        "--env-root",
+        envvar="ENVFLEET_ENV_ROOT",
+        help="Folder of environment folders (scanned; no registry file needed).",
+    ),
 ]
 
 
@@ -61,7 +71,9 @@ def _print_table(headers: list[str], rows: list[list[str]], ids: int = 1) -> Non
         sys.stdout.flush()
         return
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers[:ids])]
-    words = [max(len(w) for text in [h, *(r[i] for r in rows)] for w in text.split() or [""]) for i, h in enumerate(headers)]
+    words = [
+        max(len(w) for text in [h, *(r[i] for r in rows)] for w in text.split() or [""]) for i, h in enumerate(headers)
+    ]
     roomy = sum(widths) + sum(words[ids:]) + 3 * len(headers) + 1 <= out.width  # else ids fold, never crop
     columns = [Column(h, overflow="fold", no_wrap=roomy and i < ids) for i, h in enumerate(headers)]
     table = Table(*columns)
@@ -89,13 +101,17 @@ def list_envs(
     if as_json:
         out.print_json(json.dumps([reg.entry(i).model_dump(mode="json", by_alias=True) for i in reg.ids()]))
         return
-    rows = [[e.id, e.title, e.version, e.domain, str(e.tool_count), str(len(e.tables))] for e in map(reg.entry, reg.ids())]
+    rows = [
+        [e.id, e.title, e.version, e.domain, str(e.tool_count), str(len(e.tables))] for e in map(reg.entry, reg.ids())
+    ]
     _print_table(["id", "title", "version", "domain", "tools", "tables"], rows)
 
 
 @app.command()
 def serve(
-    env: Annotated[Optional[str], typer.Argument(help="Environment id from the registry, or an environment folder.")] = None,
+    env: Annotated[
+        Optional[str], typer.Argument(help="Environment id from the registry, or an environment folder.")
+    ] = None,
     all_envs: Annotated[bool, typer.Option("--all", help="Serve every environment of the registry over HTTP.")] = False,
     transport: Annotated[str, typer.Option(help="stdio or http (--all implies http).")] = "stdio",
     host: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
@@ -104,40 +120,96 @@ def serve(
     env_root: EnvRootOpt = None,
     allowed_host: Annotated[
         Optional[list[str]],
-        typer.Option("--allowed-host", envvar="ENVFLEET_ALLOWED_HOSTS",
-                     help="Host header to accept besides localhost (e.g. 'fleet:*'); '*' disables the check."),
+        typer.Option(
+            "--allowed-host",
+            envvar="ENVFLEET_ALLOWED_HOSTS",
+            help="Host header to accept besides localhost (e.g. 'fleet:*'); '*' disables the check.",
+        ),
     ] = None,
-    task: Annotated[Optional[str], typer.Option(help="stdio: start from this task's initial state (its instruction is offered as a prompt).")] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(help="stdio: start from this task's initial state (its instruction is offered as a prompt)."),
+    ] = None,
     state_ttl: Annotated[float, typer.Option(help="Seconds an idle state copy is kept.")] = 1800.0,
     max_states: Annotated[int, typer.Option(help="Most live state copies; more are refused.")] = 4096,
     episode_ttl: Annotated[float, typer.Option(help="Seconds an idle episode is kept.")] = 1800.0,
     max_episodes: Annotated[int, typer.Option(help="Most live episodes; more get HTTP 429.")] = 4096,
     sse: Annotated[bool, typer.Option("--sse", help="Answer with SSE streams instead of JSON responses.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    watch_interval: Annotated[float, typer.Option(help="Seconds between looks at the registry (or env root) for published "
-                                                       "or deleted environments; 0 turns live reload off.")] = 2.0,
-    max_states_per_client: Annotated[int, typer.Option(min=0, envvar="ENVFLEET_MAX_STATES_PER_CLIENT",
-                                                       help="Most live state copies one client address may create; 0: no cap.")] = 1024,
-    max_states_per_prefix: Annotated[int, typer.Option(min=0, envvar="ENVFLEET_MAX_STATES_PER_PREFIX",
-                                                       help="Most live state copies whose keys share a prefix (the text before "
-                                                            "the first - . _ or ~); 0: no cap.")] = 1024,
-    new_states_per_second: Annotated[float, typer.Option(min=0, envvar="ENVFLEET_NEW_STATES_PER_SECOND",
-                                                         help="New state copies one client may create per second, sustained; "
-                                                              "0: no rate limit.")] = 20.0,
-    new_state_burst: Annotated[int, typer.Option(min=1, envvar="ENVFLEET_NEW_STATE_BURST",
-                                                 help="New state copies one client may create at once (the bucket the rate refills).")] = 200,
-    state_min_idle: Annotated[float, typer.Option(min=0, envvar="ENVFLEET_STATE_MIN_IDLE",
-                                                  help="Seconds idle after which a state copy may be evicted (least recently "
-                                                       "used first) to make room under a cap; 0: never evict, only expire "
-                                                       "after --state-ttl.")] = 300.0,
-    max_episodes_per_client: Annotated[int, typer.Option(min=0, envvar="ENVFLEET_MAX_EPISODES_PER_CLIENT",
-                                                         help="Most live episodes one client address may start; 0: no cap.")] = 0,
-    call_threads: Annotated[Optional[int], typer.Option(min=1, envvar="ENVFLEET_CALL_THREADS",
-                                                        help="Worker threads running tool calls at once across the gateway "
-                                                             "(default: the gateway's; /healthz shows it).")] = None,
-    forwarded_allow_ips: Annotated[Optional[str], typer.Option(envvar="FORWARDED_ALLOW_IPS",
-                                                               help="Proxies (comma-separated addresses or networks) whose "
-                                                                    "X-Forwarded-For names the client; default: none is trusted.")] = None,
+    watch_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between looks at the registry (or env root) for published "
+            "or deleted environments; 0 turns live reload off."
+        ),
+    ] = 2.0,
+    max_states_per_client: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="ENVFLEET_MAX_STATES_PER_CLIENT",
+            help="Most live state copies one client address may create; 0: no cap.",
+        ),
+    ] = 1024,
+    max_states_per_prefix: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="ENVFLEET_MAX_STATES_PER_PREFIX",
+            help="Most live state copies whose keys share a prefix (the text before the first - . _ or ~); 0: no cap.",
+        ),
+    ] = 1024,
+    new_states_per_second: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="ENVFLEET_NEW_STATES_PER_SECOND",
+            help="New state copies one client may create per second, sustained; 0: no rate limit.",
+        ),
+    ] = 20.0,
+    new_state_burst: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="ENVFLEET_NEW_STATE_BURST",
+            help="New state copies one client may create at once (the bucket the rate refills).",
+        ),
+    ] = 200,
+    state_min_idle: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar="ENVFLEET_STATE_MIN_IDLE",
+            help="Seconds idle after which a state copy may be evicted (least recently "
+            "used first) to make room under a cap; 0: never evict, only expire "
+            "after --state-ttl.",
+        ),
+    ] = 300.0,
+    max_episodes_per_client: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="ENVFLEET_MAX_EPISODES_PER_CLIENT",
+            help="Most live episodes one client address may start; 0: no cap.",
+        ),
+    ] = 0,
+    call_threads: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            envvar="ENVFLEET_CALL_THREADS",
+            help="Worker threads running tool calls at once across the gateway "
+            "(default: the gateway's; /healthz shows it).",
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="FORWARDED_ALLOW_IPS",
+            help="Proxies (comma-separated addresses or networks) whose "
+            "X-Forwarded-For names the client; default: none is trusted.",
+        ),
+    ] = None,
 ) -> None:
     """Serve one environment over stdio or HTTP, or the whole fleet over HTTP (--all)."""
     if all_envs == (env is not None):
@@ -156,16 +228,35 @@ def serve(
         if env is not None:
             single = _env_id(reg, env)
         try:
-            quotas = Quotas(per_client=max_states_per_client or None, per_prefix=max_states_per_prefix or None,
-                            rate=new_states_per_second or None, burst=new_state_burst, min_idle=state_min_idle or None)
+            quotas = Quotas(
+                per_client=max_states_per_client or None,
+                per_prefix=max_states_per_prefix or None,
+                rate=new_states_per_second or None,
+                burst=new_state_burst,
+                min_idle=state_min_idle or None,
+            )
         except ValueError as e:
             raise fail(str(e), 2) from None
         try:
             extra: dict[str, Any] = {"call_threads": call_threads} if call_threads is not None else {}
-            serve_http(reg, host=host, port=port, single=single, json_response=not sse, allowed_hosts=allowed_host,
-                       state_ttl=state_ttl, max_states=max_states, episode_ttl=episode_ttl, max_episodes=max_episodes,
-                       watch_interval=watch_interval, log_level=log_level, state_quotas=quotas,
-                       max_episodes_per_client=max_episodes_per_client or None, forwarded_allow_ips=forwarded_allow_ips, **extra)
+            serve_http(
+                reg,
+                host=host,
+                port=port,
+                single=single,
+                json_response=not sse,
+                allowed_hosts=allowed_host,
+                state_ttl=state_ttl,
+                max_states=max_states,
+                episode_ttl=episode_ttl,
+                max_episodes=max_episodes,
+                watch_interval=watch_interval,
+                log_level=log_level,
+                state_quotas=quotas,
+                max_episodes_per_client=max_episodes_per_client or None,
+                forwarded_allow_ips=forwarded_allow_ips,
+                **extra,
+            )
         except EnvFleetError as e:
             raise fail(str(e)) from None
         return
@@ -203,14 +294,18 @@ def _load_env(env: str | None, registry: Path | None, env_root: Path | None) -> 
 @app.command()
 def validate(
     path: Annotated[Path, typer.Argument(help="An environment folder (or its env.json).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result, with each tool's read and write sets, as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result, with each tool's read and write sets, as JSON.")
+    ] = False,
 ) -> None:
     """Check an environment: schema, SQL, names, seed data. Exit 1 with every problem listed."""
     try:
         env = Environment.load(path)
     except SpecError as e:
         if as_json:
-            out.print_json(json.dumps({"ok": False, "issues": [{"location": i.location, "message": i.message} for i in e.issues]}))
+            out.print_json(
+                json.dumps({"ok": False, "issues": [{"location": i.location, "message": i.message} for i in e.issues]})
+            )
         else:
             err.print(f"[red]✗ {path}[/red]: {len(e.issues)} problem(s)", highlight=False)
             for issue in e.issues:
@@ -218,17 +313,24 @@ def validate(
         raise typer.Exit(1) from None
     report = env.report
     if as_json:
-        out.print_json(json.dumps({
-            "ok": True,
-            "id": env.id,
-            "content_hash": env.content_hash,
-            "warnings": [{"location": w.location, "message": w.message} for w in report.warnings],
-            "tools": {name: analysis.to_dict() for name, analysis in report.tools.items()},
-        }))
+        out.print_json(
+            json.dumps(
+                {
+                    "ok": True,
+                    "id": env.id,
+                    "content_hash": env.content_hash,
+                    "warnings": [{"location": w.location, "message": w.message} for w in report.warnings],
+                    "tools": {name: analysis.to_dict() for name, analysis in report.tools.items()},
+                }
+            )
+        )
         return
     rows = sum(len(rows) for rows in env.seed.values())
-    out.print(f"[green]✓ {env.id}[/green] {env.spec.version}: {len(env.spec.tables)} tables, {rows} seed rows, "
-              f"{len(env.spec.tools)} tools", highlight=False)
+    out.print(
+        f"[green]✓ {env.id}[/green] {env.spec.version}: {len(env.spec.tables)} tables, {rows} seed rows, "
+        f"{len(env.spec.tools)} tools",
+        highlight=False,
+    )
     for warning in report.warnings:
         out.print(f"  [yellow]warning[/yellow] {warning.location}: {warning.message}", highlight=False)
 
@@ -236,9 +338,15 @@ def validate(
 @app.command("mcp-config")
 def mcp_config(
     env: Annotated[str, typer.Argument(help="Environment id.")],
-    url: Annotated[Optional[str], typer.Option(help="Base URL of a running `envfleet serve --all` (gives an HTTP entry).")] = None,
-    state_key: Annotated[Optional[str], typer.Option(help="State key for the HTTP entry (private writable state).")] = None,
-    command: Annotated[Optional[str], typer.Option(help="Command MCP clients should launch (default: this envfleet).")] = None,
+    url: Annotated[
+        Optional[str], typer.Option(help="Base URL of a running `envfleet serve --all` (gives an HTTP entry).")
+    ] = None,
+    state_key: Annotated[
+        Optional[str], typer.Option(help="State key for the HTTP entry (private writable state).")
+    ] = None,
+    command: Annotated[
+        Optional[str], typer.Option(help="Command MCP clients should launch (default: this envfleet).")
+    ] = None,
     registry: RegistryOpt = None,
     env_root: EnvRootOpt = None,
 ) -> None:
@@ -248,8 +356,13 @@ def mcp_config(
     if state_key is not None and not url:
         raise fail("--state-key is for the HTTP entry: give --url too", 2)
     try:
-        document = _registry(registry, env_root).mcp_config(env, url=url, state_key=state_key, command=command or _own_command(),
-                                                            pin=registry is not None or env_root is not None)
+        document = _registry(registry, env_root).mcp_config(
+            env,
+            url=url,
+            state_key=state_key,
+            command=command or _own_command(),
+            pin=registry is not None or env_root is not None,
+        )
     except EnvFleetError as e:
         raise fail(str(e)) from None
     print(json.dumps(document, indent=2))
@@ -265,8 +378,12 @@ def _own_command() -> str:
 
 @registry_app.command("build")
 def registry_build(
-    env_root: Annotated[Path, typer.Option(help="Folder of environment folders.", show_default=PACKAGED)] = PACKAGED_ENV_ROOT,
-    out_path: Annotated[Path, typer.Option("--out", help="Where to write registry.json.", show_default=CHECKOUT)] = DEFAULT_REGISTRY,
+    env_root: Annotated[
+        Path, typer.Option(help="Folder of environment folders.", show_default=PACKAGED)
+    ] = PACKAGED_ENV_ROOT,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Where to write registry.json.", show_default=CHECKOUT)
+    ] = DEFAULT_REGISTRY,
 ) -> None:
     """Regenerate registry.json from the environment folders."""
     try:
@@ -292,8 +409,11 @@ def registry_init(
         copied = init_fleet(env_root, registry)
     except EnvFleetError as e:
         raise fail(str(e)) from None
-    err.print(f"{registry}: {len(Registry.load(registry).ids())} environments" + (f" ({len(copied)} copied in)" if copied else ""),
-              highlight=False)
+    err.print(
+        f"{registry}: {len(Registry.load(registry).ids())} environments"
+        + (f" ({len(copied)} copied in)" if copied else ""),
+        highlight=False,
+    )
 
 
 @registry_app.command("check")
@@ -303,9 +423,16 @@ def registry_check(
         Optional[Path],
         typer.Option("--env-root", help="The env root it lists (default: the folder its environments are in)."),
     ] = None,
-    fix: Annotated[bool, typer.Option("--fix", help="Remove leftover staging folders and rebuild a stale registry.")] = False,
-    grace: Annotated[float, typer.Option(help="Seconds a staging folder must be untouched to count as a leftover "
-                                              "(younger ones may be a publish under way).")] = STAGING_GRACE_SECONDS,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Remove leftover staging folders and rebuild a stale registry.")
+    ] = False,
+    grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a staging folder must be untouched to count as a leftover "
+            "(younger ones may be a publish under way)."
+        ),
+    ] = STAGING_GRACE_SECONDS,
 ) -> None:
     """Exit 1 if registry.json does not match the environment folders it lists, is in an older format,
     or its env root holds staging folders an interrupted publish left behind. --fix repairs all three."""
@@ -323,7 +450,10 @@ def registry_check(
     if fix:
         for root in roots:
             for removed in remove_leftovers(root, grace):
-                err.print(f"removed {removed.path} (a staging folder untouched for {removed.age / 60:.0f} min)", highlight=False)
+                err.print(
+                    f"removed {removed.path} (a staging folder untouched for {removed.age / 60:.0f} min)",
+                    highlight=False,
+                )
         if stale or outdated:
             if len(roots) != 1:
                 raise fail(f"{registry} lists environments from {len(roots)} folders; rebuild with --env-root DIR")
@@ -356,8 +486,11 @@ def export_schema(
     from .spec.tasks import task_json_schema
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, schema in (("env-spec.schema.json", spec_json_schema()), ("task.schema.json", task_json_schema()),
-                         ("registry.schema.json", registry_json_schema())):
+    for name, schema in (
+        ("env-spec.schema.json", spec_json_schema()),
+        ("task.schema.json", task_json_schema()),
+        ("registry.schema.json", registry_json_schema()),
+    ):
         (out_dir / name).write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         out.print(f"wrote {out_dir / name}", highlight=False)
 
@@ -373,8 +506,15 @@ class _Progress:
         self.start = self.last = time.monotonic()
         self.bar: Progress | None = None
         if err.is_terminal:
-            self.bar = Progress(TextColumn("gating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                                TimeElapsedColumn(), console=err, transient=True)
+            self.bar = Progress(
+                TextColumn("gating"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
             self.task = self.bar.add_task("", total=total)
             self.bar.start()
 
@@ -388,8 +528,11 @@ class _Progress:
 
     def _line(self) -> None:
         self.last = time.monotonic()
-        err.print(f"check: {self.done}/{self.total} tasks gated, {self.failed} failed, {self.last - self.start:.0f}s "
-                  f"({self.jobs} job{'s' if self.jobs > 1 else ''})", highlight=False)
+        err.print(
+            f"check: {self.done}/{self.total} tasks gated, {self.failed} failed, {self.last - self.start:.0f}s "
+            f"({self.jobs} job{'s' if self.jobs > 1 else ''})",
+            highlight=False,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -423,16 +566,27 @@ def _check_document(results: list[Any]) -> dict[str, Any]:
 
 @app.command()
 def check(
-    envs: Annotated[Optional[list[str]], typer.Argument(help="Environment ids (default with --all: every one).")] = None,
+    envs: Annotated[
+        Optional[list[str]], typer.Argument(help="Environment ids (default with --all: every one).")
+    ] = None,
     all_envs: Annotated[bool, typer.Option("--all", help="Check every environment of the registry.")] = False,
-    url: Annotated[Optional[str], typer.Option(help="A running gateway to check against (default: start one here).")] = None,
+    url: Annotated[
+        Optional[str], typer.Option(help="A running gateway to check against (default: start one here).")
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Tasks checked at once, per job.")] = 8,
     jobs: Annotated[
         Optional[int],
-        typer.Option("--jobs", "-j", min=1, help="Worker processes, each loading its environments and running its own gateway "
-                                                 "(default: the number of CPUs; 1 checks in this process)."),
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Worker processes, each loading its environments and running its own gateway "
+            "(default: the number of CPUs; 1 checks in this process).",
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document: per-task results and totals.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document: per-task results and totals.")
+    ] = False,
     registry: RegistryOpt = None,
     env_root: EnvRootOpt = None,
 ) -> None:
@@ -452,7 +606,9 @@ def check(
         counts = {env_id: sum(pack.tasks for pack in reg.entry(env_id).task_packs) for env_id in env_ids}
     except EnvFleetError as e:
         raise fail(str(e)) from None
-    source = (RegistrySource("file", reg.source) if reg.source else RegistrySource("root", reg.root) if reg.root else None)
+    source = (
+        RegistrySource("file", reg.source) if reg.source else RegistrySource("root", reg.root) if reg.root else None
+    )
     total = sum(counts.values())
     jobs = max(1, min(jobs or min(_default_jobs(), total // TASKS_PER_JOB), total)) if source else 1
     try:
@@ -474,8 +630,16 @@ def check(
         else:
             assert source is not None
             refs = [(env_id, index) for env_id, count in counts.items() for index in range(count)]
-            results = check_in_processes(source, refs, jobs, url=url, token=os.environ.get(CONTROL_TOKEN_ENV) if url else None,
-                                         concurrency=concurrency, on_result=progress, expected=counts)
+            results = check_in_processes(
+                source,
+                refs,
+                jobs,
+                url=url,
+                token=os.environ.get(CONTROL_TOKEN_ENV) if url else None,
+                concurrency=concurrency,
+                on_result=progress,
+                expected=counts,
+            )
     except EnvFleetError as e:
         raise fail(str(e)) from None
     finally:
@@ -484,9 +648,22 @@ def check(
     if as_json:
         print(json.dumps(_check_document(results), indent=2, ensure_ascii=False))
     else:
-        _print_table(["env", "task", "gold", "noop", "initial fails", "deterministic", "result"],
-                     [[r.env_id, r.task_id, f"{r.gold_reward}", str(r.noop_success), str(r.initial_fails), str(r.deterministic),
-                       "pass" if r.passed else "FAIL"] for r in results], ids=2)
+        _print_table(
+            ["env", "task", "gold", "noop", "initial fails", "deterministic", "result"],
+            [
+                [
+                    r.env_id,
+                    r.task_id,
+                    f"{r.gold_reward}",
+                    str(r.noop_success),
+                    str(r.initial_fails),
+                    str(r.deterministic),
+                    "pass" if r.passed else "FAIL",
+                ]
+                for r in results
+            ],
+            ids=2,
+        )
         for r in failed:
             for problem in r.problems:
                 err.print(f"[red]{escape(r.env_id)}/{escape(r.task_id)}[/red]: {escape(problem)}", highlight=False)
@@ -509,7 +686,9 @@ Every `envfleet` command and subcommand, including the plugin commands the synth
 
 @app.command("cli-reference", hidden=True)
 def write_cli_reference(
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the reference here (default: stdout).")] = None,
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="Write the reference here (default: stdout).")
+    ] = None,
 ) -> None:
     """Write docs/cli.md: the --help of every command and subcommand, plugins included."""
     text = cli_reference(CLI_REFERENCE_INTRO)
@@ -529,8 +708,11 @@ def _plugins(argv: list[str]) -> None:
     asked = next((a for a in argv if not a.startswith("-")), None)
     for entry in entry_points(group="envfleet.commands"):
         if entry.name != asked:
-            app.command(name=entry.name, help=f"(from {entry.value.split(':')[0]}; see `envfleet {entry.name} --help`)",
-                        context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(lambda: None)
+            app.command(
+                name=entry.name,
+                help=f"(from {entry.value.split(':')[0]}; see `envfleet {entry.name} --help`)",
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            )(lambda: None)
             continue
         try:
             command = entry.load()
@@ -539,8 +721,11 @@ def _plugins(argv: list[str]) -> None:
             else:  # a single command (``report PATH``)
                 app.command(name=entry.name)(command)
         except Exception as e:  # noqa: BLE001 - report any failure of a plugin as a clean error
-            err.print(f"[red]error:[/red] command group {entry.name!r} ({entry.value}) failed to load: "
-                      f"{type(e).__name__}: {e}", highlight=False)
+            err.print(
+                f"[red]error:[/red] command group {entry.name!r} ({entry.value}) failed to load: "
+                f"{type(e).__name__}: {e}",
+                highlight=False,
+            )
             raise SystemExit(1) from None
 
 

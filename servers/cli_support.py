@@ -59,8 +59,9 @@ def help_text(command: Sequence[str]) -> str:
     when asked for), at a fixed width and without colours; trailing blanks and blank edges are dropped."""
     env = {k: v for k, v in os.environ.items() if k not in _UNSTABLE} | HELP_ENV
     script = "import sys; sys.argv[0] = 'envfleet'; from servers.cli import main; main()"
-    result = subprocess.run([sys.executable, "-c", script, *command, "--help"], env=env, capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script, *command, "--help"], env=env, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"envfleet {' '.join(command)} --help exited {result.returncode}: {result.stderr.strip()}")
     return "\n".join(line.rstrip() for line in result.stdout.splitlines()).strip("\n") + "\n"

@@ -101,7 +101,9 @@ class Lifecycle(_Model):
     initial: str
     states: list[str] = Field(min_length=2)
     transitions: list[Transition] = Field(min_length=1)
-    seed_mix: dict[str, float] | None = Field(None, description="Share of seed rows per state (default: mostly early states).")
+    seed_mix: dict[str, float] | None = Field(
+        None, description="Share of seed rows per state (default: mostly early states)."
+    )
 
 
 class Entity(_Model):
@@ -150,7 +152,9 @@ class TimeWindow(_Model):
     entity: Identifier
     transition: Identifier = Field(description="The transition the window applies to (or 'create').")
     attribute: Identifier = Field(description="A date or datetime attribute of the entity.")
-    mode: Literal["before", "after"] = Field(description="'before': at least N hours before it; 'after': at most N days after it.")
+    mode: Literal["before", "after"] = Field(
+        description="'before': at least N hours before it; 'after': at most N days after it."
+    )
     amount: Param = Field(description="Hours (before) or days (after).")
     description: str = Field(min_length=1, description="Policy words, with {amount}.")
 
@@ -183,8 +187,11 @@ class Domain(_Model):
     description: str = Field(min_length=1)
     keywords: list[str] = Field(min_length=2, description="Words and phrases that point to this domain.")
     actor: str = Field(description="Who the agent is: 'the front desk of a dental clinic'.")
-    customer: Identifier | None = Field(None, description="The entity the user talking to the agent is (patient, "
-                                        "guest, account holder); by default the core entity most others refer to.")
+    customer: Identifier | None = Field(
+        None,
+        description="The entity the user talking to the agent is (patient, "
+        "guest, account holder); by default the core entity most others refer to.",
+    )
     entities: list[Entity] = Field(min_length=2)
     rules: list[Rule] = Field(min_length=1)
 
@@ -197,7 +204,9 @@ class Domain(_Model):
     def customer_entity(self) -> Entity:
         if self.customer:
             return self.entity(self.customer)
-        referred = {e.name: sum(1 for other in self.entities for r in other.relations if r.to == e.name) for e in self.entities}
+        referred = {
+            e.name: sum(1 for other in self.entities for r in other.relations if r.to == e.name) for e in self.entities
+        }
         return max(self.entities, key=lambda e: (e.core, referred[e.name], e.creatable))
 
     @model_validator(mode="after")
@@ -215,7 +224,8 @@ class Composite(_Model):
     name: str
     domains: list[Identifier] = Field(min_length=2, max_length=2)
     shared: dict[Identifier, Identifier] = Field(
-        default_factory=dict, description="Entity of the second domain -> the entity of the first it is merged into.")
+        default_factory=dict, description="Entity of the second domain -> the entity of the first it is merged into."
+    )
     description: str
 
 
@@ -252,9 +262,15 @@ def _domain_problems(domain: Domain) -> list[str]:
                 for state in [*transition.from_states, transition.to]:
                     if state not in life.states:
                         problems.append(f"{at}.lifecycle.transitions ({transition.name}): unknown state {state!r}")
-                if transition.stamp and (transition.stamp not in attrs or attrs[transition.stamp].type != "datetime"
-                                         or attrs[transition.stamp].required):
-                    problems.append(f"{at}.lifecycle.transitions ({transition.name}): stamp {transition.stamp!r} must be an optional datetime attribute")
+                if transition.stamp and (
+                    transition.stamp not in attrs
+                    or attrs[transition.stamp].type != "datetime"
+                    or attrs[transition.stamp].required
+                ):
+                    problems.append(
+                        f"{at}.lifecycle.transitions ({transition.name}): stamp {transition.stamp!r} must be an "
+                        "optional datetime attribute"
+                    )
     by_name = {e.name: e for e in domain.entities}
     for j, rule in enumerate(domain.rules):
         at = f"rules[{j}] ({rule.kind} on {rule.entity})"
@@ -300,7 +316,9 @@ def _domain_problems(domain: Domain) -> list[str]:
             if rule.subject != rule.entity and rule.subject not in related:
                 problems.append(f"{at}: {rule.subject!r} is not a relation")
             elif subject is not None:
-                fields = {a.name for a in subject.attributes} | ({subject.lifecycle.field} if subject.lifecycle else set())
+                fields = {a.name for a in subject.attributes} | (
+                    {subject.lifecycle.field} if subject.lifecycle else set()
+                )
                 if rule.attribute not in fields:
                     problems.append(f"{at}: {rule.subject}.{rule.attribute} does not exist")
             if rule.action != "create" and rule.action not in transitions:
@@ -351,7 +369,9 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
     rename = dict(composite.shared)
     clashes = {e.name for e in second.entities if e.name not in rename} & {e.name for e in first.entities}
     if clashes:
-        raise CatalogError(f"composite {composite.id!r}: entity names clash ({', '.join(sorted(clashes))}); share or rename them")
+        raise CatalogError(
+            f"composite {composite.id!r}: entity names clash ({', '.join(sorted(clashes))}); share or rename them"
+        )
     prefixes = {e.id_prefix for e in first.entities}
 
     def mapped(name: str) -> str:
@@ -377,10 +397,14 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
                 data[key] = mapped(data[key])
         rules.append(data)
     merged = {
-        "id": composite.id, "name": composite.name, "description": composite.description,
+        "id": composite.id,
+        "name": composite.name,
+        "description": composite.description,
         "keywords": sorted({*first.keywords, *second.keywords}),
-        "actor": f"{first.actor}, working together with {second.actor}", "customer": first.customer,
-        "entities": entities, "rules": rules,
+        "actor": f"{first.actor}, working together with {second.actor}",
+        "customer": first.customer,
+        "entities": entities,
+        "rules": rules,
     }
     kept = [rule for rule in rules if _survives(merged, rule)]  # a rule on an attribute the shared entity lacks goes
     try:

@@ -33,7 +33,19 @@ from .publish import publish_folder, write_env_folder
 from .seeding import SeedingError, seed_rows
 from .task_synthesis import synthesize_tasks
 
-__all__ = ["Job", "Result", "Written", "Assist", "AssistFailed", "Stopped", "synthesize", "more_tasks", "publish_result", "run_batch", "plan_batch"]
+__all__ = [
+    "Job",
+    "Result",
+    "Written",
+    "Assist",
+    "AssistFailed",
+    "Stopped",
+    "synthesize",
+    "more_tasks",
+    "publish_result",
+    "run_batch",
+    "plan_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,12 @@ class Result:
     @property
     def files(self) -> dict[str, Any]:
         """The environment folder's files, ready to write."""
-        files = {"env.json": self.stages["spec"], "seed.json": self.stages["seed"],
-                 "tool_graph.json": self.stages["graph"], "tasks/synthesized.jsonl": self.stages["tasks"]}
+        files = {
+            "env.json": self.stages["spec"],
+            "seed.json": self.stages["seed"],
+            "tool_graph.json": self.stages["graph"],
+            "tasks/synthesized.jsonl": self.stages["tasks"],
+        }
         if "domain" in self.stages:
             files[DOMAIN_FILE] = self.stages["domain"]
         return files
@@ -82,12 +98,18 @@ class Result:
     def provenance(self) -> dict[str, Any]:
         tests, tasks = self.stages.get("procedural_tests", {}), self.stages.get("task_stats", {})
         provenance = {
-            "synthesizer": __version__, "modeler": MODELER_VERSION, "backend": self.backend,
+            "synthesizer": __version__,
+            "modeler": MODELER_VERSION,
+            "backend": self.backend,
             "domain": self.stages.get("topic", {}).get("domain", self.job.domain_id),
             "sector": self.stages.get("topic", {}).get("sector"),
-            "seed": self.job.seed, "variant": self.job.variant,
+            "seed": self.job.seed,
+            "variant": self.job.variant,
             "procedural_tests": {k: tests.get(k) for k in ("score", "passed", "probes")},
-            "tasks": {k: tasks.get(k) for k in ("attempted", "published", "failures", "families", "templates", "chain_lengths")},
+            "tasks": {
+                k: tasks.get(k)
+                for k in ("attempted", "published", "failures", "families", "templates", "chain_lengths")
+            },
         }
         if "llm" in self.stages:
             provenance["llm"] = self.stages["llm"]["provenance"]
@@ -105,8 +127,9 @@ class Assist(Protocol):
     """What a model adds to the procedural stages; the LLM backend (``synthesizer.llm``) implements
     it. Each method does nothing for a stage the run did not enable."""
 
-    def model_domain(self, topic: str, requests: tuple[str, ...],
-                     check: Callable[[Domain, str], list[str]]) -> tuple[Domain, str] | str: ...
+    def model_domain(
+        self, topic: str, requests: tuple[str, ...], check: Callable[[Domain, str], list[str]]
+    ) -> tuple[Domain, str] | str: ...
 
     def model_environment(self, topic: str, requests: tuple[str, ...], tasks: int) -> Written | str | None:
         """A whole environment written by the model (None: that stage is off; text: why it failed)."""
@@ -197,8 +220,13 @@ def synthesize(job: Job, min_tasks: int = 1, assist: Assist | None = None, progr
         return _done(result, started, assist)
     except Exception as e:  # a bug, not a bad draft: this environment fails, the batch goes on
         logger.exception("synthesizing %s failed", job.name)
-        result = Result(job, job.env_id or job.label, ok=False, reason=f"internal error: {type(e).__name__}: {e}",
-                        backend="procedural" if assist is None else "llm")
+        result = Result(
+            job,
+            job.env_id or job.label,
+            ok=False,
+            reason=f"internal error: {type(e).__name__}: {e}",
+            backend="procedural" if assist is None else "llm",
+        )
         return _done(result, started, assist)
 
 
@@ -220,12 +248,15 @@ def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float,
                 built = _build(domain, sector, job)
             except _Refused as e:
                 return e.problems
-            tasks, stats = synthesize_tasks(built.env, built.design, build_graph(built.env), count=max(1, min_tasks),
-                                            seed=job.seed, max_attempts=12)
+            tasks, stats = synthesize_tasks(
+                built.env, built.design, build_graph(built.env), count=max(1, min_tasks), seed=job.seed, max_attempts=12
+            )
             if len(tasks) < min_tasks:
-                return [f"no task passes the gates on this domain ({stats.attempted} drafted; failures: "
-                        f"{dict(stats.failures)}): the customer needs records of their own with transitions they would "
-                        "ask for (cancel, pay, renew ...), and relations from those records to the customer"]
+                return [
+                    f"no task passes the gates on this domain ({stats.attempted} drafted; failures: "
+                    f"{dict(stats.failures)}): the customer needs records of their own with transitions they would "
+                    "ask for (cancel, pay, renew ...), and relations from those records to the customer"
+                ]
             return []
 
         modeled = assist.model_domain(job.topic, job.requests, check)
@@ -276,8 +307,9 @@ def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float,
     return _done(result, started, assist)
 
 
-def _from_written(job: Job, assist: Assist, written: Written | str, started: float, step: Callable[[str], None],
-                  min_tasks: int) -> Result:
+def _from_written(
+    job: Job, assist: Assist, written: Written | str, started: float, step: Callable[[str], None], min_tasks: int
+) -> Result:
     """The rest of the pipeline for an environment the model wrote whole: its graph, its tasks'
     wording, the review; it was checked, probed and gated on the way in."""
     result = Result(job, job.env_id or job.label, ok=False, backend="llm")
@@ -299,8 +331,14 @@ def _from_written(job: Job, assist: Assist, written: Written | str, started: flo
         result.reason = f"the reviewing model rejects tools: {rejected}"
         return _done(result, started, assist)
     result.stages["tasks"] = [t.model_dump(mode="json", exclude_none=True) for t in tasks]
-    result.stages["task_stats"] = {"attempted": len(written.tasks), "published": len(tasks), "failures": {}, "families": {},
-                                   "templates": {}, "chain_lengths": {}}
+    result.stages["task_stats"] = {
+        "attempted": len(written.tasks),
+        "published": len(tasks),
+        "failures": {},
+        "families": {},
+        "templates": {},
+        "chain_lengths": {},
+    }
     if len(tasks) < min_tasks:
         result.reason = f"only {len(tasks)} task(s) passed the gates"
         return _done(result, started, assist)
@@ -323,8 +361,9 @@ def save_stages(result: Result, out: Path) -> None:
     """Every stage's output as JSON files under ``out/<env_id>/stages/`` (for --dry-run)."""
     folder = out / result.env_id
     stages = {f"stages/{i}_{name}.json": value for i, (name, value) in enumerate(result.stages.items(), start=1)}
-    write_env_folder(folder, {**stages, "stages/result.json": {"ok": result.ok, "reason": result.reason,
-                                                               "seconds": result.seconds}})
+    write_env_folder(
+        folder, {**stages, "stages/result.json": {"ok": result.ok, "reason": result.reason, "seconds": result.seconds}}
+    )
     if result.ok:
         write_env_folder(folder, {**result.files, "provenance.json": result.provenance()})
 
@@ -344,8 +383,9 @@ def more_tasks(folder: Path, *, count: int, seed: int, pack: str) -> tuple[list[
     env = Environment.load(folder)
     design = design_domain(domain, seed=provenance["seed"], variant=provenance.get("variant", 0), env_id=env.id)
     build_spec(design)  # fills the design's tool roles, which task synthesis reads
-    tasks, stats = synthesize_tasks(env, design, build_graph(env), count=count, seed=seed, id_prefix=f"{env.id}-{pack}",
-                                    avoid=env.tasks)
+    tasks, stats = synthesize_tasks(
+        env, design, build_graph(env), count=count, seed=seed, id_prefix=f"{env.id}-{pack}", avoid=env.tasks
+    )
     return tasks, stats.to_dict()
 
 
@@ -367,8 +407,12 @@ def plan_batch(count: int, seed: int, tasks: int, domains: Iterable[str] | None 
     return [Job(domains[i % len(domains)], seed, i // len(domains), tasks) for i in range(count)]
 
 
-def run_batch(jobs: list[Job], workers: int | None = None, on_result: Callable[[Result], None] | None = None,
-              assist: Callable[[], Assist] | None = None) -> list[Result]:
+def run_batch(
+    jobs: list[Job],
+    workers: int | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    assist: Callable[[], Assist] | None = None,
+) -> list[Result]:
     """Synthesize every job; results in job order. Procedural jobs run in worker processes; with
     ``assist`` (a factory of one :class:`Assist` per job) they run in threads, since they mostly
     wait for the model (its client caps the requests in flight)."""

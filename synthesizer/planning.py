@@ -25,7 +25,9 @@ __all__ = ["Plan", "plan_jobs", "planned_env_id", "substitution"]
 class Plan:
     jobs: list[Job] = field(default_factory=list)
     mining: dict[str, Any] | None = None  # the corpus report, when there was a corpus
-    substitutions: list[dict[str, Any]] = field(default_factory=list)  # topics made as a differently named catalog domain
+    substitutions: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # topics made as a differently named catalog domain
 
 
 def planned_env_id(job: Job) -> str | None:
@@ -47,13 +49,28 @@ def substitution(catalog: Catalog, topic: str, match: TopicMatch) -> dict[str, A
     asked, named = {stem(w) for w in tokens(topic)}, {stem(w) for w in tokens(domain.name)}
     if asked == named or asked == {stem(w) for w in tokens(match.domain_id.replace("_", " "))}:
         return None
-    return {"topic": topic, "domain": match.domain_id, "name": domain.name, "sector": match.sector, "score": match.score,
-            "matched": sorted(set(match.keywords))}
+    return {
+        "topic": topic,
+        "domain": match.domain_id,
+        "name": domain.name,
+        "sector": match.sector,
+        "score": match.score,
+        "matched": sorted(set(match.keywords)),
+    }
 
 
-def plan_jobs(catalog: Catalog, *, topics: list[str] | None = None, corpus: list[str] | None = None, count: int | None = None,
-              seed: int = 1, variant: int = 0, tasks: int = 20, llm: LLMBackend | None = None,
-              max_envs: int | None = None) -> Plan:
+def plan_jobs(
+    catalog: Catalog,
+    *,
+    topics: list[str] | None = None,
+    corpus: list[str] | None = None,
+    count: int | None = None,
+    seed: int = 1,
+    variant: int = 0,
+    tasks: int = 20,
+    llm: LLMBackend | None = None,
+    max_envs: int | None = None,
+) -> Plan:
     """Jobs for the request; raises ``NoMatchingDomain`` for a topic nothing fits (without a model)."""
     plan = Plan()
     modeled = llm is not None and bool({"domain", "spec"} & llm.stages)
@@ -78,8 +95,10 @@ def plan_jobs(catalog: Catalog, *, topics: list[str] | None = None, corpus: list
             report = mine_requests_with_llm(llm.client, catalog, corpus)
             mined = [Job(d, seed, 0, tasks, requests=tuple(report.examples.get(d, []))) for d in report.domains()]
             if modeled:
-                mined += [Job(None, seed, 0, tasks, topic=t, requests=tuple(examples[:8]))
-                          for t, examples in report.new_topics.items()]
+                mined += [
+                    Job(None, seed, 0, tasks, topic=t, requests=tuple(examples[:8]))
+                    for t, examples in report.new_topics.items()
+                ]
         plan.mining = report.to_dict()
         plan.jobs += mined[:max_envs] if max_envs is not None else mined
     if count:

@@ -57,15 +57,25 @@ class TestReport:
 
     def why(self) -> str:
         """Why the environment fails, in one line: the score, then the probes that decide it."""
-        decisive = [p for p in self.failures() if p.kind in CRITICAL or "undeclared" in p.detail or p.tool in self.untested]
+        decisive = [
+            p for p in self.failures() if p.kind in CRITICAL or "undeclared" in p.detail or p.tool in self.untested
+        ]
         shown = "; ".join(f"{p.tool} ({p.kind}): {p.detail}" for p in decisive[:3])
         more = f" (+{len(decisive) - 3} more)" if len(decisive) > 3 else ""
-        return f"procedural tests score {self.score} (needs {PASS_THRESHOLD}, every tool exercised, every rule enforced)" + \
-            (f": {shown}{more}" if shown else "")
+        return (
+            f"procedural tests score {self.score} (needs {PASS_THRESHOLD}, every tool exercised, every rule enforced)"
+            + (f": {shown}{more}" if shown else "")
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"env_id": self.env_id, "score": self.score, "passed": self.passed, "probes": len(self.probes),
-                "untested": self.untested, "failures": [asdict(p) for p in self.failures()]}
+        return {
+            "env_id": self.env_id,
+            "score": self.score,
+            "passed": self.passed,
+            "probes": len(self.probes),
+            "untested": self.untested,
+            "failures": [asdict(p) for p in self.failures()],
+        }
 
 
 def declared_writes(design: Design, role: ToolRole) -> set[str]:
@@ -74,8 +84,13 @@ def declared_writes(design: Design, role: ToolRole) -> set[str]:
         return set()
     tables = {design.entity(role.entity).plural}
     moves_counters = role.kind == "create" or (
-        role.kind == "transition" and any(t.compensates for t in design.entity(role.entity).lifecycle.transitions  # type: ignore[union-attr]
-                                          if t.name == role.transition))
+        role.kind == "transition"
+        and any(
+            t.compensates
+            for t in design.entity(role.entity).lifecycle.transitions  # type: ignore[union-attr]
+            if t.name == role.transition
+        )
+    )
     if moves_counters:
         tables |= {design.entity(r.resource).plural for _, r in design.rules_for(role.entity, Consumes)}
     return tables
@@ -106,12 +121,21 @@ class _Tester:
             if last is None:
                 return arguments
         self.report.untested.append(tool)
-        self.report.probes.append(Probe(tool, "positive", candidates[:1], False, "no generated positive call succeeded"
-                                        + (f" (last: {last})" if candidates else " (no candidate arguments)")))
+        self.report.probes.append(
+            Probe(
+                tool,
+                "positive",
+                candidates[:1],
+                False,
+                "no generated positive call succeeded"
+                + (f" (last: {last})" if candidates else " (no candidate arguments)"),
+            )
+        )
         return None
 
-    def succeeds(self, tool: str, arguments: dict[str, Any], allowed: set[str], must_change: bool,
-                 record_error: bool = True) -> str | None:
+    def succeeds(
+        self, tool: str, arguments: dict[str, Any], allowed: set[str], must_change: bool, record_error: bool = True
+    ) -> str | None:
         """One call on a fresh state that must succeed, change only ``allowed`` tables (and something,
         when ``must_change``) and keep every reference whole. Returns the error text when it failed."""
         state = self.env.new_state()
@@ -135,8 +159,9 @@ class _Tester:
         finally:
             state.close()
 
-    def negative(self, tool: str, kind: str, arguments: Any, expect: str | set[str] | None = None,
-                 state: StateCopy | None = None) -> None:
+    def negative(
+        self, tool: str, kind: str, arguments: Any, expect: str | set[str] | None = None, state: StateCopy | None = None
+    ) -> None:
         """The call must fail, say something useful, and change nothing."""
         own = state is None
         state = state or self.env.new_state()
@@ -176,7 +201,9 @@ class _Tester:
     def rows(self, entity: str) -> list[dict[str, Any]]:
         """The seeded rows of an entity (copies: callers may change them)."""
         if entity not in self._seeded:
-            self._seeded[entity] = self.env.template.read_table(self.env.template.conn, self.design.entity(entity).plural)
+            self._seeded[entity] = self.env.template.read_table(
+                self.env.template.conn, self.design.entity(entity).plural
+            )
         return [dict(r) for r in self._seeded[entity]]
 
     def pick(self, entity: str, where: Any = None, count: int = 12) -> list[dict[str, Any]]:
@@ -276,8 +303,12 @@ class _Tester:
         some = self.pick(role.entity, count=1)
         if some:
             self.negative(tool, "rule", {key: some[0][key]}, "update_needs_a_value")
-        self.negative(tool, "unknown_id", {key: self._unknown(role.entity), editable[0]: self.value_for(schema[editable[0]], editable[0])},
-                      f"{role.entity}_exists")
+        self.negative(
+            tool,
+            "unknown_id",
+            {key: self._unknown(role.entity), editable[0]: self.value_for(schema[editable[0]], editable[0])},
+            f"{role.entity}_exists",
+        )
 
     def _transition(self, tool: str, role: ToolRole) -> None:
         entity = self.design.entity(role.entity)
@@ -294,7 +325,9 @@ class _Tester:
             if isinstance(rule, TimeWindow) and rule.entity == role.entity and rule.transition == transition.name:
                 hours = self.design.params[index]
                 clock = self.clock.replace(tzinfo=None)
-                violating = [r for r in ready if r.get(rule.attribute) and _violates(r[rule.attribute], clock, rule.mode, hours)]
+                violating = [
+                    r for r in ready if r.get(rule.attribute) and _violates(r[rule.attribute], clock, rule.mode, hours)
+                ]
                 if violating:
                     self.negative(tool, "rule", {key: violating[0][key]}, f"time_window_{index}")
 
@@ -303,11 +336,23 @@ class _Tester:
         schema = self.env.executor.tools[tool].input_schema
         for relation in entity.relations:
             if relation.required and self.rows(relation.to) and not self._eligible(entity.name, relation.to):
-                rules = [f"{r.kind} ({r.description})" for r in self.design.rules
-                         if r.entity == entity.name and relation.to in {getattr(r, k, None) for k in ("subject", "owner", "resource")}]
+                rules = [
+                    f"{r.kind} ({r.description})"
+                    for r in self.design.rules
+                    if r.entity == entity.name
+                    and relation.to in {getattr(r, k, None) for k in ("subject", "owner", "resource")}
+                ]
                 self.report.untested.append(tool)
-                self.report.probes.append(Probe(tool, "positive", {}, False, f"no seeded {relation.to} can take part in a new "
-                                                f"{entity.name}: none passes {'; '.join(rules) or 'the rules'}"))
+                self.report.probes.append(
+                    Probe(
+                        tool,
+                        "positive",
+                        {},
+                        False,
+                        f"no seeded {relation.to} can take part in a new "
+                        f"{entity.name}: none passes {'; '.join(rules) or 'the rules'}",
+                    )
+                )
                 return
         candidates = [self._create_arguments(tool, entity, schema) for _ in range(self.attempts)]
         base = self.positive(tool, candidates)
@@ -315,7 +360,9 @@ class _Tester:
             return
         for relation in entity.relations:
             if relation.column in base:
-                self.negative(tool, "unknown_id", {**base, relation.column: self._unknown(relation.to)}, f"{relation.to}_exists")
+                self.negative(
+                    tool, "unknown_id", {**base, relation.column: self._unknown(relation.to)}, f"{relation.to}_exists"
+                )
         self._create_rule_probes(tool, entity, base)
 
     def _create_arguments(self, tool: str, entity: Any, schema: dict[str, Any]) -> dict[str, Any]:
@@ -333,7 +380,8 @@ class _Tester:
                 when = clock + _days(self.rng.randint(3, 20)) if rule.mode == "before" else clock - _days(1)
                 name = p_(rule.attribute)
                 arguments[name] = when.strftime(
-                    "%Y-%m-%d" if len(self.value_for(schema["properties"][name], name)) == 10 else "%Y-%m-%d %H:%M")
+                    "%Y-%m-%d" if len(self.value_for(schema["properties"][name], name)) == 10 else "%Y-%m-%d %H:%M"
+                )
         for name in schema.get("required", []):
             if name not in arguments:
                 arguments[name] = self.value_for(schema["properties"][name], name)
@@ -372,8 +420,12 @@ class _Tester:
             if isinstance(rule, UniqueActive) and rule.entity == entity.name:
                 owner = next(r.column for r in entity.relations if r.to == rule.owner)
                 target = next(r.column for r in entity.relations if r.to == rule.target)
-                if any(c[owner] == arguments.get(owner) and c[target] == arguments.get(target) and c.get(field_name) in rule.states
-                       for c in children):
+                if any(
+                    c[owner] == arguments.get(owner)
+                    and c[target] == arguments.get(target)
+                    and c.get(field_name) in rule.states
+                    for c in children
+                ):
                     return True
         return False
 
@@ -384,18 +436,30 @@ class _Tester:
             name = f"{rule.kind}_{index}"
             if isinstance(rule, Eligibility) and rule.action == "create" and rule.subject != entity.name:
                 column = next(r.column for r in entity.relations if r.to == rule.subject)
-                passing_others = {r[self._id(rule.subject)] for r in self._eligible(entity.name, rule.subject, skip=rule)}
-                bad = [r for r in self.rows(rule.subject) if r.get(rule.attribute) != rule.equals
-                       and r[self._id(rule.subject)] in passing_others
-                       and not self._pair_taken(entity, {**base, column: r[self._id(rule.subject)]})]
+                passing_others = {
+                    r[self._id(rule.subject)] for r in self._eligible(entity.name, rule.subject, skip=rule)
+                }
+                bad = [
+                    r
+                    for r in self.rows(rule.subject)
+                    if r.get(rule.attribute) != rule.equals
+                    and r[self._id(rule.subject)] in passing_others
+                    and not self._pair_taken(entity, {**base, column: r[self._id(rule.subject)]})
+                ]
                 if bad:
                     self.negative(tool, "rule", {**base, column: bad[0][self._id(rule.subject)]}, name)
             elif isinstance(rule, Consumes):
                 column = next(r.column for r in entity.relations if r.to == rule.resource)
-                passing_others = {r[self._id(rule.resource)] for r in self._eligible(entity.name, rule.resource, skip=rule)}
-                empty = [r for r in self.rows(rule.resource) if (r.get(rule.counter) or 0) <= 0
-                         and r[self._id(rule.resource)] in passing_others
-                         and not self._pair_taken(entity, {**base, column: r[self._id(rule.resource)]})]
+                passing_others = {
+                    r[self._id(rule.resource)] for r in self._eligible(entity.name, rule.resource, skip=rule)
+                }
+                empty = [
+                    r
+                    for r in self.rows(rule.resource)
+                    if (r.get(rule.counter) or 0) <= 0
+                    and r[self._id(rule.resource)] in passing_others
+                    and not self._pair_taken(entity, {**base, column: r[self._id(rule.resource)]})
+                ]
                 if empty:
                     self.negative(tool, "rule", {**base, column: empty[0][self._id(rule.resource)]}, name)
             elif isinstance(rule, TimeWindow) and rule.transition == "create" and p_(rule.attribute) in base:
@@ -412,7 +476,9 @@ class _Tester:
         entity = self.design.entity(rule.entity)
         owner = next(r.column for r in entity.relations if r.to == rule.owner)
         field_name = entity.lifecycle.field if entity.lifecycle else "status"
-        existing = [c for c in self.rows(entity.name) if c[owner] == base.get(owner) and c.get(field_name) in rule.states]
+        existing = [
+            c for c in self.rows(entity.name) if c[owner] == base.get(owner) and c.get(field_name) in rule.states
+        ]
         if isinstance(rule, LimitPerOwner):
             missing = int(self.design.params[self.design.rules.index(rule)]) - len(existing)
             avoid = {r.column: base.get(r.column) for r in entity.relations if r.column != owner}
@@ -436,14 +502,22 @@ class _Tester:
                 for column, value in avoid.items():  # keep unique-pair rules out of the way
                     if row.get(column) == value:
                         related = next(r.to for r in entity.relations if r.column == column)
-                        alternatives = [r[self._id(related)] for r in self.rows(related) if r[self._id(related)] != value]
+                        alternatives = [
+                            r[self._id(related)] for r in self.rows(related) if r[self._id(related)] != value
+                        ]
                         if alternatives:
                             row[column] = alternatives[index % len(alternatives)]
                 columns = ", ".join(row)
-                state.conn.execute(f"INSERT INTO {entity.plural} ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
+                state.conn.execute(
+                    f"INSERT INTO {entity.plural} ({columns}) VALUES ({', '.join(':' + c for c in row)})", row
+                )
         expected = {name}
         if isinstance(rule, UniqueActive):  # the extra row may also bring the owner to a per-owner limit
-            expected |= {f"{r.kind}_{i}" for i, r in enumerate(self.design.rules) if isinstance(r, LimitPerOwner) and r.entity == entity.name}
+            expected |= {
+                f"{r.kind}_{i}"
+                for i, r in enumerate(self.design.rules)
+                if isinstance(r, LimitPerOwner) and r.entity == entity.name
+            }
         self.negative(tool, "rule", base, expected, state=state)
         state.close()
 

@@ -41,16 +41,32 @@ from servers.episodes import (
 
 from .errors import SynthesisError
 
-__all__ = ["write_env_folder", "publish_folder", "add_files", "unpublish", "is_published", "PublishConflict", "registry_lock",
-           "update_registry", "remove_from_registry", "TEMP_PREFIX", "STALE_AFTER", "temp_folder", "is_stale", "clean_stale"]
+__all__ = [
+    "write_env_folder",
+    "publish_folder",
+    "add_files",
+    "unpublish",
+    "is_published",
+    "PublishConflict",
+    "registry_lock",
+    "update_registry",
+    "remove_from_registry",
+    "TEMP_PREFIX",
+    "STALE_AFTER",
+    "temp_folder",
+    "is_stale",
+    "clean_stale",
+]
 
 TEMP_PREFIX = STAGING_PREFIX
 """Every temporary folder a publisher makes under an env root starts with this (never served, never listed),
 so ``envfleet registry check --fix`` knows them too."""
 STALE_AFTER = STAGING_GRACE_SECONDS
 """Seconds untouched after which a temporary folder is a leftover whoever made it (the runtime's grace too)."""
-_TEMP_NAME = re.compile(r"^\.envfleet-staging-(?P<env_id>[a-z0-9_-]+)-(?P<nonce>[0-9a-f]{12})\.(?P<kind>[a-z]+)\.(?P<pid>\d+)\."
-                        r"(?P<host>[A-Za-z0-9-]+)$")
+_TEMP_NAME = re.compile(
+    r"^\.envfleet-staging-(?P<env_id>[a-z0-9_-]+)-(?P<nonce>[0-9a-f]{12})\.(?P<kind>[a-z]+)\.(?P<pid>\d+)\."
+    r"(?P<host>[A-Za-z0-9-]+)$"
+)
 
 
 def _host() -> str:
@@ -94,7 +110,12 @@ def clean_stale(env_root: Path, registry_path: Path, stale_after: float = STALE_
     with registry_lock(registry_path):
         now = time.time()
         for folder in sorted(env_root.iterdir()):
-            if folder.name.startswith(".") and folder.is_dir() and not folder.is_symlink() and is_stale(folder, now, stale_after):
+            if (
+                folder.name.startswith(".")
+                and folder.is_dir()
+                and not folder.is_symlink()
+                and is_stale(folder, now, stale_after)
+            ):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder.name)
     return removed
@@ -124,8 +145,10 @@ def _read_entries(registry_path: Path) -> list[RegistryEntry]:
 def _write_registry(registry_path: Path, entries: list[RegistryEntry]) -> None:
     document = RegistryFile(environments=sorted(entries, key=lambda e: e.id))
     temporary = registry_path.with_name(f".{registry_path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    temporary.write_text(json.dumps(document.model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n",
-                         encoding="utf-8")
+    temporary.write_text(
+        json.dumps(document.model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, registry_path)
@@ -185,8 +208,15 @@ def is_published(env_root: Path, env_id: str, registry_path: Path) -> bool:
     return (env_root / env_id).exists() or env_id in {e.id for e in _read_entries(registry_path)}
 
 
-def publish_folder(env_root: Path, env_id: str, files: dict[str, Any], registry_path: Path,
-                   provenance: dict[str, Any], *, replace: bool = True) -> RegistryEntry:
+def publish_folder(
+    env_root: Path,
+    env_id: str,
+    files: dict[str, Any],
+    registry_path: Path,
+    provenance: dict[str, Any],
+    *,
+    replace: bool = True,
+) -> RegistryEntry:
     """Write the environment's files and provenance under ``env_root/env_id``, then list it.
     With ``replace=False`` an id that is published already is a :class:`PublishConflict`."""
     staging = _staging(env_root, env_id, registry_path)

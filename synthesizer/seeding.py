@@ -55,8 +55,10 @@ def generator_problem(generator: str) -> str | None:
     if args or head.startswith("_") or not callable(getattr(_FAKER, head, None)):
         return f"generator {generator!r} is neither a Faker method nor one of {', '.join(SPECIAL_GENERATORS)}"
     if head in _CLOCK_BOUND:
-        return (f"generator {generator!r} draws from the machine's clock, so seeds would change from day to day; use "
-                "date:/datetime: (relative to the environment clock) or choice with an enum")
+        return (
+            f"generator {generator!r} draws from the machine's clock, so seeds would change from day to day; use "
+            "date:/datetime: (relative to the environment clock) or choice with an enum"
+        )
     return None
 
 
@@ -105,8 +107,10 @@ class _Seeder:
         try:
             return self._value(attr, future, entity)
         except Exception as e:  # a generator that cannot make this attribute's values
-            raise SeedingError(f"{entity}.{attr.name}: generator {attr.generator!r} cannot make {attr.type} values"
-                               f"{' that are unique' if attr.unique else ''} ({type(e).__name__}: {e})") from None
+            raise SeedingError(
+                f"{entity}.{attr.name}: generator {attr.generator!r} cannot make {attr.type} values"
+                f"{' that are unique' if attr.unique else ''} ({type(e).__name__}: {e})"
+            ) from None
 
     def _value(self, attr: Attribute, future: bool | None, entity: str | None) -> Any:
         words = self.design.vocabulary.get((entity or "", attr.name))
@@ -140,7 +144,9 @@ class _Seeder:
             moment = self.clock + timedelta(days=self.rng.uniform(low, high))
             if head == "date":
                 return moment.date().isoformat()
-            moment = moment.replace(hour=8 + moment.hour % 10, minute=(moment.minute // 15) * 15, second=0, microsecond=0)
+            moment = moment.replace(
+                hour=8 + moment.hour % 10, minute=(moment.minute // 15) * 15, second=0, microsecond=0
+            )
             if future is True and moment <= self.clock:
                 moment += timedelta(days=1)
             return moment.strftime("%Y-%m-%d %H:%M:%S")
@@ -169,7 +175,11 @@ class _Seeder:
 
     def make(self) -> dict[str, list[dict[str, Any]]]:
         for entity in _order(self.design.entities):
-            count = entity.seed_count if self.design.variant == 0 else max(3, int(entity.seed_count * self.rng.uniform(0.7, 1.3)))
+            count = (
+                entity.seed_count
+                if self.design.variant == 0
+                else max(3, int(entity.seed_count * self.rng.uniform(0.7, 1.3)))
+            )
             rows = []
             for index, state in enumerate(self.states(entity, count), start=1):
                 row: dict[str, Any] = {f"{entity.name}_id": f"{entity.id_prefix}-{index:04d}"}
@@ -227,8 +237,11 @@ class _Seeder:
             for row in self.rows[entity.plural]:
                 if row[field] not in rule.states:
                     continue
-                key = (row[owner],) if isinstance(rule, LimitPerOwner) else (
-                    row[owner], row[next(r.column for r in entity.relations if r.to == rule.target)])
+                key = (
+                    (row[owner],)
+                    if isinstance(rule, LimitPerOwner)
+                    else (row[owner], row[next(r.column for r in entity.relations if r.to == rule.target)])
+                )
                 if seen[key] >= limit and in_state[row[field]] == 1 and isinstance(rule, LimitPerOwner):
                     roomy = next((o for o in owner_ids if seen[(o,)] < limit), None)
                     if roomy is not None:  # the only record in its state keeps it, with an owner who has room
@@ -252,7 +265,6 @@ class _Seeder:
                 if resource_rows:
                     resource_rows[-1][rule.counter] = 0
 
-
     def _straddle_window(self, rule: TimeWindow, amount: int) -> None:
         """Records a windowed transition can start from lie on both sides of the window, so the
         transition can be done on some and refused on others (a draw can miss one side)."""
@@ -265,19 +277,29 @@ class _Seeder:
             return
         ready = [r for r in self.rows[entity.plural] if r[entity.lifecycle.field] in transition.from_states]
         if rule.mode == "before":  # allowed until `amount` hours before the moment
-            inside, outside = self.clock + timedelta(hours=amount + 48), self.clock + timedelta(hours=max(1, amount // 2))
+            inside, outside = (
+                self.clock + timedelta(hours=amount + 48),
+                self.clock + timedelta(hours=max(1, amount // 2)),
+            )
         else:  # allowed until `amount` days after it
             inside, outside = self.clock - timedelta(days=max(1, amount // 2)), self.clock - timedelta(days=amount + 5)
 
-        edge = (self.clock + timedelta(hours=amount)).strftime("%Y-%m-%d %H:%M:%S") if rule.mode == "before" \
+        edge = (
+            (self.clock + timedelta(hours=amount)).strftime("%Y-%m-%d %H:%M:%S")
+            if rule.mode == "before"
             else (self.clock - timedelta(days=amount)).date().isoformat()
+        )
 
         def within(row: dict[str, Any]) -> bool:
             value = str(row.get(rule.attribute) or "")
             return bool(value) and (value > edge if rule.mode == "before" else value[:10] >= edge)
 
         def stamp(moment: Any) -> str:
-            return moment.date().isoformat() if attr.type == "date" else moment.replace(minute=0, second=0).strftime("%Y-%m-%d %H:%M:%S")
+            return (
+                moment.date().isoformat()
+                if attr.type == "date"
+                else moment.replace(minute=0, second=0).strftime("%Y-%m-%d %H:%M:%S")
+            )
 
         if ready and not any(within(r) for r in ready):
             ready[0][rule.attribute] = stamp(inside)

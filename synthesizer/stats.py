@@ -31,8 +31,12 @@ def fleet_stats(env_root: Path) -> dict[str, Any]:
         folder = provenance_file.parent
         provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
         spec = json.loads((folder / "env.json").read_text(encoding="utf-8"))
-        tasks = [json.loads(line) for pack in sorted((folder / "tasks").glob("*.jsonl"))
-                 for line in pack.read_text(encoding="utf-8").splitlines() if line.strip()]
+        tasks = [
+            json.loads(line)
+            for pack in sorted((folder / "tasks").glob("*.jsonl"))
+            for line in pack.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         domains.add(provenance.get("domain"))
         sectors.add(provenance.get("sector"))
         tools.append(len(spec["tools"]))
@@ -53,17 +57,24 @@ def fleet_stats(env_root: Path) -> dict[str, Any]:
         return round(statistics.fmean(values), 2) if values else 0.0
 
     return {
-        "environments": count, "domains": len(domains), "sectors": len(sectors), "sector_names": sorted(s for s in sectors if s),
+        "environments": count,
+        "domains": len(domains),
+        "sectors": len(sectors),
+        "sector_names": sorted(s for s in sectors if s),
         "tools_per_env": {"mean": mean(tools), "min": min(tools, default=0), "max": max(tools, default=0)},
         "write_tools_per_env": {"mean": mean(writes), "min": min(writes, default=0)},
-        "tables_per_env": mean(tables), "tasks_per_env": mean(task_counts), "tasks": sum(task_counts),
+        "tables_per_env": mean(tables),
+        "tasks_per_env": mean(task_counts),
+        "tasks": sum(task_counts),
         "chain_lengths": {str(k): v for k, v in sorted(chains.items())},
         "procedural_test_score": mean(test_scores),
         "gate_pass_rate": round(published / attempted, 3) if attempted else 0.0,
         "task_families": dict(families.most_common()),
         "distinct_instruction_share": round(len(set(instructions)) / len(instructions), 3) if instructions else 0.0,
-        "instruction_templates": {"distinct": len(templates),
-                                  "most_used_share": round(max(templates.values()) / sum(templates.values()), 3) if templates else 0.0},
+        "instruction_templates": {
+            "distinct": len(templates),
+            "most_used_share": round(max(templates.values()) / sum(templates.values()), 3) if templates else 0.0,
+        },
     }
 
 

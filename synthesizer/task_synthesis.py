@@ -32,13 +32,57 @@ from .seeding import ValueMaker
 __all__ = ["SynthesisStats", "synthesize_tasks", "checks_from_diff"]
 
 GREETINGS = ["Hi,", "Hello,", "Good morning,", "Hey there,", "Hi there,", ""]
-REQUESTABLE = {"cancel", "pay", "check", "confirm", "return", "renew", "withdraw", "close", "submit", "reactivate", "pause",
-               "resume", "upgrade", "downgrade", "accept", "decline", "extend", "dispute", "redeem", "activate", "suspend",
-               "reschedule", "refund", "approve", "settle", "release", "unlock", "archive", "freeze", "unfreeze", "collect",
-               "claim", "void", "complete", "finalize", "report", "hold", "request", "book", "reserve", "start", "stop"}
+REQUESTABLE = {
+    "cancel",
+    "pay",
+    "check",
+    "confirm",
+    "return",
+    "renew",
+    "withdraw",
+    "close",
+    "submit",
+    "reactivate",
+    "pause",
+    "resume",
+    "upgrade",
+    "downgrade",
+    "accept",
+    "decline",
+    "extend",
+    "dispute",
+    "redeem",
+    "activate",
+    "suspend",
+    "reschedule",
+    "refund",
+    "approve",
+    "settle",
+    "release",
+    "unlock",
+    "archive",
+    "freeze",
+    "unfreeze",
+    "collect",
+    "claim",
+    "void",
+    "complete",
+    "finalize",
+    "report",
+    "hold",
+    "request",
+    "book",
+    "reserve",
+    "start",
+    "stop",
+}
 """First words of transitions a customer would ask for themselves (not 'mark_no_show', 'ship', 'assign')."""
-_GATE_FAILURES = {"gold": "gold_below_one", "deterministic": "nondeterministic", "noop": "initial_passes",
-                  "initial": "initial_passes"}
+_GATE_FAILURES = {
+    "gold": "gold_below_one",
+    "deterministic": "nondeterministic",
+    "noop": "initial_passes",
+    "initial": "initial_passes",
+}
 """The synthesis statistics' name for each gate a finished draft can fail (servers.clients.GateResult.failed_gates)."""
 IDENTIFY = ["I'm {name}", "this is {name}", "my name is {name}", "{name} here"]
 
@@ -53,9 +97,14 @@ class SynthesisStats:
     chain_lengths: Counter[int] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attempted": self.attempted, "published": self.published, "failures": dict(self.failures),
-                "families": dict(self.families), "templates": dict(self.templates),
-                "chain_lengths": {str(k): v for k, v in sorted(self.chain_lengths.items())}}
+        return {
+            "attempted": self.attempted,
+            "published": self.published,
+            "failures": dict(self.failures),
+            "families": dict(self.families),
+            "templates": dict(self.templates),
+            "chain_lengths": {str(k): v for k, v in sorted(self.chain_lengths.items())},
+        }
 
 
 @dataclass
@@ -122,8 +171,12 @@ class _Synthesizer:
         customer = self.design.domain.customer_entity()
         if customer.name not in names:
             return []
-        return [(self.design.entity(customer.name), child) for child in self.design.entities
-                for relation in child.relations if relation.required and relation.to == customer.name]
+        return [
+            (self.design.entity(customer.name), child)
+            for child in self.design.entities
+            for relation in child.relations
+            if relation.required and relation.to == customer.name
+        ]
 
     def second_fact(self, owner: Entity) -> str | None:
         attrs = {a.name: a for a in owner.attributes}
@@ -152,8 +205,13 @@ class _Synthesizer:
         text = self.rng.choice(IDENTIFY).format(name=name)
         if fact and row.get(fact):
             known[_words(fact)] = str(row[fact])
-            text += self.rng.choice([f" ({_words(fact)} {row[fact]})", f", {_words(fact)} {row[fact]}",
-                                     f" — my {_words(fact)} is {row[fact]}"])
+            text += self.rng.choice(
+                [
+                    f" ({_words(fact)} {row[fact]})",
+                    f", {_words(fact)} {row[fact]}",
+                    f" — my {_words(fact)} is {row[fact]}",
+                ]
+            )
         greeting = self.rng.choice(GREETINGS)
         return (f"{greeting} {text}." if greeting else f"{text[0].upper()}{text[1:]}."), known
 
@@ -178,7 +236,11 @@ class _Synthesizer:
         return twin, InsertRows(op="insert", table=owner.plural, rows=[twin])
 
     def describe(self, entity: Entity, row: dict[str, Any]) -> str:
-        parts = [f"the {row[entity.label]} {_words(entity.name)}" if entity.label != entity.name else f"the {_words(entity.name)}"]
+        parts = [
+            f"the {row[entity.label]} {_words(entity.name)}"
+            if entity.label != entity.name
+            else f"the {_words(entity.name)}"
+        ]
         for attr in entity.attributes:
             if attr.type in ("date", "datetime") and row.get(attr.name) and attr.required:
                 value = str(row[attr.name])
@@ -213,10 +275,19 @@ class _Synthesizer:
         options = []
         for owner, child in self.owners():
             if child.lifecycle and f"list_{child.plural}_for_{owner.name}" in self.tools:
-                options += [(owner, None, child, t) for t in child.lifecycle.transitions if t.name.split("_")[0] in REQUESTABLE]
+                options += [
+                    (owner, None, child, t) for t in child.lifecycle.transitions if t.name.split("_")[0] in REQUESTABLE
+                ]
         for owner, middle, child in self.grandchildren():
-            if child.lifecycle and {f"list_{middle.plural}_for_{owner.name}", f"list_{child.plural}_for_{middle.name}"} <= self.tools:
-                options += [(owner, middle, child, t) for t in child.lifecycle.transitions if t.name.split("_")[0] in REQUESTABLE]
+            if (
+                child.lifecycle
+                and {f"list_{middle.plural}_for_{owner.name}", f"list_{child.plural}_for_{middle.name}"} <= self.tools
+            ):
+                options += [
+                    (owner, middle, child, t)
+                    for t in child.lifecycle.transitions
+                    if t.name.split("_")[0] in REQUESTABLE
+                ]
         if owner_key is not None:
             options = [o for o in options if o[0].name == owner_key[0]]
         if not options:
@@ -229,7 +300,9 @@ class _Synthesizer:
         self.rng.shuffle(ready)
         for target in ready if owner_key is not None else ready[:5]:
             parent_row = self.row(parent, target[column])
-            owner_row = self.row(owner, parent_row[up]) if (middle and parent_row and parent_row.get(up)) else parent_row
+            owner_row = (
+                self.row(owner, parent_row[up]) if (middle and parent_row and parent_row.get(up)) else parent_row
+            )
             if owner_row is None or parent_row is None:
                 continue
             if owner_key is not None and owner_row[f"{owner.name}_id"] != owner_key[1]:
@@ -240,17 +313,40 @@ class _Synthesizer:
                 what += f" on my {_words(middle.name)} {parent_row[middle.label]}"
             verb = _words(transition.name)
             template = self.rng.randrange(4)
-            request = [f"Please {verb} {what}.", f"Could you {verb} {what} for me?", f"I need you to {verb} {what}.",
-                       f"I'd like to {verb} {what}, please."][template]
+            request = [
+                f"Please {verb} {what}.",
+                f"Could you {verb} {what} for me?",
+                f"I need you to {verb} {what}.",
+                f"I'd like to {verb} {what}, please.",
+            ][template]
             gold = [self.lookup(owner, owner_row)]
             if middle:
-                gold.append(GoldCall(tool=f"list_{middle.plural}_for_{owner.name}", arguments={up: owner_row[f"{owner.name}_id"]}))
-            gold += [GoldCall(tool=f"list_{child.plural}_for_{parent.name}", arguments={column: parent_row[f"{parent.name}_id"]}),
-                     GoldCall(tool=f"{transition.name}_{child.name}", arguments={f"{child.name}_id": target[f"{child.name}_id"]})]
-            draft = _Draft("lifecycle", f"lifecycle-{template}", who, request,
-                           UserScenario(persona=self.persona(owner_row, owner), known={**known, "request": f"{verb} {what}"},
-                                        unknown=[f"{_words(owner.name)} id", f"{_words(child.name)} id"]),
-                           gold, tags=[transition.name, child.name])
+                gold.append(
+                    GoldCall(
+                        tool=f"list_{middle.plural}_for_{owner.name}", arguments={up: owner_row[f"{owner.name}_id"]}
+                    )
+                )
+            gold += [
+                GoldCall(
+                    tool=f"list_{child.plural}_for_{parent.name}", arguments={column: parent_row[f"{parent.name}_id"]}
+                ),
+                GoldCall(
+                    tool=f"{transition.name}_{child.name}", arguments={f"{child.name}_id": target[f"{child.name}_id"]}
+                ),
+            ]
+            draft = _Draft(
+                "lifecycle",
+                f"lifecycle-{template}",
+                who,
+                request,
+                UserScenario(
+                    persona=self.persona(owner_row, owner),
+                    known={**known, "request": f"{verb} {what}"},
+                    unknown=[f"{_words(owner.name)} id", f"{_words(child.name)} id"],
+                ),
+                gold,
+                tags=[transition.name, child.name],
+            )
             if middle is None:
                 self.add_distractors(draft, owner, owner_row, child, target, column)
             else:
@@ -278,7 +374,11 @@ class _Synthesizer:
                 target_entity = self.design.entity(relation.to)
                 target_row = self.rng.choice(self.rows[target_entity.name])
                 arguments[relation.column] = target_row[f"{relation.to}_id"]
-                gold.append(GoldCall(tool=f"search_{target_entity.plural}", arguments={"query": target_row[target_entity.label]}))
+                gold.append(
+                    GoldCall(
+                        tool=f"search_{target_entity.plural}", arguments={"query": target_row[target_entity.label]}
+                    )
+                )
                 facts.append(f"{_words(target_entity.name)}: {target_row[target_entity.label]}")
             for name in schema.get("required", []):
                 if name in arguments:
@@ -292,11 +392,22 @@ class _Synthesizer:
             template = self.rng.randrange(3)
             what = f"a new {_words(child.name)}"
             details = ", ".join(facts)
-            request = [f"Please set up {what}: {details}.", f"I'd like {what} ({details}).",
-                       f"Can you add {what} for me? Details: {details}."][template]
-            return _Draft("create", f"create-{template}", who, request,
-                          UserScenario(persona=self.persona(owner_row, owner), known={**known, "details": details},
-                                       unknown=["ids"]), gold, tags=["create", child.name])
+            request = [
+                f"Please set up {what}: {details}.",
+                f"I'd like {what} ({details}).",
+                f"Can you add {what} for me? Details: {details}.",
+            ][template]
+            return _Draft(
+                "create",
+                f"create-{template}",
+                who,
+                request,
+                UserScenario(
+                    persona=self.persona(owner_row, owner), known={**known, "details": details}, unknown=["ids"]
+                ),
+                gold,
+                tags=["create", child.name],
+            )
         return None
 
     def update_draft(self) -> _Draft | None:
@@ -312,15 +423,29 @@ class _Synthesizer:
         value = self.value(entity, name, schema["properties"][name])
         if row.get(name) == value:
             return None
-        gold = [self.lookup(entity, row), GoldCall(tool=f"get_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"]}),
-                GoldCall(tool=f"update_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"], name: value})]
+        gold = [
+            self.lookup(entity, row),
+            GoldCall(tool=f"get_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"]}),
+            GoldCall(
+                tool=f"update_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"], name: value}
+            ),
+        ]
         who, known = self.identity(entity, row)
         template = self.rng.randrange(3)
-        request = [f"Please change my {_words(name)} to {value}.", f"My {_words(name)} is now {value}; can you update it?",
-                   f"Update my {_words(name)} to {value}, please."][template]
-        draft = _Draft("update", f"update-{template}", who, request,
-                       UserScenario(persona=self.persona(row, entity), known={**known, _words(name): str(value)}, unknown=["ids"]),
-                       gold, tags=["update", entity.name])
+        request = [
+            f"Please change my {_words(name)} to {value}.",
+            f"My {_words(name)} is now {value}; can you update it?",
+            f"Update my {_words(name)} to {value}, please.",
+        ][template]
+        draft = _Draft(
+            "update",
+            f"update-{template}",
+            who,
+            request,
+            UserScenario(persona=self.persona(row, entity), known={**known, _words(name): str(value)}, unknown=["ids"]),
+            gold,
+            tags=["update", entity.name],
+        )
         pair = self.twin(entity, row)
         if pair:
             draft.changes.append(pair[1])
@@ -380,7 +505,9 @@ class _Synthesizer:
         candidates = []
         for index, rule in enumerate(self.design.rules):
             if isinstance(rule, Eligibility) and rule.action == "create" and rule.subject != rule.entity:
-                candidates.append((index, rule, rule.subject, lambda r, rule=rule: r.get(rule.attribute) == rule.equals))
+                candidates.append(
+                    (index, rule, rule.subject, lambda r, rule=rule: r.get(rule.attribute) == rule.equals)
+                )
             if isinstance(rule, Consumes):
                 candidates.append((index, rule, rule.resource, lambda r, rule=rule: (r.get(rule.counter) or 0) >= 1))
         self.rng.shuffle(candidates)
@@ -404,15 +531,25 @@ class _Synthesizer:
                 return draft
         return None
 
-    def create_draft_for(self, owner: Entity, child: Entity, subject: Entity, blocked: dict[str, Any],
-                         good: list[dict[str, Any]], enum: str) -> _Draft | None:
+    def create_draft_for(
+        self,
+        owner: Entity,
+        child: Entity,
+        subject: Entity,
+        blocked: dict[str, Any],
+        good: list[dict[str, Any]],
+        enum: str,
+    ) -> _Draft | None:
         column = next(r.column for r in child.relations if r.to == owner.name)
         subject_column = next(r.column for r in child.relations if r.to == subject.name)
         schema = self.env.executor.tools[f"create_{child.name}"].input_schema
         for _ in range(6):
             owner_row = self.rng.choice(self.rows[owner.name])
             choice = good[0]
-            arguments: dict[str, Any] = {column: owner_row[f"{owner.name}_id"], subject_column: choice[f"{subject.name}_id"]}
+            arguments: dict[str, Any] = {
+                column: owner_row[f"{owner.name}_id"],
+                subject_column: choice[f"{subject.name}_id"],
+            }
             facts = []
             for name in schema.get("required", []):
                 if name not in arguments:
@@ -421,28 +558,47 @@ class _Synthesizer:
                     arguments[name] = self.value(child, name, schema["properties"][name])
                     facts.append(self.fact_text(name, arguments[name]))
             else:
-                gold = [self.lookup(owner, owner_row),
-                        GoldCall(tool=f"search_{subject.plural}", arguments={"query": blocked[subject.label]}),
-                        GoldCall(tool=f"search_{subject.plural}", arguments={enum: blocked[enum]}),
-                        GoldCall(tool=f"create_{child.name}", arguments=arguments)]
+                gold = [
+                    self.lookup(owner, owner_row),
+                    GoldCall(tool=f"search_{subject.plural}", arguments={"query": blocked[subject.label]}),
+                    GoldCall(tool=f"search_{subject.plural}", arguments={enum: blocked[enum]}),
+                    GoldCall(tool=f"create_{child.name}", arguments=arguments),
+                ]
                 if not self.trial(gold):
                     continue
                 who, known = self.identity(owner, owner_row)
                 details = ", ".join(facts)
-                request = (f"I'd like a new {_words(child.name)} with {_words(subject.name)} {blocked[subject.label]} ({details}). "
-                           f"If that isn't possible, any other {_words(subject.name)} whose {_words(enum)} is "
-                           f"{blocked[enum]} is fine.")
-                draft = _Draft("policy_trap", "trap-0", who, request,
-                               UserScenario(persona=self.persona(owner_row, owner), known={**known, "details": details,
-                                            "preferred": str(blocked[subject.label])}, unknown=["ids", "the rules"]),
-                               gold, tags=["policy-trap", child.name])
+                request = (
+                    f"I'd like a new {_words(child.name)} with {_words(subject.name)} {blocked[subject.label]} "
+                    f"({details}). "
+                    f"If that isn't possible, any other {_words(subject.name)} whose {_words(enum)} is "
+                    f"{blocked[enum]} is fine."
+                )
+                draft = _Draft(
+                    "policy_trap",
+                    "trap-0",
+                    who,
+                    request,
+                    UserScenario(
+                        persona=self.persona(owner_row, owner),
+                        known={**known, "details": details, "preferred": str(blocked[subject.label])},
+                        unknown=["ids", "the rules"],
+                    ),
+                    gold,
+                    tags=["policy-trap", child.name],
+                )
                 draft.alternatives[subject_column] = [r[f"{subject.name}_id"] for r in good]
-                draft.forbidden.append(Check(
-                    description=f"Nothing was created with {blocked[subject.label]}",
-                    sql=f"SELECT 1 FROM {child.plural} WHERE {subject_column} = {_literal(blocked[f'{subject.name}_id'])} "
+                draft.forbidden.append(
+                    Check(
+                        description=f"Nothing was created with {blocked[subject.label]}",
+                        sql=f"SELECT 1 FROM {child.plural} WHERE {subject_column} = "
+                        f"{_literal(blocked[f'{subject.name}_id'])} "
                         f"AND {column} = {_literal(owner_row[f'{owner.name}_id'])} AND {child.name}_id NOT IN "
-                        f"(SELECT {child.name}_id FROM {child.plural} WHERE {child.name}_id <= {_literal(self.max_id(child))})",
-                    expect="none"))
+                        f"(SELECT {child.name}_id FROM {child.plural} WHERE {child.name}_id <= "
+                        f"{_literal(self.max_id(child))})",
+                        expect="none",
+                    )
+                )
                 return draft
         return None
 
@@ -452,7 +608,9 @@ class _Synthesizer:
     # -- pieces --------------------------------------------------------------------------------
 
     def persona(self, row: dict[str, Any], entity: Entity) -> str:
-        mood = self.rng.choice(["polite and brief", "in a hurry", "chatty", "a little anxious", "precise about details"])
+        mood = self.rng.choice(
+            ["polite and brief", "in a hurry", "chatty", "a little anxious", "precise about details"]
+        )
         return f"{row[entity.label]}, a {_words(entity.name)} of {self.design.name}; {mood}."
 
     def value(self, entity: Entity, name: str, schema: dict[str, Any]) -> Any:
@@ -470,8 +628,15 @@ class _Synthesizer:
             value = "yes" if value else "no"
         return f"{_words(name.removesuffix('_value'))}: {value}"
 
-    def add_distractors(self, draft: _Draft, owner: Entity, owner_row: dict[str, Any], child: Entity,
-                        target: dict[str, Any], column: str) -> None:
+    def add_distractors(
+        self,
+        draft: _Draft,
+        owner: Entity,
+        owner_row: dict[str, Any],
+        child: Entity,
+        target: dict[str, Any],
+        column: str,
+    ) -> None:
         pair = self.twin(owner, owner_row)
         if pair is None:
             return
@@ -495,8 +660,11 @@ class _Synthesizer:
 
     def signature(self, gold: list[GoldCall], asks: bool) -> Any:
         """What a task does: its write calls, and what it asks (two wordings of one job are one task)."""
-        writes = tuple((c.tool, tuple(sorted(c.arguments.items()))) for c in gold
-                       if c.tool in self.env.executor.tools and self.env.executor.tools[c.tool].tool.kind == "write")
+        writes = tuple(
+            (c.tool, tuple(sorted(c.arguments.items())))
+            for c in gold
+            if c.tool in self.env.executor.tools and self.env.executor.tools[c.tool].tool.kind == "write"
+        )
         return writes, gold[-1].tool if asks else None
 
     @staticmethod
@@ -535,9 +703,18 @@ class _Synthesizer:
                     self.stats.failures["no_answer"] += 1
                     return None
                 answer = Answer(facts=[str(value)])
-            task = Task(id=task_id, split=split, difficulty=self.difficulty(draft), tags=sorted(set(draft.tags)),
-                        instruction=draft.instruction, user=draft.user, initial_state=draft.changes, gold=draft.gold,
-                        checks=checks, answer=answer)
+            task = Task(
+                id=task_id,
+                split=split,
+                difficulty=self.difficulty(draft),
+                tags=sorted(set(draft.tags)),
+                instruction=draft.instruction,
+                user=draft.user,
+                initial_state=draft.changes,
+                gold=draft.gold,
+                checks=checks,
+                answer=answer,
+            )
             verdict = trial.judge(task, "; ".join(answer.facts) if answer else None)
         if not verdict.passed:
             self.stats.failures[_GATE_FAILURES[verdict.failed_gates[0]]] += 1
@@ -549,8 +726,13 @@ class _Synthesizer:
         return checks_from_diff(diff, self.env.primary_keys, names=names, alternatives=draft.alternatives)
 
 
-def checks_from_diff(diff: Any, primary_keys: dict[str, list[str]], *, names: dict[str, str] | None = None,
-                     alternatives: dict[str, list[Any]] | None = None) -> list[Check]:
+def checks_from_diff(
+    diff: Any,
+    primary_keys: dict[str, list[str]],
+    *,
+    names: dict[str, str] | None = None,
+    alternatives: dict[str, list[Any]] | None = None,
+) -> list[Check]:
     """A check per change a gold run made: each new row by its values (``alternatives`` lists the
     values a column may take instead), each changed field by its row's key, each deleted row gone."""
     checks = []
@@ -566,17 +748,31 @@ def checks_from_diff(diff: Any, primary_keys: dict[str, list[str]], *, names: di
                     conditions.append(f"{column} IN ({', '.join(_literal(v) for v in alternatives[column])})")  # type: ignore[index]
                 else:
                     conditions.append(f"{column} IS NULL" if value is None else f"{column} = {_literal(value)}")
-            checks.append(Check(description=f"A new {noun} exists with the requested details",
-                                sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions) or '1'}"))
+            checks.append(
+                Check(
+                    description=f"A new {noun} exists with the requested details",
+                    sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions) or '1'}",
+                )
+            )
         for key, columns in sorted(changes.updated.items()):
             conditions = _key_conditions(key_columns, key) + [
-                f"{c} IS NULL" if new is None else f"{c} = {_literal(new)}" for c, (_, new) in sorted(columns.items())]
+                f"{c} IS NULL" if new is None else f"{c} = {_literal(new)}" for c, (_, new) in sorted(columns.items())
+            ]
             changed = ", ".join(_words(c) for c in sorted(columns))
-            checks.append(Check(description=f"{noun.capitalize()} {key}: {changed} updated",
-                                sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions)}"))
+            checks.append(
+                Check(
+                    description=f"{noun.capitalize()} {key}: {changed} updated",
+                    sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(conditions)}",
+                )
+            )
         for key in sorted(changes.deleted):
-            checks.append(Check(description=f"{noun.capitalize()} {key} removed",
-                                sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(_key_conditions(key_columns, key))}", expect="none"))
+            checks.append(
+                Check(
+                    description=f"{noun.capitalize()} {key} removed",
+                    sql=f"SELECT 1 FROM {table} WHERE {' AND '.join(_key_conditions(key_columns, key))}",
+                    expect="none",
+                )
+            )
     return checks
 
 
@@ -586,14 +782,29 @@ def _key_conditions(key_columns: list[str], key: str) -> list[str]:
     return [f"{column} = {_literal(value)}" for column, value in zip(key_columns, values, strict=True)]
 
 
-def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, count: int, seed: int,
-                     test_share: float = 0.3, max_attempts: int | None = None, id_prefix: str | None = None,
-                     avoid: list[Task] | None = None) -> tuple[list[Task], SynthesisStats]:
+def synthesize_tasks(
+    env: Environment,
+    design: Design,
+    graph: nx.DiGraph,
+    *,
+    count: int,
+    seed: int,
+    test_share: float = 0.3,
+    max_attempts: int | None = None,
+    id_prefix: str | None = None,
+    avoid: list[Task] | None = None,
+) -> tuple[list[Task], SynthesisStats]:
     """Up to ``count`` verified tasks for ``env``, with the statistics of what was tried; none does
     what a task of ``avoid`` (the environment's existing packs) already does."""
     synth = _Synthesizer(env, design, graph, seed)
-    families = [(synth.transition_draft, 3), (synth.create_draft, 2), (synth.update_draft, 1), (synth.multi_action_draft, 2),
-                (synth.answer_draft, 2), (synth.trap_draft, 2)]
+    families = [
+        (synth.transition_draft, 3),
+        (synth.create_draft, 2),
+        (synth.update_draft, 1),
+        (synth.multi_action_draft, 2),
+        (synth.answer_draft, 2),
+        (synth.trap_draft, 2),
+    ]
     makers, weights = zip(*families, strict=True)
     tasks: list[Task] = []
     seen: set[Any] = {synth.signature(t.gold, t.answer is not None) for t in avoid or []}
@@ -620,4 +831,3 @@ def synthesize_tasks(env: Environment, design: Design, graph: nx.DiGraph, *, cou
         synth.stats.chain_lengths[len(task.gold)] += 1
     synth.state.close()
     return tasks, synth.stats
-

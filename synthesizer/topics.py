@@ -18,21 +18,104 @@ from typing import Any
 from .catalog import Catalog
 from .errors import SynthesisError
 
-__all__ = ["TopicMatch", "match_topic", "MiningReport", "read_corpus", "read_corpus_text", "mine_corpus", "mine_requests", "is_stateful",
-           "NoMatchingDomain", "CorpusError"]
+__all__ = [
+    "TopicMatch",
+    "match_topic",
+    "MiningReport",
+    "read_corpus",
+    "read_corpus_text",
+    "mine_corpus",
+    "mine_requests",
+    "is_stateful",
+    "NoMatchingDomain",
+    "CorpusError",
+]
 
 _WORD = re.compile(r"[a-z][a-z\-']+")
 # Verbs of requests that change something a system keeps (and will be read back later).
 _WRITE_VERBS = {
-    "book", "schedule", "reschedule", "cancel", "reserve", "order", "buy", "purchase", "pay", "transfer", "deposit",
-    "withdraw", "register", "enroll", "enrol", "sign", "apply", "submit", "file", "renew", "return", "refund",
-    "update", "change", "modify", "add", "remove", "delete", "set", "create", "open", "close", "activate",
-    "deactivate", "join", "subscribe", "unsubscribe", "upgrade", "downgrade", "rent", "hire", "request", "claim",
-    "report", "track", "check-in", "checkin", "confirm", "redeem", "top", "send", "ship", "deliver", "list",
-    "record", "log", "save", "store", "manage", "assign", "lease", "adopt",
+    "book",
+    "schedule",
+    "reschedule",
+    "cancel",
+    "reserve",
+    "order",
+    "buy",
+    "purchase",
+    "pay",
+    "transfer",
+    "deposit",
+    "withdraw",
+    "register",
+    "enroll",
+    "enrol",
+    "sign",
+    "apply",
+    "submit",
+    "file",
+    "renew",
+    "return",
+    "refund",
+    "update",
+    "change",
+    "modify",
+    "add",
+    "remove",
+    "delete",
+    "set",
+    "create",
+    "open",
+    "close",
+    "activate",
+    "deactivate",
+    "join",
+    "subscribe",
+    "unsubscribe",
+    "upgrade",
+    "downgrade",
+    "rent",
+    "hire",
+    "request",
+    "claim",
+    "report",
+    "track",
+    "check-in",
+    "checkin",
+    "confirm",
+    "redeem",
+    "top",
+    "send",
+    "ship",
+    "deliver",
+    "list",
+    "record",
+    "log",
+    "save",
+    "store",
+    "manage",
+    "assign",
+    "lease",
+    "adopt",
 }
-_READ_ONLY_OPENERS = ("what", "how", "why", "explain", "tell me about", "describe", "calculate", "estimate", "give me",
-                      "provide", "recommend", "suggest", "translate", "summarize", "define", "compare", "show me")
+_READ_ONLY_OPENERS = (
+    "what",
+    "how",
+    "why",
+    "explain",
+    "tell me about",
+    "describe",
+    "calculate",
+    "estimate",
+    "give me",
+    "provide",
+    "recommend",
+    "suggest",
+    "translate",
+    "summarize",
+    "define",
+    "compare",
+    "show me",
+)
 
 
 class NoMatchingDomain(SynthesisError, ValueError):
@@ -93,9 +176,11 @@ def match_topic(catalog: Catalog, topic: str) -> TopicMatch:
     if not ranked or ranked[0].score < 2:
         sample = ", ".join(sorted(catalog.domains)[:12])
         near = ", ".join(m.domain_id for m in ranked[:3]) or "none"
-        raise NoMatchingDomain(f"no catalog domain fits {topic!r} (closest: {near}). Known domains include: {sample}, "
-                               f"... ({len(catalog.domains)} in all; `envfleet synth topics` lists them). The llm backend "
-                               "(--backend llm) models a new domain for a topic the catalog lacks.")
+        raise NoMatchingDomain(
+            f"no catalog domain fits {topic!r} (closest: {near}). Known domains include: {sample}, "
+            f"... ({len(catalog.domains)} in all; `envfleet synth topics` lists them). The llm backend "
+            "(--backend llm) models a new domain for a topic the catalog lacks."
+        )
     return ranked[0]
 
 
@@ -122,9 +207,16 @@ class MiningReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "stateful": self.stateful, "duplicates": self.duplicates,
-                "matched": sum(self.by_domain.values()), "by_sector": dict(self.by_sector.most_common()),
-                "by_domain": dict(self.by_domain.most_common()), "unmatched": self.unmatched, "examples": self.examples}
+        return {
+            "total": self.total,
+            "stateful": self.stateful,
+            "duplicates": self.duplicates,
+            "matched": sum(self.by_domain.values()),
+            "by_sector": dict(self.by_sector.most_common()),
+            "by_domain": dict(self.by_domain.most_common()),
+            "unmatched": self.unmatched,
+            "examples": self.examples,
+        }
 
     def domains(self, minimum: int = 1) -> list[str]:
         return [d for d, n in self.by_domain.most_common() if n >= minimum]
@@ -169,7 +261,7 @@ def read_corpus_text(content: str, source: str = "corpus") -> list[str]:
             raise CorpusError(f"{source}:{number}: not JSON ({e.msg})") from None
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
-            raise CorpusError(f"{source}:{number}: each line needs a \"text\" string")
+            raise CorpusError(f'{source}:{number}: each line needs a "text" string')
         texts.append(text.strip())
     return texts
 

@@ -60,57 +60,156 @@ MINI_SPEC: dict[str, Any] = {
     "policy": "Sell only what is in stock.",
     "sequences": [{"prefix": "ORD", "table": "orders", "column": "order_id"}],
     "tables": [
-        {"name": "items", "columns": [
-            {"name": "sku", "type": "text", "primary_key": True},
-            {"name": "name", "type": "text", "nullable": False},
-            {"name": "stock", "type": "integer", "nullable": False},
-            {"name": "price", "type": "real", "nullable": False},
-            {"name": "tags", "type": "json"},
-        ], "checks": [{"name": "stock_not_negative", "expression": "stock >= 0", "message": "Stock cannot go below zero."}]},
-        {"name": "orders", "columns": [
-            {"name": "order_id", "type": "text", "primary_key": True},
-            {"name": "sku", "type": "text", "nullable": False, "references": "items.sku"},
-            {"name": "quantity", "type": "integer", "nullable": False},
-            {"name": "note", "type": "text"},
-            {"name": "placed_at", "type": "datetime", "nullable": False},
-            {"name": "gift", "type": "boolean", "nullable": False, "default": False},
-            {"name": "status", "type": "text", "nullable": False, "enum": ["placed", "cancelled"], "default": "placed"},
-        ]},
+        {
+            "name": "items",
+            "columns": [
+                {"name": "sku", "type": "text", "primary_key": True},
+                {"name": "name", "type": "text", "nullable": False},
+                {"name": "stock", "type": "integer", "nullable": False},
+                {"name": "price", "type": "real", "nullable": False},
+                {"name": "tags", "type": "json"},
+            ],
+            "checks": [
+                {"name": "stock_not_negative", "expression": "stock >= 0", "message": "Stock cannot go below zero."}
+            ],
+        },
+        {
+            "name": "orders",
+            "columns": [
+                {"name": "order_id", "type": "text", "primary_key": True},
+                {"name": "sku", "type": "text", "nullable": False, "references": "items.sku"},
+                {"name": "quantity", "type": "integer", "nullable": False},
+                {"name": "note", "type": "text"},
+                {"name": "placed_at", "type": "datetime", "nullable": False},
+                {"name": "gift", "type": "boolean", "nullable": False, "default": False},
+                {
+                    "name": "status",
+                    "type": "text",
+                    "nullable": False,
+                    "enum": ["placed", "cancelled"],
+                    "default": "placed",
+                },
+            ],
+        },
     ],
     "tools": [
-        {"name": "get_item", "description": "Look up an item by SKU.", "kind": "read",
-         "parameters": {"type": "object", "properties": {"sku": {"type": "string", "description": "The SKU."}}, "required": ["sku"]},
-         "steps": [
-             {"kind": "require", "sql": "SELECT 1 FROM items WHERE sku = :sku", "error": "No item {sku}."},
-             {"kind": "return", "sql": "SELECT sku, name, stock, price, tags FROM items WHERE sku = :sku", "shape": "row"}]},
-        {"name": "search_items", "description": "Search items by name.", "kind": "read",
-         "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "Part of the name."}}, "required": ["query"]},
-         "steps": [{"kind": "return", "shape": "rows",
-                    "sql": "SELECT sku, name, stock > 0 AS in_stock FROM items WHERE name LIKE '%' || :query || '%' ORDER BY sku"}]},
-        {"name": "place_order", "description": "Order an item.", "kind": "write",
-         "parameters": {"type": "object", "properties": {
-             "sku": {"type": "string", "description": "The SKU."},
-             "quantity": {"type": "integer", "description": "How many.", "minimum": 1},
-             "note": {"type": "string", "description": "A note for the order."},
-             "gift": {"type": "boolean", "description": "Gift wrap.", "default": False}},
-             "required": ["sku", "quantity"]},
-         "steps": [
-             {"kind": "require", "sql": "SELECT 1 FROM items WHERE sku = :sku", "error": "No item {sku}.", "rule": "item_exists"},
-             {"kind": "require", "sql": "SELECT stock >= :quantity AS ok, stock FROM items WHERE sku = :sku", "expect": "true",
-              "error": "Only {stock} of {sku} in stock.", "rule": "in_stock"},
-             {"kind": "let", "name": "order_id", "sql": "SELECT new_id('ORD')"},
-             {"kind": "exec", "sql": "INSERT INTO orders (order_id, sku, quantity, note, placed_at, gift) VALUES (:order_id, :sku, :quantity, :note, now(), :gift)"},
-             {"kind": "exec", "sql": "UPDATE items SET stock = stock - :quantity WHERE sku = :sku", "affects": "one", "error": "Item {sku} vanished."},
-             {"kind": "return", "sql": "SELECT order_id, sku, quantity, note, placed_at, gift FROM orders WHERE order_id = :order_id", "shape": "row"}]},
-        {"name": "restock", "description": "Set an item's stock (may break the stock rule).", "kind": "write",
-         "parameters": {"type": "object", "properties": {"sku": {"type": "string", "description": "The SKU."},
-                                                          "delta": {"type": "integer", "description": "Change in stock."}},
-                        "required": ["sku", "delta"]},
-         "steps": [
-             {"kind": "exec", "sql": "UPDATE items SET stock = stock + :delta WHERE sku = :sku", "affects": "one", "error": "No item {sku}."},
-             {"kind": "return", "message": "Stock of {sku} changed by {delta}."}]},
-        {"name": "count_orders", "description": "How many orders exist.", "kind": "read",
-         "steps": [{"kind": "return", "sql": "SELECT COUNT(*) FROM orders", "shape": "scalar"}]},
+        {
+            "name": "get_item",
+            "description": "Look up an item by SKU.",
+            "kind": "read",
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string", "description": "The SKU."}},
+                "required": ["sku"],
+            },
+            "steps": [
+                {"kind": "require", "sql": "SELECT 1 FROM items WHERE sku = :sku", "error": "No item {sku}."},
+                {
+                    "kind": "return",
+                    "sql": "SELECT sku, name, stock, price, tags FROM items WHERE sku = :sku",
+                    "shape": "row",
+                },
+            ],
+        },
+        {
+            "name": "search_items",
+            "description": "Search items by name.",
+            "kind": "read",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "Part of the name."}},
+                "required": ["query"],
+            },
+            "steps": [
+                {
+                    "kind": "return",
+                    "shape": "rows",
+                    "sql": (
+                        "SELECT sku, name, stock > 0 AS in_stock FROM items WHERE name LIKE '%' || :query || '%' "
+                        "ORDER BY sku"
+                    ),
+                }
+            ],
+        },
+        {
+            "name": "place_order",
+            "description": "Order an item.",
+            "kind": "write",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "sku": {"type": "string", "description": "The SKU."},
+                    "quantity": {"type": "integer", "description": "How many.", "minimum": 1},
+                    "note": {"type": "string", "description": "A note for the order."},
+                    "gift": {"type": "boolean", "description": "Gift wrap.", "default": False},
+                },
+                "required": ["sku", "quantity"],
+            },
+            "steps": [
+                {
+                    "kind": "require",
+                    "sql": "SELECT 1 FROM items WHERE sku = :sku",
+                    "error": "No item {sku}.",
+                    "rule": "item_exists",
+                },
+                {
+                    "kind": "require",
+                    "sql": "SELECT stock >= :quantity AS ok, stock FROM items WHERE sku = :sku",
+                    "expect": "true",
+                    "error": "Only {stock} of {sku} in stock.",
+                    "rule": "in_stock",
+                },
+                {"kind": "let", "name": "order_id", "sql": "SELECT new_id('ORD')"},
+                {
+                    "kind": "exec",
+                    "sql": (
+                        "INSERT INTO orders (order_id, sku, quantity, note, placed_at, gift) VALUES (:order_id, "
+                        ":sku, :quantity, :note, now(), :gift)"
+                    ),
+                },
+                {
+                    "kind": "exec",
+                    "sql": "UPDATE items SET stock = stock - :quantity WHERE sku = :sku",
+                    "affects": "one",
+                    "error": "Item {sku} vanished.",
+                },
+                {
+                    "kind": "return",
+                    "sql": (
+                        "SELECT order_id, sku, quantity, note, placed_at, gift FROM orders WHERE order_id = :order_id"
+                    ),
+                    "shape": "row",
+                },
+            ],
+        },
+        {
+            "name": "restock",
+            "description": "Set an item's stock (may break the stock rule).",
+            "kind": "write",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "sku": {"type": "string", "description": "The SKU."},
+                    "delta": {"type": "integer", "description": "Change in stock."},
+                },
+                "required": ["sku", "delta"],
+            },
+            "steps": [
+                {
+                    "kind": "exec",
+                    "sql": "UPDATE items SET stock = stock + :delta WHERE sku = :sku",
+                    "affects": "one",
+                    "error": "No item {sku}.",
+                },
+                {"kind": "return", "message": "Stock of {sku} changed by {delta}."},
+            ],
+        },
+        {
+            "name": "count_orders",
+            "description": "How many orders exist.",
+            "kind": "read",
+            "steps": [{"kind": "return", "sql": "SELECT COUNT(*) FROM orders", "shape": "scalar"}],
+        },
     ],
 }
 
@@ -125,28 +224,61 @@ MINI_SEED: dict[str, Any] = {
 
 
 MINI_TASKS: list[dict[str, Any]] = [
-    {"id": "mini-001", "split": "train", "difficulty": "easy", "tags": ["order"],
-     "instruction": "Please order two candles for me and tell me the order number.",
-     "user": {"persona": "A shopper.", "known": {"item": "candles", "quantity": "2"}, "unknown": ["sku"]},
-     "gold": [{"tool": "search_items", "arguments": {"query": "Candle"}},
-              {"tool": "place_order", "arguments": {"sku": "C-3", "quantity": 2}}],
-     "checks": [
-         {"description": "An order of 2 candles exists", "sql": "SELECT 1 FROM orders WHERE sku = 'C-3' AND quantity = 2"},
-         {"description": "Candle stock went down to 38", "sql": "SELECT stock FROM items WHERE sku = 'C-3'",
-          "expect": {"op": "==", "value": 38}}],
-     "answer": {"facts": ["ORD-0042"]}},
-    {"id": "mini-002", "split": "test", "difficulty": "medium", "tags": ["restock", "initial-state"],
-     "instruction": "The buckets are back: we received 5. Then order one bucket for me.",
-     "user": {"persona": "The shop owner.", "known": {"received": "5 buckets"}, "unknown": []},
-     "initial_state": [{"op": "update", "table": "items", "where": {"sku": "B-2"}, "set": {"name": "Blue bucket"}},
-                       {"op": "insert", "table": "orders", "rows": [
-                           {"order_id": "ORD-0100", "sku": "A-1", "quantity": 1, "placed_at": "2026-01-04 09:00:00"}]}],
-     "gold": [{"tool": "restock", "arguments": {"sku": "B-2", "delta": 5}},
-              {"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1, "gift": True}}],
-     "checks": [
-         {"description": "Bucket stock is 4", "sql": "SELECT stock FROM items WHERE sku = 'B-2'", "expect": {"op": "==", "value": 4}},
-         {"description": "The new order took the next id after the task's ORD-0100",
-          "sql": "SELECT 1 FROM orders WHERE order_id = 'ORD-0101' AND sku = 'B-2' AND gift = 1"}]},
+    {
+        "id": "mini-001",
+        "split": "train",
+        "difficulty": "easy",
+        "tags": ["order"],
+        "instruction": "Please order two candles for me and tell me the order number.",
+        "user": {"persona": "A shopper.", "known": {"item": "candles", "quantity": "2"}, "unknown": ["sku"]},
+        "gold": [
+            {"tool": "search_items", "arguments": {"query": "Candle"}},
+            {"tool": "place_order", "arguments": {"sku": "C-3", "quantity": 2}},
+        ],
+        "checks": [
+            {
+                "description": "An order of 2 candles exists",
+                "sql": "SELECT 1 FROM orders WHERE sku = 'C-3' AND quantity = 2",
+            },
+            {
+                "description": "Candle stock went down to 38",
+                "sql": "SELECT stock FROM items WHERE sku = 'C-3'",
+                "expect": {"op": "==", "value": 38},
+            },
+        ],
+        "answer": {"facts": ["ORD-0042"]},
+    },
+    {
+        "id": "mini-002",
+        "split": "test",
+        "difficulty": "medium",
+        "tags": ["restock", "initial-state"],
+        "instruction": "The buckets are back: we received 5. Then order one bucket for me.",
+        "user": {"persona": "The shop owner.", "known": {"received": "5 buckets"}, "unknown": []},
+        "initial_state": [
+            {"op": "update", "table": "items", "where": {"sku": "B-2"}, "set": {"name": "Blue bucket"}},
+            {
+                "op": "insert",
+                "table": "orders",
+                "rows": [{"order_id": "ORD-0100", "sku": "A-1", "quantity": 1, "placed_at": "2026-01-04 09:00:00"}],
+            },
+        ],
+        "gold": [
+            {"tool": "restock", "arguments": {"sku": "B-2", "delta": 5}},
+            {"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1, "gift": True}},
+        ],
+        "checks": [
+            {
+                "description": "Bucket stock is 4",
+                "sql": "SELECT stock FROM items WHERE sku = 'B-2'",
+                "expect": {"op": "==", "value": 4},
+            },
+            {
+                "description": "The new order took the next id after the task's ORD-0100",
+                "sql": "SELECT 1 FROM orders WHERE order_id = 'ORD-0101' AND sku = 'B-2' AND gift = 1",
+            },
+        ],
+    },
 ]
 
 
@@ -233,7 +365,10 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [*ENVFLEET, "serve", *args, "--port", str(self.port), "--log-level", "warning"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         try:
             wait_healthy(self.proc, self.base, 30)

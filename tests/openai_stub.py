@@ -82,10 +82,14 @@ class OpenAIStub:
     async def _completions(self, request: Request) -> JSONResponse:
         body = await request.json()
         if self.key is not None and request.headers.get("authorization") != f"Bearer {self.key}":
-            return JSONResponse({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}}, 401)
+            return JSONResponse(
+                {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}}, 401
+            )
         if body.get("model") not in self.models:
-            return JSONResponse({"error": {"message": f"The model `{body.get('model')}` does not exist.", "code": "model_not_found"}},
-                                404)
+            return JSONResponse(
+                {"error": {"message": f"The model `{body.get('model')}` does not exist.", "code": "model_not_found"}},
+                404,
+            )
         stage = stage_of(body)
         with self._lock:
             self.requests.append(body)
@@ -99,20 +103,38 @@ class OpenAIStub:
             if reply.status < 400:
                 reply = replies[min(index + 1, len(replies) - 1)]
             else:
-                return JSONResponse(reply.body or {"error": {"message": f"scripted HTTP {reply.status}"}}, reply.status,
-                                    headers=reply.headers)
+                return JSONResponse(
+                    reply.body or {"error": {"message": f"scripted HTTP {reply.status}"}},
+                    reply.status,
+                    headers=reply.headers,
+                )
         answer = reply(body) if callable(reply) else reply
         if isinstance(answer, Fault):  # a function may fail a request too
             return JSONResponse(answer.body or {"error": {"message": f"scripted HTTP {answer.status}"}}, answer.status)
-        message = {"role": "assistant", **answer} if isinstance(answer, dict) else {"role": "assistant", "content": answer}
+        message = (
+            {"role": "assistant", **answer} if isinstance(answer, dict) else {"role": "assistant", "content": answer}
+        )
         prompt_tokens = sum(len(m.get("content") or "") for m in body["messages"]) // 4
         completion_tokens = len(json.dumps(message)) // 4
-        return JSONResponse({
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "model": body["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
 
     @contextmanager
     def running(self) -> Iterator[OpenAIStub]:
@@ -122,6 +144,8 @@ class OpenAIStub:
             yield self
 
 
-def fenced(value: Any, before: str = "Here is the JSON you asked for:", after: str = "Let me know if you need changes.") -> str:
+def fenced(
+    value: Any, before: str = "Here is the JSON you asked for:", after: str = "Let me know if you need changes."
+) -> str:
     """A reply as models write them: prose, a fenced block, more prose."""
     return f"{before}\n\n```json\n{json.dumps(value, indent=2)}\n```\n\n{after}"

@@ -15,39 +15,163 @@ from tests.conftest import REPO
 
 _PUBLIC_API = {
     "servers": [
-        "__version__", "EnvSpec", "Environment", "Episode", "Task", "TaskPack", "Score", "Executor", "ToolResult", "Registry",
-        "RegistryEntry", "StateCopy", "StateTemplate", "StatePool", "ValidationReport", "parse_spec", "validate_spec",
-        "EnvFleetError", "SpecError", "SpecIssue", "TaskPackError", "RegistryError", "StateError", "StateCapacityError",
-        "EpisodeNotFound", "ToolError", "UnknownToolError", "ToolArgumentError", "RuleViolation", "ReadOnlyStateError",
+        "__version__",
+        "EnvSpec",
+        "Environment",
+        "Episode",
+        "Task",
+        "TaskPack",
+        "Score",
+        "Executor",
+        "ToolResult",
+        "Registry",
+        "RegistryEntry",
+        "StateCopy",
+        "StateTemplate",
+        "StatePool",
+        "ValidationReport",
+        "parse_spec",
+        "validate_spec",
+        "EnvFleetError",
+        "SpecError",
+        "SpecIssue",
+        "TaskPackError",
+        "RegistryError",
+        "StateError",
+        "StateCapacityError",
+        "EpisodeNotFound",
+        "ToolError",
+        "UnknownToolError",
+        "ToolArgumentError",
+        "RuleViolation",
+        "ReadOnlyStateError",
         "ToolExecutionError",
     ],
     "servers.spec": [
-        "SPEC_FORMAT", "EnvSpec", "Table", "Column", "TableCheck", "Tool", "Step", "RequireStep", "LetStep", "ExecStep",
-        "ReturnStep", "Comparison", "Limits", "spec_json_schema", "ValidationReport", "ToolAnalysis", "parse_spec",
-        "validate_spec", "Task", "TaskPack", "UserScenario", "StateChange", "InsertRows", "UpdateRows", "DeleteRows", "GoldCall",
-        "Check", "Collateral", "Answer", "task_problems", "load_task_pack", "task_json_schema",
+        "SPEC_FORMAT",
+        "EnvSpec",
+        "Table",
+        "Column",
+        "TableCheck",
+        "Tool",
+        "Step",
+        "RequireStep",
+        "LetStep",
+        "ExecStep",
+        "ReturnStep",
+        "Comparison",
+        "Limits",
+        "spec_json_schema",
+        "ValidationReport",
+        "ToolAnalysis",
+        "parse_spec",
+        "validate_spec",
+        "Task",
+        "TaskPack",
+        "UserScenario",
+        "StateChange",
+        "InsertRows",
+        "UpdateRows",
+        "DeleteRows",
+        "GoldCall",
+        "Check",
+        "Collateral",
+        "Answer",
+        "task_problems",
+        "load_task_pack",
+        "task_json_schema",
     ],
     "servers.state": [
-        "StateTemplate", "StateCopy", "CompiledTool", "compile_tools", "Executor", "ToolResult", "CallPreempted", "preemptible",
-        "StateDiff", "TableDiff", "diff_states",
+        "StateTemplate",
+        "StateCopy",
+        "CompiledTool",
+        "compile_tools",
+        "Executor",
+        "ToolResult",
+        "CallPreempted",
+        "preemptible",
+        "StateDiff",
+        "TableDiff",
+        "diff_states",
     ],
     "servers.episodes": [
-        "Environment", "ToolDescriptor", "Episode", "TrajectoryLimits", "TrajectoryStep", "Score", "CheckResult", "score_state",
-        "normalise_answer", "StatePool", "EpisodePool", "PoolStats", "Quotas", "DEFAULT_STATE_QUOTAS", "ID_RULE", "valid_id",
-        "key_prefix", "Registry", "RegistryEntry", "RegistryFile", "DEFAULT_REGISTRY", "PACKAGED_ENV_ROOT", "PROVENANCE_FILE",
-        "STAGING_PREFIX", "STAGING_GRACE_SECONDS", "entry_for", "is_staging_name", "last_change", "registry_json_schema",
-        "registry_lock", "short_text", "staging_folders",
+        "Environment",
+        "ToolDescriptor",
+        "Episode",
+        "TrajectoryLimits",
+        "TrajectoryStep",
+        "Score",
+        "CheckResult",
+        "score_state",
+        "normalise_answer",
+        "StatePool",
+        "EpisodePool",
+        "PoolStats",
+        "Quotas",
+        "DEFAULT_STATE_QUOTAS",
+        "ID_RULE",
+        "valid_id",
+        "key_prefix",
+        "Registry",
+        "RegistryEntry",
+        "RegistryFile",
+        "DEFAULT_REGISTRY",
+        "PACKAGED_ENV_ROOT",
+        "PROVENANCE_FILE",
+        "STAGING_PREFIX",
+        "STAGING_GRACE_SECONDS",
+        "entry_for",
+        "is_staging_name",
+        "last_change",
+        "registry_json_schema",
+        "registry_lock",
+        "short_text",
+        "staging_folders",
     ],
     "servers.serving": [
-        "build_server", "CallRunner", "CallTarget", "error_details", "Gateway", "GatewaySettings", "EpisodeHost", "create_app",
-        "transport_security", "serve_stdio", "serve_http", "running_gateway", "serving_in_thread", "CONTROL_TOKEN_ENV",
-        "DOCS_KWARGS", "mount_offline_docs", "HostGuard",
+        "build_server",
+        "CallRunner",
+        "CallTarget",
+        "error_details",
+        "Gateway",
+        "GatewaySettings",
+        "EpisodeHost",
+        "create_app",
+        "transport_security",
+        "serve_stdio",
+        "serve_http",
+        "running_gateway",
+        "serving_in_thread",
+        "CONTROL_TOKEN_ENV",
+        "DOCS_KWARGS",
+        "mount_offline_docs",
+        "HostGuard",
     ],
     "servers.clients": [
-        "Agent", "AgentSession", "CallOutcome", "ToolSpec", "GoldAgent", "NoopAgent", "RandomAgent", "make_agent", "schema_value",
-        "GatewayClient", "RolloutRecord", "ControlPlaneError", "ToolCallUncertain", "rollout_http", "rollout_in_process",
-        "GateResult", "GateTrial", "RegistrySource", "check_tasks", "check_task_in_process", "check_in_processes", "ToolUseEnv",
-        "MCP_CLIENT_ERRORS", "connect_http",
+        "Agent",
+        "AgentSession",
+        "CallOutcome",
+        "ToolSpec",
+        "GoldAgent",
+        "NoopAgent",
+        "RandomAgent",
+        "make_agent",
+        "schema_value",
+        "GatewayClient",
+        "RolloutRecord",
+        "ControlPlaneError",
+        "ToolCallUncertain",
+        "rollout_http",
+        "rollout_in_process",
+        "GateResult",
+        "GateTrial",
+        "RegistrySource",
+        "check_tasks",
+        "check_task_in_process",
+        "check_in_processes",
+        "ToolUseEnv",
+        "MCP_CLIENT_ERRORS",
+        "connect_http",
     ],
     "servers.cli_support": ["err", "fail", "gateway", "help_text", "cli_reference", "HELP_ENV"],
 }
@@ -66,16 +190,21 @@ def test_public_api_is_pinned(module: str) -> None:
 
 @pytest.mark.parametrize("package", ["synthesizer", "harness", "bench"])
 def test_other_packages_use_only_the_public_api(package: str) -> None:
-    """synthesizer/, harness/ and bench/ import runtime names from the facade or a layer's ``__init__``, never a deep module."""
+    """synthesizer/, harness/ and bench/ import runtime names from the facade or a layer's ``__init__``, never a
+    deep module."""
     for path in (REPO / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 deep = [a.name for a in node.names if a.name.startswith("servers.")]
                 assert not deep, f"{path}:{node.lineno} imports {deep}"
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "servers":
+            elif (
+                isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "servers"
+            ):
                 assert node.module in _PUBLIC_API, f"{path}:{node.lineno} imports from {node.module}"
                 private = [a.name for a in node.names if a.name not in _PUBLIC_API[node.module]]
-                assert not private, f"{path}:{node.lineno} imports {private} from {node.module}, which does not export them"
+                assert not private, (
+                    f"{path}:{node.lineno} imports {private} from {node.module}, which does not export them"
+                )
 
 
 def test_errors_share_one_root() -> None:
@@ -102,10 +231,16 @@ def test_every_exception_class_is_under_the_one_root() -> None:
     strays = []
     for module in [m for package in ("servers", "synthesizer", "harness") for m in _modules(package)]:
         for name, obj in vars(importlib.import_module(module)).items():
-            if (isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == module
-                    and not issubclass(obj, servers.EnvFleetError)):
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module
+                and not issubclass(obj, servers.EnvFleetError)
+            ):
                 strays.append(f"{module}.{name}({', '.join(b.__name__ for b in obj.__bases__)})")
-    assert not strays, "exception classes outside the EnvFleetError tree (servers/errors.py draws it):\n" + "\n".join(strays)
+    assert not strays, "exception classes outside the EnvFleetError tree (servers/errors.py draws it):\n" + "\n".join(
+        strays
+    )
 
 
 def _imported_packages(package: str) -> dict[Path, set[str]]:
@@ -122,18 +257,32 @@ def _imported_packages(package: str) -> dict[Path, set[str]]:
     return found
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [
-    ("servers", {"synthesizer", "harness"}),  # the runtime knows nothing of how specs are made or agents run
-    ("synthesizer", {"harness"}),
-    ("harness", {"synthesizer"}),  # agents reach environments only through a gateway
-])
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("servers", {"synthesizer", "harness"}),  # the runtime knows nothing of how specs are made or agents run
+        ("synthesizer", {"harness"}),
+        ("harness", {"synthesizer"}),  # agents reach environments only through a gateway
+    ],
+)
 def test_dependencies_point_one_way(package: str, forbidden: set[str]) -> None:
     for path, names in _imported_packages(package).items():
         assert not names & forbidden, f"{path} imports {sorted(names & forbidden)}"
 
 
-_LAYERS = {"errors": 0, "version": 0, "spec": 1, "state": 2, "episodes": 3, "serving": 4, "clients": 5, "cli": 6, "cli_support": 6,
-           "__main__": 6, "__init__": 6}
+_LAYERS = {
+    "errors": 0,
+    "version": 0,
+    "spec": 1,
+    "state": 2,
+    "episodes": 3,
+    "serving": 4,
+    "clients": 5,
+    "cli": 6,
+    "cli_support": 6,
+    "__main__": 6,
+    "__init__": 6,
+}
 """servers/ in layers, bottom up; a module may import its own layer and those below. ``__init__`` is the facade."""
 
 
@@ -159,8 +308,12 @@ def _servers_imports(path: Path) -> list[tuple[int, str]]:
             if node.module is None:  # from . import errors: the names are modules (or names of the package itself)
                 for alias in node.names:
                     sub = REPO.joinpath(*target.split("."), alias.name)
-                    found.append((node.lineno, f"{target}.{alias.name}" if sub.is_dir() or sub.with_suffix(".py").exists()
-                                  else target))
+                    found.append(
+                        (
+                            node.lineno,
+                            f"{target}.{alias.name}" if sub.is_dir() or sub.with_suffix(".py").exists() else target,
+                        )
+                    )
             else:
                 found.append((node.lineno, target))
     return found
@@ -202,6 +355,23 @@ def test_lint_is_clean() -> None:
     import sys
 
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-    result = subprocess.run([ruff, "check", "servers", "synthesizer", "harness", "bench", "tests"], cwd=REPO, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [ruff, "check", "servers", "synthesizer", "harness", "bench", "tests"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
+
+
+def test_code_is_formatted() -> None:
+    """`ruff format` is the layout, so line length (E501) only flags what it cannot wrap: long strings and comments."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    result = subprocess.run(
+        [ruff, "format", "--check", "servers", "synthesizer", "harness", "bench", "tests"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -31,7 +31,8 @@ def _modules(*packages: str) -> dict[str, ast.Module]:
 
 
 def _sdk_imports(tree: ast.Module) -> list[tuple[int, str, list[str]]]:
-    """(line, module, names) of every SDK import in ``tree``: at module level, in a function, under ``TYPE_CHECKING``."""
+    """(line, module, names) of every SDK import in ``tree``: at module level, in a function, under
+    ``TYPE_CHECKING``."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -42,13 +43,24 @@ def _sdk_imports(tree: ast.Module) -> list[tuple[int, str, list[str]]]:
 
 
 def test_only_the_adapters_import_the_sdk() -> None:
-    importers = {path: imports for path, tree in _modules("servers", "synthesizer", "harness").items()
-                 if (imports := _sdk_imports(tree))}
-    strays = [f"{path}:{line} imports {module}" for path, imports in importers.items() if path not in ADAPTERS
-              for line, module, _ in imports]
-    assert not strays, "the MCP SDK is imported outside its adapters (servers/serving/{mcp,sdk}.py, " \
-                       "servers/clients/mcp_client.py):\n" + "\n".join(strays)
-    assert set(importers) == ADAPTERS, f"an adapter that no longer imports the SDK is not one: {sorted(ADAPTERS - set(importers))}"
+    importers = {
+        path: imports
+        for path, tree in _modules("servers", "synthesizer", "harness").items()
+        if (imports := _sdk_imports(tree))
+    }
+    strays = [
+        f"{path}:{line} imports {module}"
+        for path, imports in importers.items()
+        if path not in ADAPTERS
+        for line, module, _ in imports
+    ]
+    assert not strays, (
+        "the MCP SDK is imported outside its adapters (servers/serving/{mcp,sdk}.py, "
+        "servers/clients/mcp_client.py):\n" + "\n".join(strays)
+    )
+    assert set(importers) == ADAPTERS, (
+        f"an adapter that no longer imports the SDK is not one: {sorted(ADAPTERS - set(importers))}"
+    )
 
 
 def test_no_private_sdk_names_are_imported() -> None:
@@ -56,7 +68,9 @@ def test_no_private_sdk_names_are_imported() -> None:
     private = []
     for path, tree in _modules("servers", "synthesizer", "harness", "bench").items():
         for line, module, names in _sdk_imports(tree):
-            hidden = [part for part in module.split(".") if part.startswith("_")] + [n for n in names if n.startswith("_")]
+            hidden = [part for part in module.split(".") if part.startswith("_")] + [
+                n for n in names if n.startswith("_")
+            ]
             if hidden:
                 private.append(f"{path}:{line} imports {hidden} from {module}")
     assert not private, "\n".join(private)
@@ -71,10 +85,18 @@ def _private_reads(tree: ast.Module) -> set[tuple[str, str]]:
         for child in ast.iter_child_nodes(node):
             inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else function
             name = None
-            if isinstance(child, ast.Attribute) and not (isinstance(child.value, ast.Name) and child.value.id in ("self", "cls")):
+            if isinstance(child, ast.Attribute) and not (
+                isinstance(child.value, ast.Name) and child.value.id in ("self", "cls")
+            ):
                 name = child.attr
-            elif (isinstance(child, ast.Call) and isinstance(child.func, ast.Name) and child.func.id in ("getattr", "hasattr", "setattr")
-                  and len(child.args) > 1 and isinstance(child.args[1], ast.Constant) and isinstance(child.args[1].value, str)):
+            elif (
+                isinstance(child, ast.Call)
+                and isinstance(child.func, ast.Name)
+                and child.func.id in ("getattr", "hasattr", "setattr")
+                and len(child.args) > 1
+                and isinstance(child.args[1], ast.Constant)
+                and isinstance(child.args[1].value, str)
+            ):
                 name = child.args[1].value
             if name and name.startswith("_") and not name.startswith("__"):
                 found.add((inner, name))
@@ -91,8 +113,13 @@ def test_private_sdk_attributes_are_read_only_in_their_one_function() -> None:
     reads = {(path, function, attribute) for path in ADAPTERS for function, attribute in _private_reads(modules[path])}
     assert reads == PRIVATE_READS, f"unlisted private reads in the adapters: {sorted(reads - PRIVATE_READS)}"
     listed = {attribute for _, _, attribute in PRIVATE_READS}
-    elsewhere = [f"{path} reads {attribute}" for path, tree in modules.items() if path not in ADAPTERS
-                 for _, attribute in _private_reads(tree) if attribute in listed]
+    elsewhere = [
+        f"{path} reads {attribute}"
+        for path, tree in modules.items()
+        if path not in ADAPTERS
+        for _, attribute in _private_reads(tree)
+        if attribute in listed
+    ]
     assert not elsewhere, "\n".join(elsewhere)
 
 
@@ -109,7 +136,8 @@ def test_the_sdk_is_a_version_the_adapter_was_checked_against(distribution: str)
     assert low <= _minor(distribution) <= high, (
         f"{distribution} {version(distribution)} is outside {low}..{high}, the versions servers/serving/sdk.py was "
         "checked against: re-check open_sessions() (StreamableHTTPSessionManager._server_instances) and "
-        "servers/clients/mcp_client.py mcp_http_client(), then update SDK_CHECKED")
+        "servers/clients/mcp_client.py mcp_http_client(), then update SDK_CHECKED"
+    )
 
 
 def test_the_private_session_table_exists_in_this_sdk() -> None:
@@ -117,7 +145,9 @@ def test_the_private_session_table_exists_in_this_sdk() -> None:
     real HTTP: tests/servers/serving/test_sdk.py)."""
     from mcp.server import Server  # the SDK itself, to build a manager for the check; tests may import it
 
-    manager = session_manager(Server("probe"), json_response=True, allowed_hosts=None, session_idle_timeout=60, max_sessions=10)
+    manager = session_manager(
+        Server("probe"), json_response=True, allowed_hosts=None, session_idle_timeout=60, max_sessions=10
+    )
     assert isinstance(vars(manager).get("_server_instances"), dict)
     assert dict(open_sessions(manager)) == {}
 

@@ -4,15 +4,52 @@ control plane, or in process), the task gates that replay gold and noop agents, 
 reset/step wrapper. Imports any layer below; the runtime below never imports it.
 """
 
-from .agents import Agent, AgentSession, CallOutcome, GoldAgent, NoopAgent, RandomAgent, ToolSpec, make_agent, schema_value
+from .agents import (
+    Agent,
+    AgentSession,
+    CallOutcome,
+    GoldAgent,
+    NoopAgent,
+    RandomAgent,
+    ToolSpec,
+    make_agent,
+    schema_value,
+)
 from .gates import GateResult, GateTrial, RegistrySource, check_in_processes, check_task_in_process, check_tasks
 from .gym import ToolUseEnv
 from .mcp_client import MCP_CLIENT_ERRORS, connect_http
-from .rollout import ControlPlaneError, GatewayClient, RolloutRecord, ToolCallUncertain, rollout_http, rollout_in_process
+from .rollout import (
+    ControlPlaneError,
+    GatewayClient,
+    RolloutRecord,
+    ToolCallUncertain,
+    rollout_http,
+    rollout_in_process,
+)
 
 __all__ = [
-    "Agent", "AgentSession", "CallOutcome", "ToolSpec", "GoldAgent", "NoopAgent", "RandomAgent", "make_agent", "schema_value",
-    "GatewayClient", "RolloutRecord", "ControlPlaneError", "ToolCallUncertain", "rollout_http", "rollout_in_process",
-    "GateResult", "GateTrial", "RegistrySource", "check_tasks", "check_task_in_process", "check_in_processes", "ToolUseEnv",
-    "MCP_CLIENT_ERRORS", "connect_http",
+    "Agent",
+    "AgentSession",
+    "CallOutcome",
+    "ToolSpec",
+    "GoldAgent",
+    "NoopAgent",
+    "RandomAgent",
+    "make_agent",
+    "schema_value",
+    "GatewayClient",
+    "RolloutRecord",
+    "ControlPlaneError",
+    "ToolCallUncertain",
+    "rollout_http",
+    "rollout_in_process",
+    "GateResult",
+    "GateTrial",
+    "RegistrySource",
+    "check_tasks",
+    "check_task_in_process",
+    "check_in_processes",
+    "ToolUseEnv",
+    "MCP_CLIENT_ERRORS",
+    "connect_http",
 ]

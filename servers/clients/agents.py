@@ -15,7 +15,17 @@ import jsonschema_rs
 
 from ..spec.tasks import Task
 
-__all__ = ["CallOutcome", "ToolSpec", "AgentSession", "Agent", "GoldAgent", "NoopAgent", "RandomAgent", "make_agent", "schema_value"]
+__all__ = [
+    "CallOutcome",
+    "ToolSpec",
+    "AgentSession",
+    "Agent",
+    "GoldAgent",
+    "NoopAgent",
+    "RandomAgent",
+    "make_agent",
+    "schema_value",
+]
 
 
 @dataclass
@@ -112,10 +122,13 @@ class RandomAgent:
             for name, prop in schema.get("properties", {}).items():
                 if name not in required and self.rng.random() < 0.5:
                     continue
-                arguments[name] = schema_value(prop, self.rng, pool=pool, integers=(0, 30), integer_span=30, numbers=None)
+                arguments[name] = schema_value(
+                    prop, self.rng, pool=pool, integers=(0, 30), integer_span=30, numbers=None
+                )
             if validator.is_valid(arguments):
                 return arguments
         return None
+
 
 TextMaker = Callable[[Mapping[str, Any], str, random.Random], Any]
 """Text for a string parameter: (its schema, its name, the random source) -> the value."""
@@ -126,9 +139,17 @@ def _plain(schema: Mapping[str, Any], name: str, rng: random.Random) -> str:
     return "x"
 
 
-def schema_value(schema: Mapping[str, Any], rng: random.Random, *, name: str = "", pool: Sequence[Any] = (),
-                 integers: tuple[int, int] = (1, 4), integer_span: int | None = None,
-                 numbers: tuple[float, float] | None = (10.0, 200.0), text: TextMaker = _plain) -> Any:
+def schema_value(
+    schema: Mapping[str, Any],
+    rng: random.Random,
+    *,
+    name: str = "",
+    pool: Sequence[Any] = (),
+    integers: tuple[int, int] = (1, 4),
+    integer_span: int | None = None,
+    numbers: tuple[float, float] | None = (10.0, 200.0),
+    text: TextMaker = _plain,
+) -> Any:
     """A value for a tool parameter's JSON Schema: the one generator behind the random agent, the synthesizer's
     tool probes and its task drafts. Deterministic for a seeded ``rng`` (same schema, same draws, same value).
 

@@ -39,8 +39,16 @@ from ..state.store import StateCopy, StateTemplate
 from .agents import GoldAgent, NoopAgent
 from .rollout import GatewayClient, RolloutRecord, rollout_http
 
-__all__ = ["GateResult", "GateTrial", "RegistrySource", "check_task_over_mcp", "check_task_in_process", "check_tasks",
-           "check_in_processes", "judge"]
+__all__ = [
+    "GateResult",
+    "GateTrial",
+    "RegistrySource",
+    "check_task_over_mcp",
+    "check_task_in_process",
+    "check_tasks",
+    "check_in_processes",
+    "judge",
+]
 
 
 @dataclass
@@ -61,8 +69,12 @@ class GateResult:
     @property
     def failed_gates(self) -> list[str]:
         """The gates failed, in the order above: ``gold``, ``deterministic``, ``noop``, ``initial``."""
-        gates = {"gold": self.gold_success is False, "deterministic": self.deterministic is False,
-                 "noop": bool(self.noop_success), "initial": self.initial_fails is False}
+        gates = {
+            "gold": self.gold_success is False,
+            "deterministic": self.deterministic is False,
+            "noop": bool(self.noop_success),
+            "initial": self.initial_fails is False,
+        }
         return [gate for gate, failed in gates.items() if failed]
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,8 +119,13 @@ class GateTrial:
     noop: StateCopy
 
     @classmethod
-    def run(cls, env: Environment, template: StateTemplate, gold: Sequence[GoldCall],
-            initial: dict[str, list[dict[str, Any]]] | None = None) -> GateTrial:
+    def run(
+        cls,
+        env: Environment,
+        template: StateTemplate,
+        gold: Sequence[GoldCall],
+        initial: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> GateTrial:
         """Replay ``gold`` twice on copies of ``template`` (``initial``: its dump, when known)."""
         dump = template.dump() if initial is None else initial
         replays: list[GoldReplay] = []
@@ -137,12 +154,23 @@ class GateTrial:
 
         def record(agent: str, state: StateCopy, replay: GoldReplay | None, message: str | None) -> RolloutRecord:
             score = score_state(task, self.initial, state, gold_diff, self.env.primary_keys, message)
-            steps = [{"tool": call.tool, "text": result.text, "is_error": result.is_error}
-                     for call, result in zip(replay.calls, replay.results, strict=True)] if replay else []
+            steps = (
+                [
+                    {"tool": call.tool, "text": result.text, "is_error": result.is_error}
+                    for call, result in zip(replay.calls, replay.results, strict=True)
+                ]
+                if replay
+                else []
+            )
             return _record(self.env.id, task.id, agent, message, score, steps)
 
-        return judge(self.env.id, task.id, record("gold", self.first.state, self.first, final_message),
-                     record("gold", self.second.state, self.second, final_message), record("noop", self.noop, None, ""))
+        return judge(
+            self.env.id,
+            task.id,
+            record("gold", self.first.state, self.first, final_message),
+            record("gold", self.second.state, self.second, final_message),
+            record("noop", self.noop, None, ""),
+        )
 
     def close(self) -> None:
         for state in (self.first.state, self.second.state, self.noop):
@@ -155,9 +183,21 @@ class GateTrial:
         self.close()
 
 
-def _record(env_id: str, task_id: str, agent: str, message: str | None, score: Score, steps: list[dict[str, Any]]) -> RolloutRecord:
-    return RolloutRecord(env_id=env_id, task_id=task_id, agent=agent, episode_id="", final_message=message, reward=score.reward,
-                         success=score.success, score=score.to_dict(), trajectory=steps, final_state_hash=score.final_state_hash)
+def _record(
+    env_id: str, task_id: str, agent: str, message: str | None, score: Score, steps: list[dict[str, Any]]
+) -> RolloutRecord:
+    return RolloutRecord(
+        env_id=env_id,
+        task_id=task_id,
+        agent=agent,
+        episode_id="",
+        final_message=message,
+        reward=score.reward,
+        success=score.success,
+        score=score.to_dict(),
+        trajectory=steps,
+        final_state_hash=score.final_state_hash,
+    )
 
 
 def judge(env_id: str, task_id: str, first: RolloutRecord, second: RolloutRecord, noop: RolloutRecord) -> GateResult:
@@ -183,8 +223,12 @@ def judge(env_id: str, task_id: str, first: RolloutRecord, second: RolloutRecord
     return result
 
 
-async def check_tasks(gateway: GatewayClient, tasks: list[tuple[str, Task]], concurrency: int = 8,
-                      on_result: Callable[[GateResult], None] | None = None) -> list[GateResult]:
+async def check_tasks(
+    gateway: GatewayClient,
+    tasks: list[tuple[str, Task]],
+    concurrency: int = 8,
+    on_result: Callable[[GateResult], None] | None = None,
+) -> list[GateResult]:
     """Gate every (env_id, task), a few at a time; results in input order. ``on_result`` hears of each
     verdict as it comes (for progress)."""
     results: list[GateResult | None] = [None] * len(tasks)
@@ -221,8 +265,14 @@ def _worker_init(progress: Any) -> None:
     _progress = progress
 
 
-def _gate_chunk(source: RegistrySource, url: str | None, token: str | None, refs: list[TaskRef], concurrency: int,
-                expected: dict[str, int]) -> list[GateResult]:
+def _gate_chunk(
+    source: RegistrySource,
+    url: str | None,
+    token: str | None,
+    refs: list[TaskRef],
+    concurrency: int,
+    expected: dict[str, int],
+) -> list[GateResult]:
     """In a worker process: load the registry and the environments, then gate ``refs`` through real
     MCP against ``url`` or a gateway of the worker's own."""
     from ..episodes.registry import Registry
@@ -234,8 +284,10 @@ def _gate_chunk(source: RegistrySource, url: str | None, token: str | None, refs
         for env_id in dict.fromkeys(env_id for env_id, _ in refs):
             found = len(registry.environment(env_id).tasks)
             if found != expected.get(env_id, found):
-                raise RegistryError(f"{env_id} has {found} tasks but {source.path} lists {expected[env_id]}: the registry is "
-                                    "stale; run `envfleet registry build` (or check with --jobs 1)")
+                raise RegistryError(
+                    f"{env_id} has {found} tasks but {source.path} lists {expected[env_id]}: the registry is "
+                    "stale; run `envfleet registry build` (or check with --jobs 1)"
+                )
     except EnvFleetError as e:  # as a plain RegistryError: every error crosses back to the parent process intact
         raise RegistryError(str(e)) from None
     tasks = [(env_id, registry.environment(env_id).tasks[index]) for env_id, index in refs]
@@ -254,10 +306,17 @@ def _gate_chunk(source: RegistrySource, url: str | None, token: str | None, refs
         return anyio.run(run, local.url, local.token)
 
 
-def check_in_processes(source: RegistrySource, refs: list[TaskRef], jobs: int, *, url: str | None = None,
-                       token: str | None = None, concurrency: int = 8,
-                       on_result: Callable[[GateResult], None] | None = None,
-                       expected: dict[str, int] | None = None) -> list[GateResult]:
+def check_in_processes(
+    source: RegistrySource,
+    refs: list[TaskRef],
+    jobs: int,
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    concurrency: int = 8,
+    on_result: Callable[[GateResult], None] | None = None,
+    expected: dict[str, int] | None = None,
+) -> list[GateResult]:
     """Gate ``refs`` across ``jobs`` worker processes (contiguous slices, so each loads few
     environments); results in input order, the same as one process would give. ``expected``: the
     task count of each environment the refs were made from (a worker refuses a mismatch)."""
@@ -283,9 +342,12 @@ def check_in_processes(source: RegistrySource, refs: list[TaskRef], jobs: int, *
             on_result(result)
         return True
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(progress,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(progress,)
+    ) as pool:
         futures: list[Future[list[GateResult]]] = [
-            pool.submit(_gate_chunk, source, url, token, chunk, concurrency, expected or {}) for chunk in chunks]
+            pool.submit(_gate_chunk, source, url, token, chunk, concurrency, expected or {}) for chunk in chunks
+        ]
         while not all(f.done() for f in futures):
             hear(0.2)
         results = [r for f in futures for r in f.result()]

@@ -22,8 +22,9 @@ __all__ = ["ToolUseEnv"]
 class ToolUseEnv:
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, env: Environment, *, task_ids: list[str] | None = None, split: str | None = None,
-                 max_steps: int = 30) -> None:
+    def __init__(
+        self, env: Environment, *, task_ids: list[str] | None = None, split: str | None = None, max_steps: int = 30
+    ) -> None:
         self.env = env
         self.task_ids = task_ids or [t.id for t in env.tasks if split is None or t.split == split]
         if not self.task_ids:
@@ -43,8 +44,10 @@ class ToolUseEnv:
     @property
     def tools(self) -> list[dict[str, Any]]:
         """The tools as name / description / input schema, e.g. to build a function-calling prompt."""
-        return [{"name": n, "description": t.description, "input_schema": t.input_schema}
-                for n, t in self.env.tool_descriptors.items()]
+        return [
+            {"name": n, "description": t.description, "input_schema": t.input_schema}
+            for n, t in self.env.tool_descriptors.items()
+        ]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         if seed is not None:

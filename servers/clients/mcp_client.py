@@ -16,7 +16,15 @@ import httpx2
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-__all__ = ["McpClient", "MCP_CLIENT_ERRORS", "HTTP_TIMEOUT", "HTTP_READ_TIMEOUT", "mcp_http_client", "connect_http", "connect_stdio"]
+__all__ = [
+    "McpClient",
+    "MCP_CLIENT_ERRORS",
+    "HTTP_TIMEOUT",
+    "HTTP_READ_TIMEOUT",
+    "mcp_http_client",
+    "connect_http",
+    "connect_stdio",
+]
 
 McpClient = Client
 """The SDK's client: ``async with`` it to connect; ``list_tools()``, ``call_tool(name, arguments)``. A failed tool
@@ -52,8 +60,9 @@ def connect_http(url: str, http_client: httpx2.AsyncClient | None = None) -> Mcp
     return Client(streamable_http_client(url, http_client=http_client))
 
 
-def connect_stdio(command: str, args: Sequence[str] = (), *, env: dict[str, str] | None = None,
-                  cwd: str | Path | None = None) -> McpClient:
+def connect_stdio(
+    command: str, args: Sequence[str] = (), *, env: dict[str, str] | None = None, cwd: str | Path | None = None
+) -> McpClient:
     """An MCP client that starts ``command args…`` and talks to it over its stdin and stdout, not yet connected
     (``async with`` it; leaving the block ends the process). ``env`` is merged over the SDK's safe default
     environment, not over this process's."""

@@ -21,8 +21,16 @@ from ..serving.mcp import error_details
 from .agents import Agent, CallOutcome, ToolSpec
 from .mcp_client import MCP_CLIENT_ERRORS, McpClient, connect_http, mcp_http_client
 
-__all__ = ["RolloutRecord", "GatewayClient", "McpSession", "EpisodeSession", "rollout_http", "rollout_in_process",
-           "ControlPlaneError", "ToolCallUncertain"]
+__all__ = [
+    "RolloutRecord",
+    "GatewayClient",
+    "McpSession",
+    "EpisodeSession",
+    "rollout_http",
+    "rollout_in_process",
+    "ControlPlaneError",
+    "ToolCallUncertain",
+]
 
 
 class ControlPlaneError(EnvFleetError):
@@ -50,7 +58,6 @@ class RolloutRecord:
         data.pop("tools")
         data.pop("policy")
         return data
-
 
 
 class GatewayClient:
@@ -88,7 +95,9 @@ class McpSession:
     connection breaks during a state-changing call, nobody can tell whether it happened, and
     :func:`rollout_http` ends the episode with :class:`ToolCallUncertain` instead of re-sending it."""
 
-    def __init__(self, client: McpClient, instruction: str | None, tools: list[ToolSpec], policy: str | None = None) -> None:
+    def __init__(
+        self, client: McpClient, instruction: str | None, tools: list[ToolSpec], policy: str | None = None
+    ) -> None:
         self.client = client
         self.instruction = instruction
         self.policy = policy
@@ -133,8 +142,15 @@ async def _request(http: httpx.AsyncClient, method: str, path: str, **kwargs: An
     return response.json() if response.content else None
 
 
-async def rollout_http(gateway: GatewayClient, env_id: str, task_id: str | None, agent: Agent,
-                       *, keep: bool = False, episode_id: str | None = None) -> RolloutRecord:
+async def rollout_http(
+    gateway: GatewayClient,
+    env_id: str,
+    task_id: str | None,
+    agent: Agent,
+    *,
+    keep: bool = False,
+    episode_id: str | None = None,
+) -> RolloutRecord:
     """One episode through ``gateway``: created and scored by its control plane, played over MCP.
     Control-plane requests that fail in transit are retried (creating names the episode, so a
     retried create finds its own episode rather than making a second one)."""
@@ -154,28 +170,49 @@ async def rollout_http(gateway: GatewayClient, env_id: str, task_id: str | None,
         try:
             async with gateway.mcp(created["mcp_url"]) as client:
                 listed = await client.list_tools()
-                tools = [ToolSpec(t.name, t.description or "", t.input_schema,
-                                  bool(t.annotations and t.annotations.read_only_hint)) for t in listed.tools]
+                tools = [
+                    ToolSpec(
+                        t.name,
+                        t.description or "",
+                        t.input_schema,
+                        bool(t.annotations and t.annotations.read_only_hint),
+                    )
+                    for t in listed.tools
+                ]
                 session = McpSession(client, created["instruction"], tools, created.get("policy"))
                 final_message = await agent.run(session)
         except BaseExceptionGroup as group:  # the MCP client ends its task group when its connection breaks
             tool = session.in_flight if session is not None else None
             if tool is not None and tool not in session.read_only:  # type: ignore[union-attr]
-                raise ToolCallUncertain(f"the connection broke during a call to {tool}, which changes state; it was not "
-                                        "re-sent, and the episode ends with its state uncertain") from group
+                raise ToolCallUncertain(
+                    f"the connection broke during a call to {tool}, which changes state; it was not "
+                    "re-sent, and the episode ends with its state uncertain"
+                ) from group
             raise
-        score = await _retrying(http, "POST", f"/episodes/{episode_id}/evaluate", json={"final_message": final_message}) \
-            if task_id is not None else None
+        score = (
+            await _retrying(http, "POST", f"/episodes/{episode_id}/evaluate", json={"final_message": final_message})
+            if task_id is not None
+            else None
+        )
         info = await _retrying(http, "GET", f"/episodes/{episode_id}")
     finally:
         if not keep:  # even when the caller's deadline cancelled the episode: it must not linger on the gateway
             with anyio.CancelScope(shield=True), anyio.move_on_after(10), contextlib.suppress(httpx.HTTPError):
                 await http.delete(f"/episodes/{episode_id}")
     return RolloutRecord(
-        env_id=env_id, task_id=task_id, agent=agent.name, episode_id=episode_id, final_message=final_message,
-        reward=score["reward"] if score else None, success=score["success"] if score else None, score=score,
-        trajectory=info["trajectory"], final_state_hash=info["state_hash"], seconds=round(time.perf_counter() - started, 4),
-        tools=session.tools, policy=session.policy,
+        env_id=env_id,
+        task_id=task_id,
+        agent=agent.name,
+        episode_id=episode_id,
+        final_message=final_message,
+        reward=score["reward"] if score else None,
+        success=score["success"] if score else None,
+        score=score,
+        trajectory=info["trajectory"],
+        final_state_hash=info["state_hash"],
+        seconds=round(time.perf_counter() - started, 4),
+        tools=session.tools,
+        policy=session.policy,
     )
 
 
@@ -187,7 +224,7 @@ async def _retrying(http: httpx.AsyncClient, method: str, path: str, **kwargs: A
         except httpx.TransportError:
             if attempt == 2:
                 raise
-            await anyio.sleep(0.2 * 2 ** attempt)
+            await anyio.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
 
 
@@ -195,8 +232,14 @@ async def _created(http: httpx.AsyncClient, episode_id: str) -> dict[str, Any]:
     info = await _request(http, "GET", f"/episodes/{episode_id}")
     base = str(http.base_url).rstrip("/")
     path = f"/envs/{info['env_id']}/episodes/{episode_id}/mcp"
-    return {"episode_id": episode_id, "env_id": info["env_id"], "mcp_url": base + path, "mcp_path": path,
-            "instruction": info["instruction"], "policy": info.get("policy")}
+    return {
+        "episode_id": episode_id,
+        "env_id": info["env_id"],
+        "mcp_url": base + path,
+        "mcp_path": path,
+        "instruction": info["instruction"],
+        "policy": info.get("policy"),
+    }
 
 
 async def rollout_in_process(env: Environment, task_id: str | None, agent: Agent) -> RolloutRecord:
@@ -206,9 +249,16 @@ async def rollout_in_process(env: Environment, task_id: str | None, agent: Agent
         final_message = await agent.run(EpisodeSession(episode))
         score = episode.evaluate(final_message).to_dict() if task_id is not None else None
         return RolloutRecord(
-            env_id=env.id, task_id=task_id, agent=agent.name, episode_id=episode.id, final_message=final_message,
-            reward=score["reward"] if score else None, success=score["success"] if score else None, score=score,
-            trajectory=[s.to_dict() for s in episode.trajectory], final_state_hash=episode.state.digest(),
+            env_id=env.id,
+            task_id=task_id,
+            agent=agent.name,
+            episode_id=episode.id,
+            final_message=final_message,
+            reward=score["reward"] if score else None,
+            success=score["success"] if score else None,
+            score=score,
+            trajectory=[s.to_dict() for s in episode.trajectory],
+            final_state_hash=episode.state.digest(),
             seconds=round(time.perf_counter() - started, 4),
         )
     finally:

@@ -54,7 +54,9 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise SpecError([SpecIssue(path.name, "file not found")], str(path.parent)) from None
     except UnicodeDecodeError as e:
-        raise SpecError([SpecIssue(path.name, f"not UTF-8 text: {e.reason} at byte {e.start}")], str(path.parent)) from None
+        raise SpecError(
+            [SpecIssue(path.name, f"not UTF-8 text: {e.reason} at byte {e.start}")], str(path.parent)
+        ) from None
     except json.JSONDecodeError as e:
         raise SpecError([SpecIssue(path.name, f"not valid JSON: {e}")], str(path.parent)) from None
 
@@ -109,8 +111,14 @@ class Environment:
         return self.spec.id
 
     @classmethod
-    def from_spec(cls, spec: EnvSpec | Mapping[str, Any], seed: Mapping[str, list[dict[str, Any]]] | None = None,
-                  *, path: Path | None = None, source: str | None = None) -> Environment:
+    def from_spec(
+        cls,
+        spec: EnvSpec | Mapping[str, Any],
+        seed: Mapping[str, list[dict[str, Any]]] | None = None,
+        *,
+        path: Path | None = None,
+        source: str | None = None,
+    ) -> Environment:
         """Validate and compile a spec; raises :class:`SpecError` with every problem found."""
         if not isinstance(spec, EnvSpec):
             spec = parse_spec(spec, source)
@@ -142,7 +150,9 @@ class Environment:
             seed = _read_json(seed_path) if seed_path.exists() else {}
             env = cls.from_spec(spec, seed, path=folder, source=str(folder))
             for pack in sorted((folder / TASKS_DIR).glob("*.jsonl")):
-                env.add_task_pack(load_task_pack(pack, env.spec, {n: t.validator for n, t in env.executor.tools.items()}))
+                env.add_task_pack(
+                    load_task_pack(pack, env.spec, {n: t.validator for n, t in env.executor.tools.items()})
+                )
             if env.content_hash == before:
                 break
         return env
@@ -153,7 +163,9 @@ class Environment:
         known = {t.id for t in self.tasks}
         clashes = [t.id for t in pack.tasks if t.id in known]
         if clashes:
-            raise TaskPackError([SpecIssue(pack.name, f"task id(s) already used by another pack: {', '.join(clashes)}")])
+            raise TaskPackError(
+                [SpecIssue(pack.name, f"task id(s) already used by another pack: {', '.join(clashes)}")]
+            )
         self.task_packs.append(pack)
 
     @property
@@ -204,8 +216,12 @@ class Environment:
                 index = replay.first_error()
                 if index is not None:
                     call = task.gold[index]
-                    raise TaskPackError([SpecIssue(f"task {task_id} gold.{index}", f"{call.tool} fails: {replay.results[index].text}")])
-                self._gold_diffs[task_id] = diff_states(self.task_initial_dump(task_id), replay.state.dump(), self.primary_keys)
+                    raise TaskPackError(
+                        [SpecIssue(f"task {task_id} gold.{index}", f"{call.tool} fails: {replay.results[index].text}")]
+                    )
+                self._gold_diffs[task_id] = diff_states(
+                    self.task_initial_dump(task_id), replay.state.dump(), self.primary_keys
+                )
             finally:
                 replay.close()
         return self._gold_diffs[task_id]
@@ -234,8 +250,11 @@ class Environment:
         """Each tool as clients see it, by name (in the order tools were compiled)."""
         return {
             name: ToolDescriptor(
-                name=compiled.tool.name, description=compiled.tool.description, input_schema=compiled.input_schema,
-                output_schema=compiled.output_schema, read_only=compiled.tool.kind == "read",
+                name=compiled.tool.name,
+                description=compiled.tool.description,
+                input_schema=compiled.input_schema,
+                output_schema=compiled.output_schema,
+                read_only=compiled.tool.kind == "read",
                 destructive=compiled.tool.kind == "write" and "delete" in compiled.analysis.statement_kinds(),
             )
             for name, compiled in self.executor.tools.items()

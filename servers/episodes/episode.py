@@ -106,7 +106,9 @@ class _Clipper:
         return items
 
 
-def clip(value: Any, budget: int, max_string: int | None = None, limits: TrajectoryLimits = TRAJECTORY_LIMITS) -> tuple[Any, int]:
+def clip(
+    value: Any, budget: int, max_string: int | None = None, limits: TrajectoryLimits = TRAJECTORY_LIMITS
+) -> tuple[Any, int]:
     """``value`` as plain JSON that any encoder accepts (invalid Unicode replaced, non-finite numbers
     as text), cut to about ``budget`` bytes; also returns the bytes it takes."""
     clipper = _Clipper(budget, max_string if max_string is not None else budget, limits)
@@ -180,8 +182,15 @@ class Episode:
             used += size
             structured, size = clip(result.structured, max(0, min(limits.result, left - used)), None, limits)
             used += size
-            step = TrajectoryStep(len(self.trajectory), name, args, structured if isinstance(structured, dict) else {},
-                                  text, result.is_error, result.duration_ms)
+            step = TrajectoryStep(
+                len(self.trajectory),
+                name,
+                args,
+                structured if isinstance(structured, dict) else {},
+                text,
+                result.is_error,
+                result.duration_ms,
+            )
         self._recorded += used
         return step
 
@@ -190,8 +199,14 @@ class Episode:
         if self.task is None:
             raise StateError(f"episode {self.id} has no task, so there is nothing to score it against")
         env = self.env
-        return score_state(self.task, env.task_initial_dump(self.task.id), self.state, env.gold_diff(self.task.id),
-                           env.primary_keys, final_message)
+        return score_state(
+            self.task,
+            env.task_initial_dump(self.task.id),
+            self.state,
+            env.gold_diff(self.task.id),
+            env.primary_keys,
+            final_message,
+        )
 
     def reset(self) -> None:
         """Back to the task's initial state, with an empty trajectory."""

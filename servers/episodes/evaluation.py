@@ -68,11 +68,17 @@ def normalise_answer(text: str) -> list[str]:
 
 def _contains(message: list[str], fact: list[str]) -> bool:
     width = len(fact)
-    return width > 0 and any(message[i:i + width] == fact for i in range(len(message) - width + 1))
+    return width > 0 and any(message[i : i + width] == fact for i in range(len(message) - width + 1))
 
 
-def score_state(task: Task, initial: dict[str, list[dict[str, Any]]], final: StateCopy,
-                gold_diff: StateDiff, primary_keys: dict[str, list[str]], final_message: str | None = None) -> Score:
+def score_state(
+    task: Task,
+    initial: dict[str, list[dict[str, Any]]],
+    final: StateCopy,
+    gold_diff: StateDiff,
+    primary_keys: dict[str, list[str]],
+    final_message: str | None = None,
+) -> Score:
     """Score ``final`` (a live state copy) for ``task``; ``initial`` is the task's starting dump."""
     results: list[CheckResult] = []
     budget = final.template.spec.limits.max_sql_steps
@@ -93,20 +99,33 @@ def score_state(task: Task, initial: dict[str, list[dict[str, Any]]], final: Sta
         for table in watched:
             for key in sorted(agent_diff.touched(table) - gold_diff.touched(table)):
                 diff = agent_diff.tables[table]
-                how = "inserted" if key in diff.inserted else "deleted" if key in diff.deleted else \
-                    "updated (" + ", ".join(sorted(diff.updated[key])) + ")"
+                how = (
+                    "inserted"
+                    if key in diff.inserted
+                    else "deleted"
+                    if key in diff.deleted
+                    else "updated (" + ", ".join(sorted(diff.updated[key])) + ")"
+                )
                 extra.append(f"{table} {key} {how}")
-        results.append(CheckResult(
-            "collateral", "No changes beyond what the task needs", not extra,
-            ("unexpected changes: " + "; ".join(extra[:10]) + (" …" if len(extra) > 10 else "")) if extra else "",
-        ))
+        results.append(
+            CheckResult(
+                "collateral",
+                "No changes beyond what the task needs",
+                not extra,
+                ("unexpected changes: " + "; ".join(extra[:10]) + (" …" if len(extra) > 10 else "")) if extra else "",
+            )
+        )
     if task.answer is not None:
         said = normalise_answer(final_message or "")
         missing = [fact for fact in task.answer.facts if not _contains(said, normalise_answer(fact))]
-        results.append(CheckResult(
-            "answer", "The final message states: " + "; ".join(task.answer.facts), not missing,
-            ("missing: " + "; ".join(missing)) if missing else "",
-        ))
+        results.append(
+            CheckResult(
+                "answer",
+                "The final message states: " + "; ".join(task.answer.facts),
+                not missing,
+                ("missing: " + "; ".join(missing)) if missing else "",
+            )
+        )
     passed = sum(1 for r in results if r.passed)
     return Score(
         task_id=task.id,

@@ -37,8 +37,18 @@ from .environment import Environment
 from .episode import Episode
 
 __all__ = [
-    "ExpiringPool", "StatePool", "EpisodePool", "PoolStats", "Quotas", "key_prefix", "valid_id", "ID_RULE",
-    "DEFAULT_TTL", "DEFAULT_MAX_STATES", "DEFAULT_STATE_QUOTAS", "DEFAULT_EPISODE_QUOTAS",
+    "ExpiringPool",
+    "StatePool",
+    "EpisodePool",
+    "PoolStats",
+    "Quotas",
+    "key_prefix",
+    "valid_id",
+    "ID_RULE",
+    "DEFAULT_TTL",
+    "DEFAULT_MAX_STATES",
+    "DEFAULT_STATE_QUOTAS",
+    "DEFAULT_EPISODE_QUOTAS",
 ]
 
 DEFAULT_TTL = 30 * 60.0
@@ -139,8 +149,15 @@ class _Bucket:
 
 
 class ExpiringPool(Generic[T]):
-    def __init__(self, *, ttl: float = DEFAULT_TTL, max_items: int = DEFAULT_MAX_STATES, what: str = "states",
-                 quotas: Quotas | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float = DEFAULT_TTL,
+        max_items: int = DEFAULT_MAX_STATES,
+        what: str = "states",
+        quotas: Quotas | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if ttl <= 0 or max_items <= 0:
             raise ValueError("ttl and max_items must be positive")
         self.ttl = ttl
@@ -151,7 +168,9 @@ class ExpiringPool(Generic[T]):
         self.closer: Callable[[T], None] | None = None
         """Closes a dropped entry; None closes it at once (see the module docstring)."""
         self._items: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
-        self._groups: dict[tuple[str, str], OrderedDict[Hashable, None]] = {}  # ("client"|"prefix", name) -> keys, LRU first
+        self._groups: dict[
+            tuple[str, str], OrderedDict[Hashable, None]
+        ] = {}  # ("client"|"prefix", name) -> keys, LRU first
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.RLock()
         self._created = 0
@@ -225,10 +244,16 @@ class ExpiringPool(Generic[T]):
         self._check_rate(client, now)
         quotas = self.quotas
         scopes: list[tuple[Any, int | None, str]] = [
-            (self._groups.get(("client", client)) if client is not None else None, quotas.per_client,
-             f" for client {_show(client)}, the cap per client"),
-            (self._groups.get(("prefix", prefix)), quotas.per_prefix,
-             f" under the key prefix {_show(prefix)}, the cap per prefix (a key's text before its first - . _ or ~)"),
+            (
+                self._groups.get(("client", client)) if client is not None else None,
+                quotas.per_client,
+                f" for client {_show(client)}, the cap per client",
+            ),
+            (
+                self._groups.get(("prefix", prefix)),
+                quotas.per_prefix,
+                f" under the key prefix {_show(prefix)}, the cap per prefix (a key's text before its first - . _ or ~)",
+            ),
             (self._items, self.max_items, ", the configured maximum"),
         ]
         for keys, cap, whose in scopes:
@@ -242,11 +267,16 @@ class ExpiringPool(Generic[T]):
                 retry = self._room_in(keys, now)
                 self._refused += 1
                 min_idle = self.quotas.min_idle
-                idle = (f"{self.what} idle for {min_idle:g} s are evicted to make room" if min_idle is not None and min_idle < self.ttl
-                        else f"idle {self.what} expire after {self.ttl:g} s")
+                idle = (
+                    f"{self.what} idle for {min_idle:g} s are evicted to make room"
+                    if min_idle is not None and min_idle < self.ttl
+                    else f"idle {self.what} expire after {self.ttl:g} s"
+                )
                 raise StateCapacityError(
                     f"{len(keys)} {self.what} are live{whose}; {idle}. Retry in {retry:.0f} s, "
-                    f"delete finished ones, or raise the limit.", retry_after=retry)
+                    f"delete finished ones, or raise the limit.",
+                    retry_after=retry,
+                )
 
     def _evict_lru(self, keys: OrderedDict[Hashable, object], now: float) -> bool:
         """Evict the least recently used of ``keys`` if it has been idle long enough; False if not."""
@@ -280,7 +310,9 @@ class ExpiringPool(Generic[T]):
             self._refused += 1
             raise StateCapacityError(
                 f"client {_show(client)} is creating {self.what} faster than the allowed {rate:g} per second "
-                f"(bursts of {self.quotas.burst}); existing ones still work. Retry in {retry:.0f} s.", retry_after=retry)
+                f"(bursts of {self.quotas.burst}); existing ones still work. Retry in {retry:.0f} s.",
+                retry_after=retry,
+            )
 
     def _refill(self, client: str, now: float) -> _Bucket | None:
         bucket = self._buckets.get(client)
@@ -361,7 +393,9 @@ class ExpiringPool(Generic[T]):
         return iter(list(self._items))
 
     def stats(self) -> PoolStats:
-        return PoolStats(len(self._items), self.max_items, self.ttl, self._created, self._expired, self._evicted, self._refused)
+        return PoolStats(
+            len(self._items), self.max_items, self.ttl, self._created, self._expired, self._evicted, self._refused
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -379,8 +413,14 @@ def _show(value: object, limit: int = 64) -> str:
 class StatePool(ExpiringPool[StateCopy]):
     """State copies by (environment, state key)."""
 
-    def __init__(self, *, ttl: float = DEFAULT_TTL, max_states: int = DEFAULT_MAX_STATES,
-                 quotas: Quotas | None = DEFAULT_STATE_QUOTAS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float = DEFAULT_TTL,
+        max_states: int = DEFAULT_MAX_STATES,
+        quotas: Quotas | None = DEFAULT_STATE_QUOTAS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(ttl=ttl, max_items=max_states, what="states", quotas=quotas, clock=clock)
 
     def state(self, env: Environment, key: str, *, client: str | None = None) -> StateCopy:
@@ -392,12 +432,19 @@ class StatePool(ExpiringPool[StateCopy]):
 class EpisodePool(ExpiringPool[Episode]):
     """Live episodes by id."""
 
-    def __init__(self, *, ttl: float = DEFAULT_TTL, max_episodes: int = DEFAULT_MAX_STATES,
-                 quotas: Quotas | None = DEFAULT_EPISODE_QUOTAS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float = DEFAULT_TTL,
+        max_episodes: int = DEFAULT_MAX_STATES,
+        quotas: Quotas | None = DEFAULT_EPISODE_QUOTAS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(ttl=ttl, max_items=max_episodes, what="episodes", quotas=quotas, clock=clock)
 
-    def open(self, env: Environment, task_id: str | None = None, episode_id: str | None = None, *,
-             client: str | None = None) -> Episode:
+    def open(
+        self, env: Environment, task_id: str | None = None, episode_id: str | None = None, *, client: str | None = None
+    ) -> Episode:
         """Start an episode (with a chosen id, or a random one), if ``client``'s quotas leave room.
         An id in use is refused with :class:`StateError` (never replaced: that would orphan its episode)."""
         episode_id = episode_id if episode_id is not None else uuid.uuid4().hex
@@ -413,7 +460,8 @@ class EpisodePool(ExpiringPool[Episode]):
         episode = self.get(episode_id)
         if episode is None or (env_id is not None and episode.env.id != env_id):
             where = f" in {_show(env_id)}" if env_id else ""
-            raise EpisodeNotFound(f"no live episode {_show(episode_id)}{where}: it never existed, was deleted, "
-                                  f"or expired after {self.ttl:g} s idle")
+            raise EpisodeNotFound(
+                f"no live episode {_show(episode_id)}{where}: it never existed, was deleted, "
+                f"or expired after {self.ttl:g} s idle"
+            )
         return episode
-

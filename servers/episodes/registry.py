@@ -127,8 +127,12 @@ class StdioLaunch(_Model):
 
 
 class HttpLaunch(_Model):
-    path: str = Field(description="Shared, read-only endpoint for modern clients; per-session state for handshake-era clients.")
-    keyed_path: str = Field(description="Private writable state per key: replace {state_key} with a key of your choosing.")
+    path: str = Field(
+        description="Shared, read-only endpoint for modern clients; per-session state for handshake-era clients."
+    )
+    keyed_path: str = Field(
+        description="Private writable state per key: replace {state_key} with a key of your choosing."
+    )
 
 
 class Launch(_Model):
@@ -142,10 +146,13 @@ class LocalRun(_Model):
 
 
 class PublisherProvided(_Model):
-    description: str = Field(description="The environment's full description (server.json `description` is a summary "
-                                         "of at most 100 characters).")
-    local: LocalRun = Field(description="How to run the environment locally: server.json `packages` lists only "
-                                        "published packages.")
+    description: str = Field(
+        description="The environment's full description (server.json `description` is a summary "
+        "of at most 100 characters)."
+    )
+    local: LocalRun = Field(
+        description="How to run the environment locally: server.json `packages` lists only published packages."
+    )
 
 
 class EntryMeta(_Model):
@@ -163,15 +170,25 @@ class TaskPackEntry(_Model):
 class RegistryEntry(_Model):
     """One environment: a server.json document (its fields first) plus EnvFleet's own fields."""
 
-    schema_uri: str = Field(SERVER_JSON_SCHEMA, alias="$schema", description="The server.json schema the entry follows.")
-    name: str = Field(description=f"server.json name, '{NAMESPACE}/<id>'.", json_schema_extra={
-        "pattern": r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$", "maxLength": 200})
+    schema_uri: str = Field(
+        SERVER_JSON_SCHEMA, alias="$schema", description="The server.json schema the entry follows."
+    )
+    name: str = Field(
+        description=f"server.json name, '{NAMESPACE}/<id>'.",
+        json_schema_extra={"pattern": r"^[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+$", "maxLength": 200},
+    )
     title: str = Field(json_schema_extra={"maxLength": DESCRIPTION_MAX})
-    description: str = Field(description="A summary of the spec's description; the full text is in _meta.",
-                             json_schema_extra={"minLength": 1, "maxLength": DESCRIPTION_MAX})
+    description: str = Field(
+        description="A summary of the spec's description; the full text is in _meta.",
+        json_schema_extra={"minLength": 1, "maxLength": DESCRIPTION_MAX},
+    )
     version: str
-    meta: EntryMeta | None = Field(None, alias="_meta", description="server.json _meta: the full description and how to "
-                                   "run the environment locally, under the key the official MCP Registry keeps.")
+    meta: EntryMeta | None = Field(
+        None,
+        alias="_meta",
+        description="server.json _meta: the full description and how to "
+        "run the environment locally, under the key the official MCP Registry keeps.",
+    )
     id: str
     domain: str
     tags: list[str] = []
@@ -181,10 +198,12 @@ class RegistryEntry(_Model):
     tools: list[str]
     tables: list[str]
     task_packs: list[TaskPackEntry] = []
-    provenance: dict[str, Any] | None = Field(None, description="How the environment was made (from its provenance.json), "
-                                              "carried as given.")
-    packages: list[Package] = Field([], description="Never written (envfleet is not on a package registry); "
-                                    "read from registries of envfleet 0.1.")
+    provenance: dict[str, Any] | None = Field(
+        None, description="How the environment was made (from its provenance.json), carried as given."
+    )
+    packages: list[Package] = Field(
+        [], description="Never written (envfleet is not on a package registry); read from registries of envfleet 0.1."
+    )
     remotes: list[Remote]
     launch: Launch
 
@@ -242,10 +261,12 @@ def entry_for(env: Environment, relative_path: str) -> RegistryEntry:
         title=short_text(spec.name) or spec.id,
         description=short_text(spec.description) or short_text(spec.name) or spec.id,
         version=spec.version,
-        meta=EntryMeta(publisher_provided=PublisherProvided(
-            description=spec.description,
-            local=LocalRun(install="pip install -e . in a checkout of the EnvFleet source", stdio=stdio),
-        )),
+        meta=EntryMeta(
+            publisher_provided=PublisherProvided(
+                description=spec.description,
+                local=LocalRun(install="pip install -e . in a checkout of the EnvFleet source", stdio=stdio),
+            )
+        ),
         domain=spec.domain,
         tags=list(spec.tags),
         path=relative_path,
@@ -254,15 +275,26 @@ def entry_for(env: Environment, relative_path: str) -> RegistryEntry:
         tools=[t.name for t in spec.tools],
         tables=[t.name for t in spec.tables],
         task_packs=[
-            TaskPackEntry(name=pack.name, path=f"tasks/{pack.path.name}" if pack.path else pack.name,
-                          tasks=len(pack.tasks), splits=pack.splits, content_hash=pack.content_hash)
+            TaskPackEntry(
+                name=pack.name,
+                path=f"tasks/{pack.path.name}" if pack.path else pack.name,
+                tasks=len(pack.tasks),
+                splits=pack.splits,
+                content_hash=pack.content_hash,
+            )
             for pack in env.task_packs
         ],
         provenance=provenance,
-        remotes=[Remote(
-            url="{base_url}" + http_path,
-            variables={"base_url": Variable(description="Where `envfleet serve --all` listens.", default="http://127.0.0.1:8100")},
-        )],
+        remotes=[
+            Remote(
+                url="{base_url}" + http_path,
+                variables={
+                    "base_url": Variable(
+                        description="Where `envfleet serve --all` listens.", default="http://127.0.0.1:8100"
+                    )
+                },
+            )
+        ],
         launch=Launch(
             stdio=stdio,
             http=HttpLaunch(path=http_path, keyed_path=f"/envs/{spec.id}/s/{{state_key}}/mcp"),
@@ -282,12 +314,12 @@ def short_text(text: str, limit: int = DESCRIPTION_MAX) -> str:
     if len(sentence) <= limit:
         return sentence
     head, colon, _ = sentence.partition(": ")
-    items = sentence[:limit - 1].rsplit(", ", 1)[0]
-    if colon and len(items) > len(head) + len(colon) and ", " in sentence[:limit - 1]:
+    items = sentence[: limit - 1].rsplit(", ", 1)[0]
+    if colon and len(items) > len(head) + len(colon) and ", " in sentence[: limit - 1]:
         return items + "…"
     if 20 <= len(head) <= limit:
         return head
-    cut = text[:limit - 1]
+    cut = text[: limit - 1]
     if text[limit - 1] != " " and " " in cut:  # the last word is cut: leave it out
         cut = cut.rsplit(" ", 1)[0]
     return cut.rstrip(" ,;:-") + "…"
@@ -397,8 +429,9 @@ class Registry:
             self._loaded[env_id] = Environment.load(self.folder(env_id))
         return self._loaded[env_id]
 
-    def select_tasks(self, env_ids: Iterable[str], task_ids: Iterable[str] | None = None,
-                     split: str | None = None) -> list[tuple[str, Task]]:
+    def select_tasks(
+        self, env_ids: Iterable[str], task_ids: Iterable[str] | None = None, split: str | None = None
+    ) -> list[tuple[str, Task]]:
         """(environment id, task) for every task of ``env_ids`` that is among ``task_ids`` (default: all) and in
         ``split`` (default: any), in registry order. A named task none of them has is a :class:`RegistryError`,
         as is an unknown environment or one that does not load."""
@@ -413,8 +446,15 @@ class Registry:
             raise RegistryError(f"no such task(s): {', '.join(sorted(missing))}")
         return selected
 
-    def mcp_config(self, env_id: str, *, url: str | None = None, state_key: str | None = None, command: str = "envfleet",
-                   pin: bool = False) -> dict[str, Any]:
+    def mcp_config(
+        self,
+        env_id: str,
+        *,
+        url: str | None = None,
+        state_key: str | None = None,
+        command: str = "envfleet",
+        pin: bool = False,
+    ) -> dict[str, Any]:
         """The ``mcpServers`` document MCP clients (Claude Desktop, Cursor, Claude Code ...) read for one environment:
         an HTTP entry for the gateway at ``url`` (with ``state_key``: private writable state), else a stdio entry
         that runs ``command serve <id>``. ``pin`` names this registry (its file, or the env root it was built from)
@@ -426,7 +466,9 @@ class Registry:
         entry = self.entry(env_id)
         server: dict[str, Any]
         if url:
-            path = entry.launch.http.keyed_path.replace("{state_key}", state_key) if state_key else entry.launch.http.path
+            path = (
+                entry.launch.http.keyed_path.replace("{state_key}", state_key) if state_key else entry.launch.http.path
+            )
             server = {"type": "http", "url": url.rstrip("/") + path}
         else:
             args = ["serve", entry.id]

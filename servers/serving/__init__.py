@@ -23,14 +23,32 @@ if TYPE_CHECKING:
     from .gateway import Gateway, GatewaySettings, create_app
 
 __all__ = [
-    "build_server", "CallRunner", "CallTarget", "error_details", "Gateway", "GatewaySettings", "EpisodeHost", "create_app",
-    "transport_security", "serve_stdio", "serve_http", "running_gateway", "serving_in_thread", "CONTROL_TOKEN_ENV",
-    "DOCS_KWARGS", "mount_offline_docs", "HostGuard",
+    "build_server",
+    "CallRunner",
+    "CallTarget",
+    "error_details",
+    "Gateway",
+    "GatewaySettings",
+    "EpisodeHost",
+    "create_app",
+    "transport_security",
+    "serve_stdio",
+    "serve_http",
+    "running_gateway",
+    "serving_in_thread",
+    "CONTROL_TOKEN_ENV",
+    "DOCS_KWARGS",
+    "mount_offline_docs",
+    "HostGuard",
 ]
 
 _HTTP_SIDE = {
-    "DOCS_KWARGS": "api_docs", "mount_offline_docs": "api_docs", "EpisodeHost": "control_plane", "Gateway": "gateway",
-    "GatewaySettings": "gateway", "create_app": "gateway",
+    "DOCS_KWARGS": "api_docs",
+    "mount_offline_docs": "api_docs",
+    "EpisodeHost": "control_plane",
+    "Gateway": "gateway",
+    "GatewaySettings": "gateway",
+    "create_app": "gateway",
 }
 
 

@@ -38,7 +38,15 @@ from ..episodes.pool import ID_RULE, EpisodePool, valid_id
 from ..errors import EnvFleetError, EpisodeNotFound, RegistryError, StateCapacityError, StateError, TaskPackError
 from .mcp import CallRunner
 
-__all__ = ["control_plane", "admin", "EpisodeHost", "EPISODE_ID_HEADER", "MAX_BODY_BYTES", "GuardedRoute", "SafeJSONResponse"]
+__all__ = [
+    "control_plane",
+    "admin",
+    "EpisodeHost",
+    "EPISODE_ID_HEADER",
+    "MAX_BODY_BYTES",
+    "GuardedRoute",
+    "SafeJSONResponse",
+]
 
 
 # Episode ids follow the state keys' rule (servers.episodes.pool.valid_id): each is one segment of an MCP URL.
@@ -101,14 +109,22 @@ _RESCUE = TrajectoryLimits(items=1 << 62, depth=64)
 
 def _validation_detail(error: RequestValidationError) -> list[dict[str, Any]]:
     """FastAPI's 422 details without the ``input`` and ``ctx`` it would echo (a 60 KiB id, a lone surrogate)."""
-    return [{"loc": [part if isinstance(part, int) else _show(part, 64).strip("'\"") for part in e.get("loc", ())],
-             "msg": str(e.get("msg", ""))[:300], "type": str(e.get("type", ""))} for e in error.errors()[:20]]
+    return [
+        {
+            "loc": [part if isinstance(part, int) else _show(part, 64).strip("'\"") for part in e.get("loc", ())],
+            "msg": str(e.get("msg", ""))[:300],
+            "type": str(e.get("type", "")),
+        }
+        for e in error.errors()[:20]
+    ]
 
 
 def _too_large(size: int | None) -> Response:
     got = f" (this one is {size:,} bytes)" if size is not None else ""
-    return SafeJSONResponse({"detail": f"request body too large: the control plane reads at most {MAX_BODY_BYTES:,} bytes{got}"},
-                            status_code=413)
+    return SafeJSONResponse(
+        {"detail": f"request body too large: the control plane reads at most {MAX_BODY_BYTES:,} bytes{got}"},
+        status_code=413,
+    )
 
 
 async def _read_body(request: Request) -> Response | None:
@@ -150,11 +166,19 @@ class GuardedRoute(APIRoute):
 
 class EpisodeCreate(BaseModel):
     env_id: str = Field(max_length=128, examples=["library"])
-    task_id: str | None = Field(None, max_length=256, description="A task of the environment; without one the episode "
-                                "starts from the seed state and cannot be scored.", examples=["lib-001"])
-    episode_id: str | None = Field(None, max_length=128, description=f"Choose the episode's id "
-                                   f"({ID_RULE}; default: a random one). An id in use is refused with 409.",
-                                   examples=["run7-lib-001-trial0"])
+    task_id: str | None = Field(
+        None,
+        max_length=256,
+        description="A task of the environment; without one the episode "
+        "starts from the seed state and cannot be scored.",
+        examples=["lib-001"],
+    )
+    episode_id: str | None = Field(
+        None,
+        max_length=128,
+        description=f"Choose the episode's id ({ID_RULE}; default: a random one). An id in use is refused with 409.",
+        examples=["run7-lib-001-trial0"],
+    )
 
     @field_validator("episode_id")
     @classmethod
@@ -168,7 +192,9 @@ class EpisodeCreated(BaseModel):
     episode_id: str
     env_id: str
     task_id: str | None
-    mcp_url: str = Field(description="Streamable-HTTP MCP endpoint bound to this episode's state; give it to the agent.")
+    mcp_url: str = Field(
+        description="Streamable-HTTP MCP endpoint bound to this episode's state; give it to the agent."
+    )
     mcp_path: str
     instruction: str | None = Field(description="What the user wants (the task's instruction).")
     policy: str
@@ -223,8 +249,11 @@ def _check_token(token: str | None, credentials: HTTPAuthorizationCredentials | 
     if token is None:
         return
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required for the control plane",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid bearer token is required for the control plane",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
@@ -234,8 +263,13 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         _check_token(token, credentials)
 
-    router = APIRouter(prefix="/episodes", tags=["episodes"], dependencies=[Depends(authorize)],
-                       route_class=GuardedRoute, default_response_class=SafeJSONResponse)
+    router = APIRouter(
+        prefix="/episodes",
+        tags=["episodes"],
+        dependencies=[Depends(authorize)],
+        route_class=GuardedRoute,
+        default_response_class=SafeJSONResponse,
+    )
 
     def find(episode_id: str) -> Episode:
         if not valid_id(episode_id):
@@ -246,8 +280,11 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
             raise _error(404, str(e)) from None
 
     def info(episode: Episode, with_trajectory: bool) -> EpisodeInfo:
-        return EpisodeInfo(**episode.summary(), policy=episode.env.spec.policy,
-                           trajectory=list(episode.trajectory) if with_trajectory else [])
+        return EpisodeInfo(
+            **episode.summary(),
+            policy=episode.env.spec.policy,
+            trajectory=list(episode.trajectory) if with_trajectory else [],
+        )
 
     async def in_turn(episode: Episode, function: Callable[..., R], *args: Any) -> R | None:
         """``function(*args)`` in a worker thread, in ``episode``'s turn (after any call running on it);
@@ -260,8 +297,13 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
     def ended(episode: Episode) -> HTTPException:
         return _error(404, f"episode {episode.id!r} ended while this request waited for its running tool call")
 
-    @router.post("", status_code=201, response_model=EpisodeCreated, summary="Start an episode",
-                 responses={404: {"description": "Unknown environment or task"}, 429: {"description": "Too many live episodes"}})
+    @router.post(
+        "",
+        status_code=201,
+        response_model=EpisodeCreated,
+        summary="Start an episode",
+        responses={404: {"description": "Unknown environment or task"}, 429: {"description": "Too many live episodes"}},
+    )
     async def create(body: EpisodeCreate, request: Request) -> EpisodeCreated:
         try:
             hosted = await gateway.hosted(body.env_id)
@@ -274,10 +316,15 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
             raise _error(404, f"environment {env.id!r} has no task {_show(body.task_id)}")
         header = request.headers.get(EPISODE_ID_HEADER)
         if header and not valid_id(header):
-            raise _error(400, f"header {EPISODE_ID_HEADER} {_show(header)} is not an episode id: episode ids are {ID_RULE}")
+            raise _error(
+                400, f"header {EPISODE_ID_HEADER} {_show(header)} is not an episode id: episode ids are {ID_RULE}"
+            )
         if header and body.episode_id and header != body.episode_id:
-            raise _error(400, f"episode_id {body.episode_id!r} and the {EPISODE_ID_HEADER} header {header!r} disagree; send one "
-                         "(behind a routing proxy: the header)")
+            raise _error(
+                400,
+                f"episode_id {body.episode_id!r} and the {EPISODE_ID_HEADER} header {header!r} disagree; send one "
+                "(behind a routing proxy: the header)",
+            )
         episode_id = header or body.episode_id
         if episode_id is not None and gateway.episodes.peek(episode_id) is not None:
             raise _error(409, f"episode id {episode_id!r} is in use; choose another or delete that episode")
@@ -292,9 +339,14 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
             raise _error(409, str(e)) from None
         path = f"/envs/{env.id}/episodes/{episode.id}/mcp"
         return EpisodeCreated(
-            episode_id=episode.id, env_id=env.id, task_id=episode.task_id, mcp_path=path,
-            mcp_url=str(request.base_url).rstrip("/") + path, instruction=episode.instruction,
-            policy=env.spec.policy, tools=env.tool_names,
+            episode_id=episode.id,
+            env_id=env.id,
+            task_id=episode.task_id,
+            mcp_path=path,
+            mcp_url=str(request.base_url).rstrip("/") + path,
+            instruction=episode.instruction,
+            policy=env.spec.policy,
+            tools=env.tool_names,
         )
 
     @router.get("", response_model=list[EpisodeInfo], summary="Live episodes (without trajectories)")
@@ -306,8 +358,12 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
                 found.append(summary)
         return found
 
-    @router.get("/{episode_id}", response_model=EpisodeInfo, summary="An episode and its trajectory",
-                description="Waits for a tool call running on the episode to finish.")
+    @router.get(
+        "/{episode_id}",
+        response_model=EpisodeInfo,
+        summary="An episode and its trajectory",
+        description="Waits for a tool call running on the episode to finish.",
+    )
     async def get(episode_id: str) -> EpisodeInfo:
         episode = find(episode_id)
         result = await in_turn(episode, info, episode, True)
@@ -315,8 +371,12 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
             raise ended(episode)
         return result
 
-    @router.post("/{episode_id}/evaluate", response_model=ScoreOut, summary="Score the episode's current state",
-                 description="Waits for a tool call running on the episode to finish, then scores the state it left.")
+    @router.post(
+        "/{episode_id}/evaluate",
+        response_model=ScoreOut,
+        summary="Score the episode's current state",
+        description="Waits for a tool call running on the episode to finish, then scores the state it left.",
+    )
     async def evaluate(episode_id: str, body: Evaluate | None = None) -> ScoreOut:
         episode = find(episode_id)
         try:
@@ -333,8 +393,12 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
         episode.reset()
         return info(episode, False)
 
-    @router.post("/{episode_id}/reset", response_model=EpisodeInfo, summary="Back to the task's initial state",
-                 description="Waits for a tool call running on the episode to finish, then resets.")
+    @router.post(
+        "/{episode_id}/reset",
+        response_model=EpisodeInfo,
+        summary="Back to the task's initial state",
+        description="Waits for a tool call running on the episode to finish, then resets.",
+    )
     async def reset(episode_id: str) -> EpisodeInfo:
         episode = find(episode_id)
         result = await in_turn(episode, reset_episode, episode)
@@ -342,8 +406,12 @@ def control_plane(gateway: EpisodeHost, token: str | None) -> APIRouter:
             raise ended(episode)
         return result
 
-    @router.delete("/{episode_id}", status_code=204, summary="End an episode and free its state and trajectory",
-                   description="Answers at once; a tool call still running on the episode finishes, then its state is freed.")
+    @router.delete(
+        "/{episode_id}",
+        status_code=204,
+        summary="End an episode and free its state and trajectory",
+        description="Answers at once; a tool call still running on the episode finishes, then its state is freed.",
+    )
     async def delete(episode_id: str) -> Response:
         if not gateway.episodes.drop(episode_id):
             raise _error(404, f"no live episode {_show(episode_id)}")
@@ -360,11 +428,19 @@ def admin(gateway: EpisodeHost, token: str | None) -> APIRouter:
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         _check_token(token, credentials)
 
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(authorize)],
-                       route_class=GuardedRoute, default_response_class=SafeJSONResponse)
+    router = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        dependencies=[Depends(authorize)],
+        route_class=GuardedRoute,
+        default_response_class=SafeJSONResponse,
+    )
 
-    @router.post("/reload", summary="Re-read the registry: serve new environments, drop removed ones",
-                 responses={409: {"description": "This gateway serves a fixed set of environments"}})
+    @router.post(
+        "/reload",
+        summary="Re-read the registry: serve new environments, drop removed ones",
+        responses={409: {"description": "This gateway serves a fixed set of environments"}},
+    )
     async def reload() -> dict[str, Any]:
         try:
             return (await gateway.reload()).to_dict()

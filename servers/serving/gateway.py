@@ -46,14 +46,20 @@ from ..errors import EnvFleetError, EpisodeNotFound, RegistryError
 from ..version import __version__
 from .api_docs import DOCS_KWARGS, mount_offline_docs
 from .control_plane import admin, control_plane
-from .mcp import DEFAULT_CALL_THREADS, SESSION_HEADER, CallRunner, HttpRouter, McpServer, build_server, session_state_key
+from .mcp import (
+    DEFAULT_CALL_THREADS,
+    SESSION_HEADER,
+    CallRunner,
+    HttpRouter,
+    McpServer,
+    build_server,
+    session_state_key,
+)
 from .sdk import HostGuard, SessionManager, open_sessions, session_manager, transport_security
 
-__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app",
-           "transport_security"]
+__all__ = ["GatewaySettings", "Gateway", "GatewayApp", "ReloadReport", "create_app", "transport_security"]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -89,21 +95,35 @@ class ReloadReport:
     environments: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "removed": self.removed, "changed": self.changed, "environments": self.environments}
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "environments": self.environments,
+        }
 
 
 class Gateway:
     """Loads environments on first use and runs their MCP session managers. It is the
     :class:`~servers.serving.control_plane.EpisodeHost` the control plane is mounted on."""
 
-    def __init__(self, registry: Registry, pool: StatePool, settings: GatewaySettings | None = None,
-                 env_ids: list[str] | None = None, refresh: Callable[[], Registry] | None = None,
-                 watch: Path | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        pool: StatePool,
+        settings: GatewaySettings | None = None,
+        env_ids: list[str] | None = None,
+        refresh: Callable[[], Registry] | None = None,
+        watch: Path | None = None,
+    ) -> None:
         self.registry = registry
         self.pool = pool
         self.settings = settings or GatewaySettings()
-        self.episodes = EpisodePool(ttl=self.settings.episode_ttl, max_episodes=self.settings.max_episodes,
-                                    quotas=Quotas(per_client=self.settings.max_episodes_per_client))
+        self.episodes = EpisodePool(
+            ttl=self.settings.episode_ttl,
+            max_episodes=self.settings.max_episodes,
+            quotas=Quotas(per_client=self.settings.max_episodes_per_client),
+        )
         self.calls = CallRunner(self.settings.call_threads)  # tool calls run here, off the event loop
         self.pool.closer = self.episodes.closer = self.close_later
         self._loop_thread: int | None = None
@@ -198,14 +218,20 @@ class Gateway:
             fresh = await anyio.to_thread.run_sync(self.refresh)
             old = {i: self.registry.entry(i).content_hash for i in self.env_ids}
             new = {i: fresh.entry(i).content_hash for i in fresh.ids()}
-            report = ReloadReport(added=sorted(set(new) - set(old)), removed=sorted(set(old) - set(new)),
-                                  changed=sorted(i for i in set(old) & set(new) if old[i] != new[i]), environments=len(new))
+            report = ReloadReport(
+                added=sorted(set(new) - set(old)),
+                removed=sorted(set(old) - set(new)),
+                changed=sorted(i for i in set(old) & set(new) if old[i] != new[i]),
+                environments=len(new),
+            )
             for env_id in report.removed + report.changed:
                 hosted = self._hosted.pop(env_id, None)
                 if hosted is not None:
                     self._retired.append(hosted)
                 if env_id in report.removed or hosted is None or hosted.world != _world(fresh, env_id):
-                    self.pool.drop_where(lambda key, env_id=env_id: key[0] == env_id)  # keyed states restart on the new seed
+                    self.pool.drop_where(
+                        lambda key, env_id=env_id: key[0] == env_id
+                    )  # keyed states restart on the new seed
             self.registry, self.env_ids, self._seen = fresh, fresh.ids(), signature
             self._generation += 1
             self._stop_idle_retired()
@@ -255,8 +281,13 @@ class Gateway:
             logger.warning("%s changed since registry.json was built; run `envfleet registry build`", env_id)
         router = HttpRouter(env, self.pool, self.episodes)
         server = build_server(env, router, self.calls)
-        manager = session_manager(server, json_response=self.settings.json_response, allowed_hosts=self.settings.allowed_hosts,
-                                  session_idle_timeout=self.settings.session_idle_timeout, max_sessions=self.settings.max_sessions)
+        manager = session_manager(
+            server,
+            json_response=self.settings.json_response,
+            allowed_hosts=self.settings.allowed_hosts,
+            session_idle_timeout=self.settings.session_idle_timeout,
+            max_sessions=self.settings.max_sessions,
+        )
         router.issued = lambda session_id: session_id in open_sessions(manager)
         if self._task_group is None:
             raise RuntimeError("the gateway is not running; serve its app with an ASGI server that runs lifespans")
@@ -273,13 +304,16 @@ def _world(registry: Registry, env_id: str) -> str | None:
     """What a keyed state depends on: the spec and seed files (not the task packs)."""
     try:
         folder = registry.folder(env_id)
-        return hashlib.sha256((folder / "env.json").read_bytes() + b"\0" + (folder / "seed.json").read_bytes()).hexdigest()
+        return hashlib.sha256(
+            (folder / "env.json").read_bytes() + b"\0" + (folder / "seed.json").read_bytes()
+        ).hexdigest()
     except (OSError, RegistryError):
         return None
 
 
-async def _run_manager(manager: SessionManager, stop: anyio.Event, *,
-                       task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+async def _run_manager(
+    manager: SessionManager, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     async with manager.run():
         task_status.started()
         await stop.wait()
@@ -333,8 +367,7 @@ class _McpEndpoint:
             self.gateway.pool.drop((env_id, session_state_key(session_id)))
 
 
-_FLEET_PATH = re.compile(
-    r"^/envs/(?P<env_id>[^/]+)/(?:s/(?P<state_key>[^/]*)/|episodes/(?P<episode_id>[^/]+)/)?mcp/?$")
+_FLEET_PATH = re.compile(r"^/envs/(?P<env_id>[^/]+)/(?:s/(?P<state_key>[^/]*)/|episodes/(?P<episode_id>[^/]+)/)?mcp/?$")
 _SINGLE_PATH = re.compile(r"^/(?:s/(?P<state_key>[^/]*)/)?mcp/?$")
 
 
@@ -348,7 +381,9 @@ class GatewayApp:
     def __init__(self, api: FastAPI, gateway: Gateway, single: str | None) -> None:
         self.api = api
         self.gateway = gateway
-        self._guarded_api = HostGuard(api, gateway.settings.allowed_hosts)  # REST routes: the MCP endpoints' Host/Origin check
+        self._guarded_api = HostGuard(
+            api, gateway.settings.allowed_hosts
+        )  # REST routes: the MCP endpoints' Host/Origin check
         self._fleet = _McpEndpoint(gateway)
         self._single = _McpEndpoint(gateway, single) if single is not None else None
 
@@ -367,9 +402,16 @@ class GatewayApp:
         await self._guarded_api(scope, receive, send)
 
 
-def create_app(registry: Registry, *, pool: StatePool | None = None, settings: GatewaySettings | None = None,
-               env_ids: list[str] | None = None, single: str | None = None,
-               refresh: Callable[[], Registry] | None = None, watch: Path | None = None) -> GatewayApp:
+def create_app(
+    registry: Registry,
+    *,
+    pool: StatePool | None = None,
+    settings: GatewaySettings | None = None,
+    env_ids: list[str] | None = None,
+    single: str | None = None,
+    refresh: Callable[[], Registry] | None = None,
+    watch: Path | None = None,
+) -> GatewayApp:
     """The gateway app. ``single`` also serves that environment at ``/mcp`` and ``/s/{state_key}/mcp``.
     ``refresh`` re-reads the registry for reloads (default: the file it came from); a change of
     ``watch`` (default: that file) triggers one."""
@@ -403,13 +445,27 @@ def create_app(registry: Registry, *, pool: StatePool | None = None, settings: G
             "version": __version__,
             "environments": gateway.env_ids,
             "loaded": gateway.loaded(),
-            "states": {"live": states.live, "max": states.max_items, "ttl_seconds": states.ttl,
-                       "max_per_client": quotas.per_client, "max_per_prefix": quotas.per_prefix,
-                       "new_per_second": quotas.rate, "new_burst": quotas.burst if quotas.rate is not None else None,
-                       "min_idle_seconds": quotas.min_idle, "evicted": states.evicted, "refused": states.refused},
+            "states": {
+                "live": states.live,
+                "max": states.max_items,
+                "ttl_seconds": states.ttl,
+                "max_per_client": quotas.per_client,
+                "max_per_prefix": quotas.per_prefix,
+                "new_per_second": quotas.rate,
+                "new_burst": quotas.burst if quotas.rate is not None else None,
+                "min_idle_seconds": quotas.min_idle,
+                "evicted": states.evicted,
+                "refused": states.refused,
+            },
             "calls": {"running": gateway.calls.busy(), "threads": gateway.settings.call_threads},
-            "episodes": {"live": episodes.live, "max": episodes.max_items, "ttl_seconds": episodes.ttl,
-                         "max_per_client": episode_quotas.per_client, "evicted": episodes.evicted, "refused": episodes.refused},
+            "episodes": {
+                "live": episodes.live,
+                "max": episodes.max_items,
+                "ttl_seconds": episodes.ttl,
+                "max_per_client": episode_quotas.per_client,
+                "evicted": episodes.evicted,
+                "refused": episodes.refused,
+            },
         }
 
     @app.get("/envs", tags=["fleet"], summary="The environments this gateway serves (registry entries)")

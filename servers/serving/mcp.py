@@ -41,8 +41,21 @@ from ..errors import StateError
 from ..state.executor import CallPreempted, ToolResult, preemptible
 from ..state.store import StateCopy
 
-__all__ = ["CallRouter", "CallRunner", "CallTarget", "EpisodeRouter", "HttpRouter", "McpServer", "build_server", "schema_markdown",
-           "call_tool_result", "error_details", "session_state_key", "DEFAULT_CALL_THREADS", "INLINE_BUDGET"]
+__all__ = [
+    "CallRouter",
+    "CallRunner",
+    "CallTarget",
+    "EpisodeRouter",
+    "HttpRouter",
+    "McpServer",
+    "build_server",
+    "schema_markdown",
+    "call_tool_result",
+    "error_details",
+    "session_state_key",
+    "DEFAULT_CALL_THREADS",
+    "INLINE_BUDGET",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +73,8 @@ Prompt = tuple[str, str, str]
 """(name, description, text) of an MCP prompt."""
 
 McpServer = Server[Any]
-"""The SDK's low-level server, as :func:`build_server` makes it: served by a session manager or over stdio (:mod:`.sdk`)."""
+"""The SDK's low-level server, as :func:`build_server` makes it: served by a session manager or over stdio
+(:mod:`.sdk`)."""
 
 
 @dataclass(frozen=True)
@@ -214,8 +228,9 @@ class HttpRouter:
     reaches another session's.
     """
 
-    def __init__(self, env: Environment, pool: StatePool, episodes: EpisodePool,
-                 issued: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self, env: Environment, pool: StatePool, episodes: EpisodePool, issued: Callable[[str], bool] | None = None
+    ) -> None:
         self.env = env
         self.pool = pool
         self.episodes = episodes
@@ -356,18 +371,36 @@ def build_server(env: Environment, router: CallRouter, runner: CallRunner | None
     policy_uri = f"envfleet://{spec.id}/policy"
     schema_uri = f"envfleet://{spec.id}/schema"
     resources = {
-        policy_uri: (types.Resource(name="policy", title=f"{spec.name} policy", uri=policy_uri, mime_type="text/markdown",
-                                    description="The rules an agent must follow in this environment."),
-                     lambda: spec.policy),
-        schema_uri: (types.Resource(name="schema", title=f"{spec.name} data model", uri=schema_uri,
-                                    mime_type="text/markdown", description="Tables and columns of the state."),
-                     lambda: schema_markdown(env)),
+        policy_uri: (
+            types.Resource(
+                name="policy",
+                title=f"{spec.name} policy",
+                uri=policy_uri,
+                mime_type="text/markdown",
+                description="The rules an agent must follow in this environment.",
+            ),
+            lambda: spec.policy,
+        ),
+        schema_uri: (
+            types.Resource(
+                name="schema",
+                title=f"{spec.name} data model",
+                uri=schema_uri,
+                mime_type="text/markdown",
+                description="Tables and columns of the state.",
+            ),
+            lambda: schema_markdown(env),
+        ),
     }
 
-    async def list_tools(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         return tools
 
-    async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         arguments = _RAW_ARGUMENTS.get()
         if arguments is _UNSET:
             arguments = params.arguments
@@ -377,30 +410,42 @@ def build_server(env: Environment, router: CallRouter, runner: CallRunner | None
         except StateError as e:
             raise MCPError(STATE_UNAVAILABLE, str(e)) from e
 
-    async def list_prompts(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+    async def list_prompts(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
         try:
             prompts = router.prompts(ctx)
         except StateError as e:
             raise MCPError(STATE_UNAVAILABLE, str(e)) from e
-        return types.ListPromptsResult(prompts=[types.Prompt(name=name, description=description) for name, description, _ in prompts])
+        return types.ListPromptsResult(
+            prompts=[types.Prompt(name=name, description=description) for name, description, _ in prompts]
+        )
 
-    async def get_prompt(ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    async def get_prompt(
+        ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
         try:
             prompts = {name: (description, text) for name, description, text in router.prompts(ctx)}
         except StateError as e:
             raise MCPError(STATE_UNAVAILABLE, str(e)) from e
         if params.name not in prompts:
-            raise MCPError(INVALID_PARAMS, f"Unknown prompt {params.name!r}; prompts here: {', '.join(prompts) or 'none'}")
+            raise MCPError(
+                INVALID_PARAMS, f"Unknown prompt {params.name!r}; prompts here: {', '.join(prompts) or 'none'}"
+            )
         description, text = prompts[params.name]
         return types.GetPromptResult(
             description=description,
             messages=[types.PromptMessage(role="user", content=types.TextContent(text=text))],
         )
 
-    async def list_resources(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+    async def list_resources(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
         return types.ListResourcesResult(resources=[resource for resource, _ in resources.values()])
 
-    async def read_resource(ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+    async def read_resource(
+        ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
         entry = resources.get(str(params.uri))
         if entry is None:
             raise MCPError(RESOURCE_NOT_FOUND, f"Unknown resource {params.uri}; resources are: {', '.join(resources)}")

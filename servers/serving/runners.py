@@ -37,22 +37,45 @@ def serve_stdio(env: Environment, task_id: str | None = None) -> None:
         episode.close()
 
 
-def _app(registry: Registry, single: str | None, state_ttl: float, max_states: int,
-         state_quotas: Quotas | None = DEFAULT_STATE_QUOTAS, **settings: Any) -> Any:
+def _app(
+    registry: Registry,
+    single: str | None,
+    state_ttl: float,
+    max_states: int,
+    state_quotas: Quotas | None = DEFAULT_STATE_QUOTAS,
+    **settings: Any,
+) -> Any:
     from ..episodes.pool import StatePool
     from .gateway import GatewaySettings, create_app
 
     settings.setdefault("control_token", os.environ.get(CONTROL_TOKEN_ENV) or None)
-    return create_app(registry, pool=StatePool(ttl=state_ttl, max_states=max_states, quotas=state_quotas),
-                      settings=GatewaySettings(**settings), single=single)
+    return create_app(
+        registry,
+        pool=StatePool(ttl=state_ttl, max_states=max_states, quotas=state_quotas),
+        settings=GatewaySettings(**settings),
+        single=single,
+    )
 
 
-def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100, single: str | None = None,
-               json_response: bool = True, allowed_hosts: list[str] | None = None, state_ttl: float = 1800.0,
-               max_states: int = 4096, episode_ttl: float = 1800.0, max_episodes: int = 4096,
-               watch_interval: float = 2.0, log_level: str = "info", call_threads: int = DEFAULT_CALL_THREADS,
-               state_quotas: Quotas | None = DEFAULT_STATE_QUOTAS, max_episodes_per_client: int | None = None,
-               forwarded_allow_ips: str | None = None) -> None:
+def serve_http(
+    registry: Registry,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8100,
+    single: str | None = None,
+    json_response: bool = True,
+    allowed_hosts: list[str] | None = None,
+    state_ttl: float = 1800.0,
+    max_states: int = 4096,
+    episode_ttl: float = 1800.0,
+    max_episodes: int = 4096,
+    watch_interval: float = 2.0,
+    log_level: str = "info",
+    call_threads: int = DEFAULT_CALL_THREADS,
+    state_quotas: Quotas | None = DEFAULT_STATE_QUOTAS,
+    max_episodes_per_client: int | None = None,
+    forwarded_allow_ips: str | None = None,
+) -> None:
     """Serve the registry's environments (or just ``single``) over streamable HTTP, until stopped.
     ``call_threads`` worker threads run tool calls, so a slow call never holds the event loop.
     ``state_quotas`` and ``max_episodes_per_client`` apply per client address: the peer's, or, from
@@ -66,16 +89,37 @@ def serve_http(registry: Registry, *, host: str = "127.0.0.1", port: int = 8100,
     if not local and not allowed_hosts:
         logger.warning(
             "listening on %s but only localhost Host headers are accepted; pass --allowed-host "
-            "(e.g. 'myhost:*', or '*' behind a trusted proxy) for clients that use another name", host,
+            "(e.g. 'myhost:*', or '*' behind a trusted proxy) for clients that use another name",
+            host,
         )
     if not local and not os.environ.get(CONTROL_TOKEN_ENV):
-        logger.warning("listening on %s with an open control plane; set %s to require a bearer token", host, CONTROL_TOKEN_ENV)
-    app = _app(registry, single, state_ttl, max_states, state_quotas, json_response=json_response, allowed_hosts=allowed_hosts,
-               episode_ttl=episode_ttl, max_episodes=max_episodes, watch_interval=watch_interval, call_threads=call_threads,
-               max_episodes_per_client=max_episodes_per_client)
+        logger.warning(
+            "listening on %s with an open control plane; set %s to require a bearer token", host, CONTROL_TOKEN_ENV
+        )
+    app = _app(
+        registry,
+        single,
+        state_ttl,
+        max_states,
+        state_quotas,
+        json_response=json_response,
+        allowed_hosts=allowed_hosts,
+        episode_ttl=episode_ttl,
+        max_episodes=max_episodes,
+        watch_interval=watch_interval,
+        call_threads=call_threads,
+        max_episodes_per_client=max_episodes_per_client,
+    )
     trusted = (forwarded_allow_ips or "").strip()
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), lifespan="on",
-                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        lifespan="on",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -90,7 +134,9 @@ def serving_in_thread(app: Any, *, log_level: str = "warning", lifespan: str = "
     runs; yields its base URL. Extra ``config`` goes to ``uvicorn.Config``."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan=lifespan, **config))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan=lifespan, **config)
+    )
     thread = threading.Thread(target=server.run, name="envfleet-uvicorn", daemon=True)
     thread.start()
     while not server.started:

@@ -23,7 +23,15 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["SessionManager", "HostGuard", "SDK_CHECKED", "transport_security", "session_manager", "open_sessions", "run_stdio"]
+__all__ = [
+    "SessionManager",
+    "HostGuard",
+    "SDK_CHECKED",
+    "transport_security",
+    "session_manager",
+    "open_sessions",
+    "run_stdio",
+]
 
 SessionManager = StreamableHTTPSessionManager
 """The SDK's streamable-HTTP session manager: one per served environment (see :func:`session_manager`)."""
@@ -62,8 +70,14 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
-def session_manager(server: Server[Any], *, json_response: bool, allowed_hosts: list[str] | None,
-                    session_idle_timeout: float, max_sessions: int) -> StreamableHTTPSessionManager:
+def session_manager(
+    server: Server[Any],
+    *,
+    json_response: bool,
+    allowed_hosts: list[str] | None,
+    session_idle_timeout: float,
+    max_sessions: int,
+) -> StreamableHTTPSessionManager:
     """A streamable-HTTP session manager for ``server``, behind the Host/Origin check. Fails at once
     (when its environment loads) if the SDK no longer has the session table :func:`open_sessions` reads."""
     manager = StreamableHTTPSessionManager(
@@ -90,8 +104,10 @@ def open_sessions(manager: StreamableHTTPSessionManager) -> Mapping[str, Any]:
     except AttributeError:
         sessions = None
     if not isinstance(sessions, dict):
-        raise RuntimeError("this mcp SDK has no session table StreamableHTTPSessionManager._server_instances; "
-                           "update servers/serving/sdk.py open_sessions() for it")
+        raise RuntimeError(
+            "this mcp SDK has no session table StreamableHTTPSessionManager._server_instances; "
+            "update servers/serving/sdk.py open_sessions() for it"
+        )
     return sessions
 
 

@@ -145,7 +145,9 @@ def load_task_pack(path: Path, spec: EnvSpec, tool_schemas: dict[str, Any]) -> T
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise TaskPackError([SpecIssue(path.name, f"not UTF-8 text: {e.reason} at byte {e.start}")], str(path)) from None
+        raise TaskPackError(
+            [SpecIssue(path.name, f"not UTF-8 text: {e.reason} at byte {e.start}")], str(path)
+        ) from None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -211,7 +213,9 @@ def task_problems(task: Task, spec: EnvSpec, tool_schemas: dict[str, Any]) -> li
             problems.append((f"checks.{index}.sql", str(e)))
             continue
         if info.params:
-            problems.append((f"checks.{index}.sql", f"uses :{info.params[0]}; checks are plain SELECTs without parameters"))
+            problems.append(
+                (f"checks.{index}.sql", f"uses :{info.params[0]}; checks are plain SELECTs without parameters")
+            )
         if info.new_id_prefixes:
             problems.append((f"checks.{index}.sql", "calls new_id(), which changes state; a check only reads"))
     if task.collateral.tables:

@@ -49,8 +49,10 @@ class StateDiff:
             name: {
                 "inserted": sorted(diff.inserted),
                 "deleted": sorted(diff.deleted),
-                "updated": {key: {c: {"old": old, "new": new} for c, (old, new) in cols.items()}
-                            for key, cols in sorted(diff.updated.items())},
+                "updated": {
+                    key: {c: {"old": old, "new": new} for c, (old, new) in cols.items()}
+                    for key, cols in sorted(diff.updated.items())
+                },
             }
             for name, diff in sorted(self.tables.items())
         }

@@ -36,8 +36,15 @@ DEFAULT_STAGES = frozenset({"judge", "domain", "seed", "tools", "paraphrase"})
 class LLMBackend:
     """What every environment of a run shares: the client, the catalog and the enabled stages."""
 
-    def __init__(self, client: LLMClient, stages: frozenset[str] | set[str] = DEFAULT_STAGES, *, tools_per_env: int = 3,
-                 catalog: Catalog | None = None, taken: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        client: LLMClient,
+        stages: frozenset[str] | set[str] = DEFAULT_STAGES,
+        *,
+        tools_per_env: int = 3,
+        catalog: Catalog | None = None,
+        taken: set[str] | None = None,
+    ) -> None:
         unknown = set(stages) - set(STAGES)
         if unknown:
             raise LLMConfigError(f"unknown LLM stage(s): {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
@@ -57,8 +64,15 @@ class LLMBackend:
             return True
 
     @classmethod
-    def from_options(cls, config: LLMConfig, *, stages: set[str] | None = None, paraphrase: bool = False,
-                     review: bool = False, taken: set[str] | None = None) -> LLMBackend:
+    def from_options(
+        cls,
+        config: LLMConfig,
+        *,
+        stages: set[str] | None = None,
+        paraphrase: bool = False,
+        review: bool = False,
+        taken: set[str] | None = None,
+    ) -> LLMBackend:
         """The stages a run asked for: explicit ones, or only wording (``paraphrase``), or the
         defaults; ``review`` adds the reviewing gate. A stage without a model fails here, before any call."""
         chosen = set(stages) if stages else {"paraphrase"} if paraphrase else set(DEFAULT_STAGES)
@@ -90,16 +104,27 @@ class LLMSession:
             self.reports[stage] = {"error": str(e)}
             raise AssistFailed(f"LLM {stage} stage: {e}") from None
 
-    def model_domain(self, topic: str, requests: tuple[str, ...],
-                     check: Callable[[Domain, str], list[str]]) -> tuple[Domain, str] | str:
+    def model_domain(
+        self, topic: str, requests: tuple[str, ...], check: Callable[[Domain, str], list[str]]
+    ) -> tuple[Domain, str] | str:
         if "domain" not in self.stages:
             return "the LLM domain stage is off, and the topic matches no catalog domain"
-        proposal = self._guard("domain", lambda: propose_domain(self.client, self.backend.catalog, topic,
-                                                                requests=list(requests), check_env=check,
-                                                                claim=self.backend.claim))
+        proposal = self._guard(
+            "domain",
+            lambda: propose_domain(
+                self.client,
+                self.backend.catalog,
+                topic,
+                requests=list(requests),
+                check_env=check,
+                claim=self.backend.claim,
+            ),
+        )
         self.reports["domain"] = proposal.report()
         if proposal.value is None:
-            listed = "; ".join(proposal.problems[:5]) + (f" (+{len(proposal.problems) - 5} more)" if len(proposal.problems) > 5 else "")
+            listed = "; ".join(proposal.problems[:5]) + (
+                f" (+{len(proposal.problems) - 5} more)" if len(proposal.problems) > 5 else ""
+            )
             verb = "refused" if proposal.refused and len(proposal.problems) == 1 else "still fails"
             return f"the model's domain for {topic!r} {verb} after {len(proposal.attempts)} round(s): {listed}"
         return proposal.value.domain, proposal.value.sector
@@ -107,11 +132,17 @@ class LLMSession:
     def model_environment(self, topic: str, requests: tuple[str, ...], tasks: int) -> Written | str | None:
         if "spec" not in self.stages:
             return None
-        written = self._guard("spec", lambda: propose_environment(self.client, topic, requests=list(requests),
-                                                                  claim=self.backend.claim, example=_example()))
+        written = self._guard(
+            "spec",
+            lambda: propose_environment(
+                self.client, topic, requests=list(requests), claim=self.backend.claim, example=_example()
+            ),
+        )
         self.reports["spec"] = written.report()
         if written.value is None:
-            listed = "; ".join(written.problems[:5]) + (f" (+{len(written.problems) - 5} more)" if len(written.problems) > 5 else "")
+            listed = "; ".join(written.problems[:5]) + (
+                f" (+{len(written.problems) - 5} more)" if len(written.problems) > 5 else ""
+            )
             return f"the model's environment for {topic!r} still fails after {len(written.attempts)} round(s): {listed}"
         outcome = self._guard("spec", lambda: propose_tasks(self.client, written.value, tasks))  # type: ignore[arg-type]
         self.reports["spec_tasks"] = outcome.report()
@@ -127,7 +158,9 @@ class LLMSession:
     def extra_tools(self, spec: dict[str, Any], seed: dict[str, Any], design: Design) -> dict[str, Any]:
         if "tools" not in self.stages:
             return spec
-        outcome = self._guard("tools", lambda: propose_tools(self.client, spec, seed, design, self.backend.tools_per_env))
+        outcome = self._guard(
+            "tools", lambda: propose_tools(self.client, spec, seed, design, self.backend.tools_per_env)
+        )
         self.reports["tools"] = outcome.report()
         self._extra = (design, outcome.probes)
         return {**spec, "tools": [*spec["tools"], *outcome.tools]} if outcome.tools else spec
@@ -154,14 +187,20 @@ class LLMSession:
         usage = self.client.usage.to_dict()
         used = sorted(self.reports)
         return {
-            "stages": self.reports, "usage": usage,
+            "stages": self.reports,
+            "usage": usage,
             "provenance": {  # only what a replay reproduces: no cache hits, retries or cost
-                "backend": "llm", "prompt_version": PROMPT_VERSION, "stages": sorted(self.stages),
+                "backend": "llm",
+                "prompt_version": PROMPT_VERSION,
+                "stages": sorted(self.stages),
                 "models": {stage: self.client.config.model_for(stage) for stage in used},
-                "temperature": self.client.config.temperature, "seed": self.client.config.seed,
+                "temperature": self.client.config.temperature,
+                "seed": self.client.config.seed,
                 "rounds": {stage: report.get("rounds") for stage, report in self.reports.items() if "rounds" in report},
-                "tokens": {stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"], "calls": u["calls"]}
-                           for stage, u in usage["stages"].items()},
+                "tokens": {
+                    stage: {"prompt": u["prompt_tokens"], "completion": u["completion_tokens"], "calls": u["calls"]}
+                    for stage, u in usage["stages"].items()
+                },
                 "cache_keys": list(self.client.keys),
             },
         }

@@ -91,7 +91,9 @@ class Usage:
 def request_key(body: dict[str, Any]) -> str:
     """The cache key of a request: what decides the answer, canonically encoded."""
     decisive = {k: body.get(k) for k in ("model", "messages", "temperature", "seed", "max_tokens", "response_format")}
-    return hashlib.sha256(json.dumps(decisive, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(decisive, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 class ChatClient(Protocol):
@@ -145,8 +147,11 @@ class LLMClient:
         self._inflight: dict[str, threading.Lock] = {}  # one request per cache key at a time
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         try:
-            self._http = http or httpx.Client(base_url=config.base_url.rstrip("/") + "/", headers=headers,
-                                              timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)))
+            self._http = http or httpx.Client(
+                base_url=config.base_url.rstrip("/") + "/",
+                headers=headers,
+                timeout=httpx.Timeout(config.timeout, connect=min(10.0, config.timeout)),
+            )
         except (httpx.InvalidURL, ValueError) as e:
             raise LLMConfigError(f"base_url {config.base_url!r} is not a usable URL ({e})") from None
 
@@ -163,7 +168,9 @@ class LLMClient:
         """A view of this client that also counts usage and cache keys for one piece of work."""
         return ScopedClient(self)
 
-    def chat(self, stage: str, messages: list[dict[str, str]], *, json_reply: bool = True, usage: Usage | None = None) -> Reply:
+    def chat(
+        self, stage: str, messages: list[dict[str, str]], *, json_reply: bool = True, usage: Usage | None = None
+    ) -> Reply:
         """One completion for ``stage``: from the cache when recorded, else from the endpoint."""
         model = self.config.model_for(stage)
         body: dict[str, Any] = {"model": model, "messages": messages, "temperature": self.config.temperature}
@@ -182,8 +189,10 @@ class LLMClient:
             cached = response is not None
             if response is None:
                 if self.config.replay:
-                    raise LLMCacheMiss(f"replaying from {self.config.cache_dir}, but the {stage!r} request {key[:12]} was "
-                                       "never recorded: run once without --replay against a reachable endpoint")
+                    raise LLMCacheMiss(
+                        f"replaying from {self.config.cache_dir}, but the {stage!r} request {key[:12]} was "
+                        "never recorded: run once without --replay against a reachable endpoint"
+                    )
                 with self._slot():
                     response = self._post(stage, body)
             text, finish = _message(response, self.config.base_url)  # raises before a malformed reply is kept
@@ -193,7 +202,9 @@ class LLMClient:
         price = self.config.prices.get(model)
         cost = (prompt * price.input + completion * price.output) / 1e6 if price and not cached else 0.0
         for counter in (self.usage, usage) if usage is not None else (self.usage,):  # the run's, and the caller's
-            counter.add(stage, calls=1, cached=int(cached), prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
+            counter.add(
+                stage, calls=1, cached=int(cached), prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost
+            )
         return Reply(text, key, cached, model, finish)
 
     @contextmanager
@@ -213,8 +224,10 @@ class LLMClient:
                 problem = f"no answer within {self.config.timeout:g} s"
             except httpx.ConnectError as e:
                 if attempt >= min(self.config.max_retries, 2):
-                    raise LLMUnreachable(f"cannot reach the LLM endpoint {url} ({type(e).__name__}: {e}); check "
-                                         "OPENAI_BASE_URL or `base_url`, and that the server is running") from None
+                    raise LLMUnreachable(
+                        f"cannot reach the LLM endpoint {url} ({type(e).__name__}: {e}); check "
+                        "OPENAI_BASE_URL or `base_url`, and that the server is running"
+                    ) from None
                 problem = f"connection failed ({type(e).__name__})"
             except httpx.TransportError as e:  # the connection broke mid-request
                 problem = f"the connection dropped ({type(e).__name__}: {e})"
@@ -223,29 +236,40 @@ class LLMClient:
                     try:
                         return response.json()
                     except ValueError:
-                        raise LLMBadResponse(f"{url} answered HTTP {response.status_code} with something that is not JSON: "
-                                             f"{response.text[:200]!r}") from None
+                        raise LLMBadResponse(
+                            f"{url} answered HTTP {response.status_code} with something that is not JSON: "
+                            f"{response.text[:200]!r}"
+                        ) from None
                 detail = _error_detail(response)
                 if response.status_code in (401, 403):
-                    raise LLMAuthError(f"the LLM endpoint {url} refused the API key (HTTP {response.status_code}: {detail}); "
-                                       "set OPENAI_API_KEY or `api_key` in the config file")
+                    raise LLMAuthError(
+                        f"the LLM endpoint {url} refused the API key (HTTP {response.status_code}: {detail}); "
+                        "set OPENAI_API_KEY or `api_key` in the config file"
+                    )
                 if response.status_code == 404:
-                    raise LLMModelNotFound(f"the LLM endpoint {url} does not serve model {body['model']!r}, or is not an "
-                                           f"OpenAI-compatible endpoint at that path (HTTP 404: {detail}); check "
-                                           "ENVFLEET_MODEL, the endpoint's model list (GET /models), and that the base "
-                                           "URL ends with /v1")
+                    raise LLMModelNotFound(
+                        f"the LLM endpoint {url} does not serve model {body['model']!r}, or is not an "
+                        f"OpenAI-compatible endpoint at that path (HTTP 404: {detail}); check "
+                        "ENVFLEET_MODEL, the endpoint's model list (GET /models), and that the base "
+                        "URL ends with /v1"
+                    )
                 if response.status_code == 429 and "quota" in detail.lower():
-                    raise LLMUnavailable(f"the LLM endpoint {url} says the account is out of quota (HTTP 429: {detail})")
+                    raise LLMUnavailable(
+                        f"the LLM endpoint {url} says the account is out of quota (HTTP 429: {detail})"
+                    )
                 if response.status_code not in _RETRY_STATUS:
-                    raise LLMBadResponse(f"the LLM endpoint {url} rejected the {stage!r} request (HTTP "
-                                         f"{response.status_code}: {detail})")
+                    raise LLMBadResponse(
+                        f"the LLM endpoint {url} rejected the {stage!r} request (HTTP {response.status_code}: {detail})"
+                    )
                 problem = f"HTTP {response.status_code}: {detail}"
                 wait = _retry_after(response)
             if attempt >= self.config.max_retries:
-                raise LLMUnavailable(f"the LLM endpoint {url} kept failing for the {stage!r} stage after "
-                                     f"{attempt + 1} attempt(s); last: {problem}")
+                raise LLMUnavailable(
+                    f"the LLM endpoint {url} kept failing for the {stage!r} stage after "
+                    f"{attempt + 1} attempt(s); last: {problem}"
+                )
             self.usage.add(stage, retries=1)
-            time.sleep(wait if wait is not None else self.config.backoff * 2 ** attempt)
+            time.sleep(wait if wait is not None else self.config.backoff * 2**attempt)
             attempt += 1
 
 
@@ -270,8 +294,9 @@ def _message(response: dict[str, Any], base_url: str) -> tuple[str, str | None]:
         choice = response["choices"][0]
         content = choice["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise LLMBadResponse(f"the LLM endpoint {base_url} answered without choices[0].message: "
-                             f"{json.dumps(response)[:200]}") from None
+        raise LLMBadResponse(
+            f"the LLM endpoint {base_url} answered without choices[0].message: {json.dumps(response)[:200]}"
+        ) from None
     if not isinstance(content, str):  # some servers send a list of content parts
         parts = content if isinstance(content, list) else []
         content = "".join(str(part.get("text") or "") for part in parts if isinstance(part, dict))
@@ -281,6 +306,7 @@ def _message(response: dict[str, Any], base_url: str) -> tuple[str, str | None]:
 
 def _tokens(usage: Any) -> tuple[int, int]:
     """(prompt, completion) tokens of a reply, 0 where the server reports none or nonsense."""
+
     def count(name: str) -> int:
         value = usage.get(name) if isinstance(usage, dict) else None
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

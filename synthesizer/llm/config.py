@@ -41,9 +41,22 @@ STAGES = ("judge", "domain", "spec", "tools", "seed", "paraphrase", "review")
 ``spec``, a whole environment with its tasks written by the model — extra tools, seed values,
 task wording, and the optional review of recorded tool calls."""
 
-_SETTINGS = {"base_url": str, "model": str, "api_key": str, "api_key_env": str, "temperature": float, "seed": int,
-             "timeout": float, "max_retries": int, "concurrency": int, "max_rounds": int, "json_mode": bool,
-             "cache_dir": str, "backoff": float, "max_tokens": int}
+_SETTINGS = {
+    "base_url": str,
+    "model": str,
+    "api_key": str,
+    "api_key_env": str,
+    "temperature": float,
+    "seed": int,
+    "timeout": float,
+    "max_retries": int,
+    "concurrency": int,
+    "max_rounds": int,
+    "json_mode": bool,
+    "cache_dir": str,
+    "backoff": float,
+    "max_tokens": int,
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +87,10 @@ class LLMConfig:
     def model_for(self, stage: str) -> str:
         model = self.models.get(stage) or self.model
         if not model:
-            raise LLMConfigError(f"no model for the {stage!r} stage: set ENVFLEET_MODEL (or ENVFLEET_MODEL_{stage.upper()}), "
-                                 "--model, or `model` in the [llm] section of the config file")
+            raise LLMConfigError(
+                f"no model for the {stage!r} stage: set ENVFLEET_MODEL (or ENVFLEET_MODEL_{stage.upper()}), "
+                "--model, or `model` in the [llm] section of the config file"
+            )
         return model
 
     @classmethod
@@ -98,10 +113,15 @@ class LLMConfig:
                 elif name in _SETTINGS:
                     values[name] = _typed(name, value, f"{path}: llm.{name}")
                 else:
-                    raise LLMConfigError(f"{path}: unknown setting llm.{name} (known: {', '.join(sorted(_SETTINGS))}, "
-                                         "models, prices)")
+                    raise LLMConfigError(
+                        f"{path}: unknown setting llm.{name} (known: {', '.join(sorted(_SETTINGS))}, models, prices)"
+                    )
             key_env = values.pop("api_key_env", key_env)
-        for name, variable in (("base_url", "OPENAI_BASE_URL"), ("model", "ENVFLEET_MODEL"), ("cache_dir", "ENVFLEET_LLM_CACHE")):
+        for name, variable in (
+            ("base_url", "OPENAI_BASE_URL"),
+            ("model", "ENVFLEET_MODEL"),
+            ("cache_dir", "ENVFLEET_LLM_CACHE"),
+        ):
             if env.get(variable):
                 values[name] = env[variable]
         if env.get(key_env):
@@ -113,9 +133,16 @@ class LLMConfig:
         if "cache_dir" in values:
             values["cache_dir"] = Path(values["cache_dir"])
         config = cls(**values, models=models, prices=prices)
-        if config.concurrency < 1 or config.max_rounds < 1 or config.max_retries < 0 or config.timeout <= 0 or config.backoff < 0:
-            raise LLMConfigError("concurrency and max_rounds must be at least 1, max_retries and backoff at least 0, "
-                                 "timeout positive")
+        if (
+            config.concurrency < 1
+            or config.max_rounds < 1
+            or config.max_retries < 0
+            or config.timeout <= 0
+            or config.backoff < 0
+        ):
+            raise LLMConfigError(
+                "concurrency and max_rounds must be at least 1, max_retries and backoff at least 0, timeout positive"
+            )
         return config
 
     def with_overrides(self, **values: Any) -> LLMConfig:
@@ -146,7 +173,7 @@ def _typed(name: str, value: Any, where: str) -> Any:
 
 def _stage_models(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise LLMConfigError(f"{where} must be a table of stage = \"model\"")
+        raise LLMConfigError(f'{where} must be a table of stage = "model"')
     for stage, model in value.items():
         if stage not in STAGES:
             raise LLMConfigError(f"{where}: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
@@ -161,7 +188,9 @@ def _prices(value: Any, where: str) -> dict[str, Price]:
     prices = {}
     for model, price in value.items():
         if not isinstance(price, dict) or set(price) - {"input", "output"}:
-            raise LLMConfigError(f"{where}.{model!r} must be {{ input = USD per 1M tokens, output = USD per 1M tokens }}")
+            raise LLMConfigError(
+                f"{where}.{model!r} must be {{ input = USD per 1M tokens, output = USD per 1M tokens }}"
+            )
         try:
             prices[model] = Price(float(price.get("input", 0)), float(price.get("output", 0)))
         except (TypeError, ValueError):

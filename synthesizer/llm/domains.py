@@ -41,13 +41,21 @@ def pydantic_problems(error: ValidationError, prefix: str) -> list[str]:
         for part in item["loc"]:
             where += f"[{part}]" if isinstance(part, int) else f".{part}"
         message = item["msg"].removeprefix("Value error, ")
-        problems += [f"{where}: {m.strip()}" for m in message.split("; ")] if item["type"] == "value_error" else [f"{where}: {message}"]
+        problems += (
+            [f"{where}: {m.strip()}" for m in message.split("; ")]
+            if item["type"] == "value_error"
+            else [f"{where}: {message}"]
+        )
     return problems
 
 
 def _example(catalog: Catalog, topic: str) -> dict[str, Any]:
     ranked = rank(catalog, topic)
-    domain = catalog.domains[ranked[0].domain_id] if ranked else catalog.domains.get("dental_clinic") or next(iter(catalog.domains.values()))
+    domain = (
+        catalog.domains[ranked[0].domain_id]
+        if ranked
+        else catalog.domains.get("dental_clinic") or next(iter(catalog.domains.values()))
+    )
     return domain.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
@@ -56,9 +64,15 @@ def _rules_help() -> str:
     return "\n".join(line for line in doc.splitlines() if line.startswith(("* ", "  ")))
 
 
-def propose_domain(client: ChatClient, catalog: Catalog, topic: str, *, requests: list[str] | None = None,
-                   check_env: Callable[[Domain, str], list[str]] | None = None,
-                   claim: Callable[[str], bool] | None = None) -> Proposal[DomainProposal]:
+def propose_domain(
+    client: ChatClient,
+    catalog: Catalog,
+    topic: str,
+    *,
+    requests: list[str] | None = None,
+    check_env: Callable[[Domain, str], list[str]] | None = None,
+    claim: Callable[[str], bool] | None = None,
+) -> Proposal[DomainProposal]:
     """Ask for a domain for ``topic``; every problem found goes back to the model, located.
     ``claim`` reserves the domain's id for this environment (False: another one has it)."""
     sectors = sorted({s.sector for s in catalog.sectors})
@@ -83,7 +97,9 @@ def propose_domain(client: ChatClient, catalog: Catalog, topic: str, *, requests
             for j, attr in enumerate(entity.attributes):
                 problem = generator_problem(attr.generator)
                 if problem:
-                    problems.append(f"domain.entities[{i}].attributes[{j}].generator ({entity.name}.{attr.name}): {problem}")
+                    problems.append(
+                        f"domain.entities[{i}].attributes[{j}].generator ({entity.name}.{attr.name}): {problem}"
+                    )
         if problems:
             raise Problems(problems)
         if check_env is not None:
@@ -91,8 +107,12 @@ def propose_domain(client: ChatClient, catalog: Catalog, topic: str, *, requests
             if downstream:
                 raise Problems(downstream)
         if claim is not None and not claim(domain.id):
-            raise Problems([f"domain.id: an environment named {domain.id!r} exists already (published, or made earlier "
-                            "in this run); choose an id of its own"])
+            raise Problems(
+                [
+                    f"domain.id: an environment named {domain.id!r} exists already (published, or made earlier "
+                    "in this run); choose an id of its own"
+                ]
+            )
         return DomainProposal(domain, str(sector))
 
     return propose(client, "domain", messages, check)

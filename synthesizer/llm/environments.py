@@ -48,7 +48,11 @@ def _probes(raw: Any, spec: dict[str, Any]) -> tuple[dict[str, ToolProbes], list
     for tool in spec.get("tools", []):
         name = tool.get("name") if isinstance(tool, dict) else None
         calls = raw.get(name) if isinstance(raw.get(name), dict) else {}
-        succeeds = [a for a in calls.get("succeeds") or [] if isinstance(a, dict)] if isinstance(calls.get("succeeds"), list) else []
+        succeeds = (
+            [a for a in calls.get("succeeds") or [] if isinstance(a, dict)]
+            if isinstance(calls.get("succeeds"), list)
+            else []
+        )
         fails_raw = calls.get("fails") if isinstance(calls.get("fails"), list) else []
         fails = [f["arguments"] for f in fails_raw if isinstance(f, dict) and isinstance(f.get("arguments"), dict)]
         if not succeeds:
@@ -59,24 +63,38 @@ def _probes(raw: Any, spec: dict[str, Any]) -> tuple[dict[str, ToolProbes], list
     return probes, problems
 
 
-def propose_environment(client: ChatClient, topic: str, *, requests: list[str] | None = None,
-                        claim: Callable[[str], bool] | None = None, example: dict[str, Any] | None = None) -> Proposal[ProposedEnvironment]:
+def propose_environment(
+    client: ChatClient,
+    topic: str,
+    *,
+    requests: list[str] | None = None,
+    claim: Callable[[str], bool] | None = None,
+    example: dict[str, Any] | None = None,
+) -> Proposal[ProposedEnvironment]:
     messages = prompts.environment(topic, spec_json_schema(), HELPERS, example or {}, requests, MIN_TOOLS)
 
     def check(data: dict[str, Any]) -> ProposedEnvironment:
         spec, seed = data.get("spec"), data.get("seed")
         if not isinstance(spec, dict) or not isinstance(seed, dict):
-            raise Problems(['answer {"spec": {...env.json...}, "seed": {"<table>": [rows]}, "probes": {"<tool>": {...}}}'])
+            raise Problems(
+                ['answer {"spec": {...env.json...}, "seed": {"<table>": [rows]}, "probes": {"<tool>": {...}}}']
+            )
         try:
             env = Environment.from_spec(spec, seed)
         except SpecError as e:
-            raise Problems([f"spec.{issue.location}: {issue.message}" if not issue.location.startswith("seed") else str(issue)
-                            for issue in e.issues]) from None
+            raise Problems(
+                [
+                    f"spec.{issue.location}: {issue.message}" if not issue.location.startswith("seed") else str(issue)
+                    for issue in e.issues
+                ]
+            ) from None
         problems = []
         writes = sum(1 for t in env.spec.tools if t.kind == "write")
         if len(env.spec.tools) < MIN_TOOLS or writes < MIN_WRITES or len(env.spec.tables) < MIN_TABLES:
-            problems.append(f"spec: {len(env.spec.tools)} tools ({writes} writes) on {len(env.spec.tables)} tables; a realistic "
-                            f"environment has at least {MIN_TOOLS} tools, {MIN_WRITES} of them writes, on {MIN_TABLES}+ tables")
+            problems.append(
+                f"spec: {len(env.spec.tools)} tools ({writes} writes) on {len(env.spec.tables)} tables; a realistic "
+                f"environment has at least {MIN_TOOLS} tools, {MIN_WRITES} of them writes, on {MIN_TABLES}+ tables"
+            )
         for table in env.spec.tables:
             if len(seed.get(table.name) or []) < 3:
                 problems.append(f"seed.{table.name}: at least 3 rows are needed")
@@ -85,8 +103,10 @@ def propose_environment(client: ChatClient, topic: str, *, requests: list[str] |
         if problems:
             raise Problems(problems)
         report = probe_tools(env, None, probes)
-        problems = [f"probes.{p.tool} ({p.kind} {json.dumps(p.arguments, ensure_ascii=False)[:160]}): {p.detail}"
-                    for p in report.failures()]
+        problems = [
+            f"probes.{p.tool} ({p.kind} {json.dumps(p.arguments, ensure_ascii=False)[:160]}): {p.detail}"
+            for p in report.failures()
+        ]
         if problems:
             raise Problems(problems)
         if claim is not None and not claim(env.id):
@@ -103,7 +123,11 @@ class TasksOutcome:
     proposal: Proposal[list[Task]] | None = None
 
     def report(self) -> dict[str, Any]:
-        return {"accepted": [t.id for t in self.tasks], "rejected": self.rejected, **(self.proposal.report() if self.proposal else {})}
+        return {
+            "accepted": [t.id for t in self.tasks],
+            "rejected": self.rejected,
+            **(self.proposal.report() if self.proposal else {}),
+        }
 
 
 def propose_tasks(client: ChatClient, proposed: ProposedEnvironment, count: int) -> TasksOutcome:
@@ -111,8 +135,13 @@ def propose_tasks(client: ChatClient, proposed: ProposedEnvironment, count: int)
     env = proposed.env
     schemas = {name: t.validator for name, t in env.executor.tools.items()}
     keys = {t.name: t.primary_key for t in env.spec.tables}
-    identifiers = {str(row[key[0]]) for table, rows in proposed.seed.items() for row in rows
-                   for key in [keys.get(table, [])] if len(key) == 1 and key[0] in row}
+    identifiers = {
+        str(row[key[0]])
+        for table, rows in proposed.seed.items()
+        for row in rows
+        for key in [keys.get(table, [])]
+        if len(key) == 1 and key[0] in row
+    }
     outcome = TasksOutcome()
     kept: dict[str, Task] = {}
 
@@ -133,14 +162,22 @@ def propose_tasks(client: ChatClient, proposed: ProposedEnvironment, count: int)
             raise Problems(problems)
         return list(kept.values())
 
-    outcome.proposal = propose(client, "spec", prompts.environment_tasks(spec_summary(proposed.spec, proposed.seed, 5), count),
-                               check)
+    outcome.proposal = propose(
+        client, "spec", prompts.environment_tasks(spec_summary(proposed.spec, proposed.seed, 5), count), check
+    )
     outcome.tasks = outcome.proposal.value if outcome.proposal.ok else list(kept.values())
     return outcome
 
 
-def _task(env: Environment, item: Any, index: int, task_id: str, schemas: dict[str, Any],
-          keys: dict[str, list[str]], identifiers: set[str]) -> tuple[Task | None, list[str]]:
+def _task(
+    env: Environment,
+    item: Any,
+    index: int,
+    task_id: str,
+    schemas: dict[str, Any],
+    keys: dict[str, list[str]],
+    identifiers: set[str],
+) -> tuple[Task | None, list[str]]:
     if not isinstance(item, dict):
         return None, [": each task is an object"]
     try:
@@ -154,8 +191,10 @@ def _task(env: Environment, item: Any, index: int, task_id: str, schemas: dict[s
         return None, [": needs an instruction and gold calls"]
     leaked = sorted(v for v in identifiers if v in instruction and any(v in json.dumps(c.arguments) for c in gold))
     if leaked:
-        return None, [f".instruction: states internal id(s) {', '.join(leaked)}; say what a customer would know (a name, "
-                      "a date) and let the agent look the id up"]
+        return None, [
+            f".instruction: states internal id(s) {', '.join(leaked)}; say what a customer would know (a name, "
+            "a date) and let the agent look the id up"
+        ]
     with GateTrial.run(env, env.template, gold) as trial:
         position = trial.first.first_error()
         if position is not None:
@@ -164,9 +203,17 @@ def _task(env: Environment, item: Any, index: int, task_id: str, schemas: dict[s
         if not diff.tables:
             return None, [": the gold calls change nothing; a task asks for a change (and may also ask a question)"]
         split = "test" if index % 3 == 2 else "train"
-        task = Task(id=task_id, split=split, difficulty="easy" if len(gold) <= 3 else "medium" if len(gold) <= 5 else "hard",
-                    tags=["model-written"], instruction=instruction, user=user, gold=gold,
-                    checks=checks_from_diff(diff, keys), answer=answer)
+        task = Task(
+            id=task_id,
+            split=split,
+            difficulty="easy" if len(gold) <= 3 else "medium" if len(gold) <= 5 else "hard",
+            tags=["model-written"],
+            instruction=instruction,
+            user=user,
+            gold=gold,
+            checks=checks_from_diff(diff, keys),
+            answer=answer,
+        )
         issues = task_problems(task, env.spec, schemas)
         if issues:
             return None, [f".{where}: {message}" for where, message in issues]

@@ -16,8 +16,16 @@ from __future__ import annotations
 
 from ..errors import SynthesisError
 
-__all__ = ["LLMError", "LLMConfigError", "LLMAuthError", "LLMModelNotFound", "LLMUnreachable", "LLMUnavailable",
-           "LLMBadResponse", "LLMCacheMiss"]
+__all__ = [
+    "LLMError",
+    "LLMConfigError",
+    "LLMAuthError",
+    "LLMModelNotFound",
+    "LLMUnreachable",
+    "LLMUnavailable",
+    "LLMBadResponse",
+    "LLMCacheMiss",
+]
 
 
 class LLMError(SynthesisError):

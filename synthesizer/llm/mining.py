@@ -56,7 +56,7 @@ def mine_requests_with_llm(client: ChatClient, catalog: Catalog, texts: list[str
     names = {domain_id: domain.name for domain_id, domain in catalog.domains.items()}
     groups: list[tuple[set[str], str, list[str]]] = []  # (topic words, topic, requests)
     for start in range(0, len(requests), BATCH):
-        batch = requests[start:start + BATCH]
+        batch = requests[start : start + BATCH]
 
         def check(data: dict[str, Any], batch: list[str] = batch) -> list[dict[str, Any]]:
             items = data.get("items")

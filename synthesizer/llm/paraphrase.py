@@ -78,8 +78,12 @@ class ParaphraseOutcome:
     reports: list[dict[str, Any]] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
-        return {"rewritten": self.rewritten, "kept": self.kept, "rounds": sum(r["rounds"] for r in self.reports),
-                "batches": self.reports}
+        return {
+            "rewritten": self.rewritten,
+            "kept": self.kept,
+            "rounds": sum(r["rounds"] for r in self.reports),
+            "batches": self.reports,
+        }
 
 
 def paraphrase_tasks(client: ChatClient, tasks: list[Task], business: str) -> ParaphraseOutcome:
@@ -87,12 +91,17 @@ def paraphrase_tasks(client: ChatClient, tasks: list[Task], business: str) -> Pa
     by_id = {t.id: t for t in tasks}
     rewritten: dict[str, dict[str, str]] = {}
     for start in range(0, len(tasks), BATCH):
-        batch = tasks[start:start + BATCH]
-        items = [{"id": t.id, "instruction": t.instruction, "persona": t.user.persona, "must_keep": task_facts(t)} for t in batch]
+        batch = tasks[start : start + BATCH]
+        items = [
+            {"id": t.id, "instruction": t.instruction, "persona": t.user.persona, "must_keep": task_facts(t)}
+            for t in batch
+        ]
         accepted: dict[str, dict[str, str]] = {}
         last: dict[str, list[str]] = {}
 
-        def check(data: dict[str, Any], batch: list[Task] = batch, accepted: dict = accepted, last: dict = last) -> bool:
+        def check(
+            data: dict[str, Any], batch: list[Task] = batch, accepted: dict = accepted, last: dict = last
+        ) -> bool:
             listed = data.get("tasks")
             if not isinstance(listed, list):
                 raise Problems(['tasks: a list of {"id", "instruction", "persona"} objects is needed'])

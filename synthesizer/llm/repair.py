@@ -54,17 +54,29 @@ class Proposal(Generic[T]):
         return self.attempts[-1].problems if self.attempts and not self.ok else []
 
     def report(self) -> dict[str, Any]:
-        return {"stage": self.stage, "ok": self.ok, "rounds": len(self.attempts), "refused": self.refused,
-                "attempts": [{"round": a.round, "cache_key": a.cache_key, "problems": a.problems} for a in self.attempts]}
+        return {
+            "stage": self.stage,
+            "ok": self.ok,
+            "rounds": len(self.attempts),
+            "refused": self.refused,
+            "attempts": [{"round": a.round, "cache_key": a.cache_key, "problems": a.problems} for a in self.attempts],
+        }
 
 
-FEEDBACK = ("Your reply has {count} problem(s):\n{problems}\n\nFix every one of them and answer again with the whole "
-            "corrected JSON object (not a diff), and nothing else.")
+FEEDBACK = (
+    "Your reply has {count} problem(s):\n{problems}\n\nFix every one of them and answer again with the whole "
+    "corrected JSON object (not a diff), and nothing else."
+)
 MAX_LISTED = 25
 
 
-def propose(client: ChatClient, stage: str, messages: list[dict[str, str]], check: Callable[[dict[str, Any]], T],
-            max_rounds: int | None = None) -> Proposal[T]:
+def propose(
+    client: ChatClient,
+    stage: str,
+    messages: list[dict[str, str]],
+    check: Callable[[dict[str, Any]], T],
+    max_rounds: int | None = None,
+) -> Proposal[T]:
     """Ask, check, feed back; at most ``max_rounds`` (default: the config's) rounds."""
     conversation = list(messages)
     proposal: Proposal[T] = Proposal(stage)
@@ -83,12 +95,16 @@ def propose(client: ChatClient, stage: str, messages: list[dict[str, str]], chec
             attempt.problems = e.problems or ["the proposal was rejected"]
             proposal.refused = False
         except Exception as e:  # noqa: BLE001 - a reply shaped in a way no check foresaw is a problem of the reply
-            attempt.problems = [f"the reply could not be checked ({type(e).__name__}: {e}); follow the requested format exactly"]
+            attempt.problems = [
+                f"the reply could not be checked ({type(e).__name__}: {e}); follow the requested format exactly"
+            ]
         if reply.finish_reason == "length":
             attempt.problems.append("the reply was cut off at the token limit; answer more compactly")
         listed = "\n".join(f"- {p}" for p in attempt.problems[:MAX_LISTED])
         if len(attempt.problems) > MAX_LISTED:
             listed += f"\n- ... and {len(attempt.problems) - MAX_LISTED} more"
-        conversation += [{"role": "assistant", "content": reply.text},
-                         {"role": "user", "content": FEEDBACK.format(count=len(attempt.problems), problems=listed)}]
+        conversation += [
+            {"role": "assistant", "content": reply.text},
+            {"role": "user", "content": FEEDBACK.format(count=len(attempt.problems), problems=listed)},
+        ]
     return proposal

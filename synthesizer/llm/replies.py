@@ -17,8 +17,11 @@ from ..errors import SynthesisError
 __all__ = ["ReplyProblem", "parse_json_reply", "looks_like_refusal"]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
-_REFUSAL = re.compile(r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i cannot|i won'?t|as an ai|i'm unable|i am unable"
-                      r"|unfortunately,? i)", re.I)
+_REFUSAL = re.compile(
+    r"^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i cannot|i won'?t|as an ai|i'm unable|i am unable"
+    r"|unfortunately,? i)",
+    re.I,
+)
 
 
 MAX_REPLY = 2_000_000
@@ -41,10 +44,15 @@ def parse_json_reply(text: str) -> dict[str, Any]:
     if not text.strip():
         raise ReplyProblem("the reply was empty; answer with one JSON object")
     if len(text) > MAX_REPLY:
-        raise ReplyProblem(f"the reply is {len(text):,} characters long, more than the {MAX_REPLY:,} accepted; answer more compactly")
+        raise ReplyProblem(
+            f"the reply is {len(text):,} characters long, more than the {MAX_REPLY:,} accepted; answer more compactly"
+        )
     if looks_like_refusal(text):
-        raise ReplyProblem("the reply declined the request. This is synthetic test data for a simulated system (no "
-                           "real people or systems are involved); answer with the JSON object asked for", refusal=True)
+        raise ReplyProblem(
+            "the reply declined the request. This is synthetic test data for a simulated system (no "
+            "real people or systems are involved); answer with the JSON object asked for",
+            refusal=True,
+        )
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text] + _balanced_objects(text)
     last_error = None
     for candidate in candidates:
@@ -58,8 +66,10 @@ def parse_json_reply(text: str) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
     if last_error is not None and "{" in text:
-        raise ReplyProblem(f"the JSON in the reply does not parse ({last_error.msg} at line {last_error.lineno}, column "
-                           f"{last_error.colno}); answer with one complete JSON object and nothing else")
+        raise ReplyProblem(
+            f"the JSON in the reply does not parse ({last_error.msg} at line {last_error.lineno}, column "
+            f"{last_error.colno}); answer with one complete JSON object and nothing else"
+        )
     raise ReplyProblem("the reply holds no JSON object; answer with one JSON object and nothing else")
 
 
@@ -84,5 +94,5 @@ def _balanced_objects(text: str) -> list[str]:
         elif char == "}" and depth > 0:
             depth -= 1
             if depth == 0:
-                spans.append(text[start:index + 1])
+                spans.append(text[start : index + 1])
     return spans

@@ -37,8 +37,14 @@ class ReviewOutcome:
         return not self.rejected and not self.unreviewed
 
     def report(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reviewed": self.reviewed, "rejected": self.rejected, "unreviewed": self.unreviewed,
-                "rounds": sum(r["rounds"] for r in self.reports), "batches": self.reports}
+        return {
+            "passed": self.passed,
+            "reviewed": self.reviewed,
+            "rejected": self.rejected,
+            "unreviewed": self.unreviewed,
+            "rounds": sum(r["rounds"] for r in self.reports),
+            "batches": self.reports,
+        }
 
 
 def recorded_calls(env: Environment, tests: TestReport) -> dict[str, list[dict[str, Any]]]:
@@ -54,7 +60,14 @@ def recorded_calls(env: Environment, tests: TestReport) -> dict[str, list[dict[s
             result = env.call(state, probe.tool, probe.arguments)
         finally:
             state.close()
-        mine.append({"expected": probe.kind, "arguments": probe.arguments, "error": result.is_error, "answer": result.text[:MAX_TEXT]})
+        mine.append(
+            {
+                "expected": probe.kind,
+                "arguments": probe.arguments,
+                "error": result.is_error,
+                "answer": result.text[:MAX_TEXT],
+            }
+        )
     return calls
 
 
@@ -64,7 +77,7 @@ def review_tools(client: ChatClient, env: Environment, tests: TestReport) -> Rev
     descriptions = {name: env.executor.tools[name].tool.description for name in tools}
     outcome = ReviewOutcome()
     for start in range(0, len(tools), BATCH):
-        names = tools[start:start + BATCH]
+        names = tools[start : start + BATCH]
         payload = [{"tool": n, "description": descriptions[n], "calls": calls[n]} for n in names]
 
         def check(data: dict[str, Any], names: list[str] = names) -> dict[str, tuple[bool, str]]:

@@ -29,7 +29,10 @@ class SeedValuesOutcome:
     proposal: Proposal[dict[tuple[str, str], list[str]]] | None = None
 
     def report(self) -> dict[str, Any]:
-        return {"attributes": sorted(f"{e}.{a}" for e, a in self.vocabulary), **(self.proposal.report() if self.proposal else {})}
+        return {
+            "attributes": sorted(f"{e}.{a}" for e, a in self.vocabulary),
+            **(self.proposal.report() if self.proposal else {}),
+        }
 
 
 def wanted(design: Design) -> dict[str, dict[str, Any]]:
@@ -39,8 +42,13 @@ def wanted(design: Design) -> dict[str, dict[str, Any]]:
         for attr in entity.attributes:
             if attr.type == "text" and not attr.enum and attr.generator.split(":")[0] in GENERIC:
                 needed = entity.seed_count if attr.unique else min(12, entity.seed_count)
-                asks[f"{entity.name}.{attr.name}"] = {"attribute": f"{entity.name}.{attr.name}", "entity": entity.description,
-                                                      "meaning": attr.description, "count": needed, "unique": attr.unique}
+                asks[f"{entity.name}.{attr.name}"] = {
+                    "attribute": f"{entity.name}.{attr.name}",
+                    "entity": entity.description,
+                    "meaning": attr.description,
+                    "count": needed,
+                    "unique": attr.unique,
+                }
     return asks
 
 
@@ -62,8 +70,10 @@ def propose_seed_values(client: ChatClient, design: Design) -> SeedValuesOutcome
                 continue
             distinct = list(dict.fromkeys(v.strip() for v in items if len(v.strip()) <= MAX_LENGTH))
             if len(distinct) < ask["count"]:
-                problems.append(f"values.{key}: {ask['count']} distinct values of at most {MAX_LENGTH} characters are "
-                                f"needed, {len(distinct)} given")
+                problems.append(
+                    f"values.{key}: {ask['count']} distinct values of at most {MAX_LENGTH} characters are "
+                    f"needed, {len(distinct)} given"
+                )
                 continue
             entity, attribute = key.split(".", 1)
             vocabulary[(entity, attribute)] = distinct

@@ -27,11 +27,13 @@ from .repair import Problems, Proposal, propose
 
 __all__ = ["ToolsOutcome", "propose_tools", "spec_summary"]
 
-HELPERS = ("one statement per step; values only as :name parameters (the tool's own, or earlier `let` names; a `let` "
-           "with shape row binds :<name>_<column>); now() and today() give the environment clock; new_id('PREFIX') "
-           "draws the next id of a declared sequence (write tools only); no DDL, PRAGMA, ATTACH, random(), "
-           "CURRENT_TIMESTAMP, OR REPLACE, ON CONFLICT, RETURNING; list the columns of an INSERT. Every parameter needs "
-           "a description and a type; write tools need an exec step.")
+HELPERS = (
+    "one statement per step; values only as :name parameters (the tool's own, or earlier `let` names; a `let` "
+    "with shape row binds :<name>_<column>); now() and today() give the environment clock; new_id('PREFIX') "
+    "draws the next id of a declared sequence (write tools only); no DDL, PRAGMA, ATTACH, random(), "
+    "CURRENT_TIMESTAMP, OR REPLACE, ON CONFLICT, RETURNING; list the columns of an INSERT. Every parameter needs "
+    "a description and a type; write tools need an exec step."
+)
 
 
 @dataclass
@@ -42,8 +44,11 @@ class ToolsOutcome:
     proposal: Proposal[list[dict[str, Any]]] | None = None
 
     def report(self) -> dict[str, Any]:
-        return {"accepted": [t["name"] for t in self.tools], "dropped": self.dropped,
-                **(self.proposal.report() if self.proposal else {})}
+        return {
+            "accepted": [t["name"] for t in self.tools],
+            "dropped": self.dropped,
+            **(self.proposal.report() if self.proposal else {}),
+        }
 
 
 def spec_summary(spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], samples: int = 3) -> str:
@@ -51,20 +56,28 @@ def spec_summary(spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], sa
     for table in spec["tables"]:
         columns = []
         for c in table["columns"]:
-            notes = [c["type"]] + (["primary key"] if c.get("primary_key") else []) + \
-                ([f"one of {c['enum']}"] if c.get("enum") else []) + ([f"-> {c['references']}"] if c.get("references") else [])
+            notes = (
+                [c["type"]]
+                + (["primary key"] if c.get("primary_key") else [])
+                + ([f"one of {c['enum']}"] if c.get("enum") else [])
+                + ([f"-> {c['references']}"] if c.get("references") else [])
+            )
             columns.append(f"{c['name']} ({', '.join(notes)})")
         lines.append(f"- {table['name']}: {'; '.join(columns)}")
         for row in seed.get(table["name"], [])[:samples]:
             lines.append(f"    sample: {json.dumps(row, ensure_ascii=False)}")
-    lines.append("Sequences: " + ", ".join(f"new_id('{s['prefix']}') for {s['table']}.{s['column']}" for s in spec.get("sequences", [])))
+    lines.append(
+        "Sequences: "
+        + ", ".join(f"new_id('{s['prefix']}') for {s['table']}.{s['column']}" for s in spec.get("sequences", []))
+    )
     lines.append("Tools already there: " + ", ".join(t["name"] for t in spec["tools"]))
     lines.append(f"Policy:\n{spec['policy']}")
     return "\n".join(lines)
 
 
-def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], design: Design,
-                  count: int = 3) -> ToolsOutcome:
+def propose_tools(
+    client: ChatClient, spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], design: Design, count: int = 3
+) -> ToolsOutcome:
     """Ask for ``count`` extra tools and keep the ones that pass the runtime and their probes."""
     existing = {t["name"] for t in spec["tools"]}
     schema = Tool.model_json_schema()
@@ -88,8 +101,9 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
             raw = item.pop("probes", None)
             where = f"tools.{name}"
             if name in existing:
-                problems.setdefault(name, []).append(f"{where}.name: the environment already has a tool named {name!r}; "
-                                                     "choose another name")
+                problems.setdefault(name, []).append(
+                    f"{where}.name: the environment already has a tool named {name!r}; choose another name"
+                )
                 continue
             if name in tools:
                 problems.setdefault(name, []).append(f"{where}.name: two proposed tools are named {name!r}")
@@ -99,13 +113,21 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
             fails_raw = raw.get("fails") if isinstance(raw.get("fails"), list) else []
             fails = [f.get("arguments") if isinstance(f, dict) else None for f in fails_raw]
             if not succeeds or not all(isinstance(a, dict) for a in succeeds):
-                problems.setdefault(name, []).append(f"{where}.probes.succeeds: give 1 to 3 argument objects the tool succeeds on")
+                problems.setdefault(name, []).append(
+                    f"{where}.probes.succeeds: give 1 to 3 argument objects the tool succeeds on"
+                )
             if not all(isinstance(a, dict) for a in fails):
-                problems.setdefault(name, []).append(f"{where}.probes.fails: each is {{\"arguments\": {{...}}, \"because\": \"...\"}}")
+                problems.setdefault(name, []).append(
+                    f'{where}.probes.fails: each is {{"arguments": {{...}}, "because": "..."}}'
+                )
             elif item.get("kind") == "write" and not fails:
-                problems.setdefault(name, []).append(f"{where}.probes.fails: a write tool needs 1 to 3 calls its rules refuse")
+                problems.setdefault(name, []).append(
+                    f"{where}.probes.fails: a write tool needs 1 to 3 calls its rules refuse"
+                )
             tools[name] = item
-            probes[name] = ToolProbes([a for a in succeeds if isinstance(a, dict)], [a for a in fails if isinstance(a, dict)])
+            probes[name] = ToolProbes(
+                [a for a in succeeds if isinstance(a, dict)], [a for a in fails if isinstance(a, dict)]
+            )
         _static_problems(spec, seed, tools, problems)
         passing = {n: t for n, t in tools.items() if n not in problems}
         if passing:
@@ -113,7 +135,9 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
             report = probe_tools(env, design, {n: probes[n] for n in passing})
             for probe in report.failures():
                 problems.setdefault(probe.tool, []).append(
-                    f"tools.{probe.tool}.probes ({probe.kind} {json.dumps(probe.arguments, ensure_ascii=False)[:200]}): {probe.detail}")
+                    f"tools.{probe.tool}.probes ({probe.kind} "
+                    f"{json.dumps(probe.arguments, ensure_ascii=False)[:200]}): {probe.detail}"
+                )
         good = [t for n, t in tools.items() if n not in problems]
         if len(good) >= len(best["passing"]):
             best.update(passing=good, failing=problems, probes={n: probes[n] for n in tools if n not in problems})
@@ -128,8 +152,12 @@ def propose_tools(client: ChatClient, spec: dict[str, Any], seed: dict[str, list
     return outcome
 
 
-def _static_problems(spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]], tools: dict[str, dict[str, Any]],
-                     problems: dict[str, list[str]]) -> None:
+def _static_problems(
+    spec: dict[str, Any],
+    seed: dict[str, list[dict[str, Any]]],
+    tools: dict[str, dict[str, Any]],
+    problems: dict[str, list[str]],
+) -> None:
     """The runtime's validation of each proposed tool, its issues filed under the tool's name."""
     candidates = {n: t for n, t in tools.items() if n not in problems}
     while candidates:
@@ -139,8 +167,14 @@ def _static_problems(spec: dict[str, Any], seed: dict[str, list[dict[str, Any]]]
         except SpecError as e:
             blamed = False
             for issue in e.issues:
-                name = next((n for n in candidates if issue.location == f"tools.{n}" or issue.location.startswith(f"tools.{n}.")),
-                            None)
+                name = next(
+                    (
+                        n
+                        for n in candidates
+                        if issue.location == f"tools.{n}" or issue.location.startswith(f"tools.{n}.")
+                    ),
+                    None,
+                )
                 if name is not None:
                     problems.setdefault(name, []).append(str(issue))
                     blamed = True

@@ -71,9 +71,17 @@ def public_job(job: dict[str, Any]) -> dict[str, Any]:
     progress = dict(job["progress"] or {})
     if any(e.get("reason") for e in progress.get("environments", [])):
         progress["environments"] = [
-            {**e, "reason": e["reason"] and (f"tasks fail the gates: {', '.join(e['failing_tasks'])} (details {WITHHELD})"
-                                             if e.get("failing_tasks") else f"details {WITHHELD}")}
-            for e in progress["environments"]]
+            {
+                **e,
+                "reason": e["reason"]
+                and (
+                    f"tasks fail the gates: {', '.join(e['failing_tasks'])} (details {WITHHELD})"
+                    if e.get("failing_tasks")
+                    else f"details {WITHHELD}"
+                ),
+            }
+            for e in progress["environments"]
+        ]
         withheld.append("progress.environments[].reason")
     errors = [f"{len(job['errors'])} error(s), {WITHHELD}"] if job["errors"] else []
     if errors:
@@ -108,7 +116,10 @@ class UploadLimit:
         await self.app(scope, counted, send)
 
     def _message(self, size: int) -> str:
-        return f"body: {size:,} bytes or more is over this service's upload limit of {self.max_bytes:,} bytes (--max-upload-mb)"
+        return (
+            f"body: {size:,} bytes or more is over this service's upload limit of {self.max_bytes:,} bytes "
+            "(--max-upload-mb)"
+        )
 
     async def _refuse(self, size: int, scope: Scope, receive: Receive, send: Send) -> None:
         await JSONResponse({"detail": self._message(size)}, status_code=413)(scope, receive, send)
@@ -136,11 +147,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             store.close()
 
     app = FastAPI(
-        **DOCS_KWARGS, title="EnvFleet synthesizer", version=__version__, lifespan=lifespan,
+        **DOCS_KWARGS,
+        title="EnvFleet synthesizer",
+        version=__version__,
+        lifespan=lifespan,
         summary="Make tool-use environments and task packs as jobs; browse and manage the published fleet.",
-        description="Every write (POST, DELETE) needs `Authorization: Bearer <token>` when the service has a token; without "
-                    "that token, job reads withhold uploaded tasks (gold calls, checks, answers) and what their gates "
-                    "said. POSTs take an `Idempotency-Key` header: the same key and body give back the same job.",
+        description="Every write (POST, DELETE) needs `Authorization: Bearer <token>` when the service has a token; "
+        "without "
+        "that token, job reads withhold uploaded tasks (gold calls, checks, answers) and what their gates "
+        "said. POSTs take an `Idempotency-Key` header: the same key and body give back the same job.",
     )
     mount_offline_docs(app)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
@@ -155,7 +170,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             reason = (broken.get("ctx") or {}).get("error", "not JSON")
             message = f"body: malformed JSON at character {position}: {reason}"
             return JSONResponse({"detail": message, "errors": [{"field": "body", "message": message}]}, status_code=400)
-        problems = [{"field": _field(tuple(e["loc"])), "message": e["msg"].removeprefix("Value error, ")} for e in error.errors()]
+        problems = [
+            {"field": _field(tuple(e["loc"])), "message": e["msg"].removeprefix("Value error, ")}
+            for e in error.errors()
+        ]
         detail = "; ".join(f"{p['field']}: {p['message']}" if p["field"] != "body" else p["message"] for p in problems)
         return JSONResponse({"detail": detail, "errors": problems}, status_code=422)
 
@@ -163,8 +181,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         if settings.token is None:
             return
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), settings.token.encode()):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required for this request",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "a valid bearer token is required for this request",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     async def trusted(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> bool:
         """Whether a read may show secrets: only with the service's token (a service without one never shows them)."""
@@ -211,11 +232,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/healthz", tags=["service"], summary="Liveness, jobs by status, the queue")
     async def healthz() -> dict[str, Any]:
         counts = store.counts()
-        return {"status": "ok", "version": __version__, "jobs": counts, "workers": settings.workers,
-                "queue": {"queued": counts.get("queued", 0), "max": settings.max_queued}}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "jobs": counts,
+            "workers": settings.workers,
+            "queue": {"queued": counts.get("queued", 0), "max": settings.max_queued},
+        }
 
-    @app.get("/registry.json", tags=["environments"], summary="The fleet's registry.json", response_model=None,
-             responses={404: {"model": ErrorOut}})
+    @app.get(
+        "/registry.json",
+        tags=["environments"],
+        summary="The fleet's registry.json",
+        response_model=None,
+        responses={404: {"model": ErrorOut}},
+    )
     async def registry_json() -> Response:
         if not settings.registry.exists():
             raise HTTPException(404, "nothing is published yet")
@@ -223,13 +254,27 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     # -- environments --------------------------------------------------------------------------
 
-    @app.post("/v1/environments", status_code=202, response_model=JobAccepted, tags=["environments"],
-              summary="Make environments (a topic, topics, a corpus, a batch) or publish an uploaded one, as a job",
-              dependencies=[Depends(authorize)],
-              responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 409: {"model": ErrorOut},
-                         413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut}})
-    def make_environments(body: EnvironmentsRequest, response: Response,
-                          idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+    @app.post(
+        "/v1/environments",
+        status_code=202,
+        response_model=JobAccepted,
+        tags=["environments"],
+        summary="Make environments (a topic, topics, a corpus, a batch) or publish an uploaded one, as a job",
+        dependencies=[Depends(authorize)],
+        responses={
+            400: {"model": ErrorOut},
+            401: {"model": ErrorOut},
+            409: {"model": ErrorOut},
+            413: {"model": ErrorOut},
+            422: {"model": ErrorOut},
+            429: {"model": ErrorOut},
+        },
+    )
+    def make_environments(
+        body: EnvironmentsRequest,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> JobAccepted:
         request = body.model_dump(mode="json", exclude_none=True)
         try:
             earlier = store.replay(body.kind, request, idempotency_key)
@@ -243,15 +288,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             _check_plan(body)
         if body.backend == "llm":
             try:
-                LLMBackend.from_options(LLMConfig.load(settings.llm_config), stages=set(body.stages or []) or None,
-                                        paraphrase=body.paraphrase, review=body.review).client.close()
+                LLMBackend.from_options(
+                    LLMConfig.load(settings.llm_config),
+                    stages=set(body.stages or []) or None,
+                    paraphrase=body.paraphrase,
+                    review=body.review,
+                ).client.close()
             except LLMError as e:
                 raise HTTPException(422, f"backend: the llm backend is not usable on this service: {e}") from None
         job, created = submit(body.kind, request, idempotency_key)
         return accepted(job, created, response)
 
     @app.get("/v1/environments", tags=["environments"], summary="The published environments (registry entries)")
-    async def list_environments(domain: str | None = None, sector: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+    async def list_environments(
+        domain: str | None = None, sector: str | None = None, tag: str | None = None
+    ) -> list[dict[str, Any]]:
         reg = registry()
         if reg is None:
             return []
@@ -264,8 +315,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             entries = [e for e in entries if tag in e.tags]
         return [e.model_dump(mode="json", by_alias=True) for e in entries]
 
-    @app.get("/v1/environments/{env_id}", tags=["environments"], responses={404: {"model": ErrorOut}},
-             summary="One environment: spec summary, tools, dependency graph, task packs, quality report")
+    @app.get(
+        "/v1/environments/{env_id}",
+        tags=["environments"],
+        responses={404: {"model": ErrorOut}},
+        summary="One environment: spec summary, tools, dependency graph, task packs, quality report",
+    )
     def get_environment(env_id: str) -> dict[str, Any]:
         reg, entry = entry_or_404(env_id)
         folder = reg.folder(env_id)
@@ -274,33 +329,65 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except SpecError as e:
             raise HTTPException(503, f"{env_id!r} is listed but does not load: {e}") from None
         graph_file = folder / "tool_graph.json"
-        graph = json.loads(graph_file.read_text(encoding="utf-8")) if graph_file.exists() else graph_json(build_graph(env))
+        graph = (
+            json.loads(graph_file.read_text(encoding="utf-8")) if graph_file.exists() else graph_json(build_graph(env))
+        )
         packs = []
         for pack in env.task_packs:
             difficulty: dict[str, int] = {}
             for task in pack.tasks:
                 difficulty[task.difficulty] = difficulty.get(task.difficulty, 0) + 1
-            packs.append({"name": pack.name, "tasks": len(pack.tasks), "splits": pack.splits, "difficulty": difficulty,
-                          "gold_calls": _histogram(len(t.gold) for t in pack.tasks)})
+            packs.append(
+                {
+                    "name": pack.name,
+                    "tasks": len(pack.tasks),
+                    "splits": pack.splits,
+                    "difficulty": difficulty,
+                    "gold_calls": _histogram(len(t.gold) for t in pack.tasks),
+                }
+            )
         provenance = entry.provenance or {}
         return {
             "entry": entry.model_dump(mode="json", by_alias=True),
-            "spec": {"name": env.spec.name, "description": env.spec.description, "domain": env.spec.domain,
-                     "clock": env.spec.clock.isoformat(), "policy": env.spec.policy,
-                     "tables": [{"name": t.name, "columns": [c.name for c in t.columns]} for t in env.spec.tables]},
-            "tools": [{"name": t.name, "kind": t.kind, "description": t.description,
-                       **env.report.tools[t.name].to_dict()} for t in env.spec.tools],
-            "graph": graph, "task_packs": packs,
-            "quality": {"backend": provenance.get("backend", "hand-written"),
-                        "procedural_tests": provenance.get("procedural_tests"), "tasks": provenance.get("tasks"),
-                        "llm": provenance.get("llm")} if provenance else None,
+            "spec": {
+                "name": env.spec.name,
+                "description": env.spec.description,
+                "domain": env.spec.domain,
+                "clock": env.spec.clock.isoformat(),
+                "policy": env.spec.policy,
+                "tables": [{"name": t.name, "columns": [c.name for c in t.columns]} for t in env.spec.tables],
+            },
+            "tools": [
+                {"name": t.name, "kind": t.kind, "description": t.description, **env.report.tools[t.name].to_dict()}
+                for t in env.spec.tools
+            ],
+            "graph": graph,
+            "task_packs": packs,
+            "quality": {
+                "backend": provenance.get("backend", "hand-written"),
+                "procedural_tests": provenance.get("procedural_tests"),
+                "tasks": provenance.get("tasks"),
+                "llm": provenance.get("llm"),
+            }
+            if provenance
+            else None,
         }
 
-    @app.post("/v1/environments/{env_id}/task-packs", status_code=202, response_model=JobAccepted, tags=["environments"],
-              summary="More gold-verified tasks for a synthesized environment, as a job", dependencies=[Depends(authorize)],
-              responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 429: {"model": ErrorOut}})
-    def more_task_packs(env_id: str, body: TaskPackRequest, response: Response,
-                        idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobAccepted:
+    @app.post(
+        "/v1/environments/{env_id}/task-packs",
+        status_code=202,
+        response_model=JobAccepted,
+        tags=["environments"],
+        summary="More gold-verified tasks for a synthesized environment, as a job",
+        dependencies=[Depends(authorize)],
+        responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 429: {"model": ErrorOut}},
+    )
+    def more_task_packs(
+        env_id: str,
+        body: TaskPackRequest,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> JobAccepted:
         request = {"env_id": env_id, **body.model_dump(mode="json")}
         try:
             earlier = store.replay("task_pack", request, idempotency_key)
@@ -311,18 +398,29 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         reg, _ = entry_or_404(env_id)
         folder = reg.folder(env_id)
         if not (folder / PROVENANCE_FILE).exists():
-            raise HTTPException(409, f"{env_id!r} was written by hand; only synthesized environments get more tasks here")
+            raise HTTPException(
+                409, f"{env_id!r} was written by hand; only synthesized environments get more tasks here"
+            )
         if (folder / "tasks" / f"{body.pack}.jsonl").exists():
             raise HTTPException(409, f"pack: {env_id!r} already has a task pack named {body.pack!r}")
         job, created = submit("task_pack", request, idempotency_key)
         return accepted(job, created, response)
 
-    @app.delete("/v1/environments/{env_id}", status_code=204, tags=["environments"], dependencies=[Depends(authorize)],
-                summary="Unpublish an environment and delete its folder", responses={404: {"model": ErrorOut}})
+    @app.delete(
+        "/v1/environments/{env_id}",
+        status_code=204,
+        tags=["environments"],
+        dependencies=[Depends(authorize)],
+        summary="Unpublish an environment and delete its folder",
+        responses={404: {"model": ErrorOut}},
+    )
     def delete_environment(env_id: str) -> Response:
         entry_or_404(env_id)
-        busy = [j.id for j in store.list(None, 1000) if j.status in ("queued", "running") and j.kind == "task_pack"
-                and j.request.get("env_id") == env_id]
+        busy = [
+            j.id
+            for j in store.list(None, 1000)
+            if j.status in ("queued", "running") and j.kind == "task_pack" and j.request.get("env_id") == env_id
+        ]
         if busy:
             raise HTTPException(409, f"job(s) {', '.join(busy)} are making tasks for {env_id!r}; cancel them or wait")
         unpublish(settings.env_root, env_id, settings.registry)
@@ -332,22 +430,34 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     # -- jobs ----------------------------------------------------------------------------------
 
     @app.get("/v1/jobs", response_model=list[JobOut], tags=["jobs"], summary="Jobs, newest first")
-    async def list_jobs(status_filter: Annotated[str | None, Query(alias="status")] = None,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                        full: bool = Depends(trusted)) -> list[dict[str, Any]]:
+    async def list_jobs(
+        status_filter: Annotated[str | None, Query(alias="status")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        full: bool = Depends(trusted),
+    ) -> list[dict[str, Any]]:
         return [view(j, full) for j in store.list(status_filter, limit)]
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses={404: {"model": ErrorOut}},
-             summary="A job: its status, stage-by-stage progress, what it published, its errors")
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobOut,
+        tags=["jobs"],
+        responses={404: {"model": ErrorOut}},
+        summary="A job: its status, stage-by-stage progress, what it published, its errors",
+    )
     async def get_job(job_id: str, full: bool = Depends(trusted)) -> dict[str, Any]:
         job = store.get(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id!r}")
         return view(job, full)
 
-    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], dependencies=[Depends(authorize)],
-              summary="Cancel a queued job, or stop a running one at its next stage",
-              responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+    @app.post(
+        "/v1/jobs/{job_id}/cancel",
+        response_model=JobOut,
+        tags=["jobs"],
+        dependencies=[Depends(authorize)],
+        summary="Cancel a queued job, or stop a running one at its next stage",
+        responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    )
     async def cancel_job(job_id: str, full: bool = Depends(trusted)) -> dict[str, Any]:
         job = store.get(job_id)
         if job is None:
@@ -366,18 +476,31 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         field = body.kind
         try:
             corpus = read_corpus_text(body.corpus) if isinstance(body.corpus, str) else body.corpus
-            plan = plan_jobs(load_catalog(), topics=[body.topic] if body.topic else body.topics, corpus=corpus, count=body.count,
-                             seed=body.seed, variant=body.variant, tasks=body.tasks_per_env, max_envs=body.max_envs)
+            plan = plan_jobs(
+                load_catalog(),
+                topics=[body.topic] if body.topic else body.topics,
+                corpus=corpus,
+                count=body.count,
+                seed=body.seed,
+                variant=body.variant,
+                tasks=body.tasks_per_env,
+                max_envs=body.max_envs,
+            )
         except (NoMatchingDomain, ValueError) as e:
             raise HTTPException(422, f"{field}: {e}") from None
         if not plan.jobs:
-            raise HTTPException(422, f"{field}: nothing to make: no request in it needs state a system keeps "
-                                f"({(plan.mining or {}).get('stateful', 0)} stateful of {(plan.mining or {}).get('total', 0)})")
+            raise HTTPException(
+                422,
+                f"{field}: nothing to make: no request in it needs state a system keeps "
+                f"({(plan.mining or {}).get('stateful', 0)} stateful of {(plan.mining or {}).get('total', 0)})",
+            )
         reg = registry()
         taken = sorted({planned_env_id(j) for j in plan.jobs} & set(reg.entries if reg else ()))  # type: ignore[type-var]
         if taken and not body.replace:
-            raise HTTPException(409, f"{field}: {', '.join(taken)} is published already; pass \"replace\": true, or another "
-                                "seed or variant")
+            raise HTTPException(
+                409,
+                f'{field}: {", ".join(taken)} is published already; pass "replace": true, or another seed or variant',
+            )
 
     def _check_upload(body: EnvironmentsRequest) -> None:
         """An uploaded environment is checked now, so a bad one is a 422 naming the field, not a failed job."""
@@ -397,8 +520,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 raise HTTPException(422, f"{where}: {len(issues)} problem(s): " + "; ".join(issues)) from None
         reg = registry()
         if reg is not None and env.id in reg.entries and not body.replace:
-            raise HTTPException(409, f"spec.id: an environment {env.id!r} is already published; pass \"replace\": true, or "
-                                "choose another id")
+            raise HTTPException(
+                409,
+                f'spec.id: an environment {env.id!r} is already published; pass "replace": true, or choose another id',
+            )
 
     return app
 

@@ -29,7 +29,8 @@ FINISHED = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 
 _metadata = sa.MetaData()
 _jobs = sa.Table(
-    "jobs", _metadata,
+    "jobs",
+    _metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("status", sa.String(16), nullable=False, index=True),
@@ -75,10 +76,19 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "job_id": self.id, "kind": self.kind, "status": self.status, "created_at": self.created_at,
-            "updated_at": self.updated_at, "started_at": self.started_at, "finished_at": self.finished_at,
-            "cancel_requested": self.cancel_requested, "request": self.request, "progress": self.progress,
-            "published": self.published, "errors": self.errors, "report": self.report,
+            "job_id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "cancel_requested": self.cancel_requested,
+            "request": self.request,
+            "progress": self.progress,
+            "published": self.published,
+            "errors": self.errors,
+            "report": self.report,
         }
 
 
@@ -105,12 +115,25 @@ class JobStore:
         """At start: jobs a previous process was running are ``interrupted`` (nothing silently lost)."""
         now = time.time()
         with self.engine.begin() as conn:
-            return conn.execute(sa.update(_jobs).where(_jobs.c.status == "running").values(
-                status="interrupted", updated_at=now, finished_at=now,
-                errors=sa.func.json_insert(_jobs.c.errors, "$[#]", "the service stopped while this job was running; "
-                                           "what it published before is kept; submit it again for the rest"))).rowcount
+            return conn.execute(
+                sa.update(_jobs)
+                .where(_jobs.c.status == "running")
+                .values(
+                    status="interrupted",
+                    updated_at=now,
+                    finished_at=now,
+                    errors=sa.func.json_insert(
+                        _jobs.c.errors,
+                        "$[#]",
+                        "the service stopped while this job was running; "
+                        "what it published before is kept; submit it again for the rest",
+                    ),
+                )
+            ).rowcount
 
-    def submit(self, kind: str, request: dict[str, Any], *, max_queued: int, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    def submit(
+        self, kind: str, request: dict[str, Any], *, max_queued: int, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
         """A new queued job, or the job this idempotency key already made (then ``False``)."""
         digest = request_hash({"kind": kind, **request})
         with self._lock, self.engine.begin() as conn:
@@ -118,17 +141,36 @@ class JobStore:
                 row = conn.execute(sa.select(_jobs).where(_jobs.c.idempotency_key == idempotency_key)).first()
                 if row is not None:
                     if row.request_hash != digest:
-                        raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for a different request "
-                                                  f"(job {row.id}); use a new key")
+                        raise IdempotencyConflict(
+                            f"Idempotency-Key {idempotency_key!r} was used for a different request "
+                            f"(job {row.id}); use a new key"
+                        )
                     return _job(row), False
-            queued = conn.execute(sa.select(sa.func.count()).select_from(_jobs).where(_jobs.c.status == "queued")).scalar_one()
+            queued = conn.execute(
+                sa.select(sa.func.count()).select_from(_jobs).where(_jobs.c.status == "queued")
+            ).scalar_one()
             if queued >= max_queued:
-                raise QueueFull(f"{queued} jobs are already waiting, the most this service queues; retry when some finish")
+                raise QueueFull(
+                    f"{queued} jobs are already waiting, the most this service queues; retry when some finish"
+                )
             now = time.time()
             job = Job(uuid.uuid4().hex, kind, "queued", now, now, request, idempotency_key=idempotency_key)
-            conn.execute(sa.insert(_jobs).values(
-                id=job.id, kind=kind, status="queued", created_at=now, updated_at=now, request=request, request_hash=digest,
-                idempotency_key=idempotency_key, cancel_requested=False, progress={}, published=[], errors=[]))
+            conn.execute(
+                sa.insert(_jobs).values(
+                    id=job.id,
+                    kind=kind,
+                    status="queued",
+                    created_at=now,
+                    updated_at=now,
+                    request=request,
+                    request_hash=digest,
+                    idempotency_key=idempotency_key,
+                    cancel_requested=False,
+                    progress={},
+                    published=[],
+                    errors=[],
+                )
+            )
         with self.wakeup:
             self.wakeup.notify()
         return job, True
@@ -142,18 +184,23 @@ class JobStore:
         if row is None:
             return None
         if row.request_hash != request_hash({"kind": kind, **request}):
-            raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used for a different request (job {row.id}); "
-                                      "use a new key")
+            raise IdempotencyConflict(
+                f"Idempotency-Key {idempotency_key!r} was used for a different request (job {row.id}); use a new key"
+            )
         return _job(row)
 
     def claim(self) -> Job | None:
         """The oldest queued job, now running (or None)."""
         with self._lock, self.engine.begin() as conn:
-            row = conn.execute(sa.select(_jobs).where(_jobs.c.status == "queued").order_by(_jobs.c.created_at).limit(1)).first()
+            row = conn.execute(
+                sa.select(_jobs).where(_jobs.c.status == "queued").order_by(_jobs.c.created_at).limit(1)
+            ).first()
             if row is None:
                 return None
             now = time.time()
-            conn.execute(sa.update(_jobs).where(_jobs.c.id == row.id).values(status="running", started_at=now, updated_at=now))
+            conn.execute(
+                sa.update(_jobs).where(_jobs.c.id == row.id).values(status="running", started_at=now, updated_at=now)
+            )
         return self.get(row.id)
 
     def update(self, job_id: str, **values: Any) -> None:
@@ -172,8 +219,11 @@ class JobStore:
                 return None
             now = time.time()
             if row.status == "queued":
-                conn.execute(sa.update(_jobs).where(_jobs.c.id == job_id).values(
-                    status="cancelled", cancel_requested=True, updated_at=now, finished_at=now))
+                conn.execute(
+                    sa.update(_jobs)
+                    .where(_jobs.c.id == job_id)
+                    .values(status="cancelled", cancel_requested=True, updated_at=now, finished_at=now)
+                )
             elif row.status == "running":
                 conn.execute(sa.update(_jobs).where(_jobs.c.id == job_id).values(cancel_requested=True, updated_at=now))
         return self.get(job_id)
@@ -202,7 +252,19 @@ class JobStore:
 
 
 def _job(row: Any) -> Job:
-    return Job(id=row.id, kind=row.kind, status=row.status, created_at=row.created_at, updated_at=row.updated_at,
-               request=row.request, started_at=row.started_at, finished_at=row.finished_at,
-               cancel_requested=bool(row.cancel_requested), progress=row.progress or {}, published=row.published or [],
-               errors=row.errors or [], report=row.report, idempotency_key=row.idempotency_key)
+    return Job(
+        id=row.id,
+        kind=row.kind,
+        status=row.status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        request=row.request,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        cancel_requested=bool(row.cancel_requested),
+        progress=row.progress or {},
+        published=row.published or [],
+        errors=row.errors or [],
+        report=row.report,
+        idempotency_key=row.idempotency_key,
+    )

@@ -74,7 +74,9 @@ class _Progress:
         self.save()
 
     def end(self, entry: dict[str, Any], *, env_id: str | None, ok: bool, reason: str = "", **details: Any) -> None:
-        entry.update(env_id=env_id, status="published" if ok else "failed", stage="done", reason=reason or None, **details)
+        entry.update(
+            env_id=env_id, status="published" if ok else "failed", stage="done", reason=reason or None, **details
+        )
         self.data["done"] += 1
         if ok and env_id:
             self.data["published"] += 1
@@ -126,22 +128,29 @@ class Runner:
             else:
                 report = self._synthesize(job, progress)
         except Stopped:
-            self.store.finish(job.id, "cancelled", progress=progress.data, published=progress.published, errors=progress.errors)
+            self.store.finish(
+                job.id, "cancelled", progress=progress.data, published=progress.published, errors=progress.errors
+            )
             self.notify_fleet(progress.published)
             return
         except (LLMError, ValueError, OSError) as e:
             progress.errors.append(str(e))
-            self.store.finish(job.id, "failed", progress=progress.data, published=progress.published, errors=progress.errors)
+            self.store.finish(
+                job.id, "failed", progress=progress.data, published=progress.published, errors=progress.errors
+            )
             return
         except Exception as e:  # a bug: the job fails with what it did so far, the service goes on
             logger.exception("job %s failed", job.id)
             progress.errors.append(f"internal error: {type(e).__name__}: {e}")
-            self.store.finish(job.id, "failed", progress=progress.data, published=progress.published, errors=progress.errors)
+            self.store.finish(
+                job.id, "failed", progress=progress.data, published=progress.published, errors=progress.errors
+            )
             return
         published, failed = progress.data["published"], progress.data["failed"]
         status = "succeeded" if published and not failed else "partial" if published else "failed"
-        self.store.finish(job.id, status, progress=progress.data, published=progress.published, errors=progress.errors,
-                          report=report)
+        self.store.finish(
+            job.id, status, progress=progress.data, published=progress.published, errors=progress.errors, report=report
+        )
         self.notify_fleet(progress.published)
 
     def _synthesize(self, job: Job, progress: _Progress) -> dict[str, Any]:
@@ -151,25 +160,51 @@ class Runner:
             corpus = request.get("corpus")
             texts = read_corpus_text(corpus) if isinstance(corpus, str) else corpus
             topics = [request["topic"]] if request.get("topic") else request.get("topics")
-            plan = plan_jobs(load_catalog(), topics=topics, corpus=texts, count=request.get("count"), seed=request["seed"],
-                             variant=request["variant"], tasks=request["tasks_per_env"], llm=llm,
-                             max_envs=request.get("max_envs"))
+            plan = plan_jobs(
+                load_catalog(),
+                topics=topics,
+                corpus=texts,
+                count=request.get("count"),
+                seed=request["seed"],
+                variant=request["variant"],
+                tasks=request["tasks_per_env"],
+                llm=llm,
+                max_envs=request.get("max_envs"),
+            )
             progress.data["planned"] = len(plan.jobs)
             progress.save()
             for planned in plan.jobs:
                 entry = progress.begin(planned.name)
-                result = synthesize(planned, assist=llm.session() if llm else None,
-                                    progress=lambda stage, entry=entry: progress.stage(entry, stage))
+                result = synthesize(
+                    planned,
+                    assist=llm.session() if llm else None,
+                    progress=lambda stage, entry=entry: progress.stage(entry, stage),
+                )
                 ok, reason = result.ok, result.reason
                 if ok:
                     progress.stage(entry, "publish")
                     try:
-                        publish_result(result, self.settings.env_root, self.settings.registry, replace=request.get("replace", False))
+                        publish_result(
+                            result,
+                            self.settings.env_root,
+                            self.settings.registry,
+                            replace=request.get("replace", False),
+                        )
                     except PublishConflict as e:
                         ok, reason = False, str(e)
-                progress.end(entry, env_id=result.env_id, ok=ok, reason=reason,
-                             tools=len(result.stages.get("spec", {}).get("tools", [])), tasks=len(result.stages.get("tasks", [])))
-            return {"mining": plan.mining, "topics": plan.substitutions, "llm_usage": llm.client.usage.to_dict() if llm else None}
+                progress.end(
+                    entry,
+                    env_id=result.env_id,
+                    ok=ok,
+                    reason=reason,
+                    tools=len(result.stages.get("spec", {}).get("tools", [])),
+                    tasks=len(result.stages.get("tasks", [])),
+                )
+            return {
+                "mining": plan.mining,
+                "topics": plan.substitutions,
+                "llm_usage": llm.client.usage.to_dict() if llm else None,
+            }
         finally:
             if llm is not None:
                 llm.client.close()
@@ -177,9 +212,13 @@ class Runner:
     def _llm(self, request: dict[str, Any]) -> LLMBackend:
         config = LLMConfig.load(self.settings.llm_config)
         taken = set(Registry.load(self.settings.registry).ids()) if self.settings.registry.exists() else set()
-        return LLMBackend.from_options(config, stages=set(request["stages"]) if request.get("stages") else None,
-                                       paraphrase=request.get("paraphrase", False), review=request.get("review", False),
-                                       taken=taken)
+        return LLMBackend.from_options(
+            config,
+            stages=set(request["stages"]) if request.get("stages") else None,
+            paraphrase=request.get("paraphrase", False),
+            review=request.get("review", False),
+            taken=taken,
+        )
 
     def _upload(self, job: Job, progress: _Progress) -> dict[str, Any]:
         """An uploaded environment: the runtime's checks, its tasks through the gates, then published as it is."""
@@ -202,16 +241,26 @@ class Runner:
             results = [anyio.run(check_task_in_process, env, task) for task in env.tasks]
             failing = [f"{r.task_id}: {'; '.join(r.problems)}" for r in results if not r.passed]
             if failing:
-                progress.end(entry, env_id=env.id, ok=False, reason="tasks fail the gates: " + " | ".join(failing),
-                             failing_tasks=[r.task_id for r in results if not r.passed])
+                progress.end(
+                    entry,
+                    env_id=env.id,
+                    ok=False,
+                    reason="tasks fail the gates: " + " | ".join(failing),
+                    failing_tasks=[r.task_id for r in results if not r.passed],
+                )
                 return {}
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         progress.stage(entry, "publish")
         try:
-            publish_folder(self.settings.env_root, env.id, files, self.settings.registry,
-                           {"backend": "upload", "job": job.id, "tasks": {"uploaded": len(tasks)}},
-                           replace=request.get("replace", False))
+            publish_folder(
+                self.settings.env_root,
+                env.id,
+                files,
+                self.settings.registry,
+                {"backend": "upload", "job": job.id, "tasks": {"uploaded": len(tasks)}},
+                replace=request.get("replace", False),
+            )
         except PublishConflict as e:
             progress.end(entry, env_id=env.id, ok=False, reason=str(e))
             return {}
@@ -236,8 +285,12 @@ class Runner:
             return {"task_stats": stats}
         progress.stage(entry, "publish")
         try:
-            add_files(self.settings.env_root, env_id, {f"tasks/{pack}.jsonl": [t.model_dump(mode="json", exclude_none=True)
-                                                                             for t in tasks]}, self.settings.registry)
+            add_files(
+                self.settings.env_root,
+                env_id,
+                {f"tasks/{pack}.jsonl": [t.model_dump(mode="json", exclude_none=True) for t in tasks]},
+                self.settings.registry,
+            )
         except PublishConflict as e:
             progress.end(entry, env_id=env_id, ok=False, reason=str(e))
             return {"task_stats": stats}
@@ -253,6 +306,8 @@ class Runner:
         assert self.settings.fleet_url is not None
         headers = {"Authorization": f"Bearer {self.settings.fleet_token}"} if self.settings.fleet_token else {}
         try:
-            httpx.post(self.settings.fleet_url.rstrip("/") + "/admin/reload", headers=headers, timeout=10).raise_for_status()
+            httpx.post(
+                self.settings.fleet_url.rstrip("/") + "/admin/reload", headers=headers, timeout=10
+            ).raise_for_status()
         except httpx.HTTPError as e:
             logger.warning("could not ask the fleet at %s to reload: %s", self.settings.fleet_url, e)

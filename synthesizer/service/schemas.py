@@ -21,38 +21,60 @@ class _Body(BaseModel):
 class EnvironmentsRequest(_Body):
     """Exactly one source: ``topic``, ``topics``, ``corpus``, ``spec`` (an uploaded environment) or ``count``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"topic": "dental clinic", "seed": 7, "tasks_per_env": 20},
-        {"topics": ["car rental", "pharmacy"], "tasks_per_env": 10},
-        {"corpus": ["Book a table for two tonight.", "Cancel my dentist appointment on Friday."]},
-        {"topic": "veterinary clinic with boarding", "backend": "llm"},
-        {"count": 20, "seed": 3},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"topic": "dental clinic", "seed": 7, "tasks_per_env": 20},
+                {"topics": ["car rental", "pharmacy"], "tasks_per_env": 10},
+                {"corpus": ["Book a table for two tonight.", "Cancel my dentist appointment on Friday."]},
+                {"topic": "veterinary clinic with boarding", "backend": "llm"},
+                {"count": 20, "seed": 3},
+            ]
+        },
+    )
 
-    topic: str | None = Field(None, min_length=1, max_length=300, description="A domain id or words like 'dental clinic'.")
-    topics: list[str] | None = Field(None, min_length=1, max_length=200, description="Several topics, one environment each.")
-    corpus: list[str] | str | None = Field(None, description="User requests to mine for topics: a list of texts, or JSONL "
-                                           "text with one {\"text\": ...} per line.")
+    topic: str | None = Field(
+        None, min_length=1, max_length=300, description="A domain id or words like 'dental clinic'."
+    )
+    topics: list[str] | None = Field(
+        None, min_length=1, max_length=200, description="Several topics, one environment each."
+    )
+    corpus: list[str] | str | None = Field(
+        None,
+        description='User requests to mine for topics: a list of texts, or JSONL text with one {"text": ...} per line.',
+    )
     spec: dict[str, Any] | None = Field(None, description="An environment to publish as it is: its env.json ...")
-    seed_data: dict[str, list[dict[str, Any]]] | None = Field(None, description="... its seed.json (rows per table) ...")
-    tasks: list[dict[str, Any]] | None = Field(None, description="... and optionally a task pack; every task must pass the gates.")
+    seed_data: dict[str, list[dict[str, Any]]] | None = Field(
+        None, description="... its seed.json (rows per table) ..."
+    )
+    tasks: list[dict[str, Any]] | None = Field(
+        None, description="... and optionally a task pack; every task must pass the gates."
+    )
     count: int | None = Field(None, ge=1, le=1000, description="A batch spread over the catalog's sectors.")
     seed: int = Field(1, description="The same seed gives byte-identical environments.")
     variant: int = Field(0, ge=0, description="Variant of a topic's domain.")
     tasks_per_env: int = Field(20, ge=1, le=200)
     max_envs: int | None = Field(None, ge=1, le=1000, description="At most this many environments from a corpus.")
     backend: Literal["procedural", "llm"] = "procedural"
-    stages: list[Stage] | None = Field(None, description="LLM stages to run (default: judge, domain, seed, tools, paraphrase).")
+    stages: list[Stage] | None = Field(
+        None, description="LLM stages to run (default: judge, domain, seed, tools, paraphrase)."
+    )
     paraphrase: bool = Field(False, description="LLM: a procedural environment with model-worded instructions.")
     review: bool = Field(False, description="LLM: add the reviewing model's gate.")
-    replace: bool = Field(False, description="Replace environments that are published already under the same id "
-                          "(default: such an id is a 409, or a failed environment of the job).")
+    replace: bool = Field(
+        False,
+        description="Replace environments that are published already under the same id "
+        "(default: such an id is a 409, or a failed environment of the job).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> EnvironmentsRequest:
         given = [name for name in ("topic", "topics", "corpus", "spec", "count") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of topic, topics, corpus, spec or count (got {', '.join(given) or 'none'})")
+            raise ValueError(
+                f"give exactly one of topic, topics, corpus, spec or count (got {', '.join(given) or 'none'})"
+            )
         if self.spec is not None and self.seed_data is None:
             raise ValueError("seed_data: an uploaded spec needs its seed rows (an empty object for none)")
         if self.spec is None and (self.seed_data is not None or self.tasks is not None):
@@ -71,7 +93,9 @@ class EnvironmentsRequest(_Body):
 
 
 class TaskPackRequest(_Body):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tasks": 20, "seed": 2, "pack": "more"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tasks": 20, "seed": 2, "pack": "more"}]}
+    )
 
     tasks: int = Field(20, ge=1, le=200, description="How many new tasks.")
     seed: int = Field(2, description="Seed of the new tasks (choose one the pack has not used).")
@@ -95,13 +119,17 @@ class JobOut(BaseModel):
     finished_at: float | None
     cancel_requested: bool
     request: dict[str, Any]
-    progress: dict[str, Any] = Field(description="planned/done/published/failed counts, and per environment its current "
-                                     "stage, status and reason.")
+    progress: dict[str, Any] = Field(
+        description="planned/done/published/failed counts, and per environment its current stage, status and reason."
+    )
     published: list[str]
     errors: list[str]
     report: dict[str, Any] | None
-    withheld: list[str] = Field(default_factory=list, description="What this read left out because it carried no valid "
-                                "token: uploaded tasks (gold calls, checks, answers) and gate reports that quote them.")
+    withheld: list[str] = Field(
+        default_factory=list,
+        description="What this read left out because it carried no valid "
+        "token: uploaded tasks (gold calls, checks, answers) and gate reports that quote them.",
+    )
 
 
 class ErrorOut(BaseModel):

@@ -25,8 +25,11 @@ from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, REPO, fre
 
 DOCKER = REPO / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
-DOTENV = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
-              if line.strip() and not line.startswith("#"))
+DOTENV = dict(
+    line.split("=", 1)
+    for line in (DOCKER / ".env.example").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
 TOKEN = {"Authorization": f"Bearer {DOTENV['ENVFLEET_SYNTH_TOKEN']}"}
 
 
@@ -56,12 +59,20 @@ class Container:
         for inside, outside in ports.items():  # the container's port -> a free one here; service names -> 127.0.0.1
             command = [outside_port(part, inside, outside) for part in command]
         self.port = int(command[command.index("--port") + 1])
-        env = {**os.environ, **image_env(), **DOTENV, **{k: str(v) for k, v in (spec.get("environment") or {}).items()},
-               "ENVFLEET_ENV_ROOT": str(data / "envs"), "ENVFLEET_REGISTRY": str(data / "registry.json"),
-               "PATH": f"{Path(ENVFLEET[0]).parent}{os.pathsep}{os.environ['PATH']}", **(extra or {})}
+        env = {
+            **os.environ,
+            **image_env(),
+            **DOTENV,
+            **{k: str(v) for k, v in (spec.get("environment") or {}).items()},
+            "ENVFLEET_ENV_ROOT": str(data / "envs"),
+            "ENVFLEET_REGISTRY": str(data / "registry.json"),
+            "PATH": f"{Path(ENVFLEET[0]).parent}{os.pathsep}{os.environ['PATH']}",
+            **(extra or {}),
+        }
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([*entrypoint(), *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [*entrypoint(), *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         try:
             wait_healthy(self.proc, self.base, 60)
         except RuntimeError:
@@ -105,9 +116,18 @@ def wait_job(base: str, job_id: str, timeout: float = 240) -> dict[str, Any]:
 def first_volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A volume after the entrypoint's first start (the packaged fleet copied in); copied per test."""
     data = tmp_path_factory.mktemp("volume") / "data"
-    init = subprocess.run([*entrypoint(), "true"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "ENVFLEET_ENV_ROOT": str(data / "envs"), "ENVFLEET_REGISTRY": str(data / "registry.json"),
-                               "PATH": f"{Path(ENVFLEET[0]).parent}{os.pathsep}{os.environ['PATH']}"})
+    init = subprocess.run(
+        [*entrypoint(), "true"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "ENVFLEET_ENV_ROOT": str(data / "envs"),
+            "ENVFLEET_REGISTRY": str(data / "registry.json"),
+            "PATH": f"{Path(ENVFLEET[0]).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+    )
     assert init.returncode == 0 and "copied in" in init.stderr, init.stderr
     return data
 
@@ -151,8 +171,11 @@ def compose_command() -> list[str]:
 
 
 def compose_config(folder: Path, *profile: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*compose_command(), "-f", str(folder / "compose.yaml"), *profile, "config", "--format", "json"],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [*compose_command(), "-f", str(folder / "compose.yaml"), *profile, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_docker_compose_config_accepts_the_file_for_every_profile(tmp_path: Path) -> None:
@@ -179,11 +202,16 @@ def test_docker_compose_config_refuses_a_broken_file(tmp_path: Path) -> None:
 
 def test_a_topic_submitted_to_the_synthesizer_is_served_and_solved_without_a_restart(stack) -> None:
     data, fleet, synthesizer = stack
-    assert Registry.load(data / "registry.json").ids() == Registry.resolve().ids()  # the volume was seeded on first start
+    assert (
+        Registry.load(data / "registry.json").ids() == Registry.resolve().ids()
+    )  # the volume was seeded on first start
     assert httpx.post(f"{synthesizer.base}/v1/environments", json={"topic": "car rental"}).status_code == 401
     before = {e["id"] for e in httpx.get(f"{fleet.base}/envs").json()}
-    submitted = httpx.post(f"{synthesizer.base}/v1/environments", headers=TOKEN,
-                           json={"topic": "car rental", "seed": 4, "variant": 2, "tasks_per_env": 4})
+    submitted = httpx.post(
+        f"{synthesizer.base}/v1/environments",
+        headers=TOKEN,
+        json={"topic": "car rental", "seed": 4, "variant": 2, "tasks_per_env": 4},
+    )
     assert submitted.status_code == 202, submitted.text
     job = wait_job(synthesizer.base, submitted.json()["job_id"])
     assert job["status"] == "succeeded", job
@@ -197,10 +225,17 @@ def test_a_topic_submitted_to_the_synthesizer_is_served_and_solved_without_a_res
 
     assert fleet_serves(fleet, env_id)  # told to reload, no restart
     task = json.loads((data / "envs" / env_id / "tasks" / "synthesized.jsonl").read_text().splitlines()[0])["id"]
-    solved = subprocess.run([*ENVFLEET, "run", "--env", env_id, "--agent", "gold", "--tasks", task, "--url", fleet.base],
-                            capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "ENVFLEET_CONTROL_TOKEN": DOTENV["ENVFLEET_CONTROL_TOKEN"],
-                                 "ENVFLEET_REGISTRY": str(data / "registry.json")})  # the gold agent reads its tasks from the volume
+    solved = subprocess.run(
+        [*ENVFLEET, "run", "--env", env_id, "--agent", "gold", "--tasks", task, "--url", fleet.base],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "ENVFLEET_CONTROL_TOKEN": DOTENV["ENVFLEET_CONTROL_TOKEN"],
+            "ENVFLEET_REGISTRY": str(data / "registry.json"),
+        },
+    )  # the gold agent reads its tasks from the volume
     assert solved.returncode == 0, solved.stderr
     record = json.loads(solved.stdout.splitlines()[0])
     assert record["success"] is True and record["reward"] == 1.0
@@ -212,8 +247,11 @@ def test_concurrent_submissions_all_land_and_history_survives_a_restart(stack, t
     ids: list[str] = []
 
     def submit(topic: str) -> None:
-        response = httpx.post(f"{synthesizer.base}/v1/environments", headers=TOKEN,
-                              json={"topic": topic, "seed": 9, "variant": 3, "tasks_per_env": 3})
+        response = httpx.post(
+            f"{synthesizer.base}/v1/environments",
+            headers=TOKEN,
+            json={"topic": topic, "seed": 9, "variant": 3, "tasks_per_env": 3},
+        )
         assert response.status_code == 202
         ids.append(response.json()["job_id"])
 
@@ -227,8 +265,11 @@ def test_concurrent_submissions_all_land_and_history_survives_a_restart(stack, t
     assert all(job["status"] == "succeeded" for job in jobs) and len(published) == 4
     assert published <= set(Registry.load(data / "registry.json").ids())
 
-    long = httpx.post(f"{synthesizer.base}/v1/environments", headers=TOKEN,
-                      json={"count": 60, "seed": 5, "tasks_per_env": 3, "replace": True})
+    long = httpx.post(
+        f"{synthesizer.base}/v1/environments",
+        headers=TOKEN,
+        json={"count": 60, "seed": 5, "tasks_per_env": 3, "replace": True},
+    )
     long_id = long.json()["job_id"]
     while httpx.get(f"{synthesizer.base}/v1/jobs/{long_id}").json()["progress"].get("published", 0) < 1:
         time.sleep(0.1)
@@ -240,7 +281,9 @@ def test_concurrent_submissions_all_land_and_history_survives_a_restart(stack, t
         assert all(history[i]["status"] == "succeeded" for i in ids)
         interrupted = history[long_id]
         assert interrupted["status"] == "interrupted" and "the service stopped" in interrupted["errors"][-1]
-        assert interrupted["published"] and set(interrupted["published"]) <= set(Registry.load(data / "registry.json").ids())
+        assert interrupted["published"] and set(interrupted["published"]) <= set(
+            Registry.load(data / "registry.json").ids()
+        )
     finally:
         restarted.stop()
 
@@ -264,8 +307,11 @@ def test_bad_input_is_refused_naming_the_field(stack) -> None:
     assert invalid.status_code == 422 and "spec.tools.get_item.steps[1](return).sql" in invalid.json()["detail"]
     malformed = httpx.post(url, headers={**TOKEN, "Content-Type": "application/json"}, content=b'{"topic": "pharm')
     assert malformed.status_code == 400 and malformed.json()["detail"].startswith("body: malformed JSON at character")
-    huge = httpx.post(url, headers={**TOKEN, "Content-Type": "application/json"},
-                      content=json.dumps({"corpus": ["x" * 1000] * 9000}).encode())
+    huge = httpx.post(
+        url,
+        headers={**TOKEN, "Content-Type": "application/json"},
+        content=json.dumps({"corpus": ["x" * 1000] * 9000}).encode(),
+    )
     assert huge.status_code == 413 and "upload limit" in huge.json()["detail"]
 
     def chunks():  # no Content-Length: refused while it streams in
@@ -286,7 +332,9 @@ def test_bad_input_is_refused_naming_the_field(stack) -> None:
     assert published.status_code == 409 and "dental_clinic is published already" in published.json()["detail"]
     unknown = httpx.get(f"{synthesizer.base}/v1/jobs/nope")
     assert unknown.status_code == 404
-    assert httpx.post(f"{synthesizer.base}/v1/environments/library/task-packs", headers=TOKEN, json={}).status_code == 409
+    assert (
+        httpx.post(f"{synthesizer.base}/v1/environments/library/task-packs", headers=TOKEN, json={}).status_code == 409
+    )
     assert httpx.delete(f"{synthesizer.base}/v1/environments/atlantis", headers=TOKEN).status_code == 404
 
 
@@ -312,7 +360,9 @@ def test_uploads_idempotency_task_packs_cancel_and_delete(stack) -> None:
     packs = {p["name"]: p for p in httpx.get(f"{url}/dental_clinic").json()["task_packs"]}
     assert packs["extra"]["tasks"] == 3 and packs["synthesized"]["tasks"] == 20
 
-    running = httpx.post(url, headers=TOKEN, json={"count": 40, "seed": 6, "tasks_per_env": 3, "replace": True}).json()["job_id"]
+    running = httpx.post(url, headers=TOKEN, json={"count": 40, "seed": 6, "tasks_per_env": 3, "replace": True}).json()[
+        "job_id"
+    ]
     while httpx.get(f"{synthesizer.base}/v1/jobs/{running}").json()["status"] != "running":
         time.sleep(0.05)
     assert httpx.post(f"{synthesizer.base}/v1/jobs/{running}/cancel").status_code == 401
@@ -332,30 +382,56 @@ def test_uploads_idempotency_task_packs_cancel_and_delete(stack) -> None:
 
 def test_a_full_queue_answers_429_and_a_public_interface_needs_a_token(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([*ENVFLEET, "synthesizer", "serve", "--port", str(port), "--env-root", str(tmp_path / "envs"),
-                             "--registry", str(tmp_path / "registry.json"), "--max-queued", "1", "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={k: v for k, v in os.environ.items() if k != "ENVFLEET_SYNTH_TOKEN"})
+    proc = subprocess.Popen(
+        [
+            *ENVFLEET,
+            "synthesizer",
+            "serve",
+            "--port",
+            str(port),
+            "--env-root",
+            str(tmp_path / "envs"),
+            "--registry",
+            str(tmp_path / "registry.json"),
+            "--max-queued",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "ENVFLEET_SYNTH_TOKEN"},
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(proc, base, 30)
-        codes = [httpx.post(f"{base}/v1/environments", json={"count": 30, "seed": s, "tasks_per_env": 2}).status_code
-                 for s in range(4)]
+        codes = [
+            httpx.post(f"{base}/v1/environments", json={"count": 30, "seed": s, "tasks_per_env": 2}).status_code
+            for s in range(4)
+        ]
         assert codes[:2] == [202, 202] and 429 in codes[2:]
         full = httpx.post(f"{base}/v1/environments", json={"count": 30, "seed": 99})
         assert "already waiting" in full.json()["detail"] and full.headers["Retry-After"]
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-    refused = subprocess.run([*ENVFLEET, "synthesizer", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
-                             capture_output=True, text=True, timeout=60,
-                             env={k: v for k, v in os.environ.items() if k != "ENVFLEET_SYNTH_TOKEN"})
+    refused = subprocess.run(
+        [*ENVFLEET, "synthesizer", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "ENVFLEET_SYNTH_TOKEN"},
+    )
     assert refused.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in refused.stderr
 
 
 def test_the_build_context_leaves_out_virtualenvs_and_secrets() -> None:
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".venv", ".git", "docker/.env", "**/__pycache__"} <= ignored
     copied = re.findall(r"^COPY (\S+)", (DOCKER / "Dockerfile").read_text(), re.MULTILINE)
     assert copied and not any(path.rstrip("/") in ignored for path in copied)  # what the image copies is still sent

@@ -19,16 +19,27 @@ from mcp import Client
 from tests.conftest import MINI_SEED, MINI_SPEC, MINI_TASKS, REPO, ServerProcess, free_port, write_env, write_tasks
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
-pytestmark = [pytest.mark.anyio, pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx)")]
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx)"),
+]
 
 
 def render(config: str, upstreams: list[str], port: int, scratch: Path) -> str:
     """The shipped config with this machine's replicas, port and scratch folders."""
-    config = re.sub(r"    server fleet-a:8100;\n    server fleet-b:8100;\n", "".join(f"    server {u};\n" for u in upstreams), config)
+    config = re.sub(
+        r"    server fleet-a:8100;\n    server fleet-b:8100;\n",
+        "".join(f"    server {u};\n" for u in upstreams),
+        config,
+    )
     config = config.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    temp = "".join(f"  {name}_temp_path {scratch / name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "".join(
+        f"  {name}_temp_path {scratch / name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     config = config.replace("http {\n", "http {\n" + temp, 1)
-    return f"pid {scratch / 'nginx.pid'};\nerror_log stderr warn;\n" + config.replace("worker_processes auto;", "worker_processes 1;")
+    return f"pid {scratch / 'nginx.pid'};\nerror_log stderr warn;\n" + config.replace(
+        "worker_processes auto;", "worker_processes 1;"
+    )
 
 
 @pytest.fixture
@@ -38,11 +49,17 @@ def routed(tmp_path: Path) -> Iterator[tuple[str, list[ServerProcess]]]:
     write_tasks(folder, copy.deepcopy(MINI_TASKS))
     replicas = [ServerProcess(["--all", "--env-root", str(root)]) for _ in range(2)]
     port = free_port()
-    config = render((REPO / "docker" / "nginx.conf").read_text(), [f"127.0.0.1:{r.port}" for r in replicas], port, tmp_path)
+    config = render(
+        (REPO / "docker" / "nginx.conf").read_text(), [f"127.0.0.1:{r.port}" for r in replicas], port, tmp_path
+    )
     assert "hash $route consistent;" in config
     (tmp_path / "nginx.conf").write_text(config)
-    nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    nginx = subprocess.Popen(
+        [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
@@ -66,7 +83,9 @@ def routed(tmp_path: Path) -> Iterator[tuple[str, list[ServerProcess]]]:
 
 async def test_episodes_and_keys_stick_to_the_replica_holding_them(routed) -> None:
     base, replicas = routed
-    episodes = [httpx.post(f"{base}/episodes", json={"env_id": "mini", "task_id": "mini-001"}).json() for _ in range(12)]
+    episodes = [
+        httpx.post(f"{base}/episodes", json={"env_id": "mini", "task_id": "mini-001"}).json() for _ in range(12)
+    ]
     homes = [{e["episode_id"] for e in httpx.get(f"{r.base}/episodes").json()} for r in replicas]
     assert all(homes) and homes[0].isdisjoint(homes[1])  # spread over both replicas ...
     assert homes[0] | homes[1] == {e["episode_id"] for e in episodes}  # ... each id named by the router
@@ -77,12 +96,16 @@ async def test_episodes_and_keys_stick_to_the_replica_holding_them(routed) -> No
             assert not placed.is_error, placed.content
         info = httpx.get(f"{base}/episodes/{episode['episode_id']}").json()
         assert info["steps"] == 1
-        score = httpx.post(f"{base}/episodes/{episode['episode_id']}/evaluate", json={"final_message": "ORD-0042"}).json()
+        score = httpx.post(
+            f"{base}/episodes/{episode['episode_id']}/evaluate", json={"final_message": "ORD-0042"}
+        ).json()
         assert score["success"] is True
 
     for index in range(6):  # ids the client chose (as envfleet run does): routed by them from the start
         chosen = f"run1.mini-001.t{index}"
-        created = httpx.post(f"{base}/episodes", json={"env_id": "mini", "task_id": "mini-001"}, headers={"X-Episode-Id": chosen})
+        created = httpx.post(
+            f"{base}/episodes", json={"env_id": "mini", "task_id": "mini-001"}, headers={"X-Episode-Id": chosen}
+        )
         assert created.status_code == 201 and created.json()["episode_id"] == chosen
         async with Client(created.json()["mcp_url"]) as client:
             assert not (await client.call_tool("place_order", {"sku": "C-3", "quantity": 2})).is_error

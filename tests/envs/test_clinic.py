@@ -28,13 +28,34 @@ BALANCE_LIMIT = 200.0
 MAX_OPEN = 3
 
 EXPECTED_TOOLS = {
-    "find_patient", "get_patient", "list_providers", "find_open_slots", "get_appointment",
-    "list_patient_appointments", "list_invoices", "get_balance", "list_referrals",
-    "book_appointment", "cancel_appointment", "reschedule_appointment", "check_in", "complete_visit",
-    "mark_no_show", "record_payment", "add_referral",
+    "find_patient",
+    "get_patient",
+    "list_providers",
+    "find_open_slots",
+    "get_appointment",
+    "list_patient_appointments",
+    "list_invoices",
+    "get_balance",
+    "list_referrals",
+    "book_appointment",
+    "cancel_appointment",
+    "reschedule_appointment",
+    "check_in",
+    "complete_visit",
+    "mark_no_show",
+    "record_payment",
+    "add_referral",
 }
-WRITE_TOOLS = {"book_appointment", "cancel_appointment", "reschedule_appointment", "check_in", "complete_visit",
-               "mark_no_show", "record_payment", "add_referral"}
+WRITE_TOOLS = {
+    "book_appointment",
+    "cancel_appointment",
+    "reschedule_appointment",
+    "check_in",
+    "complete_visit",
+    "mark_no_show",
+    "record_payment",
+    "add_referral",
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +77,7 @@ def now(env: Environment) -> str:
 
 # -- helpers -------------------------------------------------------------------------------------
 
+
 def rows(state: StateCopy, table: str) -> list[dict[str, Any]]:
     return state.rows(table)
 
@@ -65,30 +87,49 @@ def digest(state: StateCopy) -> str:
 
 
 def by_id(state: StateCopy, table: str) -> dict[str, dict[str, Any]]:
-    key = {"insurance_plans": "plan_id", "patients": "patient_id", "providers": "provider_id", "slots": "slot_id",
-           "referrals": "referral_id", "appointments": "appointment_id", "invoices": "invoice_id",
-           "payments": "payment_id"}[table]
+    key = {
+        "insurance_plans": "plan_id",
+        "patients": "patient_id",
+        "providers": "provider_id",
+        "slots": "slot_id",
+        "referrals": "referral_id",
+        "appointments": "appointment_id",
+        "invoices": "invoice_id",
+        "payments": "payment_id",
+    }[table]
     return {r[key]: r for r in rows(state, table)}
 
 
 def slot_at(state: StateCopy, provider_id: str, start: str) -> str:
-    matches = [s["slot_id"] for s in rows(state, "slots") if s["provider_id"] == provider_id and s["start_at"] == start + ":00"]
+    matches = [
+        s["slot_id"] for s in rows(state, "slots") if s["provider_id"] == provider_id and s["start_at"] == start + ":00"
+    ]
     assert len(matches) == 1, (provider_id, start)
     return matches[0]
 
 
 def appointment_at(state: StateCopy, patient_id: str, start: str) -> str:
     slots = by_id(state, "slots")
-    matches = [a["appointment_id"] for a in rows(state, "appointments")
-               if a["patient_id"] == patient_id and slots[a["slot_id"]]["start_at"] == start + ":00"
-               and a["status"] != "cancelled"]
+    matches = [
+        a["appointment_id"]
+        for a in rows(state, "appointments")
+        if a["patient_id"] == patient_id
+        and slots[a["slot_id"]]["start_at"] == start + ":00"
+        and a["status"] != "cancelled"
+    ]
     assert len(matches) == 1, (patient_id, start)
     return matches[0]
 
 
 def open_balance(state: StateCopy, patient_id: str) -> float:
-    return round(sum(i["amount"] - i["amount_paid"] for i in rows(state, "invoices")
-                     if i["patient_id"] == patient_id and i["status"] == "open"), 2)
+    return round(
+        sum(
+            i["amount"] - i["amount_paid"]
+            for i in rows(state, "invoices")
+            if i["patient_id"] == patient_id and i["status"] == "open"
+        ),
+        2,
+    )
 
 
 def next_id(state: StateCopy, table: str, prefix: str) -> str:
@@ -102,8 +143,9 @@ def ok(env: Environment, state: StateCopy, tool: str, args: dict[str, Any]) -> d
     return result.structured
 
 
-def refused(env: Environment, state: StateCopy, tool: str, args: dict[str, Any], *fragments: str,
-            kind: str = "rule_violation") -> str:
+def refused(
+    env: Environment, state: StateCopy, tool: str, args: dict[str, Any], *fragments: str, kind: str = "rule_violation"
+) -> str:
     """The call fails with an error mentioning every fragment, and leaves the state exactly as it was."""
     before = digest(state)
     result = env.call(state, tool, args)
@@ -117,6 +159,7 @@ def refused(env: Environment, state: StateCopy, tool: str, args: dict[str, Any],
 
 # -- the spec and the seed -----------------------------------------------------------------------
 
+
 def test_spec_identity_and_tools(env: Environment) -> None:
     spec = env.spec
     assert (spec.id, spec.version, spec.domain) == ("clinic", "1.0.0", "healthcare")
@@ -129,14 +172,31 @@ def test_spec_identity_and_tools(env: Environment) -> None:
 
 
 def test_seed_size_and_id_patterns(state: StateCopy) -> None:
-    dump = {t: rows(state, t) for t in ("insurance_plans", "patients", "providers", "slots", "referrals",
-                                         "appointments", "invoices", "payments")}
+    dump = {
+        t: rows(state, t)
+        for t in (
+            "insurance_plans",
+            "patients",
+            "providers",
+            "slots",
+            "referrals",
+            "appointments",
+            "invoices",
+            "payments",
+        )
+    }
     assert sum(len(r) for r in dump.values()) >= 200
     assert all(dump.values())
-    prefixes = {"insurance_plans": ("plan_id", "PLAN"), "patients": ("patient_id", "PAT"),
-                "providers": ("provider_id", "PRV"), "slots": ("slot_id", "SLT"), "referrals": ("referral_id", "REF"),
-                "appointments": ("appointment_id", "APT"), "invoices": ("invoice_id", "INV"),
-                "payments": ("payment_id", "PAY")}
+    prefixes = {
+        "insurance_plans": ("plan_id", "PLAN"),
+        "patients": ("patient_id", "PAT"),
+        "providers": ("provider_id", "PRV"),
+        "slots": ("slot_id", "SLT"),
+        "referrals": ("referral_id", "REF"),
+        "appointments": ("appointment_id", "APT"),
+        "invoices": ("invoice_id", "INV"),
+        "payments": ("payment_id", "PAY"),
+    }
     for table, (column, prefix) in prefixes.items():
         for row in dump[table]:
             assert re.fullmatch(rf"{prefix}-\d{{4}}", row[column]), row
@@ -175,13 +235,19 @@ def test_seed_patients_respect_booking_rules(state: StateCopy) -> None:
     assert per_patient["PAT-0004"] == MAX_OPEN  # Helen Park is at the limit
     for p in {a["patient_id"] for a in active}:
         spans = sorted(
-            (datetime.fromisoformat(slots[a["slot_id"]]["start_at"]),
-             datetime.fromisoformat(slots[a["slot_id"]]["start_at"]) + timedelta(minutes=slots[a["slot_id"]]["duration_minutes"]))
-            for a in active if a["patient_id"] == p
+            (
+                datetime.fromisoformat(slots[a["slot_id"]]["start_at"]),
+                datetime.fromisoformat(slots[a["slot_id"]]["start_at"])
+                + timedelta(minutes=slots[a["slot_id"]]["duration_minutes"]),
+            )
+            for a in active
+            if a["patient_id"] == p
         )
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert end <= start, f"{p} has overlapping appointments"
-    over_limit = {p["patient_id"] for p in rows(state, "patients") if open_balance(state, p["patient_id"]) > BALANCE_LIMIT}
+    over_limit = {
+        p["patient_id"] for p in rows(state, "patients") if open_balance(state, p["patient_id"]) > BALANCE_LIMIT
+    }
     assert over_limit == {"PAT-0003"}
 
 
@@ -220,24 +286,43 @@ def test_seed_referrals_are_consistent(state: StateCopy, now: str) -> None:
 
 # -- read tools ----------------------------------------------------------------------------------
 
+
 def test_find_patient(env: Environment, state: StateCopy) -> None:
     # Two Maria Garcias: the date of birth tells them apart.
     out = ok(env, state, "find_patient", {"last_name": "garcia", "date_of_birth": "1985-04-12"})
     assert [r["patient_id"] for r in out["rows"]] == ["PAT-0001"]
     garcias = [p for p in rows(state, "patients") if p["last_name"] == "Garcia"]
     assert len(garcias) == 2
-    out = ok(env, state, "find_patient", {"last_name": " Brooks ", "first_name": "OLIVIA", "date_of_birth": "1988-12-09"})
+    out = ok(
+        env, state, "find_patient", {"last_name": " Brooks ", "first_name": "OLIVIA", "date_of_birth": "1988-12-09"}
+    )
     assert out["count"] == 1 and out["rows"][0]["patient_id"] == "PAT-0008"
     assert out["rows"][0]["first_name"] == "Olivia"
 
 
 def test_find_patient_refusals(env: Environment, state: StateCopy) -> None:
-    refused(env, state, "find_patient", {"last_name": "Garcia", "date_of_birth": "1985-04-13"},
-            "No patient with last name Garcia and date of birth 1985-04-13")
-    refused(env, state, "find_patient", {"last_name": "Brooks", "first_name": "Lily", "date_of_birth": "1988-12-09"},
-            "first name Lily")
-    refused(env, state, "find_patient", {"last_name": "Garcia", "date_of_birth": "12/04/1985"}, "date_of_birth",
-            kind="invalid_arguments")
+    refused(
+        env,
+        state,
+        "find_patient",
+        {"last_name": "Garcia", "date_of_birth": "1985-04-13"},
+        "No patient with last name Garcia and date of birth 1985-04-13",
+    )
+    refused(
+        env,
+        state,
+        "find_patient",
+        {"last_name": "Brooks", "first_name": "Lily", "date_of_birth": "1988-12-09"},
+        "first name Lily",
+    )
+    refused(
+        env,
+        state,
+        "find_patient",
+        {"last_name": "Garcia", "date_of_birth": "12/04/1985"},
+        "date_of_birth",
+        kind="invalid_arguments",
+    )
     refused(env, state, "find_patient", {"last_name": "Garcia"}, "date_of_birth", kind="invalid_arguments")
 
 
@@ -268,8 +353,11 @@ def test_list_providers(env: Environment, state: StateCopy, now: str) -> None:
     for r in out["rows"]:
         assert r["requires_referral"] is True
         assert r["accepts_new_patients"] == providers[r["provider_id"]]["accepts_new_patients"]
-        expected = min(s["start_at"] for s in slots
-                       if s["provider_id"] == r["provider_id"] and s["status"] == "open" and s["start_at"] > now)
+        expected = min(
+            s["start_at"]
+            for s in slots
+            if s["provider_id"] == r["provider_id"] and s["status"] == "open" and s["start_at"] > now
+        )
         assert r["next_open_slot"] == expected
     assert [r["accepts_new_patients"] for r in out["rows"]] == [True, False]
 
@@ -280,16 +368,25 @@ def test_list_providers_bad_specialty(env: Environment, state: StateCopy) -> Non
 
 def test_find_open_slots(env: Environment, state: StateCopy, now: str) -> None:
     providers = by_id(state, "providers")
-    out = ok(env, state, "find_open_slots", {"specialty": "cardiology", "from_date": "2026-03-16", "to_date": "2026-03-20"})
-    expected = {s["slot_id"] for s in rows(state, "slots")
-                if s["status"] == "open" and s["start_at"] > now and "2026-03-16" <= s["start_at"][:10] <= "2026-03-20"
-                and providers[s["provider_id"]]["specialty"] == "cardiology"}
+    out = ok(
+        env, state, "find_open_slots", {"specialty": "cardiology", "from_date": "2026-03-16", "to_date": "2026-03-20"}
+    )
+    expected = {
+        s["slot_id"]
+        for s in rows(state, "slots")
+        if s["status"] == "open"
+        and s["start_at"] > now
+        and "2026-03-16" <= s["start_at"][:10] <= "2026-03-20"
+        and providers[s["provider_id"]]["specialty"] == "cardiology"
+    }
     assert expected and {r["slot_id"] for r in out["rows"]} == expected
     starts = [r["start_at"] for r in out["rows"]]
     assert starts == sorted(starts)
     # Today's 08:30 slot of Dr. Raman is open but already past: never offered.
     past_open = slot_at(state, "PRV-0003", "2026-03-16 08:30")
-    out = ok(env, state, "find_open_slots", {"provider_id": "PRV-0003", "from_date": "2026-03-16", "to_date": "2026-03-16"})
+    out = ok(
+        env, state, "find_open_slots", {"provider_id": "PRV-0003", "from_date": "2026-03-16", "to_date": "2026-03-16"}
+    )
     assert past_open not in {r["slot_id"] for r in out["rows"]}
     # Default window: today + 7 days; time-of-day filter.
     out = ok(env, state, "find_open_slots", {"provider_id": "PRV-0001", "after_time": "10:00"})
@@ -302,12 +399,28 @@ def test_find_open_slots(env: Environment, state: StateCopy, now: str) -> None:
 def test_find_open_slots_refusals(env: Environment, state: StateCopy) -> None:
     refused(env, state, "find_open_slots", {"from_date": "2026-03-16"}, "provider_id or a specialty")
     refused(env, state, "find_open_slots", {"provider_id": "PRV-0099"}, "No provider with id PRV-0099")
-    refused(env, state, "find_open_slots", {"specialty": "dermatology", "from_date": "2026-03-20", "to_date": "2026-03-18"},
-            "to_date must not be before from_date")
-    refused(env, state, "find_open_slots", {"specialty": "dermatology", "from_date": "2026-03-16", "to_date": "2026-05-01"},
-            "31 days")
-    refused(env, state, "find_open_slots", {"specialty": "dermatology", "after_time": "9am"}, "after_time",
-            kind="invalid_arguments")
+    refused(
+        env,
+        state,
+        "find_open_slots",
+        {"specialty": "dermatology", "from_date": "2026-03-20", "to_date": "2026-03-18"},
+        "to_date must not be before from_date",
+    )
+    refused(
+        env,
+        state,
+        "find_open_slots",
+        {"specialty": "dermatology", "from_date": "2026-03-16", "to_date": "2026-05-01"},
+        "31 days",
+    )
+    refused(
+        env,
+        state,
+        "find_open_slots",
+        {"specialty": "dermatology", "after_time": "9am"},
+        "after_time",
+        kind="invalid_arguments",
+    )
 
 
 def test_get_appointment(env: Environment, state: StateCopy) -> None:
@@ -315,7 +428,11 @@ def test_get_appointment(env: Environment, state: StateCopy) -> None:
     out = ok(env, state, "get_appointment", {"appointment_id": apt})
     stored = by_id(state, "appointments")[apt]
     assert out["appointment_id"] == apt and out["patient_name"] == "Grace Liu"
-    assert (out["provider_id"], out["provider_name"], out["specialty"]) == ("PRV-0003", "Dr. Priya Raman", "family_medicine")
+    assert (out["provider_id"], out["provider_name"], out["specialty"]) == (
+        "PRV-0003",
+        "Dr. Priya Raman",
+        "family_medicine",
+    )
     assert (out["status"], out["slot_id"], out["reason"]) == ("scheduled", stored["slot_id"], stored["reason"])
     assert out["start_at"] == "2026-03-16 10:00:00"
 
@@ -338,8 +455,14 @@ def test_list_patient_appointments(env: Environment, state: StateCopy, now: str)
 
 def test_list_patient_appointments_refusals(env: Environment, state: StateCopy) -> None:
     refused(env, state, "list_patient_appointments", {"patient_id": "PAT-0999"}, "No patient with id PAT-0999")
-    refused(env, state, "list_patient_appointments", {"patient_id": "PAT-0004", "status": "done"}, "status",
-            kind="invalid_arguments")
+    refused(
+        env,
+        state,
+        "list_patient_appointments",
+        {"patient_id": "PAT-0004", "status": "done"},
+        "status",
+        kind="invalid_arguments",
+    )
 
 
 def test_list_invoices(env: Environment, state: StateCopy) -> None:
@@ -357,13 +480,20 @@ def test_list_invoices(env: Environment, state: StateCopy) -> None:
 
 def test_list_invoices_refusals(env: Environment, state: StateCopy) -> None:
     refused(env, state, "list_invoices", {"patient_id": "PAT-0999"}, "PAT-0999")
-    refused(env, state, "list_invoices", {"patient_id": "PAT-0003", "status": "unpaid"}, "status", kind="invalid_arguments")
+    refused(
+        env, state, "list_invoices", {"patient_id": "PAT-0003", "status": "unpaid"}, "status", kind="invalid_arguments"
+    )
 
 
 def test_get_balance(env: Environment, state: StateCopy) -> None:
     james = ok(env, state, "get_balance", {"patient_id": "PAT-0003"})
-    assert james == {"patient_id": "PAT-0003", "patient_name": "James Whitaker", "open_balance": 255.0,
-                     "open_invoices": 3, "booking_blocked": True}
+    assert james == {
+        "patient_id": "PAT-0003",
+        "patient_name": "James Whitaker",
+        "open_balance": 255.0,
+        "open_invoices": 3,
+        "booking_blocked": True,
+    }
     maria = ok(env, state, "get_balance", {"patient_id": "PAT-0001"})
     assert maria["open_balance"] == 0 and maria["open_invoices"] == 0 and maria["booking_blocked"] is False
 
@@ -390,13 +520,19 @@ def test_list_referrals_refusals(env: Environment, state: StateCopy) -> None:
 
 # -- book_appointment ----------------------------------------------------------------------------
 
+
 def test_book_established_patient_with_closed_panel_provider(env: Environment, state: StateCopy, now: str) -> None:
     # Dr. Webb takes no new patients, but Maria Garcia (PAT-0001) completed a visit with him last week.
     slot = slot_at(state, "PRV-0002", "2026-03-19 09:00")
     expected_id = next_id(state, "appointments", "APT")
     out = ok(env, state, "book_appointment", {"patient_id": "PAT-0001", "slot_id": slot, "reason": "cough"})
     assert out["appointment_id"] == expected_id
-    assert (out["status"], out["slot_id"], out["provider_id"], out["created_at"]) == ("scheduled", slot, "PRV-0002", now)
+    assert (out["status"], out["slot_id"], out["provider_id"], out["created_at"]) == (
+        "scheduled",
+        slot,
+        "PRV-0002",
+        now,
+    )
     assert out["referral_id"] is None
     assert by_id(state, "slots")[slot]["status"] == "booked"
     stored = by_id(state, "appointments")[expected_id]
@@ -412,9 +548,13 @@ def test_book_specialist_uses_the_referral(env: Environment, state: StateCopy) -
     assert out["referral_id"] == referral["referral_id"] and out["specialty"] == "cardiology"
     assert by_id(state, "referrals")[referral["referral_id"]]["status"] == "used"
     # The referral is used up: a second cardiology booking is refused.
-    refused(env, state, "book_appointment",
-            {"patient_id": "PAT-0006", "slot_id": slot_at(state, "PRV-0005", "2026-03-18 11:00"), "reason": "again"},
-            "needs an active cardiology referral")
+    refused(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0006", "slot_id": slot_at(state, "PRV-0005", "2026-03-18 11:00"), "reason": "again"},
+        "needs an active cardiology referral",
+    )
 
 
 def test_book_back_to_back_is_not_an_overlap(env: Environment, state: StateCopy) -> None:
@@ -426,11 +566,20 @@ def test_book_back_to_back_is_not_an_overlap(env: Environment, state: StateCopy)
 def test_book_pediatrics_age_limit_is_on_the_visit_date(env: Environment, state: StateCopy) -> None:
     # Mason Rivera turns 18 on 2026-03-20: pediatrics on Tuesday 03-17 is fine, Friday 03-20 is not.
     assert by_id(state, "patients")["PAT-0015"]["date_of_birth"] == "2008-03-20"
-    refused(env, state, "book_appointment",
-            {"patient_id": "PAT-0015", "slot_id": slot_at(state, "PRV-0004", "2026-03-20 09:00"), "reason": "cold"},
-            "aged 17 or younger", "Mason Rivera")
-    out = ok(env, state, "book_appointment",
-             {"patient_id": "PAT-0015", "slot_id": slot_at(state, "PRV-0004", "2026-03-17 09:00"), "reason": "cold"})
+    refused(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0015", "slot_id": slot_at(state, "PRV-0004", "2026-03-20 09:00"), "reason": "cold"},
+        "aged 17 or younger",
+        "Mason Rivera",
+    )
+    out = ok(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0015", "slot_id": slot_at(state, "PRV-0004", "2026-03-17 09:00"), "reason": "cold"},
+    )
     assert out["specialty"] == "pediatrics"
 
 
@@ -443,32 +592,66 @@ def test_book_pediatrics_age_limit_is_on_the_visit_date(env: Environment, state:
         pytest.param("PAT-0001", "PRV-0002", "2026-03-19 15:00", ["is blocked, not open"], id="slot-blocked"),
         pytest.param("PAT-0001", "PRV-0003", "2026-03-16 08:30", ["in the past"], id="slot-in-past"),
         pytest.param("PAT-0002", "PRV-0004", "2026-03-17 09:00", ["aged 17 or younger"], id="too-old-for-pediatrics"),
-        pytest.param("PAT-0002", "PRV-0002", "2026-03-19 09:00", ["not accepting new patients", "Maria Garcia"],
-                     id="closed-panel"),
-        pytest.param("PAT-0002", "PRV-0007", "2026-03-18 09:00", ["dermatology referral", "Maria Garcia has none"],
-                     id="no-referral"),
-        pytest.param("PAT-0005", "PRV-0005", "2026-03-18 08:30", ["cardiology referral"], id="only-used-and-expired-referrals"),
-        pytest.param("PAT-0006", "PRV-0005", "2026-03-23 08:30", ["valid on 2026-03-23"], id="referral-expires-before-visit"),
-        pytest.param("PAT-0007", "PRV-0007", "2026-03-18 10:15", ["overlaps", "2026-03-18 10:30:00", "Dr. Amelia Hart"],
-                     id="double-booking"),
+        pytest.param(
+            "PAT-0002",
+            "PRV-0002",
+            "2026-03-19 09:00",
+            ["not accepting new patients", "Maria Garcia"],
+            id="closed-panel",
+        ),
+        pytest.param(
+            "PAT-0002",
+            "PRV-0007",
+            "2026-03-18 09:00",
+            ["dermatology referral", "Maria Garcia has none"],
+            id="no-referral",
+        ),
+        pytest.param(
+            "PAT-0005", "PRV-0005", "2026-03-18 08:30", ["cardiology referral"], id="only-used-and-expired-referrals"
+        ),
+        pytest.param(
+            "PAT-0006", "PRV-0005", "2026-03-23 08:30", ["valid on 2026-03-23"], id="referral-expires-before-visit"
+        ),
+        pytest.param(
+            "PAT-0007",
+            "PRV-0007",
+            "2026-03-18 10:15",
+            ["overlaps", "2026-03-18 10:30:00", "Dr. Amelia Hart"],
+            id="double-booking",
+        ),
         pytest.param("PAT-0004", "PRV-0001", "2026-03-18 08:30", ["3 open appointments"], id="max-open-appointments"),
-        pytest.param("PAT-0003", "PRV-0001", "2026-03-18 08:30", ["$255.00", "exceeds $200.00"], id="balance-over-limit"),
+        pytest.param(
+            "PAT-0003", "PRV-0001", "2026-03-18 08:30", ["$255.00", "exceeds $200.00"], id="balance-over-limit"
+        ),
     ],
 )
-def test_book_refusals(env: Environment, state: StateCopy, patient_id: str, provider_id: str, start: str,
-                       fragments: list[str]) -> None:
+def test_book_refusals(
+    env: Environment, state: StateCopy, patient_id: str, provider_id: str, start: str, fragments: list[str]
+) -> None:
     args = {"patient_id": patient_id, "slot_id": slot_at(state, provider_id, start), "reason": "check-up"}
     refused(env, state, "book_appointment", args, *fragments)
 
 
 def test_book_unknown_slot_and_bad_arguments(env: Environment, state: StateCopy) -> None:
-    refused(env, state, "book_appointment", {"patient_id": "PAT-0001", "slot_id": "SLT-9999", "reason": "check-up"},
-            "No slot with id SLT-9999")
-    refused(env, state, "book_appointment", {"patient_id": "PAT-0001", "slot_id": "SLT-0001"}, "reason",
-            kind="invalid_arguments")
+    refused(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0001", "slot_id": "SLT-9999", "reason": "check-up"},
+        "No slot with id SLT-9999",
+    )
+    refused(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0001", "slot_id": "SLT-0001"},
+        "reason",
+        kind="invalid_arguments",
+    )
 
 
 # -- cancel_appointment --------------------------------------------------------------------------
+
 
 def test_late_cancel_creates_the_fee(env: Environment, state: StateCopy, now: str) -> None:
     # Olivia Brooks' appointment tomorrow at 08:30 is 23.5 hours away.
@@ -507,10 +690,18 @@ def test_cancel_exactly_24_hours_ahead_is_not_late(env: Environment, state: Stat
 
 
 def test_reschedule_exactly_24_hours_ahead_is_allowed(env: Environment, state: StateCopy) -> None:
-    apt = ok(env, state, "book_appointment", {"patient_id": "PAT-0014",
-                                              "slot_id": slot_at(state, "PRV-0004", "2026-03-17 09:00"), "reason": "ear ache"})
-    out = ok(env, state, "reschedule_appointment",
-             {"appointment_id": apt["appointment_id"], "new_slot_id": slot_at(state, "PRV-0004", "2026-03-20 09:00")})
+    apt = ok(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0014", "slot_id": slot_at(state, "PRV-0004", "2026-03-17 09:00"), "reason": "ear ache"},
+    )
+    out = ok(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": apt["appointment_id"], "new_slot_id": slot_at(state, "PRV-0004", "2026-03-20 09:00")},
+    )
     assert out["start_at"] == "2026-03-20 09:00:00" and out["previous_slot_id"] == apt["slot_id"]
 
 
@@ -521,8 +712,12 @@ def test_cancel_gives_the_referral_back(env: Environment, state: StateCopy) -> N
     assert by_id(state, "referrals")[referral_id]["status"] == "used"
     ok(env, state, "cancel_appointment", {"appointment_id": apt, "reason": "knee better"})
     assert by_id(state, "referrals")[referral_id]["status"] == "active"
-    out = ok(env, state, "book_appointment",
-             {"patient_id": "PAT-0004", "slot_id": slot_at(state, "PRV-0008", "2026-03-26 09:00"), "reason": "knee pain"})
+    out = ok(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0004", "slot_id": slot_at(state, "PRV-0008", "2026-03-26 09:00"), "reason": "knee pain"},
+    )
     assert out["referral_id"] == referral_id
     assert by_id(state, "referrals")[referral_id]["status"] == "used"
 
@@ -536,11 +731,14 @@ def test_cancel_refusals(env: Environment, state: StateCopy) -> None:
     # Noah Patel's 08:00 appointment started an hour ago: too late to cancel, it is a no-show case.
     started = appointment_at(state, "PAT-0013", "2026-03-16 08:00")
     refused(env, state, "cancel_appointment", {"appointment_id": started}, "can no longer be cancelled", "no-show")
-    william = next(a for a in rows(state, "appointments") if a["patient_id"] == "PAT-0011" and a["status"] == "cancelled")
+    william = next(
+        a for a in rows(state, "appointments") if a["patient_id"] == "PAT-0011" and a["status"] == "cancelled"
+    )
     refused(env, state, "cancel_appointment", {"appointment_id": william["appointment_id"]}, "is cancelled")
 
 
 # -- reschedule_appointment ----------------------------------------------------------------------
+
 
 def test_reschedule_frees_the_old_slot(env: Environment, state: StateCopy) -> None:
     apt = appointment_at(state, "PAT-0008", "2026-03-19 14:00")
@@ -561,65 +759,133 @@ def test_reschedule_frees_the_old_slot(env: Environment, state: StateCopy) -> No
 
 def test_reschedule_keeps_the_referral_valid(env: Environment, state: StateCopy) -> None:
     # Aisha's cardiology referral ends 2026-03-20: she can move within that week but not past it.
-    booked = ok(env, state, "book_appointment", {"patient_id": "PAT-0006",
-                                                 "slot_id": slot_at(state, "PRV-0005", "2026-03-18 08:30"),
-                                                 "reason": "palpitations"})
+    booked = ok(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0006", "slot_id": slot_at(state, "PRV-0005", "2026-03-18 08:30"), "reason": "palpitations"},
+    )
     apt = booked["appointment_id"]
-    refused(env, state, "reschedule_appointment",
-            {"appointment_id": apt, "new_slot_id": slot_at(state, "PRV-0005", "2026-03-23 08:30")},
-            booked["referral_id"], "expires before 2026-03-23")
-    out = ok(env, state, "reschedule_appointment",
-             {"appointment_id": apt, "new_slot_id": slot_at(state, "PRV-0005", "2026-03-18 11:00")})
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": apt, "new_slot_id": slot_at(state, "PRV-0005", "2026-03-23 08:30")},
+        booked["referral_id"],
+        "expires before 2026-03-23",
+    )
+    out = ok(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": apt, "new_slot_id": slot_at(state, "PRV-0005", "2026-03-18 11:00")},
+    )
     assert out["referral_id"] == booked["referral_id"] and out["start_at"] == "2026-03-18 11:00:00"
 
 
 def test_reschedule_refuses_an_overlap(env: Environment, state: StateCopy) -> None:
     # Aisha: Dr. Brandt 03-18 08:30-09:15, and Dr. Hart on 03-25; moving the latter to 03-18 08:30 would overlap.
-    ok(env, state, "book_appointment", {"patient_id": "PAT-0006", "slot_id": slot_at(state, "PRV-0005", "2026-03-18 08:30"),
-                                        "reason": "palpitations"})
-    hart = ok(env, state, "book_appointment", {"patient_id": "PAT-0006",
-                                               "slot_id": slot_at(state, "PRV-0001", "2026-03-25 08:30"), "reason": "rash"})
-    refused(env, state, "reschedule_appointment",
-            {"appointment_id": hart["appointment_id"], "new_slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30")},
-            "overlaps", "Dr. Samuel Brandt")
+    ok(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0006", "slot_id": slot_at(state, "PRV-0005", "2026-03-18 08:30"), "reason": "palpitations"},
+    )
+    hart = ok(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0006", "slot_id": slot_at(state, "PRV-0001", "2026-03-25 08:30"), "reason": "rash"},
+    )
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": hart["appointment_id"], "new_slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30")},
+        "overlaps",
+        "Dr. Samuel Brandt",
+    )
 
 
 def test_reschedule_keeps_the_pediatric_age_limit(env: Environment, state: StateCopy) -> None:
     """Mason Rivera turns 18 on 2026-03-20: pediatrics may see him on the 17th, not after a move to the 20th."""
     mason = next(p for p in rows(state, "patients") if (p["first_name"], p["last_name"]) == ("Mason", "Rivera"))
     assert mason["date_of_birth"] == "2008-03-20"
-    booked = ok(env, state, "book_appointment", {"patient_id": mason["patient_id"], "slot_id": "SLT-0069", "reason": "checkup"})
+    booked = ok(
+        env, state, "book_appointment", {"patient_id": mason["patient_id"], "slot_id": "SLT-0069", "reason": "checkup"}
+    )
     friday = by_id(state, "slots")["SLT-0100"]
     assert friday["start_at"].startswith("2026-03-20") and friday["status"] == "open"
-    refused(env, state, "reschedule_appointment", {"appointment_id": booked["appointment_id"], "new_slot_id": "SLT-0100"},
-            "aged 17 or younger on the visit date", "Mason Rivera")
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": booked["appointment_id"], "new_slot_id": "SLT-0100"},
+        "aged 17 or younger on the visit date",
+        "Mason Rivera",
+    )
 
 
 def test_reschedule_refusals(env: Environment, state: StateCopy) -> None:
     olivia_soon = appointment_at(state, "PAT-0008", "2026-03-17 08:30")
     olivia_later = appointment_at(state, "PAT-0008", "2026-03-19 14:00")
-    refused(env, state, "reschedule_appointment",
-            {"appointment_id": olivia_soon, "new_slot_id": slot_at(state, "PRV-0003", "2026-03-19 10:00")},
-            "less than 24 hours", "cancel")
-    refused(env, state, "reschedule_appointment",
-            {"appointment_id": olivia_later, "new_slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30")},
-            "another provider", "Dr. Priya Raman")
-    refused(env, state, "reschedule_appointment",
-            {"appointment_id": olivia_later, "new_slot_id": slot_at(state, "PRV-0003", "2026-03-23 10:00")},
-            "is booked, not open")
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": olivia_soon, "new_slot_id": slot_at(state, "PRV-0003", "2026-03-19 10:00")},
+        "less than 24 hours",
+        "cancel",
+    )
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": olivia_later, "new_slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30")},
+        "another provider",
+        "Dr. Priya Raman",
+    )
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": olivia_later, "new_slot_id": slot_at(state, "PRV-0003", "2026-03-23 10:00")},
+        "is booked, not open",
+    )
     # Dr. Raman's 08:30 slot this morning is open but over.
-    refused(env, state, "reschedule_appointment",
-            {"appointment_id": olivia_later, "new_slot_id": slot_at(state, "PRV-0003", "2026-03-16 08:30")}, "in the past")
-    refused(env, state, "reschedule_appointment", {"appointment_id": olivia_later, "new_slot_id": "SLT-9999"},
-            "No slot with id SLT-9999")
-    refused(env, state, "reschedule_appointment", {"appointment_id": "APT-9999", "new_slot_id": "SLT-0001"},
-            "No appointment with id APT-9999")
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": olivia_later, "new_slot_id": slot_at(state, "PRV-0003", "2026-03-16 08:30")},
+        "in the past",
+    )
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": olivia_later, "new_slot_id": "SLT-9999"},
+        "No slot with id SLT-9999",
+    )
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": "APT-9999", "new_slot_id": "SLT-0001"},
+        "No appointment with id APT-9999",
+    )
     completed = appointment_at(state, "PAT-0001", "2026-03-09 09:00")
-    refused(env, state, "reschedule_appointment",
-            {"appointment_id": completed, "new_slot_id": slot_at(state, "PRV-0002", "2026-03-19 09:00")}, "is completed")
+    refused(
+        env,
+        state,
+        "reschedule_appointment",
+        {"appointment_id": completed, "new_slot_id": slot_at(state, "PRV-0002", "2026-03-19 09:00")},
+        "is completed",
+    )
 
 
 # -- check_in / complete_visit / mark_no_show ------------------------------------------------------
+
 
 def test_check_in_today(env: Environment, state: StateCopy, now: str) -> None:
     apt = appointment_at(state, "PAT-0012", "2026-03-16 10:00")
@@ -687,8 +953,13 @@ def test_mark_no_show_adds_the_fee(env: Environment, state: StateCopy) -> None:
     out = ok(env, state, "mark_no_show", {"appointment_id": apt})
     assert out["status"] == "no_show" and out["fee"] == NO_SHOW_FEE
     fee = by_id(state, "invoices")[out["fee_invoice_id"]]
-    assert (fee["kind"], fee["amount"], fee["status"], fee["patient_id"], fee["appointment_id"]) == \
-        ("no_show_fee", NO_SHOW_FEE, "open", "PAT-0013", apt)
+    assert (fee["kind"], fee["amount"], fee["status"], fee["patient_id"], fee["appointment_id"]) == (
+        "no_show_fee",
+        NO_SHOW_FEE,
+        "open",
+        "PAT-0013",
+        apt,
+    )
     assert by_id(state, "slots")[slot]["status"] == "booked"  # the time was used up
 
 
@@ -702,6 +973,7 @@ def test_mark_no_show_refusals(env: Environment, state: StateCopy) -> None:
 
 
 # -- record_payment ------------------------------------------------------------------------------
+
 
 def james_invoices(state: StateCopy) -> dict[str, dict[str, Any]]:
     """PAT-0003's open invoices by what they are: the unpaid visit, the partly paid visit, the late fee."""
@@ -723,7 +995,9 @@ def test_record_payment_partial_then_full(env: Environment, state: StateCopy, no
     assert out["patient_open_balance"] == 255.0 - 40
     assert by_id(state, "payments")[pay_id]["invoice_id"] == inv["invoice_id"]
     assert by_id(state, "invoices")[inv["invoice_id"]]["amount_paid"] == inv["amount_paid"] + 40
-    out = ok(env, state, "record_payment", {"invoice_id": inv["invoice_id"], "amount": remaining - 40, "method": "cash"})
+    out = ok(
+        env, state, "record_payment", {"invoice_id": inv["invoice_id"], "amount": remaining - 40, "method": "cash"}
+    )
     assert out["invoice_status"] == "paid" and out["invoice_balance_due"] == 0
     stored = by_id(state, "invoices")[inv["invoice_id"]]
     assert stored["status"] == "paid" and stored["amount_paid"] == stored["amount"]
@@ -739,38 +1013,88 @@ def test_record_payment_with_cents(env: Environment, state: StateCopy) -> None:
 def test_record_payment_refusals(env: Environment, state: StateCopy) -> None:
     inv = james_invoices(state)["partial_visit"]
     remaining = round(inv["amount"] - inv["amount_paid"], 2)
-    refused(env, state, "record_payment", {"invoice_id": inv["invoice_id"], "amount": remaining + 0.01, "method": "card"},
-            f"${remaining + 0.01:.2f} exceeds the ${remaining:.2f} still due")
-    refused(env, state, "record_payment", {"invoice_id": inv["invoice_id"], "amount": 10.005, "method": "card"},
-            "fractions of a cent")
+    refused(
+        env,
+        state,
+        "record_payment",
+        {"invoice_id": inv["invoice_id"], "amount": remaining + 0.01, "method": "card"},
+        f"${remaining + 0.01:.2f} exceeds the ${remaining:.2f} still due",
+    )
+    refused(
+        env,
+        state,
+        "record_payment",
+        {"invoice_id": inv["invoice_id"], "amount": 10.005, "method": "card"},
+        "fractions of a cent",
+    )
     paid = next(i for i in rows(state, "invoices") if i["status"] == "paid")
     refused(env, state, "record_payment", {"invoice_id": paid["invoice_id"], "amount": 1, "method": "card"}, "is paid")
     void = next(i for i in rows(state, "invoices") if i["status"] == "void")
     refused(env, state, "record_payment", {"invoice_id": void["invoice_id"], "amount": 1, "method": "card"}, "is void")
-    refused(env, state, "record_payment", {"invoice_id": "INV-9999", "amount": 1, "method": "card"},
-            "No invoice with id INV-9999")
-    refused(env, state, "record_payment", {"invoice_id": inv["invoice_id"], "amount": 0, "method": "card"}, "amount",
-            kind="invalid_arguments")
-    refused(env, state, "record_payment", {"invoice_id": inv["invoice_id"], "amount": -5, "method": "card"}, "amount",
-            kind="invalid_arguments")
-    refused(env, state, "record_payment", {"invoice_id": inv["invoice_id"], "amount": 5, "method": "bitcoin"}, "method",
-            kind="invalid_arguments")
+    refused(
+        env,
+        state,
+        "record_payment",
+        {"invoice_id": "INV-9999", "amount": 1, "method": "card"},
+        "No invoice with id INV-9999",
+    )
+    refused(
+        env,
+        state,
+        "record_payment",
+        {"invoice_id": inv["invoice_id"], "amount": 0, "method": "card"},
+        "amount",
+        kind="invalid_arguments",
+    )
+    refused(
+        env,
+        state,
+        "record_payment",
+        {"invoice_id": inv["invoice_id"], "amount": -5, "method": "card"},
+        "amount",
+        kind="invalid_arguments",
+    )
+    refused(
+        env,
+        state,
+        "record_payment",
+        {"invoice_id": inv["invoice_id"], "amount": 5, "method": "bitcoin"},
+        "method",
+        kind="invalid_arguments",
+    )
 
 
 # -- add_referral --------------------------------------------------------------------------------
 
+
 def test_add_referral(env: Environment, state: StateCopy, now: str) -> None:
     today = date.fromisoformat(now[:10])
     ref_id = next_id(state, "referrals", "REF")
-    out = ok(env, state, "add_referral", {"patient_id": "PAT-0005", "specialty": "cardiology",
-                                          "referring_provider_id": "PRV-0001", "notes": "recheck"})
+    out = ok(
+        env,
+        state,
+        "add_referral",
+        {"patient_id": "PAT-0005", "specialty": "cardiology", "referring_provider_id": "PRV-0001", "notes": "recheck"},
+    )
     assert out["referral_id"] == ref_id
-    assert (out["status"], out["issued_on"], out["expires_on"]) == ("active", str(today), str(today + timedelta(days=90)))
+    assert (out["status"], out["issued_on"], out["expires_on"]) == (
+        "active",
+        str(today),
+        str(today + timedelta(days=90)),
+    )
     stored = by_id(state, "referrals")[ref_id]
-    assert (stored["patient_id"], stored["specialty"], stored["referring_provider_id"], stored["notes"]) == \
-        ("PAT-0005", "cardiology", "PRV-0001", "recheck")
-    short = ok(env, state, "add_referral", {"patient_id": "PAT-0005", "specialty": "orthopedics",
-                                            "referring_provider_id": "PRV-0001", "valid_days": 30})
+    assert (stored["patient_id"], stored["specialty"], stored["referring_provider_id"], stored["notes"]) == (
+        "PAT-0005",
+        "cardiology",
+        "PRV-0001",
+        "recheck",
+    )
+    short = ok(
+        env,
+        state,
+        "add_referral",
+        {"patient_id": "PAT-0005", "specialty": "orthopedics", "referring_provider_id": "PRV-0001", "valid_days": 30},
+    )
     assert short["expires_on"] == str(today + timedelta(days=30))
 
 
@@ -781,19 +1105,34 @@ def test_add_referral_refusals(env: Environment, state: StateCopy) -> None:
     refused(env, state, "add_referral", args(patient_id="PAT-0999"), "No patient with id PAT-0999")
     refused(env, state, "add_referral", args(patient_id="PAT-0011"), "William Foster", "inactive")
     refused(env, state, "add_referral", args(referring_provider_id="PRV-0099"), "No provider with id PRV-0099")
-    refused(env, state, "add_referral", args(referring_provider_id="PRV-0006"), "Dr. Yuki Tanaka is a cardiology specialist")
+    refused(
+        env, state, "add_referral", args(referring_provider_id="PRV-0006"), "Dr. Yuki Tanaka is a cardiology specialist"
+    )
     refused(env, state, "add_referral", args(specialty="family_medicine"), "family_medicine does not need a referral")
     # Maria Garcia (1992) has never completed a visit with Dr. Raman.
-    refused(env, state, "add_referral", args(patient_id="PAT-0002", referring_provider_id="PRV-0003"),
-            "Dr. Priya Raman has no completed visit with Maria Garcia")
+    refused(
+        env,
+        state,
+        "add_referral",
+        args(patient_id="PAT-0002", referring_provider_id="PRV-0003"),
+        "Dr. Priya Raman has no completed visit with Maria Garcia",
+    )
     # Daniel Kim already holds a usable dermatology referral.
     daniel = next(r for r in rows(state, "referrals") if r["patient_id"] == "PAT-0007")
-    refused(env, state, "add_referral", args(patient_id="PAT-0007", specialty="dermatology"),
-            "already has an active dermatology referral", daniel["referral_id"], daniel["expires_on"])
+    refused(
+        env,
+        state,
+        "add_referral",
+        args(patient_id="PAT-0007", specialty="dermatology"),
+        "already has an active dermatology referral",
+        daniel["referral_id"],
+        daniel["expires_on"],
+    )
     refused(env, state, "add_referral", args(valid_days=365), "valid_days", kind="invalid_arguments")
 
 
 # -- multi-step scenarios --------------------------------------------------------------------------
+
 
 def test_paying_down_the_balance_unblocks_booking(env: Environment, state: StateCopy) -> None:
     # James Whitaker owes $255; booking needs the balance at $200.00 or less.
@@ -807,8 +1146,12 @@ def test_paying_down_the_balance_unblocks_booking(env: Environment, state: State
     assert ok(env, state, "get_balance", {"patient_id": "PAT-0003"})["booking_blocked"] is True
     ok(env, state, "record_payment", {"invoice_id": unpaid["invoice_id"], "amount": 0.01, "method": "card"})
     assert ok(env, state, "get_balance", {"patient_id": "PAT-0003"}) == {
-        "patient_id": "PAT-0003", "patient_name": "James Whitaker", "open_balance": 200.0, "open_invoices": 3,
-        "booking_blocked": False}
+        "patient_id": "PAT-0003",
+        "patient_name": "James Whitaker",
+        "open_balance": 200.0,
+        "open_invoices": 3,
+        "booking_blocked": False,
+    }
     out = ok(env, state, "book_appointment", booking)
     assert out["status"] == "scheduled" and by_id(state, "slots")[slot]["status"] == "booked"
 
@@ -819,10 +1162,19 @@ def test_referral_lifecycle(env: Environment, state: StateCopy) -> None:
     slot = slot_at(state, "PRV-0006", "2026-03-17 13:00")
     booking = {"patient_id": "PAT-0005", "slot_id": slot, "reason": "cardiology follow-up"}
     refused(env, state, "book_appointment", booking, "cardiology referral")
-    ref = ok(env, state, "add_referral", {"patient_id": "PAT-0005", "specialty": "cardiology",
-                                          "referring_provider_id": "PRV-0001"})
-    refused(env, state, "add_referral", {"patient_id": "PAT-0005", "specialty": "cardiology",
-                                         "referring_provider_id": "PRV-0001"}, ref["referral_id"])
+    ref = ok(
+        env,
+        state,
+        "add_referral",
+        {"patient_id": "PAT-0005", "specialty": "cardiology", "referring_provider_id": "PRV-0001"},
+    )
+    refused(
+        env,
+        state,
+        "add_referral",
+        {"patient_id": "PAT-0005", "specialty": "cardiology", "referring_provider_id": "PRV-0001"},
+        ref["referral_id"],
+    )
     apt = ok(env, state, "book_appointment", booking)
     assert apt["referral_id"] == ref["referral_id"]
     assert by_id(state, "referrals")[ref["referral_id"]]["status"] == "used"
@@ -832,8 +1184,13 @@ def test_referral_lifecycle(env: Environment, state: StateCopy) -> None:
     assert by_id(state, "referrals")[ref["referral_id"]]["status"] == "active"
     assert by_id(state, "slots")[slot]["status"] == "open"
     # A new patient of Dr. Tanaka with a valid referral is still refused: he is not taking new patients.
-    refused(env, state, "book_appointment", {"patient_id": "PAT-0006", "slot_id": slot, "reason": "palpitations"},
-            "Dr. Yuki Tanaka is not accepting new patients")
+    refused(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0006", "slot_id": slot, "reason": "palpitations"},
+        "Dr. Yuki Tanaka is not accepting new patients",
+    )
 
 
 def test_visit_day_from_check_in_to_payment(env: Environment, state: StateCopy) -> None:
@@ -844,7 +1201,9 @@ def test_visit_day_from_check_in_to_payment(env: Environment, state: StateCopy) 
     refused(env, state, "mark_no_show", {"appointment_id": apt}, "is checked_in")
     visit = ok(env, state, "complete_visit", {"appointment_id": apt})
     assert open_balance(state, "PAT-0012") == visit["copay"] > 0
-    payment = ok(env, state, "record_payment", {"invoice_id": visit["invoice_id"], "amount": visit["copay"], "method": "card"})
+    payment = ok(
+        env, state, "record_payment", {"invoice_id": visit["invoice_id"], "amount": visit["copay"], "method": "card"}
+    )
     assert payment["invoice_status"] == "paid" and payment["patient_open_balance"] == 0
     invoices = ok(env, state, "list_invoices", {"patient_id": "PAT-0012"})["rows"]
     assert [(i["invoice_id"], i["status"], i["balance_due"]) for i in invoices] == [(visit["invoice_id"], "paid", 0)]
@@ -856,14 +1215,19 @@ def test_freeing_a_place_under_the_open_appointment_limit(env: Environment, stat
     refused(env, state, "book_appointment", booking, "3 open appointments")
     ok(env, state, "cancel_appointment", {"appointment_id": appointment_at(state, "PAT-0004", "2026-03-23 10:00")})
     ok(env, state, "book_appointment", booking)
-    refused(env, state, "book_appointment",
-            {"patient_id": "PAT-0004", "slot_id": slot_at(state, "PRV-0001", "2026-03-23 08:30"), "reason": "x-ray"},
-            "3 open appointments")
+    refused(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0004", "slot_id": slot_at(state, "PRV-0001", "2026-03-23 08:30"), "reason": "x-ray"},
+        "3 open appointments",
+    )
 
 
 def test_late_cancel_fee_can_be_paid(env: Environment, state: StateCopy) -> None:
-    cancelled = ok(env, state, "cancel_appointment",
-                   {"appointment_id": appointment_at(state, "PAT-0008", "2026-03-17 08:30")})
+    cancelled = ok(
+        env, state, "cancel_appointment", {"appointment_id": appointment_at(state, "PAT-0008", "2026-03-17 08:30")}
+    )
     fee_id = cancelled["late_fee_invoice_id"]
     listed = ok(env, state, "list_invoices", {"patient_id": "PAT-0008", "status": "open"})["rows"]
     assert [(i["invoice_id"], i["kind"], i["balance_due"]) for i in listed] == [(fee_id, "late_cancel_fee", LATE_FEE)]
@@ -876,11 +1240,19 @@ def test_late_cancel_fee_can_be_paid(env: Environment, state: StateCopy) -> None
 def test_failed_calls_do_not_consume_ids(env: Environment, state: StateCopy) -> None:
     # A refused booking rolls back entirely, including the id sequence: the next success gets the next id.
     expected = next_id(state, "appointments", "APT")
-    refused(env, state, "book_appointment",
-            {"patient_id": "PAT-0003", "slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30"), "reason": "check"},
-            "exceeds")
-    out = ok(env, state, "book_appointment",
-             {"patient_id": "PAT-0001", "slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30"), "reason": "check"})
+    refused(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0003", "slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30"), "reason": "check"},
+        "exceeds",
+    )
+    out = ok(
+        env,
+        state,
+        "book_appointment",
+        {"patient_id": "PAT-0001", "slot_id": slot_at(state, "PRV-0001", "2026-03-18 08:30"), "reason": "check"},
+    )
     assert out["appointment_id"] == expected
 
 

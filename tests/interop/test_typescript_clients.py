@@ -30,7 +30,9 @@ from tests.conftest import ENVFLEET, ServerProcess
 
 INTEROP = Path(__file__).resolve().parent
 CLIENT = INTEROP / "client.mjs"
-INSPECTOR = INTEROP / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
+INSPECTOR = (
+    INTEROP / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
+)
 SDK = INTEROP / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
 LOCAL_NODE = INTEROP / ".node" / "node_modules" / ".bin" / "node"
 MIN_NODE = (22, 19)
@@ -77,7 +79,10 @@ def _unavailable(reason: str) -> None:
 def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     path = find_node()
     if path is None:
-        _unavailable(f"no node >= {'.'.join(map(str, MIN_NODE))} (neither {LOCAL_NODE.relative_to(INTEROP.parents[1])} nor on PATH)")
+        _unavailable(
+            f"no node >= {'.'.join(map(str, MIN_NODE))} (neither {LOCAL_NODE.relative_to(INTEROP.parents[1])} nor "
+            "on PATH)"
+        )
     missing = [p for p in (SDK, INSPECTOR) if not p.exists()]
     if missing:
         _unavailable(f"missing {', '.join(str(p.relative_to(INTEROP.parents[1])) for p in missing)}")
@@ -86,8 +91,11 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     env = {
         **os.environ,
         # The Inspector keeps a catalog and client config under ~/.mcp-inspector: keep them in the test's own folder.
-        "HOME": str(home), "MCP_CATALOG_PATH": str(home / "mcp.json"), "MCP_CLIENT_CONFIG_PATH": str(home / "client.json"),
-        "PATH": f"{Path(path).parent}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1",
+        "HOME": str(home),
+        "MCP_CATALOG_PATH": str(home / "mcp.json"),
+        "MCP_CLIENT_CONFIG_PATH": str(home / "client.json"),
+        "PATH": f"{Path(path).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "NO_COLOR": "1",
     }
     return Node(path, env)
 
@@ -104,8 +112,11 @@ def keyed_url(fleet: ServerProcess) -> str:
 def calls(library: Environment, checkout_pair: tuple[str, str]) -> list[dict[str, Any]]:
     """A read, a write that succeeds, a rule refusal and an unknown id, in this order on one state."""
     member, copy_id = checkout_pair
-    other_copy = next(c["copy_id"] for c in library.new_state().rows("copies")
-                      if c["status"] == "available" and c["copy_id"] != copy_id)
+    other_copy = next(
+        c["copy_id"]
+        for c in library.new_state().rows("copies")
+        if c["status"] == "available" and c["copy_id"] != copy_id
+    )
     return [
         {"name": "search_books", "arguments": {"query": "Emma"}},
         {"name": "checkout_copy", "arguments": {"member_id": member, "copy_id": copy_id}},
@@ -121,8 +132,14 @@ def expected(library: Environment, calls: list[dict[str, Any]]) -> list[Any]:
 
 
 def run_client(node: Node, plan: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run([node.path, str(CLIENT), json.dumps(plan)], capture_output=True, text=True, env=node.env,
-                          cwd=INTEROP, timeout=90)
+    proc = subprocess.run(
+        [node.path, str(CLIENT), json.dumps(plan)],
+        capture_output=True,
+        text=True,
+        env=node.env,
+        cwd=INTEROP,
+        timeout=90,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -130,8 +147,14 @@ def run_client(node: Node, plan: dict[str, Any]) -> dict[str, Any]:
 def run_inspector(node: Node, target: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     """``inspector --cli ... --format json`` against a URL (one item) or a stdio command (after ``--``)."""
     where = target if len(target) == 1 and target[0].startswith("http") else ["--", *target]
-    return subprocess.run([node.path, str(INSPECTOR), "--cli", *args, "--format", "json", *where], capture_output=True,
-                          text=True, env=node.env, cwd=INTEROP, timeout=90)
+    return subprocess.run(
+        [node.path, str(INSPECTOR), "--cli", *args, "--format", "json", *where],
+        capture_output=True,
+        text=True,
+        env=node.env,
+        cwd=INTEROP,
+        timeout=90,
+    )
 
 
 def assert_no_schema_failure(text: str) -> None:
@@ -140,7 +163,8 @@ def assert_no_schema_failure(text: str) -> None:
 
 
 def assert_refusal(result: dict[str, Any], message: str) -> dict[str, Any]:
-    """A refusal as every client shows it: isError, the rule message first, details as JSON text, no structuredContent."""
+    """A refusal as every client shows it: isError, the rule message first, details as JSON text, no
+    structuredContent."""
     assert result["isError"] is True, result
     assert "structuredContent" not in result, result
     assert message in result["content"][0]["text"], result
@@ -159,8 +183,9 @@ def targets(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("targets", ["stdio", "keyed-http"], indirect=True)
-def test_sdk_client_sees_results_and_refusals(node: Node, targets: dict[str, Any], library: Environment,
-                                              calls: list[dict[str, Any]]) -> None:
+def test_sdk_client_sees_results_and_refusals(
+    node: Node, targets: dict[str, Any], library: Environment, calls: list[dict[str, Any]]
+) -> None:
     out = run_client(node, {**targets, "calls": calls})
     assert_no_schema_failure(json.dumps(out))
     assert [t["name"] for t in out["tools"]] == list(library.executor.tools)
@@ -182,8 +207,9 @@ def test_sdk_client_sees_results_and_refusals(node: Node, targets: dict[str, Any
     assert want[2].structured["error"]["rule"] == "fines_block_borrowing"
 
 
-def test_sdk_client_on_the_plain_url_gets_a_session_state(node: Node, fleet: ServerProcess, library: Environment,
-                                                          calls: list[dict[str, Any]]) -> None:
+def test_sdk_client_on_the_plain_url_gets_a_session_state(
+    node: Node, fleet: ServerProcess, library: Environment, calls: list[dict[str, Any]]
+) -> None:
     """The SDK 1.x is a handshake-era client: on ``/envs/<id>/mcp`` its MCP session gets a private copy (README)."""
     out = run_client(node, {"url": f"{fleet.base}/envs/library/mcp", "calls": calls})
     assert_no_schema_failure(json.dumps(out))
@@ -192,10 +218,17 @@ def test_sdk_client_on_the_plain_url_gets_a_session_state(node: Node, fleet: Ser
     assert assert_refusal(out["calls"][2]["result"], FINES_MESSAGE) == want[2].structured["error"]
 
 
-@pytest.mark.parametrize(("transport", "era"), [("stdio", "legacy"), ("stdio", "modern"),
-                                                 ("keyed-http", "legacy"), ("keyed-http", "modern")])
-def test_inspector_lists_tools_and_shows_a_refusal(node: Node, transport: str, era: str, request: pytest.FixtureRequest,
-                                                   library: Environment, calls: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize(
+    ("transport", "era"), [("stdio", "legacy"), ("stdio", "modern"), ("keyed-http", "legacy"), ("keyed-http", "modern")]
+)
+def test_inspector_lists_tools_and_shows_a_refusal(
+    node: Node,
+    transport: str,
+    era: str,
+    request: pytest.FixtureRequest,
+    library: Environment,
+    calls: list[dict[str, Any]],
+) -> None:
     """Both protocol eras the Inspector speaks: the handshake (2025-11-25) and the sessionless one (2026-07-28)."""
     target = stdio_command() if transport == "stdio" else [keyed_url(request.getfixturevalue("fleet"))]
     listed = run_inspector(node, target, "--protocol-era", era, "--method", "tools/list")
@@ -203,28 +236,58 @@ def test_inspector_lists_tools_and_shows_a_refusal(node: Node, transport: str, e
     assert [t["name"] for t in json.loads(listed.stdout)["result"]["tools"]] == list(library.executor.tools)
 
     refusal = calls[2]
-    refused = run_inspector(node, target, "--protocol-era", era, "--method", "tools/call", "--tool-name", refusal["name"],
-                            "--tool-args-json", json.dumps(refusal["arguments"]))
+    refused = run_inspector(
+        node,
+        target,
+        "--protocol-era",
+        era,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        refusal["name"],
+        "--tool-args-json",
+        json.dumps(refusal["arguments"]),
+    )
     assert_no_schema_failure(refused.stdout + refused.stderr)
     assert refused.returncode == TOOL_IS_ERROR_EXIT, refused.stderr
     assert assert_refusal(json.loads(refused.stdout)["result"], FINES_MESSAGE)["rule"] == "fines_block_borrowing"
 
 
-def test_inspector_write_on_a_keyed_url(node: Node, fleet: ServerProcess, library: Environment,
-                                        calls: list[dict[str, Any]]) -> None:
+def test_inspector_write_on_a_keyed_url(
+    node: Node, fleet: ServerProcess, library: Environment, calls: list[dict[str, Any]]
+) -> None:
     write = calls[1]
-    done = run_inspector(node, [keyed_url(fleet)], "--method", "tools/call", "--tool-name", write["name"],
-                         "--tool-args-json", json.dumps(write["arguments"]))
+    done = run_inspector(
+        node,
+        [keyed_url(fleet)],
+        "--method",
+        "tools/call",
+        "--tool-name",
+        write["name"],
+        "--tool-args-json",
+        json.dumps(write["arguments"]),
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"]["structuredContent"] == expected(library, calls)[1].structured
 
 
-def test_inspector_modern_client_is_refused_writes_on_the_plain_url(node: Node, fleet: ServerProcess,
-                                                                    calls: list[dict[str, Any]]) -> None:
+def test_inspector_modern_client_is_refused_writes_on_the_plain_url(
+    node: Node, fleet: ServerProcess, calls: list[dict[str, Any]]
+) -> None:
     """A sessionless (2026-07-28) client on the plain URL shares the read-only seed state: the refusal says why."""
     write = calls[1]
-    refused = run_inspector(node, [f"{fleet.base}/envs/library/mcp"], "--protocol-era", "modern", "--method", "tools/call",
-                            "--tool-name", write["name"], "--tool-args-json", json.dumps(write["arguments"]))
+    refused = run_inspector(
+        node,
+        [f"{fleet.base}/envs/library/mcp"],
+        "--protocol-era",
+        "modern",
+        "--method",
+        "tools/call",
+        "--tool-name",
+        write["name"],
+        "--tool-args-json",
+        json.dumps(write["arguments"]),
+    )
     assert_no_schema_failure(refused.stdout + refused.stderr)
     assert refused.returncode == TOOL_IS_ERROR_EXIT, refused.stderr
     error = assert_refusal(json.loads(refused.stdout)["result"], READ_ONLY_MESSAGE)
@@ -235,13 +298,16 @@ def test_inspector_modern_client_is_refused_writes_on_the_plain_url(node: Node, 
 def test_inspector_strict_finds_no_portability_errors(node: Node, fleet: ServerProcess) -> None:
     """``--strict`` exits 6 on an error-severity tool-schema problem (e.g. a bare boolean schema); its warnings
     (nullable type unions, free-form values) are all in output schemas, never in the input schemas models see.
-    The two reference environments and one synthesized one (all 26 take ~15-40 s; their schemas come from one compiler)."""
+    The two reference environments and one synthesized one (all 26 take ~15-40 s; their schemas come from one
+    compiler)."""
     entries = httpx.get(f"{fleet.base}/envs", timeout=10).json()
     synthesized = next(entry["id"] for entry in entries if "synthesized" in entry.get("tags", []))
     env_ids = ["library", "clinic", synthesized]
     problems: dict[str, str] = {}
     for env_id in env_ids:
-        strict = run_inspector(node, [f"{fleet.base}/envs/{env_id}/s/{uuid.uuid4().hex}/mcp"], "--method", "tools/list", "--strict")
+        strict = run_inspector(
+            node, [f"{fleet.base}/envs/{env_id}/s/{uuid.uuid4().hex}/mcp"], "--method", "tools/list", "--strict"
+        )
         tools = json.loads(strict.stdout)["result"]["tools"] if strict.returncode == 0 else []
         # The report (only when there are findings): "Error|Warning: tool ...", "  Path: inputSchema|outputSchema...".
         if not tools or "Error: tool" in strict.stderr or "Path: inputSchema" in strict.stderr:

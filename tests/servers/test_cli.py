@@ -35,9 +35,13 @@ def test_mcp_config_stdio_and_http() -> None:
     server = stdio["mcpServers"]["envfleet-library"]
     assert server["args"] == ["serve", "library"]
     assert Path(server["command"]).is_absolute() and Path(server["command"]).name == "envfleet"
-    assert subprocess.run([server["command"], "list"], capture_output=True, env={"PATH": "/nonexistent"}).returncode == 0
+    assert (
+        subprocess.run([server["command"], "list"], capture_output=True, env={"PATH": "/nonexistent"}).returncode == 0
+    )
     http = json.loads(run("mcp-config", "library", "--url", "http://127.0.0.1:8100/", "--state-key", "alice").stdout)
-    assert http == {"mcpServers": {"envfleet-library": {"type": "http", "url": "http://127.0.0.1:8100/envs/library/s/alice/mcp"}}}
+    assert http == {
+        "mcpServers": {"envfleet-library": {"type": "http", "url": "http://127.0.0.1:8100/envs/library/s/alice/mcp"}}
+    }
 
 
 @pytest.mark.parametrize("key", ["..", "a/b", "a b", "x" * 129, "[red]x"])
@@ -80,7 +84,9 @@ def test_a_broken_plugin_breaks_only_its_own_command(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     listed = subprocess.run([*ENVFLEET, "list"], capture_output=True, text=True, env=env, timeout=120)
     assert listed.returncode == 0 and "library" in listed.stdout
-    assert "broken" in subprocess.run([*ENVFLEET, "--help"], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert (
+        "broken" in subprocess.run([*ENVFLEET, "--help"], capture_output=True, text=True, env=env, timeout=120).stdout
+    )
     broken = subprocess.run([*ENVFLEET, "broken"], capture_output=True, text=True, env=env, timeout=120)
     assert broken.returncode == 1 and "command group 'broken'" in broken.stderr and "SyntaxError" in broken.stderr
     assert "Traceback" not in broken.stderr
@@ -91,32 +97,73 @@ def test_list_through_a_pipe_never_cuts_ids(tmp_path: Path) -> None:
     spec.update(id=LONG_ID, name="A mini shop whose display name is long enough to wrap in any table")
     write_env(tmp_path / LONG_ID, spec)
     for columns in ("40", "200"):  # CI pipes stdout; whatever width the environment claims
-        result = subprocess.run([*ENVFLEET, "list", "--env-root", str(tmp_path)], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "COLUMNS": columns})
+        result = subprocess.run(
+            [*ENVFLEET, "list", "--env-root", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": columns},
+        )
         assert result.returncode == 0, result.stderr
         header, row = result.stdout.splitlines()
         assert header.split("\t") == ["id", "title", "version", "domain", "tools", "tables"]
-        assert row.split("\t") == [LONG_ID, spec["name"], spec["version"], spec["domain"], str(len(spec["tools"])),
-                                   str(len(spec["tables"]))]
+        assert row.split("\t") == [
+            LONG_ID,
+            spec["name"],
+            spec["version"],
+            spec["domain"],
+            str(len(spec["tools"])),
+            str(len(spec["tables"])),
+        ]
 
 
-SERVE_LIMITS = ["--max-states-per-client", "2", "--max-states-per-prefix", "7", "--new-states-per-second", "3.5",
-                "--new-state-burst", "9", "--state-min-idle", "0", "--max-episodes-per-client", "1", "--call-threads", "3"]
+SERVE_LIMITS = [
+    "--max-states-per-client",
+    "2",
+    "--max-states-per-prefix",
+    "7",
+    "--new-states-per-second",
+    "3.5",
+    "--new-state-burst",
+    "9",
+    "--state-min-idle",
+    "0",
+    "--max-episodes-per-client",
+    "1",
+    "--call-threads",
+    "3",
+]
 
 
 def _tool_call(tool: str, arguments: dict[str, object]) -> dict[str, object]:
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
-    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments, "_meta": meta}}
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta},
+    }
 
 
 def _call_headers(tool: str, **extra: str) -> dict[str, str]:
-    return {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-            "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool, **extra}
+    return {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+        **extra,
+    }
 
 
 @pytest.mark.anyio
-async def test_serve_flags_set_the_quotas_healthz_reports_them_and_a_client_cap_refuses_with_a_retry_time(tmp_path: Path) -> None:
+async def test_serve_flags_set_the_quotas_healthz_reports_them_and_a_client_cap_refuses_with_a_retry_time(
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "fleet"
     write_env(root / "mini", copy.deepcopy(MINI_SPEC))
     server = ServerProcess(["--all", "--env-root", str(root), *SERVE_LIMITS])
@@ -124,8 +171,17 @@ async def test_serve_flags_set_the_quotas_healthz_reports_them_and_a_client_cap_
         async with httpx.AsyncClient(base_url=server.base) as http:
             health = (await http.get("/healthz")).json()
             assert health["states"] | {"live": 0} == {
-                "live": 0, "max": 4096, "ttl_seconds": 1800.0, "max_per_client": 2, "max_per_prefix": 7, "new_per_second": 3.5,
-                "new_burst": 9, "min_idle_seconds": None, "evicted": 0, "refused": 0}
+                "live": 0,
+                "max": 4096,
+                "ttl_seconds": 1800.0,
+                "max_per_client": 2,
+                "max_per_prefix": 7,
+                "new_per_second": 3.5,
+                "new_burst": 9,
+                "min_idle_seconds": None,
+                "evicted": 0,
+                "refused": 0,
+            }
             assert health["calls"]["threads"] == 3
             assert health["episodes"]["max_per_client"] == 1
             for key in ("first", "second"):
@@ -135,16 +191,23 @@ async def test_serve_flags_set_the_quotas_healthz_reports_them_and_a_client_cap_
                 with pytest.raises(MCPError) as refused:
                     await client.call_tool("get_item", {"sku": "A-1"})
                 # --state-min-idle 0: nothing is evicted, so room appears when a state expires after --state-ttl
-                assert "the cap per client" in str(refused.value) and "idle states expire after 1800 s" in str(refused.value)
+                assert "the cap per client" in str(refused.value) and "idle states expire after 1800 s" in str(
+                    refused.value
+                )
                 assert "Retry in 1800 s" in str(refused.value)
                 async with Client(f"{server.base}/envs/mini/s/first/mcp") as again:  # existing keys still work
                     assert not (await again.call_tool("get_item", {"sku": "A-1"})).is_error
             # without --forwarded-allow-ips nobody is trusted to name the client: a forged X-Forwarded-For is no way out
-            forged = await http.post("/envs/mini/s/fourth/mcp", json=_tool_call("get_item", {"sku": "A-1"}),
-                                     headers=_call_headers("get_item", **{"X-Forwarded-For": "203.0.113.9"}))
+            forged = await http.post(
+                "/envs/mini/s/fourth/mcp",
+                json=_tool_call("get_item", {"sku": "A-1"}),
+                headers=_call_headers("get_item", **{"X-Forwarded-For": "203.0.113.9"}),
+            )
             assert "the cap per client" in forged.json()["error"]["message"]
             health = (await http.get("/healthz")).json()
-            assert health["states"]["live"] == 2 and health["states"]["refused"] == 2 and health["states"]["evicted"] == 0
+            assert (
+                health["states"]["live"] == 2 and health["states"]["refused"] == 2 and health["states"]["evicted"] == 0
+            )
             assert (await http.post("/episodes", json={"env_id": "mini"})).status_code == 201
             second = await http.post("/episodes", json={"env_id": "mini"})
             assert second.status_code == 429 and "the cap per client" in second.json()["detail"]
@@ -159,12 +222,19 @@ async def test_forwarded_for_counts_only_from_the_trusted_proxy(tmp_path: Path) 
     file sets FORWARDED_ALLOW_IPS), each client's own address is what the per-client caps count."""
     root = tmp_path / "fleet"
     write_env(root / "mini", copy.deepcopy(MINI_SPEC))
-    server = ServerProcess(["--all", "--env-root", str(root), "--max-states-per-client", "1"], env={"FORWARDED_ALLOW_IPS": "127.0.0.1"})
+    server = ServerProcess(
+        ["--all", "--env-root", str(root), "--max-states-per-client", "1"], env={"FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    )
     try:
         async with httpx.AsyncClient(base_url=server.base) as http:
             for index, client in enumerate(("203.0.113.1", "203.0.113.2", "203.0.113.1")):
-                reply = (await http.post(f"/envs/mini/s/key-{index}/mcp", json=_tool_call("get_item", {"sku": "A-1"}),
-                                         headers=_call_headers("get_item", **{"X-Forwarded-For": client}))).json()
+                reply = (
+                    await http.post(
+                        f"/envs/mini/s/key-{index}/mcp",
+                        json=_tool_call("get_item", {"sku": "A-1"}),
+                        headers=_call_headers("get_item", **{"X-Forwarded-For": client}),
+                    )
+                ).json()
                 if index < 2:
                     assert reply["result"]["structuredContent"]["name"] == "Anvil", reply
                 else:  # the first client's second key: its cap, though the proxy's address is the same for all three
@@ -181,7 +251,9 @@ def test_the_compose_replicas_trust_forwarded_for_from_the_router_only() -> None
     router = services["router"]["networks"]["edge"]["ipv4_address"]
     for name in ("fleet-a", "fleet-b"):
         assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == router
-    assert "FORWARDED_ALLOW_IPS" not in services["fleet"].get("environment", {})  # no proxy in front of it: trust nobody
+    assert "FORWARDED_ALLOW_IPS" not in services["fleet"].get(
+        "environment", {}
+    )  # no proxy in front of it: trust nobody
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in (docker / "nginx.conf").read_text()
 
 
@@ -204,9 +276,14 @@ def test_mcp_config_names_the_registry_only_when_pinned(mini_env_dir: Path, tmp_
     from servers import Registry
 
     built = Registry.build(mini_env_dir.parent)
-    assert built.mcp_config("mini") == {"mcpServers": {"envfleet-mini": {"command": "envfleet", "args": ["serve", "mini"]}}}
+    assert built.mcp_config("mini") == {
+        "mcpServers": {"envfleet-mini": {"command": "envfleet", "args": ["serve", "mini"]}}
+    }
     pinned = built.mcp_config("mini", command="/bin/envfleet", pin=True)["mcpServers"]["envfleet-mini"]
-    assert pinned == {"command": "/bin/envfleet", "args": ["serve", "mini", "--env-root", str(mini_env_dir.parent.resolve())]}
+    assert pinned == {
+        "command": "/bin/envfleet",
+        "args": ["serve", "mini", "--env-root", str(mini_env_dir.parent.resolve())],
+    }
     built.write(tmp_path / "registry.json")
     loaded = Registry.load(tmp_path / "registry.json").mcp_config("mini", pin=True)["mcpServers"]["envfleet-mini"]
     assert loaded["args"] == ["serve", "mini", "--registry", str((tmp_path / "registry.json").resolve())]
@@ -214,7 +291,9 @@ def test_mcp_config_names_the_registry_only_when_pinned(mini_env_dir: Path, tmp_
         built.mcp_config("mini", url="http://127.0.0.1:8100", state_key="a/b")
     with pytest.raises(ValueError, match="give a url"):
         built.mcp_config("mini", state_key="alice")
-    cli = json.loads(run("mcp-config", "mini", "--env-root", str(mini_env_dir.parent)).stdout)["mcpServers"]["envfleet-mini"]
+    cli = json.loads(run("mcp-config", "mini", "--env-root", str(mini_env_dir.parent)).stdout)["mcpServers"][
+        "envfleet-mini"
+    ]
     assert cli["args"] == ["serve", "mini", "--env-root", str(mini_env_dir.parent.resolve())]
 
 
@@ -223,15 +302,36 @@ def test_plugin_commands_report_errors_from_the_one_root_without_a_traceback(tmp
     a topic nothing fits are each one `error:` line and exit 1."""
     missing = tmp_path / "nope.jsonl"
     for args, message in [
-        (["synth", "--from-corpus", str(missing), "--dry-run", "--out", str(tmp_path / "o")], "No such file or directory"),
+        (
+            ["synth", "--from-corpus", str(missing), "--dry-run", "--out", str(tmp_path / "o")],
+            "No such file or directory",
+        ),
         (["synth", "topics", "--corpus", str(missing)], "No such file or directory"),
-        (["synth", "--topic", "library", "--backend", "llm", "--stages", "bogus", "--dry-run", "--out", str(tmp_path / "o")],
-         "unknown LLM stage(s): bogus"),
-        (["synth", "--topic", "underwater basket weaving", "--dry-run", "--out", str(tmp_path / "o")], "no catalog domain fits"),
+        (
+            [
+                "synth",
+                "--topic",
+                "library",
+                "--backend",
+                "llm",
+                "--stages",
+                "bogus",
+                "--dry-run",
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            "unknown LLM stage(s): bogus",
+        ),
+        (
+            ["synth", "--topic", "underwater basket weaving", "--dry-run", "--out", str(tmp_path / "o")],
+            "no catalog domain fits",
+        ),
     ]:
         result = run(*args)
         assert result.returncode == 1, (args, result.stderr)
-        assert result.stderr.startswith("error: ") and message in result.stderr and "Traceback" not in result.stderr, args
+        assert result.stderr.startswith("error: ") and message in result.stderr and "Traceback" not in result.stderr, (
+            args
+        )
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "book a room"}\nnot json\n')
     result = run("synth", "--from-corpus", str(bad), "--dry-run", "--out", str(tmp_path / "o"))
@@ -246,7 +346,14 @@ def test_the_cli_reference_is_current() -> None:
 
     committed = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert str(REPO) not in committed
-    for command in ("envfleet serve", "envfleet registry check", "envfleet synth topics", "envfleet synthesizer serve",
-                    "envfleet run", "envfleet report", "envfleet export"):
+    for command in (
+        "envfleet serve",
+        "envfleet registry check",
+        "envfleet synth topics",
+        "envfleet synthesizer serve",
+        "envfleet run",
+        "envfleet report",
+        "envfleet export",
+    ):
         assert f"## `{command}`" in committed, command
     assert committed == cli_reference(CLI_REFERENCE_INTRO), "run `envfleet cli-reference --out docs/cli.md`"

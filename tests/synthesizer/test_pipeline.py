@@ -30,7 +30,9 @@ from synthesizer.task_synthesis import _Draft, _Synthesizer, synthesize_tasks
 from synthesizer.topics import NoMatchingDomain, is_stateful, match_topic, mine_corpus, read_corpus
 from tests.conftest import ENVFLEET, REPO
 
-CORPUS = Path(__file__).parent / "fixtures" / "user_requests.jsonl"  # 30 stateful requests, then 10 look-ups and chit-chat
+CORPUS = (
+    Path(__file__).parent / "fixtures" / "user_requests.jsonl"
+)  # 30 stateful requests, then 10 look-ups and chit-chat
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,19 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_byte_identical_environments(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        result = run("synth", "--topic", "dental clinic", "--seed", "7", "--tasks-per-env", "8",
-                     "--env-root", str(tmp_path / name / "envs"), "--registry", str(tmp_path / name / "registry.json"))
+        result = run(
+            "synth",
+            "--topic",
+            "dental clinic",
+            "--seed",
+            "7",
+            "--tasks-per-env",
+            "8",
+            "--env-root",
+            str(tmp_path / name / "envs"),
+            "--registry",
+            str(tmp_path / name / "registry.json"),
+        )
         assert result.returncode == 0, result.stderr
     first, second = folder_bytes(tmp_path / "a" / "envs"), folder_bytes(tmp_path / "b" / "envs")
     assert first == second and "dental_clinic/env.json" in first and "dental_clinic/tasks/synthesized.jsonl" in first
@@ -82,13 +95,19 @@ def test_procedural_tests_pass_a_good_spec_and_catch_broken_ones(dental) -> None
     tool["steps"] = [s for s in tool["steps"] if not s.get("rule", "").startswith("limit_per_owner")]
     report = run_procedural_tests(Environment.from_spec(broken, seed_rows(design)), design)
     assert not report.passed
-    assert any(p.tool == "create_appointment" and p.kind == "rule" and "succeeded" in p.detail for p in report.failures())
+    assert any(
+        p.tool == "create_appointment" and p.kind == "rule" and "succeeded" in p.detail for p in report.failures()
+    )
 
     broken = copy.deepcopy(spec)  # update_patient also writes a table it does not declare
     tool = next(t for t in broken["tools"] if t["name"] == "update_patient")
-    tool["steps"].insert(-1, {"kind": "exec", "sql": "UPDATE invoices SET amount = amount + 1 WHERE :patient_id IS NOT NULL"})
+    tool["steps"].insert(
+        -1, {"kind": "exec", "sql": "UPDATE invoices SET amount = amount + 1 WHERE :patient_id IS NOT NULL"}
+    )
     report = run_procedural_tests(Environment.from_spec(broken, seed_rows(design)), design)
-    assert any(p.tool == "update_patient" and "wrote undeclared table(s) ['invoices']" in p.detail for p in report.failures())
+    assert any(
+        p.tool == "update_patient" and "wrote undeclared table(s) ['invoices']" in p.detail for p in report.failures()
+    )
 
 
 def test_dependency_graph_edges(dental) -> None:
@@ -117,10 +136,13 @@ def open_state_copies() -> set[int]:
 def test_task_synthesis_closes_every_state_copy_it_opens_whatever_the_verdict(dental) -> None:
     design, _, env = dental
     user = UserScenario(persona="someone")
-    failing = _Draft("x", "x", "Hi.", "Do it.", user, [GoldCall(tool="get_patient", arguments={"patient_id": "PAT-9999"})])
+    failing = _Draft(
+        "x", "x", "Hi.", "Do it.", user, [GoldCall(tool="get_patient", arguments={"patient_id": "PAT-9999"})]
+    )
     idle = _Draft("x", "x", "Hi.", "Count them.", user, [GoldCall(tool="count_invoices_by_status", arguments={})])
     gc.collect()
-    gc.disable()  # a leaked copy sits in a reference cycle (its connection calls back into it): the collector would hide it
+    # a leaked copy sits in a reference cycle (its connection calls back into it): the collector would hide it
+    gc.disable()
     try:
         before = open_state_copies()
         synth = _Synthesizer(env, design, build_graph(env), seed=1)
@@ -143,18 +165,24 @@ def test_tasks_have_distractors_the_gold_chain_leaves_alone() -> None:
     assert len(with_twins) >= 3
     env = Environment.from_spec(result.stages["spec"], result.stages["seed"])
     for task in with_twins:
-        inserted = {(c["table"], next(k for k in c["rows"][0] if k.endswith("_id") and c["rows"][0][k].split("-")[1] >= "0900"))
-                    for c in task["initial_state"] if c["op"] == "insert"}
+        inserted = {
+            (c["table"], next(k for k in c["rows"][0] if k.endswith("_id") and c["rows"][0][k].split("-")[1] >= "0900"))
+            for c in task["initial_state"]
+            if c["op"] == "insert"
+        }
         touched = " ".join(json.dumps(call["arguments"]) for call in task["gold"])
         for table, key_column in inserted:
             row = next(c["rows"][0] for c in task["initial_state"] if c["table"] == table)
             assert row[key_column] not in touched, (task["id"], row[key_column])
         assert "-0" not in task["instruction"].split("@")[0] or not any(
-            prefix in task["instruction"] for prefix in ("PAT-", "APT-", "INV-", "DEN-"))
+            prefix in task["instruction"] for prefix in ("PAT-", "APT-", "INV-", "DEN-")
+        )
     assert env.id == "dental_clinic"
 
 
-@pytest.mark.parametrize("where", ["_entry", "_write_registry"])  # while staging; inside the lock, after the folder swap
+@pytest.mark.parametrize(
+    "where", ["_entry", "_write_registry"]
+)  # while staging; inside the lock, after the folder swap
 def test_publish_killed_midway_leaves_a_valid_complete_registry(tmp_path: Path, where: str) -> None:
     registry, root = tmp_path / "registry.json", tmp_path / "envs"
     first = synthesize(Job("dental_clinic", seed=2, tasks=3))
@@ -192,12 +220,18 @@ def test_publish_killed_midway_leaves_a_valid_complete_registry(tmp_path: Path, 
 def test_publishing_cleans_leftovers_but_never_a_live_publishers_folder(tmp_path: Path) -> None:
     registry, root = tmp_path / "registry.json", tmp_path / "envs"
     root.mkdir()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(gone.stdout)  # a process that has exited: its staging folder is a leftover
     live = temp_folder(root, "staging", "other_env")  # this process's: a publisher that is still writing
     dead = live.with_name(live.name.replace(f".{os.getpid()}.", f".{dead_pid}.", 1))
-    elsewhere = root / f"{TEMP_PREFIX}other_env-0123456789ab.staging.{dead_pid}.another-host"  # another machine's, recent
-    old_elsewhere = root / f"{TEMP_PREFIX}other_env-0123456789ac.old.{dead_pid}.another-host"  # ... and untouched for long
+    elsewhere = (
+        root / f"{TEMP_PREFIX}other_env-0123456789ab.staging.{dead_pid}.another-host"
+    )  # another machine's, recent
+    old_elsewhere = (
+        root / f"{TEMP_PREFIX}other_env-0123456789ac.old.{dead_pid}.another-host"
+    )  # ... and untouched for long
     foreign = root / f"{TEMP_PREFIX}other_env-5e1f"  # another writer's staging (no owner in its name), recent
     legacy = root / ".other_env.0123456789ab.tmp"  # an earlier version's name, untouched for long
     unrelated = root / ".git"  # not a staging folder: never touched
@@ -207,12 +241,18 @@ def test_publishing_cleans_leftovers_but_never_a_live_publishers_folder(tmp_path
     for folder in (old_elsewhere, legacy, unrelated):
         for path in (*folder.rglob("*"), folder):
             os.utime(path, (time.time() - 2 * STALE_AFTER,) * 2)
-    runtime_sees = {leftover.path.name for leftover in staging_folders(root)}  # the runtime's `registry check` convention
+    runtime_sees = {
+        leftover.path.name for leftover in staging_folders(root)
+    }  # the runtime's `registry check` convention
     assert runtime_sees == {p.name for p in root.iterdir()} - {unrelated.name}
     publish_result(synthesize(Job("dental_clinic", seed=2, tasks=2)), root, registry)
-    assert sorted(p.name for p in root.iterdir()) == sorted(["dental_clinic", live.name, elsewhere.name, foreign.name, unrelated.name])
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["dental_clinic", live.name, elsewhere.name, foreign.name, unrelated.name]
+    )
     assert clean_stale(root, registry) == []  # and the live ones stay live
-    assert clean_stale(root, registry, stale_after=-1) == sorted([live.name, elsewhere.name, foreign.name])  # once old enough
+    assert clean_stale(root, registry, stale_after=-1) == sorted(
+        [live.name, elsewhere.name, foreign.name]
+    )  # once old enough
 
 
 def test_corpus_mining_finds_stateful_requests_and_sectors() -> None:
@@ -231,10 +271,16 @@ def test_corpus_mining_finds_stateful_requests_and_sectors() -> None:
 
 
 def test_tests_read_nothing_outside_the_repository() -> None:
-    """A plain clone passes the suite: no test names a path beside the checkout (a sibling corpora folder and the like)."""
+    """A plain clone passes the suite: no test names a path beside the checkout (a sibling corpora folder and the
+    like)."""
     outside = re.compile(r"REPO\.parent|\.\./shared|shared[/]corpora|/work[/]")  # (written so it does not match itself)
-    offenders = [f"{p.relative_to(REPO)}:{n}" for p in sorted((REPO / "tests").rglob("*.py")) if "node_modules" not in p.parts
-                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
+    offenders = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in sorted((REPO / "tests").rglob("*.py"))
+        if "node_modules" not in p.parts
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if outside.search(line)
+    ]
     assert offenders == []
 
 
@@ -247,12 +293,30 @@ def test_topic_matching() -> None:
 
 
 def test_dry_run_keeps_every_stage(tmp_path: Path) -> None:
-    result = run("synth", "--topic", "dental_clinic", "--tasks-per-env", "4", "--dry-run", "--out", str(tmp_path),
-                 "--registry", str(tmp_path / "unused.json"))
+    result = run(
+        "synth",
+        "--topic",
+        "dental_clinic",
+        "--tasks-per-env",
+        "4",
+        "--dry-run",
+        "--out",
+        str(tmp_path),
+        "--registry",
+        str(tmp_path / "unused.json"),
+    )
     assert result.returncode == 0, result.stderr
     stages = sorted(p.name for p in (tmp_path / "dental_clinic" / "stages").iterdir())
-    assert stages == ["1_topic.json", "2_spec.json", "3_seed.json", "4_procedural_tests.json", "5_graph.json",
-                      "6_tasks.json", "7_task_stats.json", "result.json"]
+    assert stages == [
+        "1_topic.json",
+        "2_spec.json",
+        "3_seed.json",
+        "4_procedural_tests.json",
+        "5_graph.json",
+        "6_tasks.json",
+        "7_task_stats.json",
+        "result.json",
+    ]
     assert not (tmp_path / "unused.json").exists()
 
 
@@ -273,8 +337,16 @@ def test_concurrent_publishers_never_lose_an_entry(tmp_path: Path) -> None:
     )
     go = tmp_path / "go"
     domains = ["dental_clinic", "car_dealership", "cinema_bookings", "coworking_space"]
-    procs = [subprocess.Popen([sys.executable, "-c", script, d, str(root), str(registry), str(go)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in domains]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, d, str(root), str(registry), str(go)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in domains
+    ]
     for proc in procs:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     go.touch()
@@ -288,8 +360,13 @@ def test_every_catalog_generator_is_usable_and_clock_free() -> None:
     from synthesizer.seeding import generator_problem
 
     catalog = load_catalog()
-    problems = [(d, e.name, a.name, generator_problem(a.generator)) for d, domain in catalog.domains.items()
-                for e in domain.entities for a in e.attributes if generator_problem(a.generator)]
+    problems = [
+        (d, e.name, a.name, generator_problem(a.generator))
+        for d, domain in catalog.domains.items()
+        for e in domain.entities
+        for a in e.attributes
+        if generator_problem(a.generator)
+    ]
     assert problems == []
     assert "machine's clock" in (generator_problem("month_name") or "")  # Faker's dates read datetime.now()
 

@@ -20,9 +20,17 @@ from synthesizer.publish import TEMP_PREFIX, temp_folder
 from tests.conftest import ENVFLEET, MINI_SEED, MINI_SPEC, MINI_TASKS, free_port, stop_process, wait_healthy
 
 TOKEN = "s3cret-token"
-FAILING_TASK = {**copy.deepcopy(MINI_TASKS[0]), "id": "mini-003",
-                "checks": [{"description": "Candle stock is exactly 999 (it never is)", "sql": "SELECT stock FROM items WHERE sku = 'C-3'",
-                            "expect": {"op": "==", "value": 999}}]}
+FAILING_TASK = {
+    **copy.deepcopy(MINI_TASKS[0]),
+    "id": "mini-003",
+    "checks": [
+        {
+            "description": "Candle stock is exactly 999 (it never is)",
+            "sql": "SELECT stock FROM items WHERE sku = 'C-3'",
+            "expect": {"op": "==", "value": 999},
+        }
+    ],
+}
 UPLOAD = {"spec": MINI_SPEC, "seed_data": MINI_SEED, "tasks": [*MINI_TASKS, FAILING_TASK]}
 # What an agent must never read: gold arguments, check SQL and descriptions, expected answers.
 SECRETS = ["SELECT stock FROM items WHERE sku = 'C-3'", "Candle stock went down to 38", "ORD-0042", '"gold"', "999"]
@@ -33,10 +41,25 @@ class Service:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [*ENVFLEET, "synthesizer", "serve", "--port", str(self.port), "--env-root", str(root / "envs"),
-             "--registry", str(root / "registry.json"), "--log-level", "warning", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "ENVFLEET_SYNTH_TOKEN": token,
-                                                                              "ENVFLEET_ALLOWED_HOSTS": ""})
+            [
+                *ENVFLEET,
+                "synthesizer",
+                "serve",
+                "--port",
+                str(self.port),
+                "--env-root",
+                str(root / "envs"),
+                "--registry",
+                str(root / "registry.json"),
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "ENVFLEET_SYNTH_TOKEN": token, "ENVFLEET_ALLOWED_HOSTS": ""},
+        )
         try:
             wait_healthy(self.proc, self.base, 30)
         except RuntimeError:
@@ -45,7 +68,10 @@ class Service:
 
     def finished(self, job_id: str, headers: dict[str, str] | None = None) -> dict:
         deadline = time.monotonic() + 120
-        while (job := httpx.get(f"{self.base}/v1/jobs/{job_id}", headers=headers).json())["status"] in ("queued", "running"):
+        while (job := httpx.get(f"{self.base}/v1/jobs/{job_id}", headers=headers).json())["status"] in (
+            "queued",
+            "running",
+        ):
             assert time.monotonic() < deadline, job
             time.sleep(0.1)
         return job
@@ -99,7 +125,9 @@ def test_without_a_token_reads_still_withhold_gold(service: Service) -> None:
 
 
 def test_cross_site_and_foreign_host_requests_are_refused(service: Service) -> None:
-    queued = httpx.post(f"{service.base}/v1/environments", json={"topic": "pet grooming salon", "tasks_per_env": 2}).json()["job_id"]
+    queued = httpx.post(
+        f"{service.base}/v1/environments", json={"topic": "pet grooming salon", "tasks_per_env": 2}
+    ).json()["job_id"]
     evil = {"Origin": "http://evil.example"}
     refused = httpx.post(f"{service.base}/v1/jobs/{queued}/cancel", headers=evil)
     assert refused.status_code == 403
@@ -111,7 +139,9 @@ def test_cross_site_and_foreign_host_requests_are_refused(service: Service) -> N
 
     assert httpx.get(f"{service.base}/healthz", headers={"Host": "evil.example"}).status_code == 421  # DNS rebinding
     assert httpx.get(f"{service.base}/healthz", headers={"Host": f"evil.example:{service.port}"}).status_code == 421
-    assert httpx.get(f"{service.base}/healthz", headers={"Host": f"synth:{service.port}"}).status_code == 200  # --allowed-host
+    assert (
+        httpx.get(f"{service.base}/healthz", headers={"Host": f"synth:{service.port}"}).status_code == 200
+    )  # --allowed-host
     local = {"Origin": f"http://localhost:{service.port}"}
     assert httpx.get(f"{service.base}/healthz", headers=local).status_code == 200
     made = service.finished(queued)
@@ -122,7 +152,9 @@ def test_cross_site_and_foreign_host_requests_are_refused(service: Service) -> N
 def test_docs_work_offline(service: Service) -> None:
     page = httpx.get(f"{service.base}/docs")
     assert page.status_code == 200
-    assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text) + re.findall(r"""url:\s*'([^']+)'""", page.text)
+    assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text) + re.findall(
+        r"""url:\s*'([^']+)'""", page.text
+    )
     assert len(assets) >= 4 and "cdn" not in page.text.lower()
     for asset in assets:
         assert asset.startswith("/") and not asset.startswith("//"), asset
@@ -132,7 +164,9 @@ def test_docs_work_offline(service: Service) -> None:
 def test_start_removes_killed_publishers_leftovers_only(tmp_path: Path) -> None:
     root = tmp_path / "envs"
     root.mkdir()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     live = temp_folder(root, "staging", "dental_clinic")  # this test's process is alive: a live publisher's
     dead = live.with_name(live.name.replace(f".{os.getpid()}.", f".{gone.stdout.strip()}.", 1))
     for folder in (live, dead):

@@ -34,7 +34,9 @@ def test_synth_refuses_to_replace_a_published_environment_unless_asked(tmp_path:
     assert fleet_bytes(root, registry) == before  # nothing written, not even a staging folder
     assert sorted(p.name for p in root.iterdir()) == ["dental_clinic"]
 
-    batch = synth("--topic", "car rental", "--topic", "dental_clinic", *where)  # a batch with a published id is refused whole
+    batch = synth(
+        "--topic", "car rental", "--topic", "dental_clinic", *where
+    )  # a batch with a published id is refused whole
     assert batch.returncode != 0 and "dental_clinic is published already" in batch.stderr
     assert fleet_bytes(root, registry) == before
 
@@ -64,7 +66,9 @@ def test_a_topic_made_as_another_domain_says_which_and_why(tmp_path: Path) -> No
 
 def test_a_batch_with_a_failure_reports_the_shortfall_and_exits_non_zero(tmp_path: Path) -> None:
     # car_dealership does not pass its procedural tests with seed 103 (issue 11.10: `--count 8 --seed 103` gave 7/8)
-    assert not synthesize(Job("car_dealership", seed=103, tasks=3)).ok, "pick another failing (domain, seed) for this test"
+    assert not synthesize(Job("car_dealership", seed=103, tasks=3)).ok, (
+        "pick another failing (domain, seed) for this test"
+    )
     args = ["--topic", "car_dealership", "--topic", "dental_clinic", "--seed", "103", "--tasks-per-env", "3"]
     strict = synth(*args, "--env-root", str(tmp_path / "a"), "--registry", str(tmp_path / "a.json"))
     assert strict.returncode == 1

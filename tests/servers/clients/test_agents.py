@@ -11,8 +11,12 @@ from servers import Environment
 from servers.clients import RandomAgent, rollout_in_process, schema_value
 
 SCHEMAS: list[dict[str, Any]] = [
-    {"enum": ["a", "b", "c"]}, {"type": "boolean"}, {"type": "integer", "minimum": 3}, {"type": "number"},
-    {"type": "string", "pattern": "^B"}, {"type": "string"},
+    {"enum": ["a", "b", "c"]},
+    {"type": "boolean"},
+    {"type": "integer", "minimum": 3},
+    {"type": "number"},
+    {"type": "string", "pattern": "^B"},
+    {"type": "string"},
 ]
 AGENT = {"integers": (0, 30), "integer_span": 30, "numbers": None}
 """The random agent's parameters."""
@@ -33,8 +37,20 @@ def test_the_random_agent_draws_what_it_drew_before_the_generators_were_one() ->
     """Values pinned from the random agent's own generator before it moved into schema_value."""
     rng = random.Random(4)
     pool = ["Anvil", "Bolt", 12, 2.5]
-    assert [schema_value(s, rng, pool=pool, **AGENT) for s in SCHEMAS * 2] == \
-        ["a", True, 18, 12, "Bolt", "Bolt", "c", False, 27, 2.5, "Bolt", "Anvil"]
+    assert [schema_value(s, rng, pool=pool, **AGENT) for s in SCHEMAS * 2] == [
+        "a",
+        True,
+        18,
+        12,
+        "Bolt",
+        "Bolt",
+        "c",
+        False,
+        27,
+        2.5,
+        "Bolt",
+        "Anvil",
+    ]
     rng = random.Random(4)
     assert [schema_value(s, rng, **AGENT) for s in SCHEMAS] == ["a", True, 26, 12, "x", "x"]
 
@@ -57,9 +73,13 @@ def test_a_pool_and_a_text_maker_fill_what_the_schema_leaves_open() -> None:
     rng = random.Random(1)
     integers = {schema_value({"type": "integer"}, rng, pool=[9.0, "9", True]) for _ in range(100)}
     assert 9 in integers and all(isinstance(v, int) and not isinstance(v, bool) for v in integers)  # 9.0 drawn as 9
-    assert {schema_value({"type": "string", "pattern": "^B"}, rng, pool=["Anvil", "Bolt", 3]) for _ in range(20)} == {"Bolt"}
+    assert {schema_value({"type": "string", "pattern": "^B"}, rng, pool=["Anvil", "Bolt", 3]) for _ in range(20)} == {
+        "Bolt"
+    }
     assert schema_value({"type": "string", "pattern": "^Z"}, rng, pool=["Anvil"]) == "x"
-    named = schema_value({"type": "string"}, rng, name="email", text=lambda schema, name, r: f"{name}:{r.randint(1, 1)}")
+    named = schema_value(
+        {"type": "string"}, rng, name="email", text=lambda schema, name, r: f"{name}:{r.randint(1, 1)}"
+    )
     assert named == "email:1"
 
 

@@ -37,11 +37,22 @@ def test_mini_pack_passes(mini_env_dir: Path) -> None:
 
 def test_gates_catch_bad_tasks(mini_env_dir: Path) -> None:
     good = copy.deepcopy(MINI_TASKS[0])
-    failing_gold = {**good, "id": "bad-gold", "gold": [{"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1}}]}
-    passes_initially = {**good, "id": "bad-initial", "answer": None,
-                        "checks": [{"description": "Anvils exist", "sql": "SELECT 1 FROM items WHERE sku = 'A-1'"}]}
-    unreachable = {**good, "id": "bad-check",
-                   "checks": [*good["checks"], {"description": "Impossible", "sql": "SELECT 1 FROM items WHERE stock > 1000"}]}
+    failing_gold = {
+        **good,
+        "id": "bad-gold",
+        "gold": [{"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1}}],
+    }
+    passes_initially = {
+        **good,
+        "id": "bad-initial",
+        "answer": None,
+        "checks": [{"description": "Anvils exist", "sql": "SELECT 1 FROM items WHERE sku = 'A-1'"}],
+    }
+    unreachable = {
+        **good,
+        "id": "bad-check",
+        "checks": [*good["checks"], {"description": "Impossible", "sql": "SELECT 1 FROM items WHERE stock > 1000"}],
+    }
     write_tasks(mini_env_dir, [good, failing_gold, passes_initially, unreachable])
     result = envfleet("check", "--all", "--env-root", str(mini_env_dir.parent))
     assert result.returncode == 1
@@ -63,7 +74,12 @@ def bad_tasks() -> list[dict[str, Any]]:
     return [
         {**good, "id": LONG_TASK},
         {**good, "id": "bad-gold", "gold": [{"tool": "place_order", "arguments": {"sku": "B-2", "quantity": 1}}]},
-        {**good, "id": "bad-initial", "answer": None, "checks": [{"description": "Anvils exist", "sql": "SELECT 1 FROM items WHERE sku = 'A-1'"}]},
+        {
+            **good,
+            "id": "bad-initial",
+            "answer": None,
+            "checks": [{"description": "Anvils exist", "sql": "SELECT 1 FROM items WHERE sku = 'A-1'"}],
+        },
         copy.deepcopy(MINI_TASKS[1]),
     ]
 
@@ -85,8 +101,16 @@ def test_parallel_check_gives_the_serial_verdicts_as_json(tmp_path: Path) -> Non
     results = document["results"]
     assert [r["task_id"] for r in results] == [LONG_TASK, "bad-gold", "bad-initial", MINI_TASKS[1]["id"]]
     assert [r["passed"] for r in results] == [True, False, False, True]
-    assert results[0] == {"env_id": LONG_ENV, "task_id": LONG_TASK, "gold_reward": 1.0, "noop_success": False,
-                          "initial_fails": True, "deterministic": True, "problems": [], "passed": True}
+    assert results[0] == {
+        "env_id": LONG_ENV,
+        "task_id": LONG_TASK,
+        "gold_reward": 1.0,
+        "noop_success": False,
+        "initial_fails": True,
+        "deterministic": True,
+        "problems": [],
+        "passed": True,
+    }
     assert any("Only 0 of B-2 in stock" in p for p in results[1]["problems"])
     assert "doing nothing already succeeds" in results[2]["problems"]
     # progress on a stderr that is not a terminal: one line at the end at least, naming the jobs
@@ -139,7 +163,21 @@ def test_run_writes_trajectories(mini_env_dir: Path, tmp_path: Path) -> None:
     assert len(records) == 1 and records[0]["success"] is False and records[0]["trajectory"] == []
 
     rand = tmp_path / "random.jsonl"
-    result = envfleet("run", "--env", "mini", "--agent", "random", "--trials", "3", "--seed", "4", "--out", str(rand), "--env-root", root)
+    result = envfleet(
+        "run",
+        "--env",
+        "mini",
+        "--agent",
+        "random",
+        "--trials",
+        "3",
+        "--seed",
+        "4",
+        "--out",
+        str(rand),
+        "--env-root",
+        root,
+    )
     assert result.returncode == 0, result.stderr
     records = read_jsonl(rand)
     assert len(records) == 6 and all(r["trajectory"] for r in records)

@@ -15,7 +15,9 @@ def test_reset_step_and_final_reward(mini_tasks: Environment) -> None:
     observation, info = env.reset(seed=3, options={"task_id": "mini-001"})
     assert observation.startswith("Please order two candles") and info["task_id"] == "mini-001"
     assert {t["name"] for t in info["tools"]} >= {"place_order"} and info["policy"]
-    observation, reward, terminated, truncated, info = env.step({"tool": "place_order", "arguments": {"sku": "C-3", "quantity": 2}})
+    observation, reward, terminated, truncated, info = env.step(
+        {"tool": "place_order", "arguments": {"sku": "C-3", "quantity": 2}}
+    )
     assert '"order_id":"ORD-0042"' in observation and reward == 0.0 and not terminated and not truncated
     observation, reward, terminated, truncated, info = env.step({"answer": "Your order is ORD-0042."})
     assert (reward, terminated, truncated, info["success"]) == (1.0, True, False, True)
@@ -44,7 +46,9 @@ def test_seeded_resets_pick_tasks_reproducibly(mini_tasks: Environment) -> None:
 
 @pytest.mark.anyio
 async def test_stdio_serves_a_task(mini_env_dir) -> None:
-    params = StdioServerParameters(command=ENVFLEET[0], args=[*ENVFLEET[1:], "serve", str(mini_env_dir), "--task", "mini-002"])
+    params = StdioServerParameters(
+        command=ENVFLEET[0], args=[*ENVFLEET[1:], "serve", str(mini_env_dir), "--task", "mini-002"]
+    )
     async with Client(params) as client:
         prompt = await client.get_prompt("task")
         assert prompt.messages[0].content.text.startswith("The buckets are back")

@@ -87,7 +87,9 @@ def test_a_client_at_its_cap_is_refused_with_a_retry_time_and_others_are_not(min
     clock = FakeClock()
     pool = quota_pool(clock, per_client=3)
     mine = [pool.state(mini, f"k{i}", client="10.0.0.1") for i in range(3)]
-    with pytest.raises(StateCapacityError, match=r"3 states are live for client '10.0.0.1', the cap per client.*Retry in 1800 s") as refused:
+    with pytest.raises(
+        StateCapacityError, match=r"3 states are live for client '10.0.0.1', the cap per client.*Retry in 1800 s"
+    ) as refused:
         pool.state(mini, "k3", client="10.0.0.1")
     assert refused.value.retry_after == 1800
     assert pool.state(mini, "k0", client="10.0.0.1") is mine[0]  # existing states are always served
@@ -118,8 +120,11 @@ def test_idle_states_are_evicted_least_recently_used_first_before_anyone_is_refu
     old, middle, _ = (pool.state(mini, k) for k in ("old", "middle", "new"))
     mini.call(old, "restock", {"sku": "C-3", "delta": 2})
     clock.now += 30
-    with pytest.raises(StateCapacityError, match=r"3 states are live, the configured maximum; states idle for 60 s are evicted "
-                                                 r"to make room\. Retry in 30 s") as refused:
+    with pytest.raises(
+        StateCapacityError,
+        match=r"3 states are live, the configured maximum; states idle for 60 s are evicted "
+        r"to make room\. Retry in 30 s",
+    ) as refused:
         pool.state(mini, "fourth")  # nothing idle for 60 s yet
     assert refused.value.retry_after == 30
     clock.now += 31
@@ -149,7 +154,9 @@ def test_new_states_per_client_are_rate_limited_with_a_retry_time(mini: Environm
     pool = quota_pool(clock, rate=0.5, burst=3)
     for i in range(3):
         pool.state(mini, f"k{i}", client="10.0.0.1")
-    with pytest.raises(StateCapacityError, match=r"faster than the allowed 0\.5 per second \(bursts of 3\).*Retry in 2 s") as refused:
+    with pytest.raises(
+        StateCapacityError, match=r"faster than the allowed 0\.5 per second \(bursts of 3\).*Retry in 2 s"
+    ) as refused:
         pool.state(mini, "k3", client="10.0.0.1")
     assert refused.value.retry_after == 2
     assert pool.state(mini, "k0", client="10.0.0.1") is not None  # existing states still work
@@ -185,13 +192,17 @@ def test_a_trajectory_keeps_sanitised_capped_arguments_and_the_call_sees_them_wh
     assert not placed.is_error and placed.structured["note"] == note  # the executor saw the real note
     assert episode.state.rows("orders")[-1]["note"] == note
     refused = episode.call("get_item", {"sku": "\ud800"})
-    huge = episode.call("get_item", {"sku": "x" * (4 << 20), "extra": [list(range(5000))], "n": float("nan"), "big": 10**400})
+    huge = episode.call(
+        "get_item", {"sku": "x" * (4 << 20), "extra": [list(range(5000))], "n": float("nan"), "big": 10**400}
+    )
     assert refused.is_error and huge.is_error
     stored_note = episode.trajectory[0].arguments["note"]
     assert stored_note.startswith("n" * 100) and stored_note.endswith(f"…[truncated: {len(note):,} characters]")
     assert episode.trajectory[1].arguments == {"sku": "\ufffd"}
     args = episode.trajectory[2].arguments
-    assert args["sku"].endswith("…[truncated: 4,194,304 characters]") and len(args["sku"]) < limits.argument_string + 100
+    assert (
+        args["sku"].endswith("…[truncated: 4,194,304 characters]") and len(args["sku"]) < limits.argument_string + 100
+    )
     assert args["extra"][0][-1] == f"…[{5000 - limits.items:,} more items]"
     assert args["n"] == "nan" and args["big"] == "…[integer of 1,329 bits]"
     record = json.dumps([s.to_dict() for s in episode.trajectory], ensure_ascii=False, allow_nan=False).encode()
@@ -205,7 +216,9 @@ def test_a_trajectory_stops_recording_at_its_size_and_step_caps(mini: Environmen
     for _ in range(8):
         assert episode.call("get_item", {"sku": "z" * 5000}).is_error
     assert len(episode.trajectory) == 6 and episode.summary()["steps"] == 8 and episode.summary()["steps_recorded"] == 6
-    assert episode.trajectory[-1].arguments.startswith("…[not recorded: the trajectory holds its maximum of 5,000 bytes]")
+    assert episode.trajectory[-1].arguments.startswith(
+        "…[not recorded: the trajectory holds its maximum of 5,000 bytes]"
+    )
     assert episode.trajectory[-1].tool == "get_item" and episode.trajectory[-1].is_error
     episode.reset()
     assert not episode.call("get_item", {"sku": "A-1"}).is_error and episode.trajectory[0].arguments == {"sku": "A-1"}
@@ -244,8 +257,10 @@ def test_a_closer_decides_when_dropped_entries_close(mini: Environment) -> None:
     pool = quota_pool(clock, per_client=1, min_idle=10.0)
     handed: list[object] = []
     pool.closer = handed.append
-    states = {key: pool.state(mini, key, client="c") if key == "evicted" else pool.state(mini, key) for key in
-              ("evicted", "dropped", "swept", "matched", "left")}
+    states = {
+        key: pool.state(mini, key, client="c") if key == "evicted" else pool.state(mini, key)
+        for key in ("evicted", "dropped", "swept", "matched", "left")
+    }
     pool.drop((mini.id, "dropped"))
     clock.now += 11
     pool.state(mini, "newcomer", client="c")  # the client's one idle state is evicted to make room

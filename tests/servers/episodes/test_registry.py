@@ -73,9 +73,11 @@ def test_entries_describe_each_environment(library) -> None:
 
 def test_vendored_schemas_are_the_official_ones_and_reject_the_old_format() -> None:
     ids = {json.loads(p.read_text())["$id"] for p in SERVER_JSON_SCHEMAS}
-    assert ids == {"https://static.modelcontextprotocol.io/schemas/2025-09-29/server.schema.json",
-                   "https://raw.githubusercontent.com/modelcontextprotocol/registry/main/docs/reference/server-json/draft/"
-                   "server.schema.json"}
+    assert ids == {
+        "https://static.modelcontextprotocol.io/schemas/2025-09-29/server.schema.json",
+        "https://raw.githubusercontent.com/modelcontextprotocol/registry/main/docs/reference/server-json/draft/"
+        "server.schema.json",
+    }
     old = {"name": "envfleet/library", "version": "1.0.0", "description": "x" * 101}
     assert any("is too long" in e for e in server_json_errors(old))
 
@@ -90,24 +92,31 @@ def test_every_committed_entry_is_valid_server_json() -> None:
 def test_a_fresh_build_is_valid_server_json(tmp_path: Path) -> None:
     spec = copy.deepcopy(MINI_SPEC)
     spec["name"] = "A mini shop with a name long enough to need shortening for every registry client " * 2
-    spec["description"] = ("A hardware shop's counter: " + ", ".join(f"item kind {i}" for i in range(40)) + ". Then more.")
+    spec["description"] = (
+        "A hardware shop's counter: " + ", ".join(f"item kind {i}" for i in range(40)) + ". Then more."
+    )
     write_env(tmp_path / "fleet" / "mini", spec)
     shutil.copytree(PACKAGED_ENV_ROOT / "library", tmp_path / "fleet" / "library")
     built = json.loads(Registry.build(tmp_path / "fleet", relative_to=tmp_path).to_json())["environments"]
     for entry in built:
         assert server_json_errors(entry) == [], entry["id"]
     mini = built[1]
-    assert mini["description"].startswith("A hardware shop's counter: item kind 0, ") and mini["description"].endswith("…")
+    assert mini["description"].startswith("A hardware shop's counter: item kind 0, ") and mini["description"].endswith(
+        "…"
+    )
     assert mini["_meta"]["io.modelcontextprotocol.registry/publisher-provided"]["description"] == spec["description"]
 
 
-@pytest.mark.parametrize(("text", "short"), [
-    ("Fits as it is.", "Fits as it is."),
-    ("First sentence fits. " + "Second one " * 20, "First sentence fits."),
-    ("A desk: " + "alpha, " * 30 + "omega.", "A desk: " + "alpha, " * 12 + "alpha…"),
-    ("Head of a thing: " + "x" * 200, "Head of a thing…"),
-    ("word " * 40, "word " * 19 + "word…"),
-])
+@pytest.mark.parametrize(
+    ("text", "short"),
+    [
+        ("Fits as it is.", "Fits as it is."),
+        ("First sentence fits. " + "Second one " * 20, "First sentence fits."),
+        ("A desk: " + "alpha, " * 30 + "omega.", "A desk: " + "alpha, " * 12 + "alpha…"),
+        ("Head of a thing: " + "x" * 200, "Head of a thing…"),
+        ("word " * 40, "word " * 19 + "word…"),
+    ],
+)
 def test_short_text_keeps_whole_words_and_list_items(text: str, short: str) -> None:
     assert short_text(text) == short and len(short) <= 100
 
@@ -117,21 +126,31 @@ def test_build_check_and_use_a_fleet_outside_the_package(tmp_path: Path) -> None
     write_env(root / "mini", MINI_SPEC)
     shutil.copytree(PACKAGED_ENV_ROOT / "library", root / "library")
     registry_file = tmp_path / "registry.json"
-    run = subprocess.run([*ENVFLEET, "registry", "build", "--env-root", str(root), "--out", str(registry_file)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*ENVFLEET, "registry", "build", "--env-root", str(root), "--out", str(registry_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     data = json.loads(registry_file.read_text())
     assert [e["id"] for e in data["environments"]] == ["library", "mini"]
     assert data["environments"][1]["path"] == "fleet/mini"
-    check = subprocess.run([*ENVFLEET, "registry", "check", "--registry", str(registry_file)], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [*ENVFLEET, "registry", "check", "--registry", str(registry_file)], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0, check.stderr
 
-    listed = subprocess.run([*ENVFLEET, "list", "--registry", str(registry_file), "--json"], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [*ENVFLEET, "list", "--registry", str(registry_file), "--json"], capture_output=True, text=True, timeout=60
+    )
     assert [e["id"] for e in json.loads(listed.stdout)] == ["library", "mini"]
     assert Registry.load(registry_file).environment("mini").spec.name == "Mini shop"
 
     (root / "mini" / "env.json").write_text((root / "mini" / "env.json").read_text().replace("Mini shop", "Mini store"))
-    stale = subprocess.run([*ENVFLEET, "registry", "check", "--registry", str(registry_file)], capture_output=True, text=True, timeout=60)
+    stale = subprocess.run(
+        [*ENVFLEET, "registry", "check", "--registry", str(registry_file)], capture_output=True, text=True, timeout=60
+    )
     assert stale.returncode == 1 and "stale for: mini" in stale.stderr
 
 
@@ -211,9 +230,19 @@ def test_fix_rebuilds_a_stale_registry_and_one_in_the_old_format(tmp_path: Path)
     data = json.loads(registry_file.read_text())  # as envfleet 0.1 wrote it: not valid server.json
     entry = data["environments"][0]
     entry.pop("_meta"), entry.pop("$schema")
-    entry.update(name="envfleet/mini", description="d" * 150, packages=[
-        {"registryType": "pypi", "identifier": "envfleet", "version": "0.1.0", "transport": {"type": "stdio"},
-         "packageArguments": [{"type": "positional", "value": "serve"}, {"type": "positional", "value": "mini"}]}])
+    entry.update(
+        name="envfleet/mini",
+        description="d" * 150,
+        packages=[
+            {
+                "registryType": "pypi",
+                "identifier": "envfleet",
+                "version": "0.1.0",
+                "transport": {"type": "stdio"},
+                "packageArguments": [{"type": "positional", "value": "serve"}, {"type": "positional", "value": "mini"}],
+            }
+        ],
+    )
     registry_file.write_text(json.dumps(data))
     assert Registry.load(registry_file).ids() == ["mini"]  # an old registry still serves
     old = envfleet("registry", "check", "--registry", str(registry_file))

@@ -72,7 +72,9 @@ async def test_episode_lifecycle(mini_fleet: ServerProcess) -> None:
         assert gone.status_code == 404 and "no live episode" in gone.json()["detail"]
         assert (await http.post(f"{episode}/evaluate", json={})).status_code == 404
         async with httpx.AsyncClient() as raw:
-            stale = await raw.post(created["mcp_url"], json={}, headers={"Accept": "application/json, text/event-stream"})
+            stale = await raw.post(
+                created["mcp_url"], json={}, headers={"Accept": "application/json, text/event-stream"}
+            )
             assert stale.status_code == 404
 
 
@@ -129,14 +131,18 @@ async def test_concurrent_episodes_of_one_task_over_mcp(mini_fleet: ServerProces
             for index, episode in enumerate(created):
                 tg.start_soon(act, index, episode)
         for index, episode in enumerate(created):
-            score = (await http.post(f"/episodes/{episode['episode_id']}/evaluate", json={"final_message": "ORD-0042"})).json()
+            score = (
+                await http.post(f"/episodes/{episode['episode_id']}/evaluate", json={"final_message": "ORD-0042"})
+            ).json()
             assert score["success"] is (index % 2 == 0), (index, score)
             stock = score["diff"]["items"]["updated"]["C-3"]["stock"]["new"]
             assert stock == (38 if index % 2 == 0 else 42)
 
 
 async def test_expiry_and_cap(mini_env_dir: Path) -> None:
-    server = ServerProcess(["--all", "--env-root", str(mini_env_dir.parent), "--episode-ttl", "1", "--max-episodes", "2"])
+    server = ServerProcess(
+        ["--all", "--env-root", str(mini_env_dir.parent), "--episode-ttl", "1", "--max-episodes", "2"]
+    )
     try:
         async with httpx.AsyncClient(base_url=server.base) as http:
             first = await start(http)
@@ -174,21 +180,40 @@ async def test_bearer_token_guards_the_control_plane_only(mini_env_dir: Path) ->
 async def test_openapi_documents_the_control_plane(mini_fleet: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=mini_fleet.base) as http:
         paths = (await http.get("/openapi.json")).json()["paths"]
-    assert {"/episodes", "/episodes/{episode_id}", "/episodes/{episode_id}/evaluate", "/episodes/{episode_id}/reset"} <= set(paths)
+    assert {
+        "/episodes",
+        "/episodes/{episode_id}",
+        "/episodes/{episode_id}/evaluate",
+        "/episodes/{episode_id}/reset",
+    } <= set(paths)
     assert set(paths["/episodes/{episode_id}"]) == {"get", "delete"}
 
 
 # -- hardening: whatever a client or an agent sends, the control plane answers clearly -----------
 
-MODERN_META = {PROTOCOL_VERSION_META_KEY: "2026-07-28", CLIENT_CAPABILITIES_META_KEY: {}, CLIENT_INFO_META_KEY: {"name": "probe", "version": "1"}}
+MODERN_META = {
+    PROTOCOL_VERSION_META_KEY: "2026-07-28",
+    CLIENT_CAPABILITIES_META_KEY: {},
+    CLIENT_INFO_META_KEY: {"name": "probe", "version": "1"},
+}
 
 
 async def raw_call(http: httpx.AsyncClient, path: str, tool: str, arguments_json: str) -> dict:
     """A sessionless tools/call written by hand: the official client cannot send a lone surrogate."""
-    body = ('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"_meta": ' + json.dumps(MODERN_META)
-            + f', "name": "{tool}", "arguments": ' + arguments_json + "}}")
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    body = (
+        '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"_meta": '
+        + json.dumps(MODERN_META)
+        + f', "name": "{tool}", "arguments": '
+        + arguments_json
+        + "}}"
+    )
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
     response = await http.post(path, content=body, headers=headers)
     assert response.status_code == 200, response.text[:500]
     return response.json()["result"]
@@ -207,10 +232,14 @@ async def test_a_lone_surrogate_or_a_huge_argument_never_breaks_the_trajectory(m
         steps = info.json()["trajectory"]
         assert steps[0]["arguments"] == {"sku": "\ufffd"} and steps[0]["is_error"]
         stored = steps[1]["arguments"]["sku"]
-        assert stored.startswith("xxxx") and stored.endswith("…[truncated: 1,048,576 characters]") and len(stored) < 20_000
+        assert (
+            stored.startswith("xxxx") and stored.endswith("…[truncated: 1,048,576 characters]") and len(stored) < 20_000
+        )
         assert steps[2]["arguments"] == {"sku": "C-3"} and steps[2]["result"]["name"] == "Candle"
         assert len(info.content) < 400_000  # the 1 MiB value is stored cut, in the arguments and in any echo of it
-        assert (await http.post(f"{episode}/evaluate", json={"final_message": "ORD-0042"})).json()["reward"] == 0.5  # 2 of 4 checks
+        assert (await http.post(f"{episode}/evaluate", json={"final_message": "ORD-0042"})).json()[
+            "reward"
+        ] == 0.5  # 2 of 4 checks
         assert (await http.delete(episode)).status_code == 204
         assert (await http.get(episode)).status_code == 404
 
@@ -219,8 +248,12 @@ async def test_path_like_episode_ids_are_refused_naming_the_field(mini_fleet: Se
     async with httpx.AsyncClient(base_url=mini_fleet.base) as http:
         for episode_id in (".", "..", "...", "a/b", "a b", "é", "x" * 129):
             in_body = await http.post("/episodes", json={"env_id": "mini", "episode_id": episode_id})
-            assert in_body.status_code == 422 and in_body.json()["detail"][0]["loc"] == ["body", "episode_id"], episode_id
-            in_header = await http.post("/episodes", json={"env_id": "mini"}, headers={"X-Episode-Id": episode_id.encode()})
+            assert in_body.status_code == 422 and in_body.json()["detail"][0]["loc"] == ["body", "episode_id"], (
+                episode_id
+            )
+            in_header = await http.post(
+                "/episodes", json={"env_id": "mini"}, headers={"X-Episode-Id": episode_id.encode()}
+            )
             assert in_header.status_code == 400 and "header x-episode-id" in in_header.json()["detail"], episode_id
             assert "not only dots" in in_header.json()["detail"]  # the state keys' rule, word for word
         assert (await http.get("/episodes")).json() == []
@@ -228,7 +261,9 @@ async def test_path_like_episode_ids_are_refused_naming_the_field(mini_fleet: Se
         assert chosen.status_code == 201 and chosen.json()["mcp_path"] == "/envs/mini/episodes/run7-mini.t0_a~b/mcp"
         for episode_id in (".hidden", "-x", "_x", "~x"):  # every valid state key is a valid episode id, and the reverse
             made = await http.post("/episodes", json={"env_id": "mini", "episode_id": episode_id})
-            assert made.status_code == 201 and made.json()["mcp_path"] == f"/envs/mini/episodes/{episode_id}/mcp", made.text
+            assert made.status_code == 201 and made.json()["mcp_path"] == f"/envs/mini/episodes/{episode_id}/mcp", (
+                made.text
+            )
             async with Client(made.json()["mcp_url"]) as client:
                 assert not (await client.call_tool("get_item", {"sku": "A-1"})).is_error
 
@@ -237,7 +272,11 @@ async def test_bodies_over_the_cap_are_refused_unread_with_413(mini_fleet: Serve
     async with httpx.AsyncClient(base_url=mini_fleet.base, timeout=60) as http:
         big = b'{"env_id": "mini", "task_id": "' + b"a" * (50 << 20) + b'"}'
         refused = await http.post("/episodes", content=big, headers={"Content-Type": "application/json"})
-        assert refused.status_code == 413 and "at most 65,536 bytes" in refused.json()["detail"] and len(refused.content) < 300
+        assert (
+            refused.status_code == 413
+            and "at most 65,536 bytes" in refused.json()["detail"]
+            and len(refused.content) < 300
+        )
 
         async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
             yield b'{"env_id": "mini", "task_id": "'
@@ -260,14 +299,25 @@ async def test_odd_input_gets_a_short_clear_4xx_never_a_500_or_an_echo(mini_flee
         assert len(long_task.content) < 1000
         long_env = await http.post("/episodes", json={"env_id": "e" * 10_000})
         assert long_env.status_code == 422 and len(long_env.content) < 1000
-        for body in ('{"env_id": "\\ud800"}', '{"env_id": "mini", "episode_id": "\\ud800"}', '{"env_id": "mini", "task_id": "\\udfff"}',
-                     '{"env_id": NaN}', "[]", '{"env_id": "mini"', '"mini"', '{"env_id": 1e999999}'):
+        for body in (
+            '{"env_id": "\\ud800"}',
+            '{"env_id": "mini", "episode_id": "\\ud800"}',
+            '{"env_id": "mini", "task_id": "\\udfff"}',
+            '{"env_id": NaN}',
+            "[]",
+            '{"env_id": "mini"',
+            '"mini"',
+            '{"env_id": 1e999999}',
+        ):
             odd = await http.post("/episodes", content=body, headers={"Content-Type": "application/json"})
             assert 400 <= odd.status_code < 500, (body, odd.status_code, odd.text)
         unknown = await http.get("/episodes/" + "q" * 5000)
         assert unknown.status_code == 404 and len(unknown.content) < 400
         assert (await http.delete("/episodes/" + "q" * 5000)).status_code == 404
         created = await start(http)
-        odd_final = await http.post(f"/episodes/{created['episode_id']}/evaluate", content='{"final_message": "\\ud800"}',
-                                    headers={"Content-Type": "application/json"})
+        odd_final = await http.post(
+            f"/episodes/{created['episode_id']}/evaluate",
+            content='{"final_message": "\\ud800"}',
+            headers={"Content-Type": "application/json"},
+        )
         assert odd_final.status_code == 200 and odd_final.json()["checks"][-1]["name"] == "answer"

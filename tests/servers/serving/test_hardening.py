@@ -38,23 +38,51 @@ def test_seed_and_task_values_are_bound_by_column_name_not_position(tmp_path: Pa
     seed["orders"] = []
     folder = write_env(tmp_path / "mini", copy.deepcopy(MINI_SPEC), seed)
     task = copy.deepcopy(MINI_TASKS[1])
-    task["initial_state"] = [{"op": "update", "table": "items", "where": {"sku": "D-4"}, "set": {"price": 9.0, "name": "Big drum"}}]
+    task["initial_state"] = [
+        {"op": "update", "table": "items", "where": {"sku": "D-4"}, "set": {"price": 9.0, "name": "Big drum"}}
+    ]
     task["gold"] = [{"tool": "restock", "arguments": {"sku": "D-4", "delta": 1}}]
     write_tasks(folder, [task])
     env = Environment.load(folder)
     assert env.new_state().rows("items") == [{"sku": "D-4", "name": "Drum", "stock": 7, "price": 2.5, "tags": None}]
-    assert env.episode("mini-002").state.rows("items")[0] == {"sku": "D-4", "name": "Big drum", "stock": 7, "price": 9.0, "tags": None}
+    assert env.episode("mini-002").state.rows("items")[0] == {
+        "sku": "D-4",
+        "name": "Big drum",
+        "stock": 7,
+        "price": 9.0,
+        "tags": None,
+    }
 
 
 def test_a_write_stopped_by_the_budget_is_a_tool_error_and_draws_no_id() -> None:
     spec = spec_with(limits={"max_sql_steps": 10_000})
-    spec["tools"].append({
-        "name": "heavy_order", "description": "An order with an expensive update.", "kind": "write",
-        "parameters": {"type": "object", "properties": {"n": {"type": "integer", "description": "Work to do."}}, "required": ["n"]},
-        "steps": [{"kind": "let", "name": "order_id", "sql": "SELECT new_id('ORD')"},
-                  {"kind": "exec", "sql": "INSERT INTO orders (order_id, sku, quantity, placed_at) VALUES (:order_id, 'C-3', 1, now())"},
-                  {"kind": "exec", "sql": "UPDATE items SET stock = stock - 1 WHERE sku = 'C-3' AND 0 < "
-                                          "(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) SELECT COUNT(*) FROM c)"}]})
+    spec["tools"].append(
+        {
+            "name": "heavy_order",
+            "description": "An order with an expensive update.",
+            "kind": "write",
+            "parameters": {
+                "type": "object",
+                "properties": {"n": {"type": "integer", "description": "Work to do."}},
+                "required": ["n"],
+            },
+            "steps": [
+                {"kind": "let", "name": "order_id", "sql": "SELECT new_id('ORD')"},
+                {
+                    "kind": "exec",
+                    "sql": (
+                        "INSERT INTO orders (order_id, sku, quantity, placed_at) VALUES (:order_id, 'C-3', 1, now())"
+                    ),
+                },
+                {
+                    "kind": "exec",
+                    "sql": "UPDATE items SET stock = stock - 1 WHERE sku = 'C-3' AND 0 < "
+                    "(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) SELECT COUNT(*) "
+                    "FROM c)",
+                },
+            ],
+        }
+    )
     env = Environment.from_spec(spec, copy.deepcopy(MINI_SEED))
     state = env.new_state()
     before = state.digest()
@@ -83,8 +111,23 @@ def test_table_checks_must_be_deterministic_and_allowed(expression: str, message
 def test_scoring_gets_a_fresh_budget_whatever_the_last_call_used(mini_env_dir: Path) -> None:
     spec = json.loads((mini_env_dir / "env.json").read_text())
     spec["limits"] = {"max_sql_steps": 10_000}
-    spec["tools"].append({"name": "spin", "description": "Expensive.", "kind": "read", "steps": [{"kind": "return", "shape": "scalar",
-                          "sql": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 9999999) SELECT COUNT(*) FROM c"}]})
+    spec["tools"].append(
+        {
+            "name": "spin",
+            "description": "Expensive.",
+            "kind": "read",
+            "steps": [
+                {
+                    "kind": "return",
+                    "shape": "scalar",
+                    "sql": (
+                        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 9999999) "
+                        "SELECT COUNT(*) FROM c"
+                    ),
+                }
+            ],
+        }
+    )
     (mini_env_dir / "env.json").write_text(json.dumps(spec))
     env = Environment.load(mini_env_dir)
     episode = env.episode("mini-001")
@@ -105,8 +148,14 @@ def test_unpaired_surrogates_are_argument_errors(mini: Environment) -> None:
 
 def test_new_id_is_for_write_tools_only(mini_env_dir: Path) -> None:
     spec = spec_with()
-    spec["tools"].append({"name": "peek_id", "description": "Next id.", "kind": "read",
-                          "steps": [{"kind": "return", "shape": "scalar", "sql": "SELECT new_id('ORD')"}]})
+    spec["tools"].append(
+        {
+            "name": "peek_id",
+            "description": "Next id.",
+            "kind": "read",
+            "steps": [{"kind": "return", "shape": "scalar", "sql": "SELECT new_id('ORD')"}],
+        }
+    )
     with pytest.raises(SpecError, match="only write tools may call it"):
         Environment.from_spec(spec, copy.deepcopy(MINI_SEED))
     tasks = copy.deepcopy(MINI_TASKS)
@@ -119,7 +168,11 @@ def test_new_id_is_for_write_tools_only(mini_env_dir: Path) -> None:
 def test_schema_tables_are_unreachable_even_without_columns(mini: Environment) -> None:
     state = mini.new_state()
     with state.mode("read"):
-        for sql in ("SELECT count(*) FROM sqlite_master", "SELECT count(*) FROM SQLITE_SCHEMA", "SELECT 1 FROM sqlite_master LIMIT 1"):
+        for sql in (
+            "SELECT count(*) FROM sqlite_master",
+            "SELECT count(*) FROM SQLITE_SCHEMA",
+            "SELECT 1 FROM sqlite_master LIMIT 1",
+        ):
             with pytest.raises(sqlite3.DatabaseError, match="prohibited|not authorized"):
                 state.conn.execute(sql).fetchall()
         # a CTE read without columns is still fine
@@ -129,7 +182,9 @@ def test_schema_tables_are_unreachable_even_without_columns(mini: Environment) -
 def test_trailing_semicolon_and_comment_are_accepted() -> None:
     spec = spec_with()
     spec["tools"][0]["steps"][1]["sql"] = "SELECT sku, name, stock, price, tags FROM items WHERE sku = :sku -- by key"
-    spec["tools"][1]["steps"][0]["sql"] = "SELECT sku, name, stock > 0 AS in_stock FROM items WHERE name LIKE '%' || :query || '%';"
+    spec["tools"][1]["steps"][0]["sql"] = (
+        "SELECT sku, name, stock > 0 AS in_stock FROM items WHERE name LIKE '%' || :query || '%';"
+    )
     env = Environment.from_spec(spec, copy.deepcopy(MINI_SEED))
     state = env.new_state()
     assert env.call(state, "get_item", {"sku": "A-1"}).structured["name"] == "Anvil"
@@ -138,8 +193,11 @@ def test_trailing_semicolon_and_comment_are_accepted() -> None:
 
 @pytest.mark.parametrize(
     ("seed", "fragment"),
-    [([1, 2], "must map table names to lists of row objects"), ("abc", "must map table names"),
-     ({"items": [5]}, "a row must be an object of column values, not int")],
+    [
+        ([1, 2], "must map table names to lists of row objects"),
+        ("abc", "must map table names"),
+        ({"items": [5]}, "a row must be an object of column values, not int"),
+    ],
 )
 def test_malformed_seed_is_a_spec_error(seed: Any, fragment: str) -> None:
     with pytest.raises(SpecError, match=fragment):
@@ -158,7 +216,12 @@ def test_non_utf8_files_are_spec_errors(tmp_path: Path, mini_env_dir: Path) -> N
 
 def test_expect_true_follows_sqlite_truth() -> None:
     spec = spec_with()
-    spec["tools"][0]["steps"][0] = {"kind": "require", "sql": "SELECT '0' WHERE :sku <> ''", "expect": "true", "error": "Refused {sku}."}
+    spec["tools"][0]["steps"][0] = {
+        "kind": "require",
+        "sql": "SELECT '0' WHERE :sku <> ''",
+        "expect": "true",
+        "error": "Refused {sku}.",
+    }
     env = Environment.from_spec(spec, copy.deepcopy(MINI_SEED))
     assert env.call(env.new_state(), "get_item", {"sku": "A-1"}).text == "Refused A-1."
 
@@ -176,7 +239,9 @@ async def test_rest_routes_check_the_host_and_ended_sessions_free_their_state(mi
     try:
         async with httpx.AsyncClient(base_url=server.base) as http:
             assert (await http.get("/healthz", headers={"Host": "evil.example"})).status_code == 421
-            assert (await http.post("/episodes", json={"env_id": "mini"}, headers={"Host": "evil.example:80"})).status_code == 421
+            assert (
+                await http.post("/episodes", json={"env_id": "mini"}, headers={"Host": "evil.example:80"})
+            ).status_code == 421
             async with Client(f"{server.base}/envs/mini/mcp", mode="legacy") as client:
                 await client.call_tool("restock", {"sku": "C-3", "delta": 1})
                 assert (await http.get("/healthz")).json()["states"]["live"] == 1
@@ -194,8 +259,11 @@ HEALTHZ_BOUND = 1.0
 RUNAWAY_SQL = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
 MODERN = "2026-07-28"
 HANDSHAKE = "2025-11-25"
-_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientInfo": {"name": "probe", "version": "1"},
-         "io.modelcontextprotocol/clientCapabilities": {}}
+_META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientInfo": {"name": "probe", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
 JSON_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -217,8 +285,14 @@ def runaway_spec() -> dict[str, Any]:
     spec["limits"] = {"max_sql_steps": _ceiling("max_sql_steps", 10**15)}
     if "max_call_ms" in Limits.model_fields:
         spec["limits"]["max_call_ms"] = _ceiling("max_call_ms", 10**9)
-    spec["tools"].append({"name": "spin", "description": "Counts forever.", "kind": "read",
-                          "steps": [{"kind": "return", "shape": "scalar", "sql": RUNAWAY_SQL}]})
+    spec["tools"].append(
+        {
+            "name": "spin",
+            "description": "Counts forever.",
+            "kind": "read",
+            "steps": [{"kind": "return", "shape": "scalar", "sql": RUNAWAY_SQL}],
+        }
+    )
     return spec
 
 
@@ -278,8 +352,12 @@ async def health(http: httpx.AsyncClient) -> dict[str, Any]:
 
 
 def modern_call(tool: str, arguments: Any, request_id: int = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments, "_meta": _META}}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": _META},
+    }
 
 
 def modern_headers(tool: str, session: str | None = None) -> dict[str, str]:
@@ -297,12 +375,25 @@ class LegacySession:
         self._next = 1
 
     async def open(self) -> LegacySession:
-        opened = await self.http.post(self.url, headers=JSON_HEADERS, json={
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}})
+        opened = await self.http.post(
+            self.url,
+            headers=JSON_HEADERS,
+            json={
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": HANDSHAKE,
+                    "capabilities": {},
+                    "clientInfo": {"name": "probe", "version": "1"},
+                },
+            },
+        )
         assert opened.status_code == 200, opened.text
         self.id = opened.headers["mcp-session-id"]
-        done = await self.http.post(self.url, headers=self.headers(), json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        done = await self.http.post(
+            self.url, headers=self.headers(), json={"jsonrpc": "2.0", "method": "notifications/initialized"}
+        )
         assert done.status_code == 202
         return self
 
@@ -311,8 +402,16 @@ class LegacySession:
 
     async def call(self, tool: str, arguments: Any) -> dict[str, Any]:
         self._next += 1
-        response = await self.http.post(self.url, headers=self.headers(), json={
-            "jsonrpc": "2.0", "id": self._next, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
+        response = await self.http.post(
+            self.url,
+            headers=self.headers(),
+            json={
+                "jsonrpc": "2.0",
+                "id": self._next,
+                "method": "tools/call",
+                "params": {"name": tool, "arguments": arguments},
+            },
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -367,7 +466,9 @@ async def test_control_plane_work_on_a_busy_episode_waits_for_its_call_and_holds
     write_tasks(root / "spin", copy.deepcopy(MINI_TASKS))
     server = ServerProcess(["--all", "--env-root", str(root)])
     try:
-        with anyio.fail_after(120):  # a guard against a hang, not a measurement: the executor's deadline ends each runaway
+        with anyio.fail_after(
+            120
+        ):  # a guard against a hang, not a measurement: the executor's deadline ends each runaway
             async with httpx.AsyncClient(base_url=server.base, timeout=HEALTHZ_BOUND) as http:
                 busy, doomed, other = [await start_episode(http, "spin") for _ in range(3)]
                 runaways: dict[str, Any] = {}
@@ -380,8 +481,9 @@ async def test_control_plane_work_on_a_busy_episode_waits_for_its_call_and_holds
 
                     async def evaluate_busy() -> None:
                         async with httpx.AsyncClient(base_url=server.base, timeout=60) as patient:
-                            scored["busy"] = await patient.post(f"/episodes/{busy['episode_id']}/evaluate",
-                                                                json={"final_message": "ORD-0042"})
+                            scored["busy"] = await patient.post(
+                                f"/episodes/{busy['episode_id']}/evaluate", json={"final_message": "ORD-0042"}
+                            )
 
                     tg.start_soon(runaway, busy)
                     tg.start_soon(runaway, doomed)
@@ -389,7 +491,9 @@ async def test_control_plane_work_on_a_busy_episode_waits_for_its_call_and_holds
                         await anyio.sleep(0.01)
                     tg.start_soon(evaluate_busy)
                     # another episode of the same environment: every control-plane route answers (http's 1 s timeout)
-                    score = await http.post(f"/episodes/{other['episode_id']}/evaluate", json={"final_message": "ORD-0042"})
+                    score = await http.post(
+                        f"/episodes/{other['episode_id']}/evaluate", json={"final_message": "ORD-0042"}
+                    )
                     assert score.status_code == 200 and score.json()["episode_id"] == other["episode_id"]
                     assert (await http.get(f"/episodes/{other['episode_id']}")).json()["steps"] == 0
                     assert (await http.post(f"/episodes/{other['episode_id']}/reset")).json()["resets"] == 1
@@ -403,7 +507,11 @@ async def test_control_plane_work_on_a_busy_episode_waits_for_its_call_and_holds
                 assert scored["busy"].json()["success"] is False  # scored after the call, on the state it left
                 assert all(result.is_error and "stopped" in result.content[0].text for result in runaways.values())
                 after = (await http.get(f"/episodes/{busy['episode_id']}")).json()
-                assert after["steps"] == 1 and after["trajectory"][0]["tool"] == "spin" and after["trajectory"][0]["is_error"]
+                assert (
+                    after["steps"] == 1
+                    and after["trajectory"][0]["tool"] == "spin"
+                    and after["trajectory"][0]["is_error"]
+                )
                 assert (await health(http))["calls"]["running"] == 0
     finally:
         stop_process(server.proc, kill=True)
@@ -414,7 +522,9 @@ async def test_dropping_a_keyed_state_whose_call_runs_holds_nothing(tmp_path: Pa
     """A reload and an eviction drop keyed states from the pool while their calls still run: each close waits for
     its call in the background, so /healthz and other sessions keep answering, and the calls end normally."""
     root = hostile_root(tmp_path / "fleet")
-    server = ServerProcess(["--all", "--env-root", str(root), "--max-states-per-client", "1", "--state-min-idle", "0.5"])
+    server = ServerProcess(
+        ["--all", "--env-root", str(root), "--max-states-per-client", "1", "--state-min-idle", "0.5"]
+    )
     try:
         with anyio.fail_after(120):  # a guard against a hang, not a measurement
             async with httpx.AsyncClient(base_url=server.base, timeout=HEALTHZ_BOUND) as http:
@@ -429,7 +539,9 @@ async def test_dropping_a_keyed_state_whose_call_runs_holds_nothing(tmp_path: Pa
                     while (await health(http))["calls"]["running"] < 1:
                         await anyio.sleep(0.01)
                     # a changed spec: the reload drops spin's keyed states, the busy one included, and answers at once
-                    (root / "spin" / "env.json").write_text(json.dumps({**runaway_spec(), "description": "Spins again."}))
+                    (root / "spin" / "env.json").write_text(
+                        json.dumps({**runaway_spec(), "description": "Spins again."})
+                    )
                     reloaded = await http.post("/admin/reload")
                     assert reloaded.status_code == 200 and reloaded.json()["changed"] == ["spin"]
                     stats = await health(http)
@@ -438,7 +550,8 @@ async def test_dropping_a_keyed_state_whose_call_runs_holds_nothing(tmp_path: Pa
                     tg.start_soon(runaway, "b")
                     while (await health(http))["calls"]["running"] < 2:
                         await anyio.sleep(0.01)
-                    # this client's one state is busy; once it has gone uncalled for --state-min-idle, a new key evicts it
+                    # this client's one state is busy; once it has gone uncalled for --state-min-idle, a new key
+                    # evicts it
                     while True:
                         async with Client(f"{server.base}/envs/mini/s/second/mcp") as client:
                             try:
@@ -464,13 +577,25 @@ async def test_forged_session_ids_create_no_state_and_reach_no_session(hostile_f
         for index in range(200):
             forged = uuid.uuid4().hex if index % 2 else f"forged-{index}"
             # a sessionless request carrying an invented id: the plain URL's shared, read-only state
-            reply = (await http.post(url, headers=modern_headers("restock", forged),
-                                     json=modern_call("restock", {"sku": "C-3", "delta": 1}, index))).json()
+            reply = (
+                await http.post(
+                    url,
+                    headers=modern_headers("restock", forged),
+                    json=modern_call("restock", {"sku": "C-3", "delta": 1}, index),
+                )
+            ).json()
             assert reply["result"]["isError"] and "shared and read-only" in _text(reply)
             # a handshake-era request with an id the server never issued: no such session
-            refused = await http.post(url, headers={**JSON_HEADERS, "Mcp-Session-Id": forged, "MCP-Protocol-Version": HANDSHAKE},
-                                      json={"jsonrpc": "2.0", "id": index, "method": "tools/call",
-                                            "params": {"name": "restock", "arguments": {"sku": "C-3", "delta": 1}}})
+            refused = await http.post(
+                url,
+                headers={**JSON_HEADERS, "Mcp-Session-Id": forged, "MCP-Protocol-Version": HANDSHAKE},
+                json={
+                    "jsonrpc": "2.0",
+                    "id": index,
+                    "method": "tools/call",
+                    "params": {"name": "restock", "arguments": {"sku": "C-3", "delta": 1}},
+                },
+            )
             assert refused.status_code == 404
         assert (await health(http))["states"]["live"] == live
 
@@ -479,10 +604,19 @@ async def test_forged_session_ids_create_no_state_and_reach_no_session(hostile_f
         assert not (await session.call("restock", {"sku": "C-3", "delta": 5}))["result"].get("isError")
         assert _stock(await session.call("get_item", {"sku": "C-3"})) == 45
         assert (await health(http))["states"]["live"] == live + 1
-        borrowed = (await http.post(url, headers=modern_headers("get_item", session.id), json=modern_call("get_item", {"sku": "C-3"}))).json()
+        borrowed = (
+            await http.post(
+                url, headers=modern_headers("get_item", session.id), json=modern_call("get_item", {"sku": "C-3"})
+            )
+        ).json()
         assert _stock(borrowed) == 40
-        write = (await http.post(url, headers=modern_headers("restock", session.id),
-                                 json=modern_call("restock", {"sku": "C-3", "delta": 1}))).json()
+        write = (
+            await http.post(
+                url,
+                headers=modern_headers("restock", session.id),
+                json=modern_call("restock", {"sku": "C-3", "delta": 1}),
+            )
+        ).json()
         assert write["result"]["isError"]
         # nor can it end the session and so free its state
         await http.delete(url, headers={**JSON_HEADERS, "Mcp-Session-Id": session.id, "MCP-Protocol-Version": MODERN})
@@ -498,10 +632,23 @@ def _raw_status(base: str, path: str) -> tuple[int, str]:
     parsed = httpx.URL(base)
     conn = http.client.HTTPConnection(parsed.host, parsed.port, timeout=10)
     try:
-        conn.request("POST", path, body=json.dumps({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}),
-            headers=JSON_HEADERS)
+        conn.request(
+            "POST",
+            path,
+            body=json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": HANDSHAKE,
+                        "capabilities": {},
+                        "clientInfo": {"name": "probe", "version": "1"},
+                    },
+                }
+            ),
+            headers=JSON_HEADERS,
+        )
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:
@@ -535,7 +682,9 @@ async def test_non_object_arguments_are_tool_errors(hostile_fleet: ServerProcess
     expected = f"Arguments to get_item must be a JSON object, not {kind}."
     async with httpx.AsyncClient(base_url=hostile_fleet.base) as http, HealthWatch(hostile_fleet.base).during():
         for path in ("/envs/mini/mcp", f"/envs/mini/s/{uuid.uuid4().hex}/mcp"):  # the shared state and a keyed one
-            reply = (await http.post(path, headers=modern_headers("get_item"), json=modern_call("get_item", arguments))).json()
+            reply = (
+                await http.post(path, headers=modern_headers("get_item"), json=modern_call("get_item", arguments))
+            ).json()
             assert reply["result"]["isError"] and _text(reply) == expected, reply
         session = await LegacySession(http, f"{hostile_fleet.base}/envs/mini/mcp").open()
         reply = await session.call("get_item", arguments)
@@ -561,7 +710,9 @@ async def test_a_runaway_call_over_stdio_does_not_hold_the_server(tmp_path: Path
     from tests.conftest import ENVFLEET
 
     folder = write_env(tmp_path / "spin", runaway_spec())
-    params = StdioServerParameters(command=ENVFLEET[0], args=[*ENVFLEET[1:], "serve", str(folder), "--log-level", "warning"])
+    params = StdioServerParameters(
+        command=ENVFLEET[0], args=[*ENVFLEET[1:], "serve", str(folder), "--log-level", "warning"]
+    )
     async with Client(params) as client, anyio.create_task_group() as tg:
         runaway_done = anyio.Event()
 
@@ -569,7 +720,9 @@ async def test_a_runaway_call_over_stdio_does_not_hold_the_server(tmp_path: Path
             await client.call_tool("spin", {})
             runaway_done.set()
 
-        assert len((await client.list_tools()).tools) == 6  # the client knows the tools: call_tool sends the call at once
+        assert (
+            len((await client.list_tools()).tools) == 6
+        )  # the client knows the tools: call_tool sends the call at once
         tg.start_soon(runaway)
         await anyio.sleep(0)
         # the server reads the call before this request (one pipe, in order), and must answer while the call runs
@@ -599,11 +752,19 @@ async def test_the_fleet_under_sustained_attack(tmp_path: Path) -> None:
 
                 async def forge(count: int) -> None:
                     for index in range(count):
-                        reply = (await http.post("/envs/mini/mcp", headers=modern_headers("restock", uuid.uuid4().hex),
-                                                 json=modern_call("restock", {"sku": "C-3", "delta": 1}, index))).json()
+                        reply = (
+                            await http.post(
+                                "/envs/mini/mcp",
+                                headers=modern_headers("restock", uuid.uuid4().hex),
+                                json=modern_call("restock", {"sku": "C-3", "delta": 1}, index),
+                            )
+                        ).json()
                         assert reply["result"]["isError"]
-                        missing = await http.post("/envs/mini/mcp", json={"jsonrpc": "2.0", "id": index, "method": "ping"},
-                                                  headers={**JSON_HEADERS, "Mcp-Session-Id": uuid.uuid4().hex})
+                        missing = await http.post(
+                            "/envs/mini/mcp",
+                            json={"jsonrpc": "2.0", "id": index, "method": "ping"},
+                            headers={**JSON_HEADERS, "Mcp-Session-Id": uuid.uuid4().hex},
+                        )
                         assert missing.status_code == 404
 
                 for index in range(2):
@@ -616,7 +777,11 @@ async def test_the_fleet_under_sustained_attack(tmp_path: Path) -> None:
                     async with Client(url, mode="legacy" if index % 2 else "auto") as client:
                         for _ in range(50):
                             assert not (await client.call_tool("restock", {"sku": "A-1", "delta": 1})).is_error
-                            odd = (await http.post(url, headers=modern_headers("get_item"), json=modern_call("get_item", [1, 2]))).json()
+                            odd = (
+                                await http.post(
+                                    url, headers=modern_headers("get_item"), json=modern_call("get_item", [1, 2])
+                                )
+                            ).json()
                             assert odd["result"]["isError"] and "must be a JSON object" in _text(odd)
                         item = await client.call_tool("get_item", {"sku": "A-1"})
                         assert item.structured_content["stock"] == 3 + 50
@@ -640,9 +805,21 @@ def test_small_calls_run_on_the_loop_and_big_ones_in_a_worker_thread() -> None:
     """The call runner's fast path: a call within INLINE_BUDGET never leaves the event loop's thread;
     one that outgrows it is rolled back and run again in a worker, with the same result as a plain call."""
     spec = copy.deepcopy(MINI_SPEC)
-    spec["tools"].append({"name": "count_slowly", "description": "Count to 100,000.", "kind": "read",
-                          "steps": [{"kind": "return", "shape": "scalar", "sql": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
-                                     "SELECT i + 1 FROM n WHERE i < 100000) SELECT COUNT(*) FROM n"}]})
+    spec["tools"].append(
+        {
+            "name": "count_slowly",
+            "description": "Count to 100,000.",
+            "kind": "read",
+            "steps": [
+                {
+                    "kind": "return",
+                    "shape": "scalar",
+                    "sql": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+                    "SELECT i + 1 FROM n WHERE i < 100000) SELECT COUNT(*) FROM n",
+                }
+            ],
+        }
+    )
     env = Environment.from_spec(spec, copy.deepcopy(MINI_SEED))
     state = env.new_state()
     threads: list[int] = []
@@ -660,4 +837,6 @@ def test_small_calls_run_on_the_loop_and_big_ones_in_a_worker_thread() -> None:
     loop_thread, small, big = anyio.run(main)
     assert small.structured["stock"] == 3 and big.structured == {"value": 100000}
     assert threads[0] == loop_thread  # the small call: once, inline
-    assert threads[1] == loop_thread and threads[2] != loop_thread and len(threads) == 3  # the big one: tried, then moved
+    assert (
+        threads[1] == loop_thread and threads[2] != loop_thread and len(threads) == 3
+    )  # the big one: tried, then moved

@@ -77,8 +77,9 @@ async def test_published_changed_and_deleted_environments_while_episodes_run(tmp
         publish_registry(root, registry)
         wait_for(lambda: httpx.post(f"{base}/episodes", json={"env_id": "shop"}).json()["policy"].endswith("Be kind."))
         assert await order_candles(running["mcp_url"])  # the episode that started before goes on, on its version
-        score = httpx.post(f"{base}/episodes/{running['episode_id']}/evaluate",
-                           json={"final_message": "Your order is ORD-0042."}).json()
+        score = httpx.post(
+            f"{base}/episodes/{running['episode_id']}/evaluate", json={"final_message": "Your order is ORD-0042."}
+        ).json()
         assert score["success"] is True
 
         shutil.rmtree(root / "kiosk")  # deleted
@@ -105,7 +106,9 @@ async def test_published_changed_and_deleted_environments_while_episodes_run(tmp
 async def test_an_env_root_fleet_reloads_on_request_with_the_token(tmp_path: Path) -> None:
     root = tmp_path / "envs"
     add_env(root, "shop")
-    server = ServerProcess(["--all", "--env-root", str(root), "--watch-interval", "0"], env={"ENVFLEET_CONTROL_TOKEN": "t0k"})
+    server = ServerProcess(
+        ["--all", "--env-root", str(root), "--watch-interval", "0"], env={"ENVFLEET_CONTROL_TOKEN": "t0k"}
+    )
     try:
         add_env(root, "kiosk")
         assert httpx.post(f"{server.base}/admin/reload").status_code == 401
@@ -144,14 +147,21 @@ async def test_sessions_and_keyed_states_outlive_a_reload(tmp_path: Path) -> Non
             await session.call_tool("place_order", {"sku": "C-3", "quantity": 1})
             write_tasks(root / "shop", [{**MINI_TASKS[0], "id": "shop-003"}], pack="more")  # only the tasks change
             publish_registry(root, registry)
-            wait_for(lambda: httpx.post(f"{server.base}/episodes", json={"env_id": "shop", "task_id": "shop-003"}).status_code == 201)
+            wait_for(
+                lambda: (
+                    httpx.post(f"{server.base}/episodes", json={"env_id": "shop", "task_id": "shop-003"}).status_code
+                    == 201
+                )
+            )
             count = await session.call_tool("count_orders", {})  # the session opened before the reload still answers
             assert not count.is_error and count.structured_content["value"] == 2
         async with Client(keyed) as client:  # the keyed state kept its order: the world did not change
             assert (await client.call_tool("count_orders", {})).structured_content["value"] == 2
         add_env(root, "shop", policy="New rules.")  # now the spec changes: keyed states start over
         publish_registry(root, registry)
-        wait_for(lambda: httpx.post(f"{server.base}/episodes", json={"env_id": "shop"}).json()["policy"] == "New rules.")
+        wait_for(
+            lambda: httpx.post(f"{server.base}/episodes", json={"env_id": "shop"}).json()["policy"] == "New rules."
+        )
         async with Client(keyed) as client:
             assert (await client.call_tool("count_orders", {})).structured_content["value"] == 1
     finally:

@@ -60,7 +60,9 @@ async def test_keyed_urls_isolate_state(fleet: ServerProcess, mode: str, checkou
         assert await loan_count(a_again, member) == baseline + 1
 
 
-async def test_concurrent_clients_of_both_eras_on_different_keys(fleet: ServerProcess, checkout_pair: tuple[str, str]) -> None:
+async def test_concurrent_clients_of_both_eras_on_different_keys(
+    fleet: ServerProcess, checkout_pair: tuple[str, str]
+) -> None:
     member, copy_id = checkout_pair
     keys = [key() for _ in range(8)]
     counts: dict[str, int] = {}
@@ -83,7 +85,9 @@ async def test_concurrent_clients_of_both_eras_on_different_keys(fleet: ServerPr
     assert all(counts[k] == base for k in keys if k not in writers)
 
 
-async def test_plain_url_modern_client_reads_but_cannot_write(fleet: ServerProcess, checkout_pair: tuple[str, str]) -> None:
+async def test_plain_url_modern_client_reads_but_cannot_write(
+    fleet: ServerProcess, checkout_pair: tuple[str, str]
+) -> None:
     member, copy_id = checkout_pair
     async with Client(f"{fleet.base}/envs/library/mcp") as client:
         assert client.protocol_version == "2026-07-28"
@@ -95,7 +99,9 @@ async def test_plain_url_modern_client_reads_but_cannot_write(fleet: ServerProce
         assert await loan_count(client, member) == baseline
 
 
-async def test_plain_url_legacy_clients_get_state_per_session(fleet: ServerProcess, checkout_pair: tuple[str, str]) -> None:
+async def test_plain_url_legacy_clients_get_state_per_session(
+    fleet: ServerProcess, checkout_pair: tuple[str, str]
+) -> None:
     member, copy_id = checkout_pair
     url = f"{fleet.base}/envs/library/mcp"
     async with Client(url, mode="legacy") as a, Client(url, mode="legacy") as b:
@@ -183,8 +189,12 @@ async def test_api_docs_work_offline(fleet: ServerProcess) -> None:
         assert (await http.get("/redoc")).status_code == 404  # the CDN-backed page is off
 
 
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}},
+}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -192,7 +202,9 @@ async def test_foreign_host_header_is_refused(fleet: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=fleet.base) as http:
         ok = await http.post("/envs/library/mcp", headers=MCP_HEADERS, json=INITIALIZE)
         assert ok.status_code == 200
-        refused = await http.post("/envs/library/mcp", headers={**MCP_HEADERS, "Host": "evil.example:80"}, json=INITIALIZE)
+        refused = await http.post(
+            "/envs/library/mcp", headers={**MCP_HEADERS, "Host": "evil.example:80"}, json=INITIALIZE
+        )
         assert refused.status_code == 421
 
 
@@ -235,10 +247,17 @@ async def test_json_too_deep_to_parse_is_a_protocol_error_not_a_crash(fleet: Ser
     arguments = "{}"
     for _ in range(5000):
         arguments = '{"a": [' + arguments + "]}"
-    body = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "find_member", "arguments": ' + arguments + "}}"
+    body = (
+        '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "find_member", "arguments": '
+        + arguments
+        + "}}"
+    )
     async with httpx.AsyncClient() as http:
-        response = await http.post(url, content=body, headers={"Content-Type": "application/json",
-                                                                  "Accept": "application/json, text/event-stream"})
+        response = await http.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json, text/event-stream"},
+        )
     assert response.status_code in (200, 400)
     assert response.json()["error"]["code"] in (-32700, -32600, -32602)
     async with Client(url) as client:  # the server is alive and the state intact

@@ -33,15 +33,28 @@ async def test_open_sessions_holds_the_ids_issued_and_not_yet_ended(mini_env_dir
     with served(app) as base:
         url = f"{base}/envs/mini/mcp"
         async with httpx.AsyncClient(timeout=30) as http:
-            opened = await http.post(url, headers=JSON_HEADERS, json={
-                "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": {"protocolVersion": HANDSHAKE, "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}})
+            opened = await http.post(
+                url,
+                headers=JSON_HEADERS,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 0,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": HANDSHAKE,
+                        "capabilities": {},
+                        "clientInfo": {"name": "probe", "version": "1"},
+                    },
+                },
+            )
             assert opened.status_code == 200, opened.text
             session = opened.headers["mcp-session-id"]
             manager = app.gateway._hosted["mini"].manager
             assert set(open_sessions(manager)) == {session}
             headers = {**JSON_HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": HANDSHAKE}
-            assert (await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})).status_code == 202
+            assert (
+                await http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            ).status_code == 202
             assert (await http.delete(url, headers=headers)).status_code in (200, 204)
             with anyio.fail_after(30):  # the SDK forgets the session just after it has answered the DELETE
                 while session in open_sessions(manager):
@@ -62,16 +75,20 @@ async def _lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-@pytest.mark.parametrize(("allowed", "host", "origin", "status"), [
-    (None, None, None, 200),
-    (None, "evil.example", None, 421),  # DNS rebinding: a foreign name for our address
-    (None, None, "http://evil.example", 403),  # a web page on another site
-    (["api.example:*"], "api.example:8443", "https://api.example:8443", 200),
-    (["api.example:*"], "other.example:8443", None, 421),
-    (["*"], "evil.example", "http://evil.example", 200),  # the check turned off
-])
-async def test_host_guard_refuses_foreign_hosts_and_origins(allowed: list[str] | None, host: str | None, origin: str | None,
-                                                            status: int) -> None:
+@pytest.mark.parametrize(
+    ("allowed", "host", "origin", "status"),
+    [
+        (None, None, None, 200),
+        (None, "evil.example", None, 421),  # DNS rebinding: a foreign name for our address
+        (None, None, "http://evil.example", 403),  # a web page on another site
+        (["api.example:*"], "api.example:8443", "https://api.example:8443", 200),
+        (["api.example:*"], "other.example:8443", None, 421),
+        (["*"], "evil.example", "http://evil.example", 200),  # the check turned off
+    ],
+)
+async def test_host_guard_refuses_foreign_hosts_and_origins(
+    allowed: list[str] | None, host: str | None, origin: str | None, status: int
+) -> None:
     with served(HostGuard(_lifespan_app, allowed)) as base:
         headers = {k: v for k, v in (("Host", host), ("Origin", origin)) if v}
         async with httpx.AsyncClient() as http:
@@ -111,12 +128,16 @@ async def test_http_clients_share_a_pool_the_caller_owns(mini_env_dir: Path) -> 
 
 
 def _first(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:  # the MCP client's task group wraps what it raises
+    while (
+        isinstance(error, BaseExceptionGroup) and error.exceptions
+    ):  # the MCP client's task group wraps what it raises
         error = error.exceptions[0]
     return error
 
 
-async def test_what_a_gateway_client_raises_for_a_refusal_or_a_lost_connection_is_a_transport_error(mini_env_dir: Path) -> None:
+async def test_what_a_gateway_client_raises_for_a_refusal_or_a_lost_connection_is_a_transport_error(
+    mini_env_dir: Path,
+) -> None:
     """``GatewayClient.TRANSPORT_ERRORS`` (the harness files these as infrastructure failures) covers a JSON-RPC
     refusal from the MCP server, and a server gone from under both pools; a tool error stays a result."""
     app = create_app(Registry.build(mini_env_dir.parent))

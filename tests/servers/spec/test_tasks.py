@@ -35,13 +35,24 @@ def broken(change: dict[str, Any]) -> list[dict[str, Any]]:
     [
         ({"split": "validation"}, "core.jsonl:2 split"),
         ({"gold": []}, "core.jsonl:2 gold"),
-        ({"gold": [{"tool": "delete_everything", "arguments": {}}]}, "core.jsonl:2 gold.0.tool: unknown tool 'delete_everything'"),
-        ({"gold": [{"tool": "restock", "arguments": {"sku": "B-2"}}]}, 'core.jsonl:2 gold.0.arguments: "delta" is a required property'),
-        ({"checks": [{"description": "x", "sql": "SELECT * FROM nowhere"}]}, "core.jsonl:2 checks.0.sql: unknown table 'nowhere'"),
+        (
+            {"gold": [{"tool": "delete_everything", "arguments": {}}]},
+            "core.jsonl:2 gold.0.tool: unknown tool 'delete_everything'",
+        ),
+        (
+            {"gold": [{"tool": "restock", "arguments": {"sku": "B-2"}}]},
+            'core.jsonl:2 gold.0.arguments: "delta" is a required property',
+        ),
+        (
+            {"checks": [{"description": "x", "sql": "SELECT * FROM nowhere"}]},
+            "core.jsonl:2 checks.0.sql: unknown table 'nowhere'",
+        ),
         ({"checks": [{"description": "x", "sql": "DELETE FROM items"}]}, "core.jsonl:2 checks.0.sql: must be a SELECT"),
         ({"checks": [{"description": "x", "sql": "SELECT 1 FROM items WHERE sku = :sku"}]}, "without parameters"),
-        ({"initial_state": [{"op": "update", "table": "items", "where": {"colour": "red"}, "set": {"stock": 1}}]},
-         "core.jsonl:2 initial_state.0: items has no column 'colour'"),
+        (
+            {"initial_state": [{"op": "update", "table": "items", "where": {"colour": "red"}, "set": {"stock": 1}}]},
+            "core.jsonl:2 initial_state.0: items has no column 'colour'",
+        ),
         ({"initial_state": [{"op": "truncate", "table": "items"}]}, "core.jsonl:2 initial_state.0"),
         ({"id": "mini-001"}, "core.jsonl:2 id: task id 'mini-001' is already used on line 1"),
         ({"instruction": ""}, "core.jsonl:2 instruction"),
@@ -49,24 +60,33 @@ def broken(change: dict[str, Any]) -> list[dict[str, Any]]:
         ({"secret": "x"}, "core.jsonl:2 secret: Extra inputs are not permitted"),
     ],
 )
-def test_malformed_tasks_are_rejected_with_line_and_field(mini_env_dir: Path, change: dict[str, Any], expected: str) -> None:
+def test_malformed_tasks_are_rejected_with_line_and_field(
+    mini_env_dir: Path, change: dict[str, Any], expected: str
+) -> None:
     issues = load_with(mini_env_dir, broken(change))
     assert any(expected in issue for issue in issues), issues
 
 
 def test_task_problems_checks_a_task_no_pack_holds(mini_tasks: Environment) -> None:
-    """The static checks a pack's loader runs, for one task on its own (the synthesizer checks model-written tasks so)."""
+    """The static checks a pack's loader runs, for one task on its own (the synthesizer checks model-written tasks
+    so)."""
     schemas = {name: tool.validator for name, tool in mini_tasks.executor.tools.items()}
     good = mini_tasks.tasks[0]
     assert task_problems(good, mini_tasks.spec, schemas) == []
-    bad = good.model_copy(update={"gold": [GoldCall(tool="restock", arguments={"sku": "B-2"})],
-                                  "checks": [Check(description="x", sql="SELECT 1 FROM nowhere")]})
+    bad = good.model_copy(
+        update={
+            "gold": [GoldCall(tool="restock", arguments={"sku": "B-2"})],
+            "checks": [Check(description="x", sql="SELECT 1 FROM nowhere")],
+        }
+    )
     assert task_problems(bad, mini_tasks.spec, schemas) == [
-        ("gold.0.arguments", '"delta" is a required property'), ("checks.0.sql", "unknown table 'nowhere'; tables are: items, orders")]
+        ("gold.0.arguments", '"delta" is a required property'),
+        ("checks.0.sql", "unknown table 'nowhere'; tables are: items, orders"),
+    ]
 
 
 def test_invalid_json_line_is_named(mini_env_dir: Path) -> None:
-    raw = json.dumps(MINI_TASKS[0]) + "\n{\"id\": \"mini-9\", oops}\n"
+    raw = json.dumps(MINI_TASKS[0]) + '\n{"id": "mini-9", oops}\n'
     issues = load_with(mini_env_dir, [], raw)
     assert any(issue.startswith("core.jsonl:2: not valid JSON") for issue in issues), issues
 
@@ -82,11 +102,24 @@ def test_initial_state_is_the_seed_with_the_changes_and_ids_continue_after_it(mi
 
 
 def test_an_initial_state_that_breaks_the_schema_is_reported(mini_env_dir: Path) -> None:
-    tasks = broken({"initial_state": [{"op": "insert", "table": "orders", "rows": [
-        {"order_id": "ORD-0200", "sku": "NOPE", "quantity": 1, "placed_at": "2026-01-04 09:00:00"}]}]})
+    tasks = broken(
+        {
+            "initial_state": [
+                {
+                    "op": "insert",
+                    "table": "orders",
+                    "rows": [
+                        {"order_id": "ORD-0200", "sku": "NOPE", "quantity": 1, "placed_at": "2026-01-04 09:00:00"}
+                    ],
+                }
+            ]
+        }
+    )
     write_tasks(mini_env_dir, tasks)
     env = Environment.load(mini_env_dir)
-    with pytest.raises(TaskPackError, match=r"task mini-002 initial_state\.0\[0\]: rejected by the schema: FOREIGN KEY"):
+    with pytest.raises(
+        TaskPackError, match=r"task mini-002 initial_state\.0\[0\]: rejected by the schema: FOREIGN KEY"
+    ):
         env.episode("mini-002")
     tasks = broken({"initial_state": [{"op": "delete", "table": "orders", "where": {"order_id": "ORD-9999"}}]})
     write_tasks(mini_env_dir, tasks)
@@ -107,15 +140,22 @@ def test_gold_scores_one_noop_scores_partial(mini_tasks: Environment) -> None:
         assert not episode.call(call.tool, call.arguments).is_error
     score = episode.evaluate("Your order number is ord-0042.")
     assert score.success and score.reward == 1.0
-    assert score.diff == {"items": {"inserted": [], "deleted": [], "updated": {"C-3": {"stock": {"old": 40, "new": 38}}}},
-                          "orders": {"inserted": ["ORD-0042"], "deleted": [], "updated": {}}}
+    assert score.diff == {
+        "items": {"inserted": [], "deleted": [], "updated": {"C-3": {"stock": {"old": 40, "new": 38}}}},
+        "orders": {"inserted": ["ORD-0042"], "deleted": [], "updated": {}},
+    }
 
 
 def test_partial_work_gets_partial_reward_and_extra_writes_fail_collateral(mini_tasks: Environment) -> None:
     episode = mini_tasks.episode("mini-001")
     episode.call("place_order", {"sku": "C-3", "quantity": 3})  # wrong quantity
     score = episode.evaluate("ORD-0042")
-    assert {c.name: c.passed for c in score.checks} == {"check[0]": False, "check[1]": False, "collateral": True, "answer": True}
+    assert {c.name: c.passed for c in score.checks} == {
+        "check[0]": False,
+        "check[1]": False,
+        "collateral": True,
+        "answer": True,
+    }
     assert score.reward == 0.5
 
     episode.reset()
@@ -180,4 +220,4 @@ def test_concurrent_episodes_of_one_task_are_scored_on_their_own_state(mini_task
 )
 def test_answer_matching(message: str, fact: str, found: bool) -> None:
     said, wanted = normalise_answer(message), normalise_answer(fact)
-    assert any(said[i:i + len(wanted)] == wanted for i in range(len(said) - len(wanted) + 1)) is found
+    assert any(said[i : i + len(wanted)] == wanted for i in range(len(said) - len(wanted) + 1)) is found

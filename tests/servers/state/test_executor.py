@@ -20,8 +20,14 @@ def test_success_commits_and_returns_structured_and_text(mini: Environment) -> N
     state = mini.new_state()
     result = call(mini, state, "place_order", {"sku": "A-1", "quantity": 2, "note": "fragile"})
     assert not result.is_error
-    assert result.structured == {"order_id": "ORD-0042", "sku": "A-1", "quantity": 2, "note": "fragile",
-                                 "placed_at": "2026-01-05 12:00:00", "gift": False}
+    assert result.structured == {
+        "order_id": "ORD-0042",
+        "sku": "A-1",
+        "quantity": 2,
+        "note": "fragile",
+        "placed_at": "2026-01-05 12:00:00",
+        "gift": False,
+    }
     assert json.loads(result.text) == result.structured
     assert {r["sku"]: r["stock"] for r in state.rows("items")}["A-1"] == 1
 
@@ -29,18 +35,27 @@ def test_success_commits_and_returns_structured_and_text(mini: Environment) -> N
 def test_shapes_rows_scalar_message_and_json_columns(mini: Environment) -> None:
     state = mini.new_state()
     rows = call(mini, state, "search_items", {"query": "c"})
-    assert rows.structured == {"rows": [{"sku": "B-2", "name": "Bucket", "in_stock": False},
-                                        {"sku": "C-3", "name": "Candle", "in_stock": True}],
-                               "count": 2, "truncated": False}
+    assert rows.structured == {
+        "rows": [
+            {"sku": "B-2", "name": "Bucket", "in_stock": False},
+            {"sku": "C-3", "name": "Candle", "in_stock": True},
+        ],
+        "count": 2,
+        "truncated": False,
+    }
     assert call(mini, state, "count_orders").structured == {"value": 1}
     message = call(mini, state, "restock", {"sku": "C-3", "delta": 5})
-    assert message.structured == {"message": "Stock of C-3 changed by 5."} and message.text == "Stock of C-3 changed by 5."
+    assert (
+        message.structured == {"message": "Stock of C-3 changed by 5."} and message.text == "Stock of C-3 changed by 5."
+    )
     assert call(mini, state, "get_item", {"sku": "A-1"}).structured["tags"] == ["heavy", "iron"]
 
 
 def test_rows_are_truncated_at_the_limit(mini_spec: dict[str, Any]) -> None:
     mini_spec["limits"] = {"max_rows": 2}
-    env = Environment.from_spec(mini_spec, {"items": [{"sku": f"S-{i}", "name": f"Spoon {i}", "stock": 1, "price": 1.0} for i in range(5)]})
+    env = Environment.from_spec(
+        mini_spec, {"items": [{"sku": f"S-{i}", "name": f"Spoon {i}", "stock": 1, "price": 1.0} for i in range(5)]}
+    )
     result = env.call(env.new_state(), "search_items", {"query": "Spoon"})
     assert result.structured["count"] == 2 and result.structured["truncated"] is True
 
@@ -51,8 +66,13 @@ def test_rule_violation_is_an_error_that_names_the_rule(mini: Environment) -> No
     result = call(mini, state, "place_order", {"sku": "A-1", "quantity": 4})
     assert result.is_error
     assert result.text == "Only 3 of A-1 in stock."
-    assert result.structured["error"] == {"type": "rule_violation", "message": "Only 3 of A-1 in stock.",
-                                          "rule": "in_stock", "tool": "place_order", "step": 1}
+    assert result.structured["error"] == {
+        "type": "rule_violation",
+        "message": "Only 3 of A-1 in stock.",
+        "rule": "in_stock",
+        "tool": "place_order",
+        "step": 1,
+    }
     assert state.digest() == before
 
 
@@ -166,10 +186,23 @@ def test_wrong_value_for_a_typed_column_is_a_readable_error(mini: Environment) -
 
 def test_runaway_statement_is_stopped_by_the_budget(mini_spec: dict[str, Any]) -> None:
     mini_spec["limits"] = {"max_sql_steps": 10_000}
-    mini_spec["tools"].append({
-        "name": "spin", "description": "An expensive query.", "kind": "read",
-        "steps": [{"kind": "return", "shape": "scalar", "sql":
-                   "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000) SELECT COUNT(*) FROM n"}]})
+    mini_spec["tools"].append(
+        {
+            "name": "spin",
+            "description": "An expensive query.",
+            "kind": "read",
+            "steps": [
+                {
+                    "kind": "return",
+                    "shape": "scalar",
+                    "sql": (
+                        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000) "
+                        "SELECT COUNT(*) FROM n"
+                    ),
+                }
+            ],
+        }
+    )
     env = Environment.from_spec(mini_spec, {})
     state = env.new_state()
     result = env.call(state, "spin", {})
@@ -185,8 +218,11 @@ def test_nul_characters_are_refused_not_truncated(mini: Environment, value: str)
     in a top-level string, in a nested value, and in a key."""
     state = mini.new_state()
     before = state.digest()
-    for tool, args in (("get_item", {"sku": value}), ("search_items", {"query": value}),
-                       ("place_order", {"sku": "C-3", "quantity": 1, "note": value})):
+    for tool, args in (
+        ("get_item", {"sku": value}),
+        ("search_items", {"query": value}),
+        ("place_order", {"sku": "C-3", "quantity": 1, "note": value}),
+    ):
         result = call(mini, state, tool, args)
         assert result.is_error and result.structured["error"]["type"] == "invalid_arguments", (tool, result.text)
         assert "contains a NUL character (\\u0000)" in result.text
@@ -198,18 +234,39 @@ def test_nul_characters_are_refused_not_truncated(mini: Environment, value: str)
 
 
 def test_clock_is_the_environment_clock_everywhere(mini_spec: dict[str, Any]) -> None:
-    mini_spec["tools"].append({
-        "name": "clock", "description": "What time the env thinks it is.", "kind": "read",
-        "parameters": {"type": "object", "properties": {"at": {"type": "string", "description": "A time value."},
-                                                        "modifier": {"type": "string", "description": "A modifier."}},
-                       "required": ["at", "modifier"]},
-        "steps": [{"kind": "return", "shape": "row", "sql":
-                   "SELECT now() AS now, today() AS today, date(:at) AS d, datetime(:at, :modifier) AS local, "
-                   "strftime('%Y', :at) AS y, julianday(:at) - julianday(today()) AS days"}]})
+    mini_spec["tools"].append(
+        {
+            "name": "clock",
+            "description": "What time the env thinks it is.",
+            "kind": "read",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "at": {"type": "string", "description": "A time value."},
+                    "modifier": {"type": "string", "description": "A modifier."},
+                },
+                "required": ["at", "modifier"],
+            },
+            "steps": [
+                {
+                    "kind": "return",
+                    "shape": "row",
+                    "sql": "SELECT now() AS now, today() AS today, date(:at) AS d, datetime(:at, :modifier) AS local, "
+                    "strftime('%Y', :at) AS y, julianday(:at) - julianday(today()) AS days",
+                }
+            ],
+        }
+    )
     env = Environment.from_spec(mini_spec, {})
     result = env.call(env.new_state(), "clock", {"at": "now", "modifier": "localtime"})
-    assert result.structured == {"now": "2026-01-05 12:00:00", "today": "2026-01-05", "d": "2026-01-05",
-                                 "local": "2026-01-05 12:00:00", "y": "2026", "days": 0.5}
+    assert result.structured == {
+        "now": "2026-01-05 12:00:00",
+        "today": "2026-01-05",
+        "d": "2026-01-05",
+        "local": "2026-01-05 12:00:00",
+        "y": "2026",
+        "days": 0.5,
+    }
 
 
 def test_ids_are_deterministic_per_state_and_copies_are_isolated(mini: Environment) -> None:
@@ -237,8 +294,15 @@ def test_authorizer_is_a_second_line_behind_validation(mini: Environment) -> Non
     """SQL that slipped past static checks still cannot touch the schema, other files or the clock."""
     state = mini.new_state()
     state.set_mode("read")
-    for sql in ("SELECT name FROM sqlite_master", "PRAGMA foreign_keys = OFF", "ATTACH DATABASE ':memory:' AS x",
-                "SELECT random()", "SELECT load_extension('x')", "DELETE FROM items", "CREATE TABLE t (a)"):
+    for sql in (
+        "SELECT name FROM sqlite_master",
+        "PRAGMA foreign_keys = OFF",
+        "ATTACH DATABASE ':memory:' AS x",
+        "SELECT random()",
+        "SELECT load_extension('x')",
+        "DELETE FROM items",
+        "CREATE TABLE t (a)",
+    ):
         with pytest.raises(sqlite3.DatabaseError, match="not authorized|prohibited"):
             state.conn.execute(sql)
     state.set_mode("write")

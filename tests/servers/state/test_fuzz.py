@@ -15,11 +15,55 @@ from servers import Environment
 CALLS = int(os.environ.get("ENVFLEET_FUZZ_CALLS", "25"))
 
 HOSTILE: list[Any] = [
-    None, True, False, 0, -1, 1, 2**63 - 1, -(2**63), 2**64, 1e308, -0.0, float("nan"), float("inf"), 3.14159,
-    "", " ", "'", "''", "\"", "\\", "%", "_", "*", ";", "--", "/*", "NULL", "null", "now", "localtime",
-    "' OR '1'='1", "'; DROP TABLE members; --", "1; DELETE FROM loans", "\x00", "\u202e\u0000\ufeff", "🦄" * 50,
-    "Ωmega", "x" * 70_000, "é" * 5000, "2026-02-30", "2026-03-14 25:61:00", "9999-12-31", "0000-00-00",
-    [], {}, [1, 2, 3], {"a": {"b": {"c": [None]}}}, ["' OR 1=1"], {"$where": "1"},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**63 - 1,
+    -(2**63),
+    2**64,
+    1e308,
+    -0.0,
+    float("nan"),
+    float("inf"),
+    3.14159,
+    "",
+    " ",
+    "'",
+    "''",
+    '"',
+    "\\",
+    "%",
+    "_",
+    "*",
+    ";",
+    "--",
+    "/*",
+    "NULL",
+    "null",
+    "now",
+    "localtime",
+    "' OR '1'='1",
+    "'; DROP TABLE members; --",
+    "1; DELETE FROM loans",
+    "\x00",
+    "\u202e\u0000\ufeff",
+    "🦄" * 50,
+    "Ωmega",
+    "x" * 70_000,
+    "é" * 5000,
+    "2026-02-30",
+    "2026-03-14 25:61:00",
+    "9999-12-31",
+    "0000-00-00",
+    [],
+    {},
+    [1, 2, 3],
+    {"a": {"b": {"c": [None]}}},
+    ["' OR 1=1"],
+    {"$where": "1"},
 ]
 
 
@@ -79,7 +123,11 @@ def fuzz(env: Environment, calls_per_tool: int, seed: int) -> dict[str, int]:
             if result.is_error:
                 assert state.digest() == before, (name, args, result.text)
                 assert result.text and result.structured["error"]["type"] in (
-                    "invalid_arguments", "unknown_tool", "rule_violation", "execution_error")
+                    "invalid_arguments",
+                    "unknown_tool",
+                    "rule_violation",
+                    "execution_error",
+                )
                 outcomes["error"] += 1
             else:
                 outcomes["ok"] += 1
