@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from servers import Environment  # noqa: E402
+from servers import Environment, Episode  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -103,7 +103,7 @@ def ours_create(env: Environment, count: int) -> list[float]:
     episodes = []
     for _ in range(count):
         started = time.perf_counter()
-        episodes.append(env.episode())
+        episodes.append(Episode(env))
         times.append((time.perf_counter() - started) * 1000)
     for episode in episodes:
         episode.close()
@@ -114,10 +114,10 @@ def ours_rss(count: int) -> float:
     """RSS per live library episode, measured in a fresh process so freed memory is not reused."""
     code = (
         "import gc, sys; sys.path.insert(0, sys.argv[1]); from bench.episodes import rss_self; from servers import "
-        "Environment; "
-        "env = Environment.load(sys.argv[1] + '/servers/envs/library'); env.episode().close(); gc.collect(); before "
+        "Environment, Episode; "
+        "env = Environment.load(sys.argv[1] + '/servers/envs/library'); Episode(env).close(); gc.collect(); before "
         "= rss_self(); "
-        "episodes = [env.episode() for _ in range(int(sys.argv[2]))]; gc.collect(); "
+        "episodes = [Episode(env) for _ in range(int(sys.argv[2]))]; gc.collect(); "
         "print((rss_self() - before) / len(episodes))"
     )
     result = subprocess.run(

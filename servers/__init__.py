@@ -2,12 +2,12 @@
 
 The library is usable without any server::
 
-    from servers import Registry
+    from servers import Episode, Registry
 
     env = Registry.resolve().environment("library")
     state = env.new_state()
     result = env.call(state, "search_books", {"query": "dune"})
-    episode = env.episode(env.tasks[0].id)        # a task's initial state, scored by episode.evaluate()
+    episode = Episode(env, env.tasks[0].id)       # a task's initial state, scored by episode.evaluate()
 
 The package reads in layers, each importing only those below it (docs/architecture.md):
 :mod:`servers.errors` and :mod:`servers.version`, then :mod:`servers.spec`, :mod:`servers.state`,

@@ -27,7 +27,7 @@ def output_fields(schema: dict[str, Any]) -> set[str]:
 
 def build_graph(env: Environment) -> nx.DiGraph:
     graph = nx.DiGraph()
-    tools = env.executor.tools
+    tools = env.tools
     for name, compiled in tools.items():
         graph.add_node(name, kind=compiled.tool.kind)
     outputs = {n: output_fields(t.output_schema) for n, t in tools.items()}

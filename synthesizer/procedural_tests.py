@@ -227,7 +227,7 @@ class _Tester:
 
     def fill(self, tool: str, base: dict[str, Any]) -> dict[str, Any]:
         """Complete ``base`` with values for the tool's other required parameters."""
-        schema = self.env.executor.tools[tool].input_schema
+        schema = self.env.tools[tool].input_schema
         arguments = dict(base)
         for name in schema.get("required", []):
             if name not in arguments:
@@ -243,7 +243,7 @@ class _Tester:
         return self.report
 
     def _malformed(self, tool: str) -> None:
-        schema = self.env.executor.tools[tool].input_schema
+        schema = self.env.tools[tool].input_schema
         required = schema.get("required", [])
         if required:
             self.negative(tool, "missing_argument", {}, "invalid_arguments")
@@ -288,7 +288,7 @@ class _Tester:
 
     def _update(self, tool: str, role: ToolRole) -> None:
         key = self._id(role.entity)
-        schema = self.env.executor.tools[tool].input_schema["properties"]
+        schema = self.env.tools[tool].input_schema["properties"]
         editable = [n for n in schema if n != key]
         candidates = []
         for row in self.pick(role.entity):
@@ -333,7 +333,7 @@ class _Tester:
 
     def _create(self, tool: str, role: ToolRole) -> None:
         entity = self.design.entity(role.entity)
-        schema = self.env.executor.tools[tool].input_schema
+        schema = self.env.tools[tool].input_schema
         for relation in entity.relations:
             if relation.required and self.rows(relation.to) and not self._eligible(entity.name, relation.to):
                 rules = [
@@ -557,7 +557,7 @@ def probe_tools(env: Environment, design: Design | None, probes: dict[str, ToolP
     on every tool of an environment with no design)."""
     tester = _Tester(env, design)
     for tool, calls in probes.items():
-        compiled = env.executor.tools[tool]
+        compiled = env.tools[tool]
         allowed = set(compiled.analysis.writes)
         for arguments in calls.succeeds:
             tester.succeeds(tool, arguments, allowed, must_change=compiled.tool.kind == "write")

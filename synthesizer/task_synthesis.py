@@ -362,7 +362,7 @@ class _Synthesizer:
             return None
         owner, child = self.rng.choice(options)
         column = next(r.column for r in child.relations if r.to == owner.name)
-        schema = self.env.executor.tools[f"create_{child.name}"].input_schema
+        schema = self.env.tools[f"create_{child.name}"].input_schema
         for _ in range(8):
             owner_row = self.rng.choice(self.rows[owner.name])
             arguments: dict[str, Any] = {column: owner_row[f"{owner.name}_id"]}
@@ -416,7 +416,7 @@ class _Synthesizer:
         if not options:
             return None
         entity = self.rng.choice(options)
-        schema = self.env.executor.tools[f"update_{entity.name}"].input_schema
+        schema = self.env.tools[f"update_{entity.name}"].input_schema
         editable = [n for n in schema["properties"] if n != f"{entity.name}_id"]
         row = self.rng.choice(self.rows[entity.name])
         name = self.rng.choice(editable)
@@ -542,7 +542,7 @@ class _Synthesizer:
     ) -> _Draft | None:
         column = next(r.column for r in child.relations if r.to == owner.name)
         subject_column = next(r.column for r in child.relations if r.to == subject.name)
-        schema = self.env.executor.tools[f"create_{child.name}"].input_schema
+        schema = self.env.tools[f"create_{child.name}"].input_schema
         for _ in range(6):
             owner_row = self.rng.choice(self.rows[owner.name])
             choice = good[0]
@@ -663,7 +663,7 @@ class _Synthesizer:
         writes = tuple(
             (c.tool, tuple(sorted(c.arguments.items())))
             for c in gold
-            if c.tool in self.env.executor.tools and self.env.executor.tools[c.tool].tool.kind == "write"
+            if c.tool in self.env.tools and self.env.tools[c.tool].tool.kind == "write"
         )
         return writes, gold[-1].tool if asks else None
 

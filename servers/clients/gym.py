@@ -55,7 +55,7 @@ class ToolUseEnv:
         task_id = (options or {}).get("task_id") or self._rng.choice(self.task_ids)
         if self.episode is not None:
             self.episode.close()
-        self.episode = self.env.episode(task_id)
+        self.episode = Episode(self.env, task_id)
         self._steps = 0
         info = {"task_id": task_id, "episode_id": self.episode.id, "policy": self.env.spec.policy, "tools": self.tools}
         return self.episode.instruction or "", info

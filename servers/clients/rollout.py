@@ -16,6 +16,7 @@ import anyio
 import httpx
 
 from ..episodes.environment import Environment
+from ..episodes.episode import Episode
 from ..errors import EnvFleetError
 from ..serving.mcp import error_details
 from .agents import Agent, CallOutcome, ToolSpec
@@ -244,7 +245,7 @@ async def _created(http: httpx.AsyncClient, episode_id: str) -> dict[str, Any]:
 
 async def rollout_in_process(env: Environment, task_id: str | None, agent: Agent) -> RolloutRecord:
     started = time.perf_counter()
-    episode = env.episode(task_id)
+    episode = Episode(env, task_id)
     try:
         final_message = await agent.run(EpisodeSession(episode))
         score = episode.evaluate(final_message).to_dict() if task_id is not None else None

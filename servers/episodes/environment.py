@@ -13,20 +13,18 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import Any
 
 from ..errors import SpecError, SpecIssue, TaskPackError
 from ..spec.ddl import constraint_messages
 from ..spec.models import EnvSpec
 from ..spec.tasks import GoldCall, Task, TaskPack, load_task_pack
 from ..spec.validation import ValidationReport, parse_spec, validate_spec
-from ..state.compiler import compile_tools
+from ..state.compiler import CompiledTool, compile_tools
 from ..state.diff import StateDiff, diff_states
 from ..state.executor import Executor, ToolResult
 from ..state.store import StateCopy, StateTemplate
-
-if TYPE_CHECKING:  # Environment.episode() is a shortcut to Episode(env, ...); episode.py imports this module
-    from .episode import Episode
 
 __all__ = ["Environment", "GoldReplay", "ToolDescriptor", "content_hash", "SPEC_FILE", "SEED_FILE", "TASKS_DIR"]
 
@@ -150,9 +148,7 @@ class Environment:
             seed = _read_json(seed_path) if seed_path.exists() else {}
             env = cls.from_spec(spec, seed, path=folder, source=str(folder))
             for pack in sorted((folder / TASKS_DIR).glob("*.jsonl")):
-                env.add_task_pack(
-                    load_task_pack(pack, env.spec, {n: t.validator for n, t in env.executor.tools.items()})
-                )
+                env.add_task_pack(load_task_pack(pack, env.spec, {n: t.validator for n, t in env.tools.items()}))
             if env.content_hash == before:
                 break
         return env
@@ -230,12 +226,6 @@ class Environment:
     def primary_keys(self) -> dict[str, list[str]]:
         return {t.name: t.primary_key for t in self.spec.tables}
 
-    def episode(self, task_id: str | None = None, episode_id: str | None = None) -> Episode:
-        """A new isolated episode of ``task_id`` (or of the seed state)."""
-        from .episode import Episode
-
-        return Episode(self, task_id, episode_id)
-
     def new_state(self) -> StateCopy:
         """A fresh isolated copy of the seeded state."""
         return self.template.copy()
@@ -244,6 +234,11 @@ class Environment:
         """Call a tool on a state copy; failures come back as a result with ``is_error``. ``read_only`` marks
         shared state: a write tool is refused before anything runs."""
         return self.executor.call(state, tool, arguments, read_only=read_only)
+
+    @property
+    def tools(self) -> Mapping[str, CompiledTool]:
+        """Each tool as compiled at load, by name: its schemas, argument validator and read/write analysis."""
+        return MappingProxyType(self.executor.tools)
 
     @functools.cached_property
     def tool_descriptors(self) -> dict[str, ToolDescriptor]:
@@ -257,7 +252,7 @@ class Environment:
                 read_only=compiled.tool.kind == "read",
                 destructive=compiled.tool.kind == "write" and "delete" in compiled.analysis.statement_kinds(),
             )
-            for name, compiled in self.executor.tools.items()
+            for name, compiled in self.tools.items()
         }
 
     @property

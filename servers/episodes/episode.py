@@ -1,7 +1,7 @@
 """Episodes: one isolated run of a task (or of the plain seed state), with its trajectory.
 
 An episode owns a state copy made from its task's initial state, records every tool call, and
-can be scored and reset. It works in process (``env.episode("lib-001")``); the gateway serves the
+can be scored and reset. It works in process (``Episode(env, "lib-001")``); the gateway serves the
 same objects over MCP at ``/envs/<env>/episodes/<id>/mcp`` and over its REST control plane.
 """
 

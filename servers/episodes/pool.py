@@ -453,7 +453,7 @@ class EpisodePool(ExpiringPool[Episode]):
                 raise StateError(f"episode id {_show(episode_id)} is in use; choose another or delete that episode")
             if self._discard(episode_id):  # expired but not yet swept
                 self._expired += 1
-            return self._insert(episode_id, lambda: env.episode(task_id, episode_id), client)
+            return self._insert(episode_id, lambda: Episode(env, task_id, episode_id), client)
 
     def find(self, episode_id: str, env_id: str | None = None) -> Episode:
         """The live episode (refreshing its idle timer); :class:`EpisodeNotFound` says why not."""

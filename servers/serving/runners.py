@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from ..episodes.environment import Environment
+from ..episodes.episode import Episode
 from ..episodes.pool import DEFAULT_STATE_QUOTAS, Quotas
 from ..episodes.registry import Registry
 from .mcp import DEFAULT_CALL_THREADS, EpisodeRouter, build_server
@@ -29,7 +30,7 @@ CONTROL_TOKEN_ENV = "ENVFLEET_CONTROL_TOKEN"
 def serve_stdio(env: Environment, task_id: str | None = None) -> None:
     """Serve ``env`` over stdin/stdout. The process is one episode: the task's initial state (or
     the seed), for the whole life of the process. Calls run in a worker thread, one at a time."""
-    episode = env.episode(task_id)
+    episode = Episode(env, task_id)
     server = build_server(env, EpisodeRouter(episode))
     try:
         anyio.run(run_stdio, server)

@@ -133,7 +133,7 @@ class TasksOutcome:
 def propose_tasks(client: ChatClient, proposed: ProposedEnvironment, count: int) -> TasksOutcome:
     """Tasks for a model-written environment, each kept only if its gold run passes the gates."""
     env = proposed.env
-    schemas = {name: t.validator for name, t in env.executor.tools.items()}
+    schemas = {name: t.validator for name, t in env.tools.items()}
     keys = {t.name: t.primary_key for t in env.spec.tables}
     identifiers = {
         str(row[key[0]])

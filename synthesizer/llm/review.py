@@ -74,7 +74,7 @@ def recorded_calls(env: Environment, tests: TestReport) -> dict[str, list[dict[s
 def review_tools(client: ChatClient, env: Environment, tests: TestReport) -> ReviewOutcome:
     calls = recorded_calls(env, tests)
     tools = sorted(calls)
-    descriptions = {name: env.executor.tools[name].tool.description for name in tools}
+    descriptions = {name: env.tools[name].tool.description for name in tools}
     outcome = ReviewOutcome()
     for start in range(0, len(tools), BATCH):
         names = tools[start : start + BATCH]

@@ -188,7 +188,7 @@ def test_sdk_client_sees_results_and_refusals(
 ) -> None:
     out = run_client(node, {**targets, "calls": calls})
     assert_no_schema_failure(json.dumps(out))
-    assert [t["name"] for t in out["tools"]] == list(library.executor.tools)
+    assert [t["name"] for t in out["tools"]] == list(library.tools)
     assert all(t["hasOutputSchema"] for t in out["tools"])
 
     want = expected(library, calls)
@@ -233,7 +233,7 @@ def test_inspector_lists_tools_and_shows_a_refusal(
     target = stdio_command() if transport == "stdio" else [keyed_url(request.getfixturevalue("fleet"))]
     listed = run_inspector(node, target, "--protocol-era", era, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr
-    assert [t["name"] for t in json.loads(listed.stdout)["result"]["tools"]] == list(library.executor.tools)
+    assert [t["name"] for t in json.loads(listed.stdout)["result"]["tools"]] == list(library.tools)
 
     refusal = calls[2]
     refused = run_inspector(

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 
-from servers import Environment, EpisodeNotFound, StateCapacityError, StateError, StatePool
+from servers import Environment, Episode, EpisodeNotFound, StateCapacityError, StateError, StatePool
 from servers.episodes import DEFAULT_STATE_QUOTAS, EpisodePool, Quotas, TrajectoryLimits, key_prefix
 
 
@@ -185,7 +185,7 @@ def test_the_default_quotas_refuse_a_flood_from_one_client_but_not_from_many(min
 
 
 def test_a_trajectory_keeps_sanitised_capped_arguments_and_the_call_sees_them_whole(mini: Environment) -> None:
-    episode = mini.episode()
+    episode = Episode(mini)
     limits = episode.limits
     note = "n" * (limits.argument_string + 10)
     placed = episode.call("place_order", {"sku": "C-3", "quantity": 1, "note": note})
@@ -211,7 +211,7 @@ def test_a_trajectory_keeps_sanitised_capped_arguments_and_the_call_sees_them_wh
 
 
 def test_a_trajectory_stops_recording_at_its_size_and_step_caps(mini: Environment) -> None:
-    episode = mini.episode()
+    episode = Episode(mini)
     episode.limits = TrajectoryLimits(argument_string=1000, arguments=2000, result=2000, trajectory=5000, steps=6)
     for _ in range(8):
         assert episode.call("get_item", {"sku": "z" * 5000}).is_error

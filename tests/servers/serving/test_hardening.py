@@ -20,7 +20,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from servers import Environment, SpecError, TaskPackError
+from servers import Environment, Episode, SpecError, TaskPackError
 from servers.serving import CallRunner, CallTarget
 from servers.state import diff_states
 from tests.conftest import MINI_SEED, MINI_SPEC, MINI_TASKS, ServerProcess, stop_process, write_env, write_tasks
@@ -45,7 +45,7 @@ def test_seed_and_task_values_are_bound_by_column_name_not_position(tmp_path: Pa
     write_tasks(folder, [task])
     env = Environment.load(folder)
     assert env.new_state().rows("items") == [{"sku": "D-4", "name": "Drum", "stock": 7, "price": 2.5, "tags": None}]
-    assert env.episode("mini-002").state.rows("items")[0] == {
+    assert Episode(env, "mini-002").state.rows("items")[0] == {
         "sku": "D-4",
         "name": "Big drum",
         "stock": 7,
@@ -130,7 +130,7 @@ def test_scoring_gets_a_fresh_budget_whatever_the_last_call_used(mini_env_dir: P
     )
     (mini_env_dir / "env.json").write_text(json.dumps(spec))
     env = Environment.load(mini_env_dir)
-    episode = env.episode("mini-001")
+    episode = Episode(env, "mini-001")
     for call in env.task("mini-001").gold:
         episode.call(call.tool, call.arguments)
     assert episode.call("spin", {}).is_error

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from servers import Environment, TaskPackError
+from servers import Environment, Episode, TaskPackError
 from servers.episodes import normalise_answer
 from servers.spec import Check, GoldCall, task_problems
 from tests.conftest import MINI_TASKS, write_tasks
@@ -70,7 +70,7 @@ def test_malformed_tasks_are_rejected_with_line_and_field(
 def test_task_problems_checks_a_task_no_pack_holds(mini_tasks: Environment) -> None:
     """The static checks a pack's loader runs, for one task on its own (the synthesizer checks model-written tasks
     so)."""
-    schemas = {name: tool.validator for name, tool in mini_tasks.executor.tools.items()}
+    schemas = {name: tool.validator for name, tool in mini_tasks.tools.items()}
     good = mini_tasks.tasks[0]
     assert task_problems(good, mini_tasks.spec, schemas) == []
     bad = good.model_copy(
@@ -92,7 +92,7 @@ def test_invalid_json_line_is_named(mini_env_dir: Path) -> None:
 
 
 def test_initial_state_is_the_seed_with_the_changes_and_ids_continue_after_it(mini_tasks: Environment) -> None:
-    episode = mini_tasks.episode("mini-002")
+    episode = Episode(mini_tasks, "mini-002")
     items = {r["sku"]: r for r in episode.state.rows("items")}
     assert items["B-2"]["name"] == "Blue bucket"
     assert {r["order_id"] for r in episode.state.rows("orders")} == {"ORD-0041", "ORD-0100"}
@@ -120,22 +120,22 @@ def test_an_initial_state_that_breaks_the_schema_is_reported(mini_env_dir: Path)
     with pytest.raises(
         TaskPackError, match=r"task mini-002 initial_state\.0\[0\]: rejected by the schema: FOREIGN KEY"
     ):
-        env.episode("mini-002")
+        Episode(env, "mini-002")
     tasks = broken({"initial_state": [{"op": "delete", "table": "orders", "where": {"order_id": "ORD-9999"}}]})
     write_tasks(mini_env_dir, tasks)
     with pytest.raises(TaskPackError, match="matches no row"):
-        Environment.load(mini_env_dir).episode("mini-002")
+        Episode(Environment.load(mini_env_dir), "mini-002")
 
 
 def test_gold_scores_one_noop_scores_partial(mini_tasks: Environment) -> None:
     task = mini_tasks.task("mini-001")
-    noop = mini_tasks.episode("mini-001").evaluate(None)
+    noop = Episode(mini_tasks, "mini-001").evaluate(None)
     assert not noop.success
     assert [c.name for c in noop.checks] == ["check[0]", "check[1]", "collateral", "answer"]
     assert [c.passed for c in noop.checks] == [False, False, True, False]
     assert noop.reward == 0.25 and noop.diff_summary == "no changes"
 
-    episode = mini_tasks.episode("mini-001")
+    episode = Episode(mini_tasks, "mini-001")
     for call in task.gold:
         assert not episode.call(call.tool, call.arguments).is_error
     score = episode.evaluate("Your order number is ord-0042.")
@@ -147,7 +147,7 @@ def test_gold_scores_one_noop_scores_partial(mini_tasks: Environment) -> None:
 
 
 def test_partial_work_gets_partial_reward_and_extra_writes_fail_collateral(mini_tasks: Environment) -> None:
-    episode = mini_tasks.episode("mini-001")
+    episode = Episode(mini_tasks, "mini-001")
     episode.call("place_order", {"sku": "C-3", "quantity": 3})  # wrong quantity
     score = episode.evaluate("ORD-0042")
     assert {c.name: c.passed for c in score.checks} == {
@@ -168,7 +168,7 @@ def test_partial_work_gets_partial_reward_and_extra_writes_fail_collateral(mini_
 
 
 def test_reset_restores_the_initial_state_and_clears_the_trajectory(mini_tasks: Environment) -> None:
-    episode = mini_tasks.episode("mini-002")
+    episode = Episode(mini_tasks, "mini-002")
     initial = episode.state.digest()
     episode.call("restock", {"sku": "B-2", "delta": 5})
     assert episode.state.digest() != initial and len(episode.trajectory) == 1
@@ -177,7 +177,7 @@ def test_reset_restores_the_initial_state_and_clears_the_trajectory(mini_tasks: 
 
 
 def test_trajectory_records_every_call(mini_tasks: Environment) -> None:
-    episode = mini_tasks.episode("mini-001")
+    episode = Episode(mini_tasks, "mini-001")
     episode.call("search_items", {"query": "Candle"})
     episode.call("place_order", {"sku": "C-3", "quantity": 999})
     first, second = episode.trajectory
@@ -187,7 +187,7 @@ def test_trajectory_records_every_call(mini_tasks: Environment) -> None:
 
 
 def test_concurrent_episodes_of_one_task_are_scored_on_their_own_state(mini_tasks: Environment) -> None:
-    episodes = [mini_tasks.episode("mini-001") for _ in range(6)]
+    episodes = [Episode(mini_tasks, "mini-001") for _ in range(6)]
     for index, episode in enumerate(episodes):  # interleave: only even episodes do the task
         if index % 2 == 0:
             episode.call("place_order", {"sku": "C-3", "quantity": 2})

@@ -114,7 +114,7 @@ def fuzz(env: Environment, calls_per_tool: int, seed: int) -> dict[str, int]:
     outcomes = {"ok": 0, "error": 0}
     names = env.tool_names + ["no_such_tool"]
     for name in names:
-        compiled = env.executor.tools.get(name)
+        compiled = env.tools.get(name)
         schema = compiled.input_schema if compiled else {}
         for _ in range(calls_per_tool):
             args = random_arguments(rng, schema, pool)
