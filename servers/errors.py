@@ -18,6 +18,7 @@ catches ``EnvFleetError`` and prints its message (no stack trace) whatever part 
     ├── SqlProblem, CheckProblem   a statement or table check is not acceptable (spec/sql_analysis.py, spec/ddl.py;
     │                          become SpecIssues)
     ├── CallPreempted          a call outgrew its inline budget and was rolled back, to run again (state/executor.py)
+    ├── _FunctionFailure       raised inside an SQL function (state/store.py), read back with function_error()
     │ the runtime's clients (servers/clients/rollout.py)
     ├── ControlPlaneError      the gateway's control plane refused or failed a request
     ├── ToolCallUncertain      a write's outcome is unknown (lost in transit): never resent

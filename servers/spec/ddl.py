@@ -13,7 +13,7 @@ import sqlglot
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateTable
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
 from ..errors import EnvFleetError
 from .models import Column, EnvSpec, Table
@@ -30,6 +30,7 @@ _STORAGE = {
     "datetime": sa.Text,
     "json": sa.Text,
 }
+
 
 class CheckProblem(EnvFleetError, ValueError):
     """A table check expression is not acceptable."""
@@ -56,7 +57,10 @@ def check_expression(table: Table, expression: str) -> str:
                 raise CheckProblem(f"refers to another table ({node.table}); a check sees only its own row")
             if node.name not in columns:
                 raise CheckProblem(f"unknown column {node.name!r} in table {table.name}")
-    return tree.sql(dialect="sqlite")
+    try:
+        return tree.sql(dialect="sqlite", unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as e:  # sqlglot would render it differently from what was written: refuse, quietly
+        raise CheckProblem(f"cannot be rendered back as SQLite SQL: {str(e).splitlines()[0]}") from None
 
 
 def _column_constraints(table: sa.Table, column: Column) -> list[sa.CheckConstraint]:
@@ -113,7 +117,9 @@ def build_metadata(spec: EnvSpec) -> sa.MetaData:
             for check in _column_constraints(sa_table, column):
                 sa_table.append_constraint(check)
         for check in table.checks:
-            sa_table.append_constraint(sa.CheckConstraint(sa.text(check_expression(table, check.expression)), name=check.name))
+            sa_table.append_constraint(
+                sa.CheckConstraint(sa.text(check_expression(table, check.expression)), name=check.name)
+            )
     return metadata
 
 

@@ -25,7 +25,10 @@ __all__ = [
     "LetStep",
     "ExecStep",
     "ReturnStep",
+    "ForEachStep",
+    "NestedStep",
     "Step",
+    "Fragment",
     "Tool",
     "Limits",
     "EnvSpec",
@@ -74,9 +77,7 @@ class TableCheck(_Model):
 
     name: Identifier
     expression: str = Field(min_length=1, examples=["copies_available <= copies_total"])
-    message: str = Field(
-        min_length=1, description="Shown to the agent when a write would break the invariant."
-    )
+    message: str = Field(min_length=1, description="Shown to the agent when a write would break the invariant.")
 
 
 class Table(_Model):
@@ -125,18 +126,22 @@ class RequireStep(_Model):
     kind: Literal["require"]
     sql: str = Field(min_length=1)
     expect: Literal["exists", "none", "true"] | Comparison = "exists"
-    error: str = Field(min_length=1, examples=["Member {member_id} has {active} active loans; the limit is {max_loans}."])
+    error: str = Field(
+        min_length=1, examples=["Member {member_id} has {active} active loans; the limit is {max_loans}."]
+    )
     rule: str | None = Field(None, description="A short name for the business rule this step enforces.")
 
 
 class LetStep(_Model):
     """Bind a value for later steps. ``scalar`` binds ``:name`` to the first column of the first row
-    (NULL when there is no row); ``row`` binds ``:name_<column>`` for every column of that row."""
+    (NULL when there is no row); ``row`` binds ``:name_<column>`` for every column of that row;
+    ``rows`` binds ``:name`` to a JSON array of row objects (read it with ``json_each(:name)``), which a
+    ``for_each`` step can loop over."""
 
     kind: Literal["let"]
     name: Identifier
     sql: str = Field(min_length=1)
-    shape: Literal["scalar", "row"] = "scalar"
+    shape: Literal["scalar", "row", "rows"] = "scalar"
 
 
 class ExecStep(_Model):
@@ -156,12 +161,13 @@ class ExecStep(_Model):
 
 
 class ReturnStep(_Model):
-    """The result of the call: a SELECT shaped as ``row`` / ``rows`` / ``scalar``, or a literal
-    ``message`` template. A ``row`` that finds nothing fails the call with ``not_found``."""
+    """The result of the call: a SELECT shaped as ``row`` / ``rows`` / ``scalar`` / ``text``, or a literal
+    ``message`` template. A ``row`` that finds nothing fails the call with ``not_found``; ``text`` answers
+    the first column of the first row as plain text (``""`` when there is none)."""
 
     kind: Literal["return"]
     sql: str | None = None
-    shape: Literal["row", "rows", "scalar"] | None = None
+    shape: Literal["row", "rows", "scalar", "text"] | None = None
     message: str | None = None
     not_found: str = "No matching record was found."
 
@@ -170,13 +176,45 @@ class ReturnStep(_Model):
         if (self.sql is None) == (self.message is None):
             raise ValueError("a return step has either 'sql' (with 'shape') or 'message', not both")
         if self.sql is not None and self.shape is None:
-            raise ValueError("a return step with 'sql' needs a 'shape': row, rows or scalar")
+            raise ValueError("a return step with 'sql' needs a 'shape': row, rows, scalar or text")
         if self.message is not None and self.shape is not None:
             raise ValueError("'shape' applies only to a return step with 'sql'")
         return self
 
 
-Step = Annotated[RequireStep | LetStep | ExecStep | ReturnStep, Field(discriminator="kind")]
+NestedStep = Annotated[RequireStep | LetStep | ExecStep, Field(discriminator="kind")]
+"""The steps a ``for_each`` step may run for each element."""
+
+
+class ForEachStep(_Model):
+    """Run nested ``require`` / ``let`` / ``exec`` steps once per element of a list, inside the call's one
+    transaction (a failure at any element undoes every element).
+
+    ``over`` names a parameter of type ``array`` or an earlier ``let`` with ``shape: rows``. For the nested
+    steps only, an object element (an array of objects, or a row) binds ``:<as>_<key>`` for each key (for a
+    parameter, each of ``items.properties``; an absent key binds NULL), a scalar element binds ``:<as>``, and
+    ``:<as>_index`` is always the 0-based position. A nested ``let`` is visible to the later nested steps of
+    the same element only. At most ``limits.max_iterations`` elements."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)  # "as" in JSON, as_ here
+
+    kind: Literal["for_each"]
+    over: Identifier = Field(description="A parameter of type array, or an earlier let with shape 'rows'.")
+    as_: Identifier = Field(alias="as", description="The element's name: binds :<as> or :<as>_<key>, and :<as>_index.")
+    steps: list[NestedStep] = Field(min_length=1, description="require, let and exec steps, run for each element.")
+
+
+Step = Annotated[RequireStep | LetStep | ExecStep | ReturnStep | ForEachStep, Field(discriminator="kind")]
+
+
+class Fragment(_Model):
+    """A named SELECT that any step may read like a table (``FROM order_summary``). Each statement that
+    names it is run as ``WITH order_summary AS (<sql>) <statement>``. It may use earlier fragments and
+    ``:parameters`` (which must then be in scope wherever it is used)."""
+
+    name: Identifier
+    description: str = ""
+    sql: str = Field(min_length=1, examples=["SELECT o.order_id, o.status, COUNT(*) AS lines FROM orders o ..."])
 
 
 class Tool(_Model):
@@ -203,24 +241,35 @@ class Limits(_Model):
         65_536, ge=16, le=4_194_304, description="Longest string argument accepted, in characters."
     )
     max_sql_steps: int = Field(
-        2_000_000, ge=10_000, le=100_000_000,
+        2_000_000,
+        ge=10_000,
+        le=100_000_000,
         description="SQLite virtual-machine instructions one call may run before it is stopped.",
     )
     max_call_ms: int = Field(
         2_000, ge=1, le=10_000, description="Wall-clock milliseconds one call may run before it is stopped and undone."
     )
     max_value_bytes: int = Field(
-        1_048_576, ge=1_024, le=16_777_216,
+        1_048_576,
+        ge=1_024,
+        le=16_777_216,
         description="Largest string or blob SQLite may hold or build during a call (its length limit), in bytes. "
         "At least 4 x max_string_length, so every accepted argument can be stored.",
     )
     max_result_bytes: int = Field(
-        1_048_576, ge=1_024, le=16_777_216,
+        1_048_576,
+        ge=1_024,
+        le=16_777_216,
         description="Largest result one call may return (text and blob bytes of every value), in bytes. "
         "At least 4 x max_string_length.",
     )
+    max_iterations: int = Field(
+        1_000, ge=1, le=100_000, description="Elements one for_each step may loop over; more fail the call."
+    )
     max_state_bytes: int = Field(
-        67_108_864, ge=1_048_576, le=1_073_741_824,
+        67_108_864,
+        ge=1_048_576,
+        le=1_073_741_824,
         description="Largest a state copy may grow, seed included, in bytes: a write that would pass it is stopped "
         "and undone.",
     )
@@ -238,7 +287,7 @@ class Limits(_Model):
 
 
 class EnvSpec(_Model):
-    """An environment: identity, fixed clock, policy, tables, id sequences and tools."""
+    """An environment: identity, fixed clock, policy, tables, id sequences, SQL fragments and tools."""
 
     format: Literal[1] = SPEC_FORMAT
     id: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64, description="Slug; also the URL segment.")
@@ -254,6 +303,9 @@ class EnvSpec(_Model):
     policy: str = Field(min_length=1, description="Markdown rules the agent must follow.")
     tables: list[Table] = Field(min_length=1)
     sequences: list[IdSequence] = []
+    fragments: list[Fragment] = Field(
+        [], description="Named SELECTs that any step may read like tables; validated once, expanded per use."
+    )
     tools: list[Tool] = Field(min_length=1)
     limits: Limits = Limits()
 
@@ -274,6 +326,17 @@ class EnvSpec(_Model):
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    def statements(self) -> list[str]:
+        """Every SQL text of the spec as written: each step's (a for_each's nested steps included) and each
+        fragment's, for scans such as which table functions a state must prepare."""
+        texts = [f.sql for f in self.fragments]
+        for tool in self.tools:
+            for step in tool.steps:
+                for inner in step.steps if isinstance(step, ForEachStep) else [step]:
+                    if inner.sql is not None:
+                        texts.append(inner.sql)
+        return texts
 
 
 def spec_json_schema() -> dict[str, Any]:

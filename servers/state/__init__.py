@@ -10,6 +10,15 @@ from .executor import CallPreempted, Executor, ToolResult, preemptible
 from .store import StateCopy, StateTemplate
 
 __all__ = [
-    "StateTemplate", "StateCopy", "CompiledTool", "compile_tools", "Executor", "ToolResult", "CallPreempted", "preemptible",
-    "StateDiff", "TableDiff", "diff_states",
+    "StateTemplate",
+    "StateCopy",
+    "CompiledTool",
+    "compile_tools",
+    "Executor",
+    "ToolResult",
+    "CallPreempted",
+    "preemptible",
+    "StateDiff",
+    "TableDiff",
+    "diff_states",
 ]

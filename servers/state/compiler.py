@@ -19,8 +19,16 @@ from sqlglot import exp
 
 from ..errors import SpecError, SpecIssue
 from ..spec.ddl import check_expression
-from ..spec.models import EnvSpec, ExecStep, LetStep, RequireStep, ReturnStep, Step, Tool
-from ..spec.validation import ToolAnalysis, ValidationReport, step_location
+from ..spec.models import EnvSpec, ExecStep, ForEachStep, LetStep, NestedStep, RequireStep, ReturnStep, Step, Tool
+from ..spec.sql_analysis import StatementInfo
+from ..spec.validation import (
+    ToolAnalysis,
+    ValidationReport,
+    element_keys,
+    element_names,
+    nested_location,
+    step_location,
+)
 from .store import StateCopy, StateTemplate
 
 __all__ = ["CompiledStep", "CompiledTool", "compile_tools", "TEMPLATE_FIELD", "render_template"]
@@ -29,8 +37,12 @@ TEMPLATE_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _REPEATED = re.compile(r":\d+$")
 
 _JSON_TYPES = {
-    "text": "string", "date": "string", "datetime": "string",
-    "integer": "integer", "real": "number", "boolean": "boolean",
+    "text": "string",
+    "date": "string",
+    "datetime": "string",
+    "integer": "integer",
+    "real": "number",
+    "boolean": "boolean",
 }
 
 
@@ -53,11 +65,17 @@ def render_template(template: str, values: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class CompiledStep:
-    step: Step
-    index: int
+    step: Step | NestedStep
+    index: int  # position in its list of steps (a nested step's within its for_each)
     location: str
     outputs: tuple[str, ...] = ()
     output_types: tuple[str | None, ...] = ()  # column type per output, when it is a plain column
+    sql: str | None = None
+    """The statement as it runs: the step's SQL with the fragments it uses defined in front."""
+    parent: int | None = None  # the for_each step's index, for a nested step
+    nested: tuple[CompiledStep, ...] = ()  # a for_each's steps
+    element_keys: tuple[str, ...] | None = None
+    """A for_each's elements are objects binding ``:<as>_<key>`` per key; None: scalars binding ``:<as>``."""
 
 
 @dataclass
@@ -70,6 +88,8 @@ class CompiledTool:
     validator: Any  # a compiled jsonschema_rs validator
     param_names: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
+    error_messages: dict[str, str] = field(default_factory=dict)
+    """A parameter's own ``errorMessage``: reported for any problem with its argument, missing included."""
     date_params: dict[str, str] = field(default_factory=dict)
     """Parameters holding a date (``date``) or a date and time (``datetime``), whose values must be real
     calendar dates: declared with ``format: date`` / ``date-time``, or with a ``pattern`` a date matches."""
@@ -93,38 +113,27 @@ def compile_tools(spec: EnvSpec, report: ValidationReport, template: StateTempla
     return tools
 
 
-def _compile_tool(spec: EnvSpec, tool: Tool, analysis: ToolAnalysis, scratch: StateCopy, issues: list[SpecIssue]) -> CompiledTool:
+def _compile_tool(
+    spec: EnvSpec, tool: Tool, analysis: ToolAnalysis, scratch: StateCopy, issues: list[SpecIssue]
+) -> CompiledTool:
     params = tuple(analysis.params)
     bound: set[str] = set(params)
+    rows_lets: dict[str, tuple[str, ...]] = {}
     steps: list[CompiledStep] = []
     for index, step in enumerate(tool.steps):
         location = step_location(tool, index)
-        outputs: tuple[str, ...] = ()
-        types: tuple[str | None, ...] = ()
-        if step.sql is not None:
-            try:
-                outputs = _prepare(scratch, step, tool.kind, bound)
-            except sqlite3.Error as e:
-                issues.append(SpecIssue(f"{location}.sql", f"SQLite refuses it: {e}"))
-                steps.append(CompiledStep(step, index, location))
-                continue
-            types = _output_types(spec, analysis, index, outputs)
-            duplicated = sorted({n for n in outputs if outputs.count(n) > 1})
-            if duplicated and not isinstance(step, ExecStep) and getattr(step, "shape", "row") != "scalar":
-                issues.append(SpecIssue(f"{location}.sql", f"returns the column name(s) {', '.join(duplicated)} twice; alias them"))
-        visible = bound | (set(outputs) if isinstance(step, RequireStep) else set())
-        for text_field in ("error", "message"):
-            text = getattr(step, text_field, None)
-            if text:
-                for name in TEMPLATE_FIELD.findall(text):
-                    if name not in visible:
-                        issues.append(SpecIssue(
-                            f"{location}.{text_field}",
-                            f"names {{{name}}}, which is not a parameter, an earlier let, or a column this step returns",
-                        ))
-        if isinstance(step, LetStep):
-            bound |= {step.name} if step.shape == "scalar" else {f"{step.name}_{n}" for n in outputs}
-        steps.append(CompiledStep(step, index, location, outputs, types))
+        if not isinstance(step, ForEachStep):
+            steps.append(_compile_step(spec, tool, analysis, scratch, issues, step, index, location, bound, rows_lets))
+            continue
+        keys, _problem = element_keys(tool, step, rows_lets)  # a problem was reported by validation
+        inner = bound | element_names(step, keys)
+        nested = tuple(
+            _compile_step(
+                spec, tool, analysis, scratch, issues, inner_step, n, nested_location(tool, index, n), inner, {}, index
+            )
+            for n, inner_step in enumerate(step.steps)
+        )
+        steps.append(CompiledStep(step, index, location, nested=nested, element_keys=keys))
 
     input_schema = dict(tool.parameters)
     input_schema.setdefault("properties", {})
@@ -139,8 +148,65 @@ def _compile_tool(spec: EnvSpec, tool: Tool, analysis: ToolAnalysis, scratch: St
         validator=jsonschema_rs.validator_for(input_schema, validate_formats=True),
         param_names=params,
         defaults={n: p["default"] for n, p in properties.items() if isinstance(p, dict) and "default" in p},
+        error_messages={
+            n: p["errorMessage"]
+            for n, p in properties.items()
+            if isinstance(p, dict) and isinstance(p.get("errorMessage"), str)
+        },
         date_params={n: kind for n, p in properties.items() if (kind := _date_kind(p))},
     )
+
+
+def _compile_step(
+    spec: EnvSpec,
+    tool: Tool,
+    analysis: ToolAnalysis,
+    scratch: StateCopy,
+    issues: list[SpecIssue],
+    step: Step | NestedStep,
+    index: int,
+    location: str,
+    bound: set[str],
+    rows_lets: dict[str, tuple[str, ...]],
+    parent: int | None = None,
+) -> CompiledStep:
+    """Prepare one statement step and check its templates; a ``let`` adds what it binds to ``bound``."""
+    analysed = analysis.step(location)
+    sql = analysed.sql if analysed is not None and analysed.sql is not None else step.sql
+    outputs: tuple[str, ...] = ()
+    types: tuple[str | None, ...] = ()
+    if sql is not None:
+        try:
+            outputs = _prepare(scratch, step, sql, tool.kind, bound)
+        except sqlite3.Error as e:
+            issues.append(SpecIssue(f"{location}.sql", f"SQLite refuses it: {e}"))
+            return CompiledStep(step, index, location, sql=sql, parent=parent)
+        types = _output_types(spec, analysed.info if analysed else None, outputs)
+        duplicated = sorted({n for n in outputs if outputs.count(n) > 1})
+        if duplicated and not isinstance(step, ExecStep) and getattr(step, "shape", "row") not in ("scalar", "text"):
+            issues.append(
+                SpecIssue(f"{location}.sql", f"returns the column name(s) {', '.join(duplicated)} twice; alias them")
+            )
+    visible = bound | (set(outputs) if isinstance(step, RequireStep) else set())
+    for text_field in ("error", "message"):
+        text = getattr(step, text_field, None)
+        if text:
+            for name in TEMPLATE_FIELD.findall(text):
+                if name not in visible:
+                    issues.append(
+                        SpecIssue(
+                            f"{location}.{text_field}",
+                            (
+                                f"names {{{name}}}, which is not a parameter, an earlier let, or a column "
+                                "this step returns"
+                            ),
+                        )
+                    )
+    if isinstance(step, LetStep):
+        bound |= {step.name} if step.shape in ("scalar", "rows") else {f"{step.name}_{n}" for n in outputs}
+        if step.shape == "rows":
+            rows_lets[step.name] = outputs
+    return CompiledStep(step, index, location, outputs, types, sql, parent)
 
 
 _DATE_SAMPLES = ("2026-01-05",)
@@ -173,8 +239,11 @@ def _prepare_table_checks(spec: EnvSpec, scratch: StateCopy, issues: list[SpecIs
     SELECT under it: a function outside the allow-list is refused here, at load."""
     for table in spec.tables:
         for check in table.checks:
-            probe = sqlglot.select(check_expression(table, check.expression), dialect="sqlite").from_(
-                exp.to_table(table.name)).sql(dialect="sqlite", identify=True)
+            probe = (
+                sqlglot.select(check_expression(table, check.expression), dialect="sqlite")
+                .from_(exp.to_table(table.name))
+                .sql(dialect="sqlite", identify=True)
+            )
             with scratch.mode("read"):
                 try:
                     scratch.conn.execute(f"EXPLAIN {probe}").fetchall()
@@ -182,7 +251,7 @@ def _prepare_table_checks(spec: EnvSpec, scratch: StateCopy, issues: list[SpecIs
                     issues.append(SpecIssue(f"tables.{table.name}.checks.{check.name}", f"SQLite refuses it: {e}"))
 
 
-def _prepare(scratch: StateCopy, step: Step, kind: str, bound: set[str]) -> tuple[str, ...]:
+def _prepare(scratch: StateCopy, step: Step | NestedStep, sql: str, kind: str, bound: set[str]) -> tuple[str, ...]:
     """Have SQLite prepare the statement under the call's authorizer mode; return its column names.
 
     Nothing runs: DML is only EXPLAINed, and a SELECT is wrapped in ``LIMIT 0`` (SQLite reports a
@@ -190,19 +259,17 @@ def _prepare(scratch: StateCopy, step: Step, kind: str, bound: set[str]) -> tupl
     """
     nulls = dict.fromkeys(bound)
     with scratch.mode("write" if kind == "write" else "read"):
+        scratch.conn.execute(f"EXPLAIN {sql}", nulls).fetchall()
         if isinstance(step, ExecStep):
-            scratch.conn.execute(f"EXPLAIN {step.sql}", nulls).fetchall()
             return ()
-        scratch.conn.execute(f"EXPLAIN {step.sql}", nulls).fetchall()
-        body = step.sql.strip().rstrip(";")
+        body = sql.strip().rstrip(";")
         cursor = scratch.conn.execute(f"SELECT * FROM (\n{body}\n) LIMIT 0", nulls)
         names = [d[0] for d in cursor.description or ()]
         cursor.close()
         return tuple(_REPEATED.sub("", n) if _REPEATED.sub("", n) in names else n for n in names)
 
 
-def _output_types(spec: EnvSpec, analysis: ToolAnalysis, index: int, outputs: tuple[str, ...]) -> tuple[str | None, ...]:
-    info = analysis.steps[index].info if index < len(analysis.steps) else None
+def _output_types(spec: EnvSpec, info: StatementInfo | None, outputs: tuple[str, ...]) -> tuple[str | None, ...]:
     if info is None or len(info.outputs) != len(outputs):
         return (None,) * len(outputs)
     types: list[str | None] = []
@@ -227,8 +294,13 @@ def _output_schema(last: CompiledStep | None) -> dict[str, Any]:
         return {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
     assert last is not None
     if step.shape == "scalar":
-        return {"type": "object", "properties": {"value": _value_schema(last.output_types[0] if last.output_types else None)},
-                "required": ["value"]}
+        return {
+            "type": "object",
+            "properties": {"value": _value_schema(last.output_types[0] if last.output_types else None)},
+            "required": ["value"],
+        }
+    if step.shape == "text":
+        return {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
     row = {
         "type": "object",
         "properties": {name: _value_schema(t) for name, t in zip(last.outputs, last.output_types, strict=True)},

@@ -28,9 +28,9 @@ from ..errors import (
     ToolExecutionError,
     UnknownToolError,
 )
-from ..spec.models import Comparison, ExecStep, LetStep, Limits, RequireStep, ReturnStep
+from ..spec.models import Comparison, ExecStep, ForEachStep, LetStep, Limits, RequireStep, ReturnStep
 from .compiler import CompiledStep, CompiledTool, render_template
-from .store import SQLITE_LIMITS, StateCopy, to_sql_value
+from .store import SQLITE_LIMITS, StateCopy, function_error, to_sql_value
 
 __all__ = ["ToolResult", "Executor", "expectation_holds", "CallPreempted", "preemptible"]
 
@@ -39,9 +39,12 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SAVEPOINT = "envfleet_call"
 _CONSTRAINT = re.compile(r"^(CHECK|UNIQUE|NOT NULL|FOREIGN KEY) constraint failed(?:: (.+))?$")
 _COMPARE = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
 }
 
 
@@ -75,20 +78,37 @@ class ToolResult:
     is_error: bool = False
     duration_ms: float = 0.0
     error: ToolError | None = field(default=None, repr=False)
+    plain_text: bool = False
+    """The result is a ``text`` return: its text is the content, not JSON."""
 
     @property
     def text(self) -> str:
         if self.is_error and self.error is not None:
             return self.error.message
+        if self.plain_text:
+            return str(self.structured["text"])
         if set(self.structured) == {"message"}:
             return str(self.structured["message"])
         return json.dumps(self.structured, ensure_ascii=False, separators=(",", ":"))
 
 
+@dataclass
+class _Call:
+    """What one call has bound so far, and where in a loop it is (for the error it may raise)."""
+
+    tool: CompiledTool
+    bindings: dict[str, Any]
+    args: dict[str, Any]
+    rows: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = field(default_factory=dict)
+    element: int | None = None
+
+
 class Executor:
     """Executes the compiled tools of one environment against any of its state copies."""
 
-    def __init__(self, tools: Mapping[str, CompiledTool], limits: Limits, constraint_messages: Mapping[str, str]) -> None:
+    def __init__(
+        self, tools: Mapping[str, CompiledTool], limits: Limits, constraint_messages: Mapping[str, str]
+    ) -> None:
         self.tools = dict(tools)
         self.limits = limits
         self.constraint_messages = dict(constraint_messages)
@@ -100,9 +120,13 @@ class Executor:
             structured = self.execute(state, name, arguments, read_only=read_only)
         except ToolError as e:
             return ToolResult(name, arguments, {"error": e.to_dict()}, True, _ms(started), e)
-        return ToolResult(name, arguments, structured, False, _ms(started))
+        last = self.tools[name].tool.steps[-1]
+        plain = isinstance(last, ReturnStep) and last.shape == "text"
+        return ToolResult(name, arguments, structured, False, _ms(started), plain_text=plain)
 
-    def execute(self, state: StateCopy | None, name: str, arguments: Any = None, *, read_only: bool = False) -> dict[str, Any]:
+    def execute(
+        self, state: StateCopy | None, name: str, arguments: Any = None, *, read_only: bool = False
+    ) -> dict[str, Any]:
         """Run a call; raises :class:`ToolError` on any failure, after rolling everything back.
 
         ``read_only`` marks shared state: write tools are refused before anything runs.
@@ -117,7 +141,9 @@ class Executor:
                 "private state URL (…/s/<key>/mcp, with a key of your choosing) to make changes."
             )
         assert state is not None
-        bindings: dict[str, Any] = {p: to_sql_value(args[p] if p in args else tool.defaults.get(p)) for p in tool.param_names}
+        bindings: dict[str, Any] = {
+            p: to_sql_value(args[p] if p in args else tool.defaults.get(p)) for p in tool.param_names
+        }
         preempt = _PREEMPT.get()
         if preempt is not None:
             if not state.lock.acquire(blocking=False):  # never wait for another thread here
@@ -129,10 +155,17 @@ class Executor:
         with state.lock:  # one call at a time per state copy, whichever threads the calls come from
             return self._transaction(state, tool, bindings, args)
 
-    def _transaction(self, state: StateCopy, tool: CompiledTool, bindings: dict[str, Any], args: dict[str, Any],
-                     preempt: tuple[int, float] | None = None) -> dict[str, Any]:
+    def _transaction(
+        self,
+        state: StateCopy,
+        tool: CompiledTool,
+        bindings: dict[str, Any],
+        args: dict[str, Any],
+        preempt: tuple[int, float] | None = None,
+    ) -> dict[str, Any]:
         """Every step in one savepoint: all committed, or all undone (rows and id counters)."""
         name = tool.name
+        call = _Call(tool, bindings, args)
         counters = dict(state.counters)
         conn = state.conn
         changes = conn.total_changes
@@ -146,7 +179,10 @@ class Executor:
             state.set_mode("write" if tool.tool.kind == "write" else "read")
             result: dict[str, Any] = {"message": "Done."}
             for step in tool.steps:
-                outcome = self._run_step(tool, step, conn, bindings, args)
+                if isinstance(step.step, ForEachStep):
+                    self._run_loop(call, step, conn)
+                    continue
+                outcome = self._run_step(call, step, conn, bindings, args)
                 if outcome is not None:
                     result = outcome
             if tool.tool.kind == "read" and (conn.total_changes != changes or state.counters != counters):
@@ -161,7 +197,12 @@ class Executor:
             if preempt is not None and state.stopped_by is not None and isinstance(e, sqlite3.OperationalError):
                 raise CallPreempted(name) from e
             if isinstance(e, sqlite3.Error | OverflowError):
-                raise self._sqlite_error(name, e, state) from e
+                error = self._sqlite_error(name, e, state)
+                if call.element is not None:
+                    error.details["element"] = call.element
+                raise error from e
+            if isinstance(e, ToolError) and call.element is not None:
+                e.details.setdefault("element", call.element)
             raise
         state.set_mode("internal")
         conn.execute(f"RELEASE {_SAVEPOINT}")
@@ -174,41 +215,113 @@ class Executor:
             arguments = {}
         if not isinstance(arguments, dict):
             raise ToolArgumentError(f"Arguments to {tool.name} must be a JSON object, not {type(arguments).__name__}.")
-        problems = _value_problems(arguments, self.limits.max_string_length)
-        if not problems and not tool.validator.is_valid(arguments):
-            problems = [_describe_schema_error(e) for e in tool.validator.iter_errors(arguments)]
-        if not problems:
-            problems = [p for n, kind in tool.date_params.items() if (p := _date_problem(n, arguments.get(n), kind))]
+        found = _value_problems(arguments, self.limits.max_string_length)
+        if not found and not tool.validator.is_valid(arguments):
+            found = [(_parameter_of(e), _describe_schema_error(e)) for e in tool.validator.iter_errors(arguments)]
+        if not found:
+            found = [(n, p) for n, kind in tool.date_params.items() if (p := _date_problem(n, arguments.get(n), kind))]
+        problems: list[str] = []
+        for parameter, problem in found:
+            worded = tool.error_messages.get(parameter) if parameter is not None else None
+            text = f"{parameter}: {worded}" if worded else problem
+            if text not in problems:
+                problems.append(text)
         if problems:
-            accepted = ", ".join(
-                f"{p}{'' if p not in tool.input_schema.get('required', []) else ' (required)'}"
-                for p in tool.input_schema["properties"]
-            ) or "none"
+            accepted = (
+                ", ".join(
+                    f"{p}{'' if p not in tool.input_schema.get('required', []) else ' (required)'}"
+                    for p in tool.input_schema["properties"]
+                )
+                or "none"
+            )
             raise ToolArgumentError(
-                f"Invalid arguments for {tool.name}: {'; '.join(problems[:5])}. Parameters: {accepted}.",
+                f"Invalid arguments for {tool.name}: {'; '.join(problems[:5]).rstrip('.')}. Parameters: {accepted}.",
                 problems=problems,
             )
         return arguments
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _run_step(self, tool: CompiledTool, compiled: CompiledStep, conn: sqlite3.Connection,
-                  bindings: dict[str, Any], args: dict[str, Any]) -> dict[str, Any] | None:
+    def _run_loop(self, call: _Call, compiled: CompiledStep, conn: sqlite3.Connection) -> None:
+        """The nested steps once per element, each element seeing the bindings so far plus its own."""
         step = compiled.step
+        assert isinstance(step, ForEachStep)
+        if step.over in call.rows:
+            columns, rows = call.rows[step.over]
+            elements: list[Any] = [dict(zip(columns, row, strict=True)) for row in rows]
+            shown: list[Any] = elements
+        else:
+            value = call.args.get(step.over, call.tool.defaults.get(step.over))
+            shown = list(value) if isinstance(value, list) else []
+            elements = (
+                [
+                    {k: to_sql_value(e.get(k)) for k in compiled.element_keys} if isinstance(e, dict) else {}
+                    for e in shown
+                ]
+                if compiled.element_keys is not None
+                else [to_sql_value(e) for e in shown]
+            )
+        limit = self.limits.max_iterations
+        if len(elements) > limit:
+            raise ToolExecutionError(
+                f"{call.tool.name} was refused: {step.over} has {len(elements):,} elements, and one for_each step may "
+                f"loop over at most {limit:,} (limits.max_iterations). Nothing was changed. Send fewer at a time.",
+                limit="max_iterations",
+                step=compiled.index,
+            )
+        index_name = f"{step.as_}_index"
+        for position, element in enumerate(elements):
+            call.element = position
+            bindings = dict(call.bindings)
+            if compiled.element_keys is None:
+                bindings[step.as_] = element
+                extra = {step.as_: shown[position]}
+            else:
+                own = {f"{step.as_}_{k}": element.get(k) for k in compiled.element_keys}
+                bindings.update(own)
+                raw = shown[position]
+                extra = {
+                    **own,
+                    **{f"{step.as_}_{k}": raw[k] for k in compiled.element_keys if isinstance(raw, dict) and k in raw},
+                }
+            bindings[index_name] = position
+            extra[index_name] = position
+            shown_values = {**call.args, **extra}
+            for nested in compiled.nested:
+                self._run_step(call, nested, conn, bindings, shown_values)
+        call.element = None
+
+    def _run_step(
+        self,
+        call: _Call,
+        compiled: CompiledStep,
+        conn: sqlite3.Connection,
+        bindings: dict[str, Any],
+        args: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """Run one step with ``bindings``; ``args`` are the values templates show over them (as sent)."""
+        step = compiled.step
+        tool = call.tool
+        sql = compiled.sql or ""
+        at = compiled.index if compiled.parent is None else compiled.parent
         if isinstance(step, RequireStep):
-            cursor = conn.execute(step.sql, bindings)
+            cursor = conn.execute(sql, bindings)
             row = cursor.fetchone()
             cursor.close()
             if not expectation_holds(step.expect, row):
                 values = {**bindings, **args}
                 if row is not None:
                     values.update(zip(compiled.outputs, row, strict=False))
-                raise RuleViolation(
-                    render_template(step.error, values), rule=step.rule, tool=tool.name, step=compiled.index
-                )
+                raise RuleViolation(render_template(step.error, values), rule=step.rule, tool=tool.name, step=at)
             return None
         if isinstance(step, LetStep):
-            cursor = conn.execute(step.sql, bindings)
+            cursor = conn.execute(sql, bindings)
+            if step.shape == "rows":
+                try:
+                    bindings[step.name] = self._rows_json(call, compiled, step.name, cursor)
+                finally:
+                    cursor.close()
+                return None
             row = cursor.fetchone()
             cursor.close()
             if step.shape == "scalar":
@@ -218,30 +331,36 @@ class Executor:
                     bindings[f"{step.name}_{column}"] = row[position] if row is not None else None
             return None
         if isinstance(step, ExecStep):
-            cursor = conn.execute(step.sql, bindings)
+            cursor = conn.execute(sql, bindings)
             affected = cursor.rowcount
             if (step.affects == "one" and affected != 1) or (step.affects == "at_least_one" and affected < 1):
                 raise RuleViolation(
-                    render_template(step.error or "", {**bindings, **args}), rule="affects", tool=tool.name,
-                    step=compiled.index,
+                    render_template(step.error or "", {**bindings, **args}), rule="affects", tool=tool.name, step=at
                 )
             return None
         assert isinstance(step, ReturnStep)
         if step.sql is None:
             return {"message": render_template(step.message or "", {**bindings, **args})}
-        cursor = conn.execute(step.sql, bindings)
+        cursor = conn.execute(sql, bindings)
         budget = self.limits.max_result_bytes
         try:
-            if step.shape == "scalar":
+            if step.shape in ("scalar", "text"):
                 row = cursor.fetchone()
                 value = row[0] if row is not None else None
                 self._check_result_size(tool.name, _size(row), budget)
-                return {"value": _to_json(value, compiled.output_types[0] if compiled.output_types else None)}
+                column_type = compiled.output_types[0] if compiled.output_types else None
+                if step.shape == "text":
+                    return {"text": _to_text(value, column_type)}
+                return {"value": _to_json(value, column_type)}
             if step.shape == "row":
                 row = cursor.fetchone()
                 if row is None:
-                    raise RuleViolation(render_template(step.not_found, {**bindings, **args}), rule="not_found",
-                                        tool=tool.name, step=compiled.index)
+                    raise RuleViolation(
+                        render_template(step.not_found, {**bindings, **args}),
+                        rule="not_found",
+                        tool=tool.name,
+                        step=at,
+                    )
                 self._check_result_size(tool.name, _size(row), budget)
                 return _row(compiled, row)
             rows: list[tuple[Any, ...]] = []
@@ -257,11 +376,38 @@ class Executor:
         rows = rows[: self.limits.max_rows]
         return {"rows": [_row(compiled, r) for r in rows], "count": len(rows), "truncated": truncated}
 
+    def _rows_json(self, call: _Call, compiled: CompiledStep, name: str, cursor: sqlite3.Cursor) -> str:
+        """A ``rows`` let's value: its rows as a JSON array of objects, at most ``max_value_bytes`` long. The
+        rows themselves are kept too, for a for_each over them."""
+        budget = self.limits.max_value_bytes
+        rows: list[tuple[Any, ...]] = []
+        parts: list[str] = []
+        size = 2
+        for row in cursor:
+            try:
+                part = json.dumps(_row(compiled, row), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            except ValueError:
+                raise ToolExecutionError(
+                    f"{call.tool.name} failed: a row of {name} holds a number JSON cannot hold (an infinity)."
+                ) from None
+            size += (len(part) if part.isascii() else len(part.encode())) + 1
+            if size > budget:
+                raise ToolExecutionError(
+                    f"{call.tool.name} was stopped: the rows of {name} are larger than {budget:,} bytes as JSON "
+                    "(limits.max_value_bytes). Nothing was changed. Narrow the request: fewer records at a time.",
+                    limit="max_value_bytes",
+                )
+            rows.append(row)
+            parts.append(part)
+        call.rows[name] = (compiled.outputs, rows)
+        return f"[{','.join(parts)}]"
+
     @staticmethod
     def _check_result_size(name: str, size: int, budget: int) -> None:
         if size > budget:
             raise ToolExecutionError(
-                f"{name} was stopped: its result is larger than {budget:,} bytes (limits.max_result_bytes). Nothing was "
+                f"{name} was stopped: its result is larger than {budget:,} bytes (limits.max_result_bytes). Nothing "
+                "was "
                 "changed. Ask for less: a narrower filter, fewer rows, or one record at a time.",
                 limit="max_result_bytes",
             )
@@ -270,22 +416,29 @@ class Executor:
 
     def _sqlite_error(self, name: str, error: sqlite3.Error | OverflowError, state: StateCopy) -> ToolError:
         message = str(error)
+        detail = function_error(error)
+        if detail is not None:  # a number helper, sum()/avg() or new_id() said what went wrong
+            return ToolExecutionError(f"{name} failed: {detail}.")
         if message == "interrupted" and state.stopped_by == "max_call_ms":
             return ToolExecutionError(
-                f"{name} was stopped after {state.elapsed_ms():,} ms: a call may run for at most {self.limits.max_call_ms:,} ms "
-                "(limits.max_call_ms). Nothing was changed. Narrow the request: a more specific filter or fewer records.",
+                f"{name} was stopped after {state.elapsed_ms():,} ms: a call may run for at most "
+                f"{self.limits.max_call_ms:,} ms "
+                "(limits.max_call_ms). Nothing was changed. Narrow the request: a more specific filter or fewer "
+                "records.",
                 limit="max_call_ms",
             )
         if message == "interrupted":
             return ToolExecutionError(
-                f"{name} was stopped: it needed more than {self.limits.max_sql_steps:,} SQL steps (limits.max_sql_steps). "
+                f"{name} was stopped: it needed more than {self.limits.max_sql_steps:,} SQL steps "
+                "(limits.max_sql_steps). "
                 "Nothing was changed. Narrow the request: a more specific filter or fewer records.",
                 limit="max_sql_steps",
             )
         if message == "LIKE or GLOB pattern too complex":
             longest = SQLITE_LIMITS[sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH]
             return ToolExecutionError(
-                f"{name} was refused: a search pattern may be at most {longest:,} characters long (the LIKE pattern limit). "
+                f"{name} was refused: a search pattern may be at most {longest:,} characters long (the LIKE pattern "
+                "limit). "
                 "Nothing was changed. Search for a shorter text.",
                 limit="like_pattern_length",
             )
@@ -297,7 +450,8 @@ class Executor:
             )
         if message == "string or blob too big":
             return ToolExecutionError(
-                f"{name} was stopped: a value grew beyond {self.limits.max_value_bytes:,} bytes (limits.max_value_bytes). "
+                f"{name} was stopped: a value grew beyond {self.limits.max_value_bytes:,} bytes "
+                "(limits.max_value_bytes). "
                 "Nothing was changed. Use shorter values or ask for less.",
                 limit="max_value_bytes",
             )
@@ -324,43 +478,62 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _value_problems(arguments: dict[str, Any], max_string: int) -> list[str]:
+def _value_problems(arguments: dict[str, Any], max_string: int) -> list[tuple[str | None, str]]:
     """Values no schema keyword catches: non-finite numbers, integers SQLite cannot hold, deep nesting,
     huge strings, NUL characters (SQLite's text functions stop at one, so ``a\\u0000b`` would act as ``a``).
-    Checked iteratively, before the schema, so no value can exhaust the stack."""
+    Checked iteratively, before the schema, so no value can exhaust the stack. Each problem comes with the
+    parameter it is in."""
     if not all(_encodes(str(k)) for k in arguments):
-        return ["an argument name is not valid Unicode"]
+        return [(None, "an argument name is not valid Unicode")]
     if any("\x00" in str(k) for k in arguments):
-        return ["an argument name contains a NUL character (\\u0000)"]
-    stack: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in arguments.items()]
+        return [(None, "an argument name contains a NUL character (\\u0000)")]
+    stack: list[tuple[str, str, Any, int]] = [(k, k, v, 1) for k, v in arguments.items()]
     while stack:
-        path, value, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            return [f"{path} is nested more than {_MAX_DEPTH} levels deep"]
-        if isinstance(value, float) and not math.isfinite(value):
-            return [f"{path} must be a finite number, not {value}"]
-        if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
-            return [f"{path} is outside the 64-bit integer range"]
-        if isinstance(value, str):
-            if len(value) > max_string:
-                return [f"{path} is {len(value):,} characters long; the limit is {max_string:,}"]
-            if not _encodes(value):
-                return [f"{path} contains an unpaired surrogate, which is not valid Unicode"]
-            if "\x00" in value:
-                return [f"{path} contains a NUL character (\\u0000), which text may not hold; remove it"]
+        top, path, value, depth = stack.pop()
+        problem = _value_problem(path, value, depth, max_string)
+        if problem is not None:
+            return [(top, problem)]
         if isinstance(value, dict):
-            if not all(_encodes(str(k)) for k in value):
-                return [f"{path} has a key that is not valid Unicode"]
-            if any("\x00" in str(k) for k in value):
-                return [f"{path} has a key containing a NUL character (\\u0000)"]
-            stack.extend((f"{path}.{k}", v, depth + 1) for k, v in value.items())
+            stack.extend((top, f"{path}.{k}", v, depth + 1) for k, v in value.items())
         elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+            stack.extend((top, f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
     return []
 
 
+def _value_problem(path: str, value: Any, depth: int, max_string: int) -> str | None:
+    if depth > _MAX_DEPTH:
+        return f"{path} is nested more than {_MAX_DEPTH} levels deep"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} must be a finite number, not {value}"
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+        return f"{path} is outside the 64-bit integer range"
+    if isinstance(value, str):
+        if len(value) > max_string:
+            return f"{path} is {len(value):,} characters long; the limit is {max_string:,}"
+        if not _encodes(value):
+            return f"{path} contains an unpaired surrogate, which is not valid Unicode"
+        if "\x00" in value:
+            return f"{path} contains a NUL character (\\u0000), which text may not hold; remove it"
+    if isinstance(value, dict):
+        if not all(_encodes(str(k)) for k in value):
+            return f"{path} has a key that is not valid Unicode"
+        if any("\x00" in str(k) for k in value):
+            return f"{path} has a key containing a NUL character (\\u0000)"
+    return None
+
+
+def _parameter_of(error: Any) -> str | None:
+    """The parameter a schema error is about: the first step of its path, or the missing property."""
+    if error.instance_path:
+        first = error.instance_path[0]
+        return first if isinstance(first, str) else None
+    return getattr(error.kind, "property", None)
+
+
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?(?:[Zz]|[+-](\d{2}):?(\d{2}))?$")
+_DATETIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?(?:[Zz]|[+-](\d{2}):?(\d{2}))?$"
+)
 
 
 def _date_problem(name: str, value: Any, kind: str) -> str | None:
@@ -421,8 +594,14 @@ def _describe_schema_error(error: Any) -> str:
     value = json.dumps(error.instance, ensure_ascii=False, separators=(",", ":"))
     if len(value) > 60 and message.startswith(value):
         size = len(error.instance) if isinstance(error.instance, str | list | dict) else len(value)
-        unit = "characters" if isinstance(error.instance, str) else "items" if isinstance(error.instance, list | dict) else "characters"
-        message = f"{value[:40]}…({size:,} {unit}){message[len(value):]}"
+        unit = (
+            "characters"
+            if isinstance(error.instance, str)
+            else "items"
+            if isinstance(error.instance, list | dict)
+            else "characters"
+        )
+        message = f"{value[:40]}…({size:,} {unit}){message[len(value) :]}"
     return f"{path}: {message}" if path else message
 
 
@@ -464,6 +643,8 @@ def sqlite_truthy(value: Any) -> bool:
 def _to_json(value: Any, column_type: str | None) -> Any:
     if value is None:
         return None
+    if value.__class__ is float and value == 0:
+        return 0.0  # negative zero is zero (SQL arithmetic can make one: -x, x * -1.0)
     if column_type == "boolean":
         return bool(value)
     if column_type == "json" and isinstance(value, str):
@@ -474,6 +655,19 @@ def _to_json(value: Any, column_type: str | None) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return value
+
+
+def _to_text(value: Any, column_type: str | None) -> str:
+    """A value as plain text: NULL is empty, a boolean column true/false, anything else as SQLite prints it."""
+    if value is None:
+        return ""
+    if value.__class__ is float and value == 0:
+        return "0.0"  # negative zero is zero
+    if column_type == "boolean" and isinstance(value, int):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
 
 
 def _row(compiled: CompiledStep, row: tuple[Any, ...]) -> dict[str, Any]:

@@ -60,6 +60,7 @@ CEILINGS = {
     "max_value_bytes": 16_777_216,
     "max_result_bytes": 16_777_216,
     "max_state_bytes": 1_073_741_824,
+    "max_iterations": 100_000,
 }
 
 
