@@ -2,16 +2,10 @@
 
 Each sector file (``synthesizer/domains/<sector>.json``) lists domains. A domain has entities
 (typed attributes, relations, an optional lifecycle of states and transitions) and business
-rules drawn from a closed vocabulary the modeler knows how to turn into ``require`` steps:
-
-* ``limit_per_owner`` — at most N children in some states per owner (3 active loans per member);
-* ``consumes`` — creating an entity draws on a counter of a related entity (stock, balance,
-  seats), refused when it would go below zero and given back by compensating transitions;
-* ``time_window`` — a transition only so many hours before (or days after) a date attribute;
-* ``eligibility`` — an action only while a related entity's attribute has a value (active member);
-* ``unique_active`` — at most one child in some states per owner and target (one open claim per policy).
-
-Rule parameters carry a range, so one domain yields several distinct environments.
+rules drawn from a closed vocabulary: the kinds registered in ``synthesizer/rules/`` (limit per
+owner, consumes, time window, eligibility, unique active), each one module with its model, its
+checks and every later phase. Rule parameters carry a range, so one domain yields several
+distinct environments.
 """
 
 from __future__ import annotations
@@ -19,11 +13,13 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SynthesisError
+from .rules import Consumes, Eligibility, LimitPerOwner, Param, Rule, TimeWindow, UniqueActive, rule_kind
+from .rules.base import Identifier
 
 __all__ = [
     "Attribute",
@@ -48,8 +44,6 @@ __all__ = [
 ]
 
 DOMAINS_DIR = Path(__file__).parent / "domains"
-
-Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
 
 class CatalogError(SynthesisError, ValueError):
@@ -118,67 +112,6 @@ class Entity(_Model):
     creatable: bool = True
     core: bool = Field(False, description="Always part of the modeled environment.")
     seed_count: int = Field(30, ge=3, le=400)
-
-
-class Param(_Model):
-    """A rule parameter: the default, and the range variants are drawn from."""
-
-    default: float
-    low: float
-    high: float
-    step: float = 1
-
-
-class LimitPerOwner(_Model):
-    kind: Literal["limit_per_owner"]
-    entity: Identifier
-    owner: Identifier = Field(description="The related entity the limit is counted for.")
-    states: list[str] = Field(min_length=1, description="Children in these states count.")
-    max: Param
-    description: str = Field(min_length=1, description="The rule in policy words, with {max} for the limit.")
-
-
-class Consumes(_Model):
-    kind: Literal["consumes"]
-    entity: Identifier = Field(description="Creating this entity consumes.")
-    resource: Identifier = Field(description="The related entity holding the counter.")
-    counter: Identifier = Field(description="Numeric attribute of the resource (stock, balance, seats_left).")
-    amount: Identifier | None = Field(None, description="Attribute of the entity giving the amount; 1 when absent.")
-    description: str = Field(min_length=1)
-
-
-class TimeWindow(_Model):
-    kind: Literal["time_window"]
-    entity: Identifier
-    transition: Identifier = Field(description="The transition the window applies to (or 'create').")
-    attribute: Identifier = Field(description="A date or datetime attribute of the entity.")
-    mode: Literal["before", "after"] = Field(
-        description="'before': at least N hours before it; 'after': at most N days after it."
-    )
-    amount: Param = Field(description="Hours (before) or days (after).")
-    description: str = Field(min_length=1, description="Policy words, with {amount}.")
-
-
-class Eligibility(_Model):
-    kind: Literal["eligibility"]
-    entity: Identifier = Field(description="The entity whose create or transition is guarded.")
-    action: Identifier = Field(description="'create' or a transition name.")
-    subject: Identifier = Field(description="The related entity that must be eligible.")
-    attribute: Identifier
-    equals: str | bool
-    description: str = Field(min_length=1)
-
-
-class UniqueActive(_Model):
-    kind: Literal["unique_active"]
-    entity: Identifier
-    owner: Identifier
-    target: Identifier
-    states: list[str] = Field(min_length=1)
-    description: str = Field(min_length=1)
-
-
-Rule = Annotated[LimitPerOwner | Consumes | TimeWindow | Eligibility | UniqueActive, Field(discriminator="kind")]
 
 
 class Domain(_Model):
@@ -278,51 +211,7 @@ def _domain_problems(domain: Domain) -> list[str]:
         if entity is None:
             problems.append(f"{at}: unknown entity {rule.entity!r}")
             continue
-        related = {r.to for r in entity.relations}
-        states = set(entity.lifecycle.states) if entity.lifecycle else set()
-        transitions = {t.name for t in entity.lifecycle.transitions} if entity.lifecycle else set()
-        if isinstance(rule, LimitPerOwner | UniqueActive):
-            if rule.owner not in related:
-                problems.append(f"{at}: {rule.owner!r} is not a relation")
-            if not set(rule.states) <= states:
-                problems.append(f"{at}: states {rule.states} are not all lifecycle states")
-        if isinstance(rule, UniqueActive) and rule.target not in related:
-            problems.append(f"{at}: {rule.target!r} is not a relation")
-        relations = {r.to: r for r in entity.relations}
-        if isinstance(rule, Consumes | LimitPerOwner | UniqueActive):
-            for name in {getattr(rule, k) for k in ("resource", "owner", "target") if hasattr(rule, k)}:
-                if name in relations and not relations[name].required:
-                    problems.append(f"{at}: the relation to {name!r} must be required")
-        if isinstance(rule, Eligibility) and rule.subject in relations and not relations[rule.subject].required:
-            problems.append(f"{at}: the relation to {rule.subject!r} must be required")
-        if isinstance(rule, Eligibility) and rule.subject == rule.entity and rule.action == "create":
-            problems.append(f"{at}: a record cannot be checked against itself before it exists")
-        if isinstance(rule, Consumes):
-            resource = by_name.get(rule.resource)
-            if rule.resource not in related or resource is None:
-                problems.append(f"{at}: {rule.resource!r} is not a relation")
-            elif rule.counter not in {a.name for a in resource.attributes if a.type in ("integer", "real")}:
-                problems.append(f"{at}: {rule.resource}.{rule.counter} is not a numeric attribute")
-            if rule.amount and rule.amount not in {a.name for a in entity.attributes if a.type in ("integer", "real")}:
-                problems.append(f"{at}: amount {rule.amount!r} is not a numeric attribute")
-        if isinstance(rule, TimeWindow):
-            attr = next((a for a in entity.attributes if a.name == rule.attribute), None)
-            if attr is None or attr.type not in ("date", "datetime"):
-                problems.append(f"{at}: {rule.attribute!r} is not a date attribute")
-            if rule.transition != "create" and rule.transition not in transitions:
-                problems.append(f"{at}: unknown transition {rule.transition!r}")
-        if isinstance(rule, Eligibility):
-            subject = by_name.get(rule.subject)
-            if rule.subject != rule.entity and rule.subject not in related:
-                problems.append(f"{at}: {rule.subject!r} is not a relation")
-            elif subject is not None:
-                fields = {a.name for a in subject.attributes} | (
-                    {subject.lifecycle.field} if subject.lifecycle else set()
-                )
-                if rule.attribute not in fields:
-                    problems.append(f"{at}: {rule.subject}.{rule.attribute} does not exist")
-            if rule.action != "create" and rule.action not in transitions:
-                problems.append(f"{at}: unknown action {rule.action!r}")
+        problems += [f"{at}: {problem}" for problem in rule_kind(rule.kind).problems(rule, entity, by_name)]
     return problems
 
 
@@ -392,9 +281,8 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
     rules = [r.model_dump(by_alias=True) for r in first.rules]
     for rule in second.rules:
         data = rule.model_dump(by_alias=True)
-        for key in ("entity", "owner", "target", "resource", "subject"):
-            if key in data:
-                data[key] = mapped(data[key])
+        for key in ["entity", *rule_kind(rule.kind).references(rule)]:
+            data[key] = mapped(data[key])
         rules.append(data)
     merged = {
         "id": composite.id,

@@ -10,6 +10,8 @@
         ├── NoMatchingDomain    no catalog domain fits a topic (topics.py; also a ValueError)
         ├── CorpusError         a corpus of user requests cannot be read (topics.py; also a ValueError)
         ├── SeedingError        a domain's generators cannot seed it (seeding.py; also a ValueError)
+        ├── KindError           a rule or operation kind is unknown or misses a phase (rules/base.py; also a
+        │                       TypeError)
         ├── PublishConflict     the id is published already and replacing it was not asked for (publish.py)
         ├── QueueFull           the REST service's queue is full (service/jobs.py)
         ├── IdempotencyConflict an idempotency key reused for another request (service/jobs.py)

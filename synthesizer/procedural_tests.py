@@ -4,7 +4,10 @@ For each tool, positive calls with arguments drawn from the real seeded state mu
 change only the tables the design says the tool writes; negative calls (unknown ids, wrong
 lifecycle state, broken rules, wrong types, missing arguments) must fail with a message that
 names the problem and change nothing; after every call the state's foreign keys still hold.
-The result is a score per environment and a report of every failed probe.
+Each tool's operation kind makes its probes, and each rule's kind its refusal probes with the
+test's own oracle (``synthesizer/rules/``). The result is a score per environment and a report of
+every failed probe, and of every rule no probe was made for with its kind's reason; a rule with
+neither fails the environment.
 """
 
 from __future__ import annotations
@@ -12,15 +15,27 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from servers import Environment, StateCopy
 from servers.clients import schema_value
 
-from .catalog import Consumes, Eligibility, LimitPerOwner, TimeWindow, UniqueActive
-from .modeling import Design, ToolRole, p_
+from .catalog import Entity
+from .modeling import Design, ToolRole
+from .operations import operation
+from .rules import RuleRef
 
-__all__ = ["ToolProbes", "probe_tools", "Probe", "TestReport", "run_procedural_tests", "PASS_THRESHOLD"]
+__all__ = [
+    "ToolProbes",
+    "probe_tools",
+    "Probe",
+    "TestReport",
+    "Tester",
+    "declared_writes",
+    "run_procedural_tests",
+    "PASS_THRESHOLD",
+]
 
 PASS_THRESHOLD = 0.95
 CRITICAL = {"rule", "wrong_state", "unknown_id"}
@@ -40,6 +55,9 @@ class TestReport:
     env_id: str
     probes: list[Probe] = field(default_factory=list)
     untested: list[str] = field(default_factory=list)  # tools with no positive call found
+    rules: list[str] = field(default_factory=list)  # the id of every rule the design enforces
+    probed: set[str] = field(default_factory=set)  # rules a negative call was made for
+    waived: dict[str, str] = field(default_factory=dict)  # rule -> why its kind could make no probe
 
     @property
     def score(self) -> float:
@@ -47,10 +65,23 @@ class TestReport:
 
     @property
     def passed(self) -> bool:
-        """At or above the threshold, every tool exercised, and no rule or write-set probe failed:
-        an unenforced business rule or an undeclared write fails the environment outright."""
+        """At or above the threshold, every tool exercised, no rule or write-set probe failed (an
+        unenforced business rule or an undeclared write fails the environment outright), and every
+        rule probed or its kind's reason why not stated: a rule no phase looked at fails too."""
         critical = [p for p in self.failures() if p.kind in CRITICAL or "undeclared" in p.detail]
-        return self.score >= PASS_THRESHOLD and not self.untested and not critical
+        return self.score >= PASS_THRESHOLD and not self.untested and not critical and not self.unaccounted()
+
+    def unaccounted(self) -> list[str]:
+        """Rules neither probed nor waived with a reason: a phase forgot them."""
+        return [rule for rule in self.rules if rule not in self.probed and rule not in self.waived]
+
+    def unprobed(self) -> dict[str, str]:
+        """Rules no probe was made for, with the reason (or that none was given)."""
+        return {
+            rule: self.waived.get(rule, "no probe and no reason: a phase of its kind did not run")
+            for rule in self.rules
+            if rule not in self.probed
+        }
 
     def failures(self) -> list[Probe]:
         return [p for p in self.probes if not p.passed]
@@ -60,7 +91,10 @@ class TestReport:
         decisive = [
             p for p in self.failures() if p.kind in CRITICAL or "undeclared" in p.detail or p.tool in self.untested
         ]
-        shown = "; ".join(f"{p.tool} ({p.kind}): {p.detail}" for p in decisive[:3])
+        shown = "; ".join(
+            [f"{p.tool} ({p.kind}): {p.detail}" for p in decisive[:3]]
+            + [f"rule {rule} was never probed" for rule in self.unaccounted()[:3]]
+        )
         more = f" (+{len(decisive) - 3} more)" if len(decisive) > 3 else ""
         return (
             f"procedural tests score {self.score} (needs {PASS_THRESHOLD}, every tool exercised, every rule enforced)"
@@ -74,29 +108,19 @@ class TestReport:
             "passed": self.passed,
             "probes": len(self.probes),
             "untested": self.untested,
+            "unprobed": self.unprobed(),
             "failures": [asdict(p) for p in self.failures()],
         }
 
 
 def declared_writes(design: Design, role: ToolRole) -> set[str]:
-    """Tables a tool may change, by its role: its own table, plus counters its rules move."""
-    if role.kind not in ("create", "update", "transition"):
-        return set()
-    tables = {design.entity(role.entity).plural}
-    moves_counters = role.kind == "create" or (
-        role.kind == "transition"
-        and any(
-            t.compensates
-            for t in design.entity(role.entity).lifecycle.transitions  # type: ignore[union-attr]
-            if t.name == role.transition
-        )
-    )
-    if moves_counters:
-        tables |= {design.entity(r.resource).plural for _, r in design.rules_for(role.entity, Consumes)}
-    return tables
+    """Tables a tool may change, by its role: its own table, plus what its rules' effects write."""
+    return operation(role.kind).writes(design, role)
 
 
-class _Tester:
+class Tester:
+    """Runs probes on fresh copies of the seeded state; operation and rule kinds drive it."""
+
     def __init__(self, env: Environment, design: Design | None, attempts: int = 12) -> None:
         self.env = env
         self.design = design  # None for an environment no modeler wrote: only given probes run then
@@ -160,9 +184,18 @@ class _Tester:
             state.close()
 
     def negative(
-        self, tool: str, kind: str, arguments: Any, expect: str | set[str] | None = None, state: StateCopy | None = None
+        self,
+        tool: str,
+        kind: str,
+        arguments: Any,
+        expect: str | set[str] | None = None,
+        state: StateCopy | None = None,
+        rule: str | None = None,
     ) -> None:
-        """The call must fail, say something useful, and change nothing."""
+        """The call must fail, say something useful, and change nothing; ``rule``: the id of the rule
+        this call probes (counted as probed whatever the outcome: a failure is reported as one)."""
+        if rule is not None:
+            self.report.probed.add(rule)
         own = state is None
         state = state or self.env.new_state()
         before = self.seed_snapshot() if own else state.snapshot()
@@ -220,7 +253,7 @@ class _Tester:
             return (self.clock.date()).isoformat()
         if "pattern" in schema and "\\d{4}" in schema["pattern"]:
             moment = self.clock.replace(tzinfo=None)
-            return (moment.replace(hour=10, minute=0) + _days(rng.randint(3, 9))).strftime("%Y-%m-%d %H:%M")
+            return (moment.replace(hour=10, minute=0) + timedelta(days=rng.randint(3, 9))).strftime("%Y-%m-%d %H:%M")
         if name == "email" or "email" in name:
             return f"probe{rng.randint(1000, 9999)}@example.net"
         return f"Probe {name.replace('_', ' ')} {rng.randint(100, 999)}"
@@ -238,11 +271,11 @@ class _Tester:
 
     def test(self) -> TestReport:
         for tool, role in self.design.roles.items():
-            getattr(self, f"_{role.kind}")(tool, role)
-            self._malformed(tool)
+            operation(role.kind).probe(self, tool, role)
+            self.malformed(tool)
         return self.report
 
-    def _malformed(self, tool: str) -> None:
+    def malformed(self, tool: str) -> None:
         schema = self.env.tools[tool].input_schema
         required = schema.get("required", [])
         if required:
@@ -252,294 +285,43 @@ class _Tester:
             self.negative(tool, "wrong_type", self.fill(tool, {first: wrong}), "invalid_arguments")
         self.negative(tool, "unknown_argument", {**self.fill(tool, {}), "no_such_argument": 1}, "invalid_arguments")
 
-    def _id(self, entity: str) -> str:
-        return f"{entity}_id"
-
-    def _unknown(self, entity: str) -> str:
+    def unknown(self, entity: str) -> str:
+        """An id of the entity's format that no seeded row has."""
         return f"{self.design.entity(entity).id_prefix}-9999"
 
-    def _get(self, tool: str, role: ToolRole) -> None:
-        key = self._id(role.entity)
-        self.positive(tool, [{key: r[key]} for r in self.pick(role.entity)])
-        self.negative(tool, "unknown_id", {key: self._unknown(role.entity)}, f"{role.entity}_exists")
+    def untested(self, tool: str, detail: str) -> None:
+        """The tool could not be exercised: no positive call can be made, for ``detail``."""
+        self.report.untested.append(tool)
+        self.report.probes.append(Probe(tool, "positive", {}, False, detail))
 
-    _get_status = _get
+    def waive(self, ref: RuleRef, reason: str | None) -> None:
+        """Record why a rule's kind made no probe for it (None: it made one)."""
+        if reason is not None:
+            self.report.waived.setdefault(ref.id, reason)
 
-    def _search(self, tool: str, role: ToolRole) -> None:
-        entity = self.design.entity(role.entity)
-        rows = self.pick(role.entity)
-        self.positive(tool, [{"query": str(r[entity.label])[:6]} for r in rows if r[entity.label]] + [{}])
+    # -- the rules' oracles --------------------------------------------------------------------
 
-    def _find_by_label(self, tool: str, role: ToolRole) -> None:
-        label = self.design.entity(role.entity).label
-        self.positive(tool, [{label: r[label]} for r in self.pick(role.entity) if r[label]])
-
-    def _list_for(self, tool: str, role: ToolRole) -> None:
-        column = next(r.column for r in self.design.entity(role.entity).relations if r.to == role.relation)
-        assert role.relation is not None
-        owner_key = self._id(role.relation)
-        self.positive(tool, [{column: r[owner_key]} for r in self.pick(role.relation)])
-        self.negative(tool, "unknown_id", {column: self._unknown(role.relation)}, f"{role.relation}_exists")
-
-    _summarize = _list_for
-
-    def _count_by_status(self, tool: str, role: ToolRole) -> None:
-        self.positive(tool, [{}])
-
-    def _update(self, tool: str, role: ToolRole) -> None:
-        key = self._id(role.entity)
-        schema = self.env.tools[tool].input_schema["properties"]
-        editable = [n for n in schema if n != key]
-        candidates = []
-        for row in self.pick(role.entity):
-            name = self.rng.choice(editable)
-            value = self.value_for(schema[name], name)
-            for _ in range(10):
-                if value != row.get(name) and not (isinstance(value, bool) and int(value) == row.get(name)):
-                    break
-                value = self.value_for(schema[name], name)
-            candidates.append({key: row[key], name: value})
-        self.positive(tool, candidates)
-        some = self.pick(role.entity, count=1)
-        if some:
-            self.negative(tool, "rule", {key: some[0][key]}, "update_needs_a_value")
-        self.negative(
-            tool,
-            "unknown_id",
-            {key: self._unknown(role.entity), editable[0]: self.value_for(schema[editable[0]], editable[0])},
-            f"{role.entity}_exists",
-        )
-
-    def _transition(self, tool: str, role: ToolRole) -> None:
-        entity = self.design.entity(role.entity)
-        assert entity.lifecycle is not None
-        transition = next(t for t in entity.lifecycle.transitions if t.name == role.transition)
-        key, field_name = self._id(role.entity), entity.lifecycle.field
-        ready = self.pick(role.entity, lambda r: r[field_name] in transition.from_states, count=40)
-        self.positive(tool, [{key: r[key]} for r in ready])
-        wrong = self.pick(role.entity, lambda r: r[field_name] not in transition.from_states, count=1)
-        if wrong:
-            self.negative(tool, "wrong_state", {key: wrong[0][key]}, f"{transition.name}_from_state")
-        self.negative(tool, "unknown_id", {key: self._unknown(role.entity)}, f"{role.entity}_exists")
-        for index, rule in enumerate(self.design.rules):
-            if isinstance(rule, TimeWindow) and rule.entity == role.entity and rule.transition == transition.name:
-                hours = self.design.params[index]
-                clock = self.clock.replace(tzinfo=None)
-                violating = [
-                    r for r in ready if r.get(rule.attribute) and _violates(r[rule.attribute], clock, rule.mode, hours)
-                ]
-                if violating:
-                    self.negative(tool, "rule", {key: violating[0][key]}, f"time_window_{index}")
-
-    def _create(self, tool: str, role: ToolRole) -> None:
-        entity = self.design.entity(role.entity)
-        schema = self.env.tools[tool].input_schema
-        for relation in entity.relations:
-            if relation.required and self.rows(relation.to) and not self._eligible(entity.name, relation.to):
-                rules = [
-                    f"{r.kind} ({r.description})"
-                    for r in self.design.rules
-                    if r.entity == entity.name
-                    and relation.to in {getattr(r, k, None) for k in ("subject", "owner", "resource")}
-                ]
-                self.report.untested.append(tool)
-                self.report.probes.append(
-                    Probe(
-                        tool,
-                        "positive",
-                        {},
-                        False,
-                        f"no seeded {relation.to} can take part in a new "
-                        f"{entity.name}: none passes {'; '.join(rules) or 'the rules'}",
-                    )
-                )
-                return
-        candidates = [self._create_arguments(tool, entity, schema) for _ in range(self.attempts)]
-        base = self.positive(tool, candidates)
-        if base is None:
-            return
-        for relation in entity.relations:
-            if relation.column in base:
-                self.negative(
-                    tool, "unknown_id", {**base, relation.column: self._unknown(relation.to)}, f"{relation.to}_exists"
-                )
-        self._create_rule_probes(tool, entity, base)
-
-    def _create_arguments(self, tool: str, entity: Any, schema: dict[str, Any]) -> dict[str, Any]:
-        arguments: dict[str, Any] = {}
-        for _ in range(20):  # draw related rows until no unique_active pair is already taken
-            for relation in entity.relations:
-                eligible = self._eligible(entity.name, relation.to)
-                if eligible:
-                    arguments[relation.column] = self.rng.choice(eligible)[self._id(relation.to)]
-            if not self._pair_taken(entity, arguments):
-                break
-        for rule in self.design.rules:
-            if isinstance(rule, TimeWindow) and rule.entity == entity.name and rule.transition == "create":
-                clock = self.clock.replace(tzinfo=None)
-                when = clock + _days(self.rng.randint(3, 20)) if rule.mode == "before" else clock - _days(1)
-                name = p_(rule.attribute)
-                arguments[name] = when.strftime(
-                    "%Y-%m-%d" if len(self.value_for(schema["properties"][name], name)) == 10 else "%Y-%m-%d %H:%M"
-                )
-        for name in schema.get("required", []):
-            if name not in arguments:
-                arguments[name] = self.value_for(schema["properties"][name], name)
-        for _, rule in self.design.rules_for(entity.name, Consumes):
-            if rule.amount and p_(rule.amount) in arguments:
-                arguments[p_(rule.amount)] = 1
-        return arguments
-
-    def _eligible(self, entity: str, related: str, skip: Any = None) -> list[dict[str, Any]]:
-        """Rows of ``related`` that pass the eligibility rules and have room under limits and counters
-        (all rules but ``skip``)."""
+    def eligible(self, entity: str, related: str, skip: RuleRef | None = None) -> list[dict[str, Any]]:
+        """Rows of ``related`` a new ``entity`` may refer to under every rule of ``entity`` (but ``skip``),
+        judged from the seeded rows by each rule's kind, not by the tool."""
         rows = self.rows(related)
-        children = self.rows(entity)
-        owner_entity = self.design.entity(entity)
-        for index, rule in enumerate(self.design.rules):
-            if rule.entity != entity or rule is skip:
-                continue
-            if isinstance(rule, Eligibility) and rule.action == "create" and rule.subject == related:
-                rows = [r for r in rows if r.get(rule.attribute) == rule.equals]
-            if isinstance(rule, LimitPerOwner) and rule.owner == related:
-                column = next(r.column for r in owner_entity.relations if r.to == related)
-                field_name = owner_entity.lifecycle.field if owner_entity.lifecycle else "status"
-                counts: dict[Any, int] = {}
-                for child in children:
-                    if child.get(field_name) in rule.states:
-                        counts[child[column]] = counts.get(child[column], 0) + 1
-                rows = [r for r in rows if counts.get(r[self._id(related)], 0) < self.design.params[index]]
-            if isinstance(rule, Consumes) and rule.resource == related:
-                rows = [r for r in rows if (r.get(rule.counter) or 0) >= 1]
+        target = self.design.entity(entity)
+        for ref in self.design.refs:
+            if ref.rule.entity == entity and ref is not skip:
+                rows = ref.kind.eligible(self, ref, target, related, rows)
         return rows
 
-    def _pair_taken(self, entity: Any, arguments: dict[str, Any]) -> bool:
-        children = self.rows(entity.name)
-        field_name = entity.lifecycle.field if entity.lifecycle else "status"
-        for rule in self.design.rules:
-            if isinstance(rule, UniqueActive) and rule.entity == entity.name:
-                owner = next(r.column for r in entity.relations if r.to == rule.owner)
-                target = next(r.column for r in entity.relations if r.to == rule.target)
-                if any(
-                    c[owner] == arguments.get(owner)
-                    and c[target] == arguments.get(target)
-                    and c.get(field_name) in rule.states
-                    for c in children
-                ):
-                    return True
-        return False
-
-    def _create_rule_probes(self, tool: str, entity: Any, base: dict[str, Any]) -> None:
-        for index, rule in enumerate(self.design.rules):
-            if rule.entity != entity.name:
-                continue
-            name = f"{rule.kind}_{index}"
-            if isinstance(rule, Eligibility) and rule.action == "create" and rule.subject != entity.name:
-                column = next(r.column for r in entity.relations if r.to == rule.subject)
-                passing_others = {
-                    r[self._id(rule.subject)] for r in self._eligible(entity.name, rule.subject, skip=rule)
-                }
-                bad = [
-                    r
-                    for r in self.rows(rule.subject)
-                    if r.get(rule.attribute) != rule.equals
-                    and r[self._id(rule.subject)] in passing_others
-                    and not self._pair_taken(entity, {**base, column: r[self._id(rule.subject)]})
-                ]
-                if bad:
-                    self.negative(tool, "rule", {**base, column: bad[0][self._id(rule.subject)]}, name)
-            elif isinstance(rule, Consumes):
-                column = next(r.column for r in entity.relations if r.to == rule.resource)
-                passing_others = {
-                    r[self._id(rule.resource)] for r in self._eligible(entity.name, rule.resource, skip=rule)
-                }
-                empty = [
-                    r
-                    for r in self.rows(rule.resource)
-                    if (r.get(rule.counter) or 0) <= 0
-                    and r[self._id(rule.resource)] in passing_others
-                    and not self._pair_taken(entity, {**base, column: r[self._id(rule.resource)]})
-                ]
-                if empty:
-                    self.negative(tool, "rule", {**base, column: empty[0][self._id(rule.resource)]}, name)
-            elif isinstance(rule, TimeWindow) and rule.transition == "create" and p_(rule.attribute) in base:
-                amount = self.design.params[index]
-                past = self.clock.replace(tzinfo=None) - _days(2 if rule.mode == "before" else amount + 3)
-                value = past.strftime("%Y-%m-%d %H:%M" if len(str(base[p_(rule.attribute)])) > 10 else "%Y-%m-%d")
-                self.negative(tool, "rule", {**base, p_(rule.attribute): value}, name)
-            elif isinstance(rule, LimitPerOwner | UniqueActive):
-                self._exhaust(tool, rule, name, base)
-
-    def _exhaust(self, tool: str, rule: Any, name: str, base: dict[str, Any]) -> None:
-        """Bring the owner to the limit directly in the state, then one more create must be refused
-        by this rule (and change nothing). For a unique pair, the limit is one with that target."""
-        entity = self.design.entity(rule.entity)
-        owner = next(r.column for r in entity.relations if r.to == rule.owner)
-        field_name = entity.lifecycle.field if entity.lifecycle else "status"
-        existing = [
-            c for c in self.rows(entity.name) if c[owner] == base.get(owner) and c.get(field_name) in rule.states
-        ]
-        if isinstance(rule, LimitPerOwner):
-            missing = int(self.design.params[self.design.rules.index(rule)]) - len(existing)
-            avoid = {r.column: base.get(r.column) for r in entity.relations if r.column != owner}
-        else:
-            target = next(r.column for r in entity.relations if r.to == rule.target)
-            missing, avoid = 1, {}
-        template = self.rows(entity.name)
-        if missing < 1 or not template:
-            return
-        state = self.env.new_state()
-        with state.mode("internal"):
-            for index in range(missing):
-                row = dict(template[index % len(template)])
-                row[f"{entity.name}_id"] = f"{entity.id_prefix}-{8000 + index}"
-                row[owner], row[field_name] = base.get(owner), rule.states[0]
-                for attr in entity.attributes:
-                    if attr.unique and row.get(attr.name) is not None:
-                        row[attr.name] = f"{row[attr.name]}-P{index}"
-                if isinstance(rule, UniqueActive):
-                    row[target] = base.get(target)
-                for column, value in avoid.items():  # keep unique-pair rules out of the way
-                    if row.get(column) == value:
-                        related = next(r.to for r in entity.relations if r.column == column)
-                        alternatives = [
-                            r[self._id(related)] for r in self.rows(related) if r[self._id(related)] != value
-                        ]
-                        if alternatives:
-                            row[column] = alternatives[index % len(alternatives)]
-                columns = ", ".join(row)
-                state.conn.execute(
-                    f"INSERT INTO {entity.plural} ({columns}) VALUES ({', '.join(':' + c for c in row)})", row
-                )
-        expected = {name}
-        if isinstance(rule, UniqueActive):  # the extra row may also bring the owner to a per-owner limit
-            expected |= {
-                f"{r.kind}_{i}"
-                for i, r in enumerate(self.design.rules)
-                if isinstance(r, LimitPerOwner) and r.entity == entity.name
-            }
-        self.negative(tool, "rule", base, expected, state=state)
-        state.close()
-
-
-def _days(count: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(days=count)
-
-
-def _violates(value: str, clock: Any, mode: str, amount: float) -> bool:
-    from datetime import datetime, timedelta
-
-    moment = datetime.fromisoformat(value) if len(value) > 10 else datetime.fromisoformat(value + " 00:00:00")
-    if mode == "before":
-        return moment < clock + timedelta(hours=amount)
-    return clock.date() > (moment + timedelta(days=amount)).date()
+    def taken(self, entity: Entity, arguments: dict[str, Any]) -> bool:
+        """Whether a create with ``arguments`` would break a rule of ``entity`` in the seeded state."""
+        refs = [ref for ref in self.design.refs if ref.rule.entity == entity.name]
+        return any(ref.kind.taken(self, ref, entity, arguments) for ref in refs)
 
 
 def run_procedural_tests(env: Environment, design: Design) -> TestReport:
-    """Exercise every tool of ``env`` (modeled from ``design``)."""
-    return _Tester(env, design).test()
+    """Exercise every tool of ``env`` (modeled from ``design``), and account for every rule."""
+    tester = Tester(env, design)
+    tester.report.rules = [ref.id for ref in design.refs]
+    return tester.test()
 
 
 @dataclass
@@ -555,7 +337,7 @@ class ToolProbes:
 def probe_tools(env: Environment, design: Design | None, probes: dict[str, ToolProbes]) -> TestReport:
     """Run given probes, plus malformed-argument probes, on tools outside ``design``'s roles (or
     on every tool of an environment with no design)."""
-    tester = _Tester(env, design)
+    tester = Tester(env, design)
     for tool, calls in probes.items():
         compiled = env.tools[tool]
         allowed = set(compiled.analysis.writes)
@@ -563,5 +345,5 @@ def probe_tools(env: Environment, design: Design | None, probes: dict[str, ToolP
             tester.succeeds(tool, arguments, allowed, must_change=compiled.tool.kind == "write")
         for arguments in calls.fails:
             tester.negative(tool, "rule", arguments)
-        tester._malformed(tool)
+        tester.malformed(tool)
     return tester.report

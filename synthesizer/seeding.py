@@ -3,26 +3,27 @@
 Rows are made in dependency order so every reference points at an existing row. Dates follow
 the lifecycle: records still moving through it lie ahead of the environment clock, finished ones
 behind it (a generator range wholly in the past stays in the past). Every lifecycle state appears.
-Rule limits hold in the seed (no owner over its limit, no duplicate active pair), and one resource
-per ``consumes`` rule is left with nothing, so running out can be tested; generator weights decide
-how many subjects are ineligible.
+Each rule's kind then shapes the rows (``RuleKind.adjust_seed``): limits hold in the seed (no owner
+over its limit, no duplicate active pair), windowed records lie on both sides of their window, and
+one resource per ``consumes`` rule is left with nothing, so running out can be tested; generator
+weights decide how many subjects are ineligible.
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 from faker import Faker
 from faker.providers.date_time import Provider as DateTimeProvider
 
-from .catalog import Attribute, Consumes, Entity, LimitPerOwner, TimeWindow, UniqueActive
+from .catalog import Attribute, Entity
 from .errors import SynthesisError
 from .modeling import Design
 
-__all__ = ["seed_rows", "SPECIAL_GENERATORS", "SeedingError", "generator_problem", "ValueMaker"]
+__all__ = ["seed_rows", "SPECIAL_GENERATORS", "SeedingError", "generator_problem", "Seeder", "ValueMaker"]
 
 _ARITY = {"choice": 0, "none": 0, "int": 2, "money": 2, "bool": 1, "date": 2, "datetime": 2, "code": 1, "words": 1}
 SPECIAL_GENERATORS = tuple(_ARITY)
@@ -90,7 +91,7 @@ def _order(entities: list[Entity]) -> list[Entity]:
     return done
 
 
-class _Seeder:
+class Seeder:
     """Makes the seed rows of a design; ``value`` also serves later stages that need realistic values."""
 
     def __init__(self, design: Design) -> None:
@@ -191,7 +192,7 @@ class _Seeder:
                         row[relation.column] = None
                 # a record still moving through its lifecycle lies ahead of the clock; a finished one behind it
                 ahead = entity.lifecycle is not None and state not in _terminal_states(entity)
-                stamps = self._stamps(entity, state)
+                stamps = self.stamps(entity, state)
                 for attr in entity.attributes:
                     if attr.name in stamps:
                         row[attr.name] = stamps[attr.name]
@@ -207,7 +208,7 @@ class _Seeder:
         self._respect_rules()
         return self.rows
 
-    def _stamps(self, entity: Entity, state: str | None) -> dict[str, str]:
+    def stamps(self, entity: Entity, state: str | None) -> dict[str, str]:
         if entity.lifecycle is None:
             return {}
         stamps = {}
@@ -218,98 +219,17 @@ class _Seeder:
         return stamps
 
     def _respect_rules(self) -> None:
-        """Push rows that would break a limit into a state the rule does not count."""
-        for index, rule in enumerate(self.design.rules):
-            if not isinstance(rule, LimitPerOwner | UniqueActive):
-                continue
-            entity = self.design.entity(rule.entity)
-            if entity.lifecycle is None:
-                continue
-            spare = next((s for s in entity.lifecycle.states if s not in rule.states), None)
-            if spare is None:
-                continue
-            owner = next(r.column for r in entity.relations if r.to == rule.owner)
-            field = entity.lifecycle.field
-            seen: dict[Any, int] = defaultdict(int)
-            limit = int(self.design.params.get(index, 1)) if isinstance(rule, LimitPerOwner) else 1
-            in_state = Counter(row[field] for row in self.rows[entity.plural])
-            owner_ids = [r[f"{rule.owner}_id"] for r in self.rows.get(self.design.entity(rule.owner).plural, [])]
-            for row in self.rows[entity.plural]:
-                if row[field] not in rule.states:
-                    continue
-                key = (
-                    (row[owner],)
-                    if isinstance(rule, LimitPerOwner)
-                    else (row[owner], row[next(r.column for r in entity.relations if r.to == rule.target)])
-                )
-                if seen[key] >= limit and in_state[row[field]] == 1 and isinstance(rule, LimitPerOwner):
-                    roomy = next((o for o in owner_ids if seen[(o,)] < limit), None)
-                    if roomy is not None:  # the only record in its state keeps it, with an owner who has room
-                        row[owner], key = roomy, (roomy,)
-                seen[key] += 1
-                if seen[key] > limit:
-                    in_state[row[field]] -= 1
-                    in_state[spare] += 1
-                    row[field] = spare
-                    for attr, value in self._stamps(entity, spare).items():
-                        row[attr] = value
-        for index, rule in enumerate(self.design.rules):
-            if isinstance(rule, TimeWindow) and rule.transition != "create":
-                self._straddle_window(rule, int(self.design.params[index]))
-        for rule in self.design.rules:
-            if isinstance(rule, Consumes):  # keep one resource empty, so running out can be tested
-                resource_rows = self.rows.get(self.design.entity(rule.resource).plural, [])
-                for row in resource_rows:
-                    if isinstance(row.get(rule.counter), int | float) and row[rule.counter] < 0:
-                        row[rule.counter] = 0
-                if resource_rows:
-                    resource_rows[-1][rule.counter] = 0
-
-    def _straddle_window(self, rule: TimeWindow, amount: int) -> None:
-        """Records a windowed transition can start from lie on both sides of the window, so the
-        transition can be done on some and refused on others (a draw can miss one side)."""
-        entity = self.design.entity(rule.entity)
-        if entity.lifecycle is None:
-            return
-        transition = next((t for t in entity.lifecycle.transitions if t.name == rule.transition), None)
-        attr = next((a for a in entity.attributes if a.name == rule.attribute), None)
-        if transition is None or attr is None:
-            return
-        ready = [r for r in self.rows[entity.plural] if r[entity.lifecycle.field] in transition.from_states]
-        if rule.mode == "before":  # allowed until `amount` hours before the moment
-            inside, outside = (
-                self.clock + timedelta(hours=amount + 48),
-                self.clock + timedelta(hours=max(1, amount // 2)),
-            )
-        else:  # allowed until `amount` days after it
-            inside, outside = self.clock - timedelta(days=max(1, amount // 2)), self.clock - timedelta(days=amount + 5)
-
-        edge = (
-            (self.clock + timedelta(hours=amount)).strftime("%Y-%m-%d %H:%M:%S")
-            if rule.mode == "before"
-            else (self.clock - timedelta(days=amount)).date().isoformat()
-        )
-
-        def within(row: dict[str, Any]) -> bool:
-            value = str(row.get(rule.attribute) or "")
-            return bool(value) and (value > edge if rule.mode == "before" else value[:10] >= edge)
-
-        def stamp(moment: Any) -> str:
-            return (
-                moment.date().isoformat()
-                if attr.type == "date"
-                else moment.replace(minute=0, second=0).strftime("%Y-%m-%d %H:%M:%S")
-            )
-
-        if ready and not any(within(r) for r in ready):
-            ready[0][rule.attribute] = stamp(inside)
-        if len(ready) > 1 and all(within(r) for r in ready):
-            ready[-1][rule.attribute] = stamp(outside)
+        """Each rule kind shapes the rows so its rule holds and can be tested, pass by pass (states and
+        owners first, then dates, then counters), each pass in rule order."""
+        for seed_pass in sorted({ref.kind.seed_pass for ref in self.design.refs}):
+            for ref in self.design.refs:
+                if ref.kind.seed_pass == seed_pass:
+                    ref.kind.adjust_seed(self, ref)
 
 
 def seed_rows(design: Design) -> dict[str, list[dict[str, Any]]]:
     """Seed rows per table for a design (deterministic for its env id, seed and variant)."""
-    return _Seeder(design).make()
+    return Seeder(design).make()
 
 
-ValueMaker = _Seeder
+ValueMaker = Seeder

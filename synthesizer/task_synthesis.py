@@ -25,7 +25,8 @@ from servers import Environment, Task
 from servers.clients import GateTrial, schema_value
 from servers.spec import Answer, Check, GoldCall, InsertRows, UserScenario
 
-from .catalog import Consumes, Eligibility, Entity
+from .catalog import Entity
+from .errors import SynthesisError
 from .modeling import Design, p_
 from .seeding import ValueMaker
 
@@ -82,6 +83,7 @@ _GATE_FAILURES = {
     "deterministic": "nondeterministic",
     "noop": "initial_passes",
     "initial": "initial_passes",
+    "obedient": "obedient_passes",
 }
 """The synthesis statistics' name for each gate a finished draft can fail (servers.clients.GateResult.failed_gates)."""
 IDENTIFY = ["I'm {name}", "this is {name}", "my name is {name}", "{name} here"]
@@ -163,6 +165,20 @@ class _Synthesizer:
         self.values = ValueMaker(design)  # the seed generators, for realistic argument values
         self.stats = SynthesisStats()
 
+    # -- tools ---------------------------------------------------------------------------------
+
+    def tool(self, kind: str, entity: str, *, relation: str | None = None, transition: str | None = None) -> str | None:
+        """The environment's tool with this role (from the design's roles), or None."""
+        name = self.design.tool(kind, entity, relation=relation, transition=transition)
+        return name if name in self.tools else None
+
+    def need(self, kind: str, entity: str, *, relation: str | None = None, transition: str | None = None) -> str:
+        """The tool with this role, which the modeler always makes for such an entity."""
+        name = self.tool(kind, entity, relation=relation, transition=transition)
+        if name is None:
+            raise SynthesisError(f"{self.design.env_id} has no {kind} tool for {entity} ({relation or transition})")
+        return name
+
     # -- people and records --------------------------------------------------------------------
 
     def owners(self) -> list[tuple[Entity, Entity]]:
@@ -194,9 +210,10 @@ class _Synthesizer:
 
     def lookup(self, owner: Entity, row: dict[str, Any]) -> GoldCall:
         label = row[owner.label]
-        if f"find_{owner.name}_by_{owner.label}" in self.tools and self.rng.random() < 0.5:
-            return GoldCall(tool=f"find_{owner.name}_by_{owner.label}", arguments={owner.label: label})
-        return GoldCall(tool=f"search_{owner.plural}", arguments={"query": label})
+        find = self.tool("find_by_label", owner.name)
+        if find is not None and self.rng.random() < 0.5:
+            return GoldCall(tool=find, arguments={owner.label: label})
+        return GoldCall(tool=self.need("search", owner.name), arguments={"query": label})
 
     def identity(self, owner: Entity, row: dict[str, Any]) -> tuple[str, dict[str, str]]:
         fact = self.second_fact(owner)
@@ -274,14 +291,15 @@ class _Synthesizer:
         """A lifecycle step on one of the user's records; ``owner_key`` (entity, id) keeps it to one person."""
         options = []
         for owner, child in self.owners():
-            if child.lifecycle and f"list_{child.plural}_for_{owner.name}" in self.tools:
+            if child.lifecycle and self.tool("list_for", child.name, relation=owner.name):
                 options += [
                     (owner, None, child, t) for t in child.lifecycle.transitions if t.name.split("_")[0] in REQUESTABLE
                 ]
         for owner, middle, child in self.grandchildren():
             if (
                 child.lifecycle
-                and {f"list_{middle.plural}_for_{owner.name}", f"list_{child.plural}_for_{middle.name}"} <= self.tools
+                and self.tool("list_for", middle.name, relation=owner.name)
+                and self.tool("list_for", child.name, relation=middle.name)
             ):
                 options += [
                     (owner, middle, child, t)
@@ -323,15 +341,18 @@ class _Synthesizer:
             if middle:
                 gold.append(
                     GoldCall(
-                        tool=f"list_{middle.plural}_for_{owner.name}", arguments={up: owner_row[f"{owner.name}_id"]}
+                        tool=self.need("list_for", middle.name, relation=owner.name),
+                        arguments={up: owner_row[f"{owner.name}_id"]},
                     )
                 )
             gold += [
                 GoldCall(
-                    tool=f"list_{child.plural}_for_{parent.name}", arguments={column: parent_row[f"{parent.name}_id"]}
+                    tool=self.need("list_for", child.name, relation=parent.name),
+                    arguments={column: parent_row[f"{parent.name}_id"]},
                 ),
                 GoldCall(
-                    tool=f"{transition.name}_{child.name}", arguments={f"{child.name}_id": target[f"{child.name}_id"]}
+                    tool=self.need("transition", child.name, transition=transition.name),
+                    arguments={f"{child.name}_id": target[f"{child.name}_id"]},
                 ),
             ]
             draft = _Draft(
@@ -357,12 +378,13 @@ class _Synthesizer:
         return None
 
     def create_draft(self) -> _Draft | None:
-        options = [(o, c) for o, c in self.owners() if c.creatable and f"create_{c.name}" in self.tools]
+        options = [(o, c) for o, c in self.owners() if c.creatable and self.tool("create", c.name)]
         if not options:
             return None
         owner, child = self.rng.choice(options)
         column = next(r.column for r in child.relations if r.to == owner.name)
-        schema = self.env.tools[f"create_{child.name}"].input_schema
+        create = self.need("create", child.name)
+        schema = self.env.tools[create].input_schema
         for _ in range(8):
             owner_row = self.rng.choice(self.rows[owner.name])
             arguments: dict[str, Any] = {column: owner_row[f"{owner.name}_id"]}
@@ -376,7 +398,8 @@ class _Synthesizer:
                 arguments[relation.column] = target_row[f"{relation.to}_id"]
                 gold.append(
                     GoldCall(
-                        tool=f"search_{target_entity.plural}", arguments={"query": target_row[target_entity.label]}
+                        tool=self.need("search", target_entity.name),
+                        arguments={"query": target_row[target_entity.label]},
                     )
                 )
                 facts.append(f"{_words(target_entity.name)}: {target_row[target_entity.label]}")
@@ -385,7 +408,7 @@ class _Synthesizer:
                     continue
                 arguments[name] = self.value(child, name, schema["properties"][name])
                 facts.append(self.fact_text(name, arguments[name]))
-            gold.append(GoldCall(tool=f"create_{child.name}", arguments=arguments))
+            gold.append(GoldCall(tool=create, arguments=arguments))
             if not self.trial(gold):
                 continue
             who, known = self.identity(owner, owner_row)
@@ -412,11 +435,12 @@ class _Synthesizer:
 
     def update_draft(self) -> _Draft | None:
         customer = self.design.domain.customer_entity().name
-        options = [e for e in self.design.entities if f"update_{e.name}" in self.tools and e.name == customer]
+        options = [e for e in self.design.entities if self.tool("update", e.name) and e.name == customer]
         if not options:
             return None
         entity = self.rng.choice(options)
-        schema = self.env.tools[f"update_{entity.name}"].input_schema
+        update = self.need("update", entity.name)
+        schema = self.env.tools[update].input_schema
         editable = [n for n in schema["properties"] if n != f"{entity.name}_id"]
         row = self.rng.choice(self.rows[entity.name])
         name = self.rng.choice(editable)
@@ -425,10 +449,8 @@ class _Synthesizer:
             return None
         gold = [
             self.lookup(entity, row),
-            GoldCall(tool=f"get_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"]}),
-            GoldCall(
-                tool=f"update_{entity.name}", arguments={f"{entity.name}_id": row[f"{entity.name}_id"], name: value}
-            ),
+            GoldCall(tool=self.need("get", entity.name), arguments={f"{entity.name}_id": row[f"{entity.name}_id"]}),
+            GoldCall(tool=update, arguments={f"{entity.name}_id": row[f"{entity.name}_id"], name: value}),
         ]
         who, known = self.identity(entity, row)
         template = self.rng.randrange(3)
@@ -491,9 +513,10 @@ class _Synthesizer:
         list_call = draft.gold[-2]
         owner_column, owner_id = next(iter(list_call.arguments.items()))
         child_tool = draft.gold[-1].tool
-        child = self.design.entity(self.design.roles[child_tool].entity)
+        role = self.design.roles[child_tool]
+        child = self.design.entity(role.entity)
         field_name = child.lifecycle.field  # type: ignore[union-attr]
-        transition = next(t for t in child.lifecycle.transitions if f"{t.name}_{child.name}" == child_tool)  # type: ignore[union-attr]
+        transition = next(t for t in child.lifecycle.transitions if t.name == role.transition)  # type: ignore[union-attr]
         draft.gold.append(GoldCall(tool=list_call.tool, arguments={owner_column: owner_id, field_name: transition.to}))
         draft.answer_from_last = "count"
         draft.request += f" Afterwards, how many of my {_words(child.plural)} are {_words(transition.to)}?"
@@ -501,21 +524,16 @@ class _Synthesizer:
         return draft
 
     def trap_draft(self) -> _Draft | None:
-        """The target the user names breaks an eligibility or stock rule; another one like it is fine."""
-        candidates = []
-        for index, rule in enumerate(self.design.rules):
-            if isinstance(rule, Eligibility) and rule.action == "create" and rule.subject != rule.entity:
-                candidates.append(
-                    (index, rule, rule.subject, lambda r, rule=rule: r.get(rule.attribute) == rule.equals)
-                )
-            if isinstance(rule, Consumes):
-                candidates.append((index, rule, rule.resource, lambda r, rule=rule: (r.get(rule.counter) or 0) >= 1))
+        """The target the user names breaks a rule a kind offers traps on (an ineligible or exhausted
+        related record); another one like it is fine."""
+        candidates = [(ref, trap) for ref in self.design.refs if (trap := ref.kind.trap(ref)) is not None]
         self.rng.shuffle(candidates)
-        for _, rule, subject_name, ok in candidates:
-            child = self.design.entity(rule.entity)
-            subject = self.design.entity(subject_name)
-            owners = [owner for owner, kid in self.owners() if kid.name == child.name and owner.name != subject_name]
-            if not owners or f"create_{child.name}" not in self.tools:
+        for ref, trap in candidates:
+            child = self.design.entity(ref.rule.entity)
+            subject = self.design.entity(trap.subject)
+            ok = trap.ok
+            owners = [owner for owner, kid in self.owners() if kid.name == child.name and owner.name != trap.subject]
+            if not owners or self.tool("create", child.name) is None:
                 continue
             owner = owners[0]
             enum = next((a for a in subject.attributes if a.enum and a.searchable), None)
@@ -542,7 +560,8 @@ class _Synthesizer:
     ) -> _Draft | None:
         column = next(r.column for r in child.relations if r.to == owner.name)
         subject_column = next(r.column for r in child.relations if r.to == subject.name)
-        schema = self.env.tools[f"create_{child.name}"].input_schema
+        create = self.need("create", child.name)
+        schema = self.env.tools[create].input_schema
         for _ in range(6):
             owner_row = self.rng.choice(self.rows[owner.name])
             choice = good[0]
@@ -560,9 +579,9 @@ class _Synthesizer:
             else:
                 gold = [
                     self.lookup(owner, owner_row),
-                    GoldCall(tool=f"search_{subject.plural}", arguments={"query": blocked[subject.label]}),
-                    GoldCall(tool=f"search_{subject.plural}", arguments={enum: blocked[enum]}),
-                    GoldCall(tool=f"create_{child.name}", arguments=arguments),
+                    GoldCall(tool=self.need("search", subject.name), arguments={"query": blocked[subject.label]}),
+                    GoldCall(tool=self.need("search", subject.name), arguments={enum: blocked[enum]}),
+                    GoldCall(tool=create, arguments=arguments),
                 ]
                 if not self.trial(gold):
                     continue

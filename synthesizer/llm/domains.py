@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import catalog as catalog_module
+from .. import rules
 from ..catalog import Attribute, Catalog, Domain
 from ..seeding import generator_problem
 from ..topics import rank
@@ -59,11 +59,6 @@ def _example(catalog: Catalog, topic: str) -> dict[str, Any]:
     return domain.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
-def _rules_help() -> str:
-    doc = catalog_module.__doc__ or ""
-    return "\n".join(line for line in doc.splitlines() if line.startswith(("* ", "  ")))
-
-
 def propose_domain(
     client: ChatClient,
     catalog: Catalog,
@@ -78,7 +73,9 @@ def propose_domain(
     sectors = sorted({s.sector for s in catalog.sectors})
     schema = Domain.model_json_schema(by_alias=True)
     generators = Attribute.model_fields["generator"].description or ""
-    messages = prompts.domain(topic, schema, _example(catalog, topic), sectors, _rules_help(), generators, requests)
+    messages = prompts.domain(
+        topic, schema, _example(catalog, topic), sectors, rules.vocabulary(), generators, requests
+    )
 
     def check(data: dict[str, Any]) -> DomainProposal:
         problems = []

@@ -19,7 +19,7 @@ __all__ = [
     "environment_tasks",
 ]
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 
 SYSTEM = (
     "You design synthetic, fully fictional business systems that AI agents are trained and tested in. "

@@ -29,10 +29,17 @@ __all__ = ["ToolsOutcome", "propose_tools", "spec_summary"]
 
 HELPERS = (
     "one statement per step; values only as :name parameters (the tool's own, or earlier `let` names; a `let` "
-    "with shape row binds :<name>_<column>); now() and today() give the environment clock; new_id('PREFIX') "
-    "draws the next id of a declared sequence (write tools only); no DDL, PRAGMA, ATTACH, random(), "
-    "CURRENT_TIMESTAMP, OR REPLACE, ON CONFLICT, RETURNING; list the columns of an INSERT. Every parameter needs "
-    "a description and a type; write tools need an exec step."
+    "with shape row binds :<name>_<column>, with shape rows binds :<name> to a JSON array of row objects); now() "
+    "and today() give the environment clock; new_id('PREFIX') draws the next id of a declared sequence (write tools "
+    "only); no DDL, PRAGMA, ATTACH, random(), CURRENT_TIMESTAMP, OR REPLACE, ON CONFLICT, RETURNING, total(); list "
+    "the columns of an INSERT. To act on each element of a list argument (several items of an order), use a "
+    '`for_each` step {"kind": "for_each", "over": "<array parameter or rows let>", "as": "item", "steps": [require, '
+    "let or exec steps using :item_<key> or, for a list of plain values, :item]}. A query several tools share is "
+    "declared once in the spec's `fragments` ({name, description, sql}) and read like a table. Money is integer "
+    "cents (`*_cents` integer columns and parameters): compute with mul_div(a, b, c) (exact a*b/c, halves to even) "
+    "and round_half_even(x), show with money_text(cents); never put a real number inside json_object(). Every "
+    "parameter needs a description and a type (an `errorMessage` may word what is wrong with it); write tools need "
+    "an exec step."
 )
 
 
