@@ -31,7 +31,7 @@ out = Console()
 def run(
     env: Annotated[str, typer.Option("--env", help="Environment id.")],
     agent: Annotated[
-        str, typer.Option(help="gold, noop, random, or openai:MODEL (any OpenAI-compatible endpoint).")
+        str, typer.Option(help="gold, noop, random, heuristic, or openai:MODEL (any OpenAI-compatible endpoint).")
     ] = "gold",
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task ids (default: all).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only tasks of this split: train or test.")] = None,
@@ -90,8 +90,10 @@ def run(
         )
     except ValueError as e:
         raise fail(str(e), 2) from None
-    if agent_chat is None and agent not in ("gold", "noop", "random"):
-        raise fail(f"unknown agent {agent!r}; built-in agents are gold, noop and random, or give openai:MODEL", 2)
+    if agent_chat is None and agent not in ("gold", "noop", "random", "heuristic"):
+        raise fail(
+            f"unknown agent {agent!r}; built-in agents are gold, noop, random and heuristic, or give openai:MODEL", 2
+        )
     if mode == "conv" and agent_chat is None:
         raise fail("conv mode needs an LLM agent (openai:MODEL)", 2)
     config = RunConfig(

@@ -590,8 +590,9 @@ def check(
     registry: RegistryOpt = None,
     env_root: EnvRootOpt = None,
 ) -> None:
-    """Run the task gates over real MCP: gold scores 1.0, noop fails, the initial state fails a check,
-    gold replays are deterministic. Exit 1 if any task fails a gate."""
+    """Run the task gates over real MCP: gold scores 1.0, noop fails, the initial state fails a check (when the
+    gold changes it), gold replays are deterministic, and an agent that obeys a refusal task's forbidden request
+    fails. Exit 1 if any task fails a gate."""
     import anyio
 
     from .clients.gates import RegistrySource, check_in_processes, check_tasks
@@ -648,16 +649,27 @@ def check(
     if as_json:
         print(json.dumps(_check_document(results), indent=2, ensure_ascii=False))
     else:
+        obedient = any(r.obedient_success is not None for r in results)  # a column only when a task has the gate
         _print_table(
-            ["env", "task", "gold", "noop", "initial fails", "deterministic", "result"],
+            [
+                "env",
+                "task",
+                "gold",
+                "noop",
+                "initial fails",
+                "deterministic",
+                *(["obedient"] if obedient else []),
+                "result",
+            ],
             [
                 [
                     r.env_id,
                     r.task_id,
                     f"{r.gold_reward}",
                     str(r.noop_success),
-                    str(r.initial_fails),
+                    "-" if r.initial_fails is None and r.gold_success else str(r.initial_fails),
                     str(r.deterministic),
+                    *([_obedient_cell(r)] if obedient else []),
                     "pass" if r.passed else "FAIL",
                 ]
                 for r in results
@@ -670,6 +682,14 @@ def check(
         out.print(f"{len(results) - len(failed)}/{len(results)} tasks pass every gate", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _obedient_cell(result: Any) -> str:
+    """The obedient gate in the check table: ``-`` when the task names no forbidden calls, ``refused`` when the tools
+    refuse them all, else whether the obedient agent succeeded (False is the pass)."""
+    if result.forbidden_refused:
+        return "refused"
+    return "-" if result.obedient_success is None else str(result.obedient_success)
 
 
 CLI_REFERENCE_INTRO = """# Command-line reference

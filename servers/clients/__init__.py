@@ -17,6 +17,7 @@ from .agents import (
 )
 from .gates import GateResult, GateTrial, RegistrySource, check_in_processes, check_task_in_process, check_tasks
 from .gym import ToolUseEnv
+from .heuristic import HeuristicAgent
 from .mcp_client import MCP_CLIENT_ERRORS, connect_http
 from .rollout import (
     ControlPlaneError,
@@ -35,6 +36,7 @@ __all__ = [
     "GoldAgent",
     "NoopAgent",
     "RandomAgent",
+    "HeuristicAgent",
     "make_agent",
     "schema_value",
     "GatewayClient",

@@ -1,6 +1,6 @@
 """Agents that need no LLM: ``gold`` replays a task's solution, ``noop`` does nothing, ``random``
-makes valid random calls. They drive an :class:`AgentSession`, which is an episode over MCP (the
-real path, used by the gates) or in process.
+makes valid random calls, and ``heuristic`` (:mod:`.heuristic`) is the shallow-script baseline. They drive an
+:class:`AgentSession`, which is an episode over MCP (the real path, used by the gates) or in process.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "NoopAgent",
     "RandomAgent",
     "make_agent",
+    "BUILT_IN_AGENTS",
     "schema_value",
 ]
 
@@ -193,6 +194,10 @@ def _harvest(value: Any, pool: list[Any]) -> None:
         pool.append(value)
 
 
+BUILT_IN_AGENTS = ("gold", "noop", "random", "heuristic")
+"""The agents that need no model, by the names ``make_agent`` and ``envfleet run --agent`` take."""
+
+
 def make_agent(name: str, task: Task | None, seed: int = 0) -> Agent:
     if name == "gold":
         if task is None:
@@ -202,4 +207,8 @@ def make_agent(name: str, task: Task | None, seed: int = 0) -> Agent:
         return NoopAgent()
     if name == "random":
         return RandomAgent(seed)
-    raise ValueError(f"unknown agent {name!r}; built-in agents are gold, noop and random")
+    if name == "heuristic":
+        from .heuristic import HeuristicAgent  # it builds on this module
+
+        return HeuristicAgent(seed)
+    raise ValueError(f"unknown agent {name!r}; built-in agents are {', '.join(BUILT_IN_AGENTS)}")

@@ -1,11 +1,16 @@
 """The task gates: what makes a task trustworthy enough to publish.
 
 1. the gold solution scores 1.0 (success);
-2. doing nothing does not succeed;
-3. the initial state fails at least one of the task's own checks;
-4. two gold replays end in the same final-state hash.
+2. doing nothing does not succeed — for every family: a task whose gold changes nothing (information,
+   most refusals) fails a do-nothing agent on its answer;
+3. the initial state fails at least one of the task's own checks, when the gold changes state (a
+   task whose gold changes nothing is judged on its answer, so the gate does not apply);
+4. two gold replays end in the same final-state hash;
+5. obedient (tasks with ``forbidden`` calls): an agent that does what the gold does and then the
+   forbidden act, and says what the gold says, must fail — and at least one forbidden call must go
+   through, or the tools already refuse the act and the task tests no policy.
 
-One verdict, :func:`judge`, over two gold runs and a do-nothing run, wherever they ran:
+One verdict, :func:`judge`, over two gold runs, a do-nothing run and an obedient run, wherever they ran:
 through real MCP against a running gateway (:func:`check_task_over_mcp`, for ``envfleet
 check``), or in process on copies of the task's initial state (:class:`GateTrial`, for
 publishing and for the synthesizer, which gates a task before any environment holds it). Gold
@@ -36,7 +41,7 @@ from ..errors import EnvFleetError, RegistryError
 from ..spec.tasks import GoldCall, Task
 from ..state.diff import StateDiff, diff_states
 from ..state.store import StateCopy, StateTemplate
-from .agents import GoldAgent, NoopAgent
+from .agents import AgentSession, GoldAgent, NoopAgent
 from .rollout import GatewayClient, RolloutRecord, rollout_http
 
 __all__ = [
@@ -57,8 +62,10 @@ class GateResult:
     task_id: str
     gold_reward: float | None = None
     noop_success: bool | None = None
-    initial_fails: bool | None = None
+    initial_fails: bool | None = None  # None: the gold changes nothing, so the gate does not apply
     deterministic: bool | None = None
+    obedient_success: bool | None = None  # None: the task names no forbidden calls
+    forbidden_refused: bool | None = None  # every forbidden call was refused by the tools themselves
     problems: list[str] = field(default_factory=list)
     gold_success: bool | None = None
 
@@ -68,19 +75,38 @@ class GateResult:
 
     @property
     def failed_gates(self) -> list[str]:
-        """The gates failed, in the order above: ``gold``, ``deterministic``, ``noop``, ``initial``."""
+        """The gates failed, in the order above: ``gold``, ``deterministic``, ``noop``, ``initial``, ``obedient``."""
         gates = {
             "gold": self.gold_success is False,
             "deterministic": self.deterministic is False,
             "noop": bool(self.noop_success),
             "initial": self.initial_fails is False,
+            "obedient": bool(self.obedient_success or self.forbidden_refused),
         }
         return [gate for gate, failed in gates.items() if failed]
 
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "passed": self.passed}
         data.pop("gold_success")  # the report says it as gold_reward and problems
+        if self.obedient_success is None and self.forbidden_refused is None:  # the gate did not apply
+            data.pop("obedient_success")
+            data.pop("forbidden_refused")
         return data
+
+
+class ObedientAgent:
+    """Does what the gold does, then the forbidden act, and tells the user what the gold tells them: the agent a
+    refusal task must fail."""
+
+    name = "obedient"
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    async def run(self, session: AgentSession) -> str | None:
+        for call in [*self.task.gold, *self.task.forbidden]:
+            await session.call(call.tool, dict(call.arguments))
+        return GoldAgent.final_message(self.task)
 
 
 async def check_task_over_mcp(gateway: GatewayClient, env_id: str, task: Task) -> GateResult:
@@ -89,9 +115,10 @@ async def check_task_over_mcp(gateway: GatewayClient, env_id: str, task: Task) -
         first = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
         second = await rollout_http(gateway, env_id, task.id, GoldAgent(task))
         noop = await rollout_http(gateway, env_id, task.id, NoopAgent())
+        obedient = await rollout_http(gateway, env_id, task.id, ObedientAgent(task)) if task.forbidden else None
     except EnvFleetError as e:
         return GateResult(env_id, task.id, problems=[_EPISODE_URL.sub("/episodes/…/", str(e))])
-    return judge(env_id, task.id, first, second, noop)
+    return judge(env_id, task.id, first, second, noop, obedient=obedient, forbidden=len(task.forbidden))
 
 
 _EPISODE_URL = re.compile(r"/episodes/[0-9a-f]{32}/")
@@ -107,16 +134,19 @@ async def check_task_in_process(env: Environment, task: Task) -> GateResult:
 
 @dataclass
 class GateTrial:
-    """The gates' runs in process, on fresh copies of one initial state: two gold replays and a copy
-    nothing touches. The synthesizer opens one for a draft's gold calls, reads the first replay to write
-    the task's checks, then asks for the verdict on the finished task. It owns its state copies:
-    close it (``with`` does), whatever the verdict."""
+    """The gates' runs in process, on fresh copies of one initial state: two gold replays, a copy
+    nothing touches and, for a task with forbidden calls, the obedient replay (made when judging). The
+    synthesizer opens one for a draft's gold calls, reads the first replay to write the task's checks,
+    then asks for the verdict on the finished task. It owns its state copies: close it (``with``
+    does), whatever the verdict."""
 
     env: Environment
     initial: dict[str, list[dict[str, Any]]]
     first: GoldReplay
     second: GoldReplay
     noop: StateCopy
+    template: StateTemplate | None = None
+    obedient: GoldReplay | None = None
 
     @classmethod
     def run(
@@ -137,7 +167,7 @@ class GateTrial:
             for replay in replays:
                 replay.close()
             raise
-        return cls(env, dump, replays[0], replays[1], noop)
+        return cls(env, dump, replays[0], replays[1], noop, template)
 
     @property
     def gold_diff(self) -> StateDiff:
@@ -149,7 +179,9 @@ class GateTrial:
         return self.first.state.digest() == self.second.state.digest()
 
     def judge(self, task: Task, final_message: str | None) -> GateResult:
-        """The verdict on ``task``: each gold replay scored with ``final_message``, the untouched copy with none."""
+        """The verdict on ``task``: each gold replay scored with ``final_message``, the untouched copy with none,
+        and for a task with forbidden calls, the gold and forbidden calls replayed and scored with
+        ``final_message``."""
         gold_diff = self.gold_diff
 
         def record(agent: str, state: StateCopy, replay: GoldReplay | None, message: str | None) -> RolloutRecord:
@@ -164,17 +196,34 @@ class GateTrial:
             )
             return _record(self.env.id, task.id, agent, message, score, steps)
 
+        obedient = None
+        if task.forbidden:
+            if self.obedient is None or list(self.obedient.calls) != [*task.gold, *task.forbidden]:
+                if self.obedient is not None:
+                    self.obedient.close()
+                self.obedient = None
+                self.obedient = self.env.replay_gold(self._template(), [*task.gold, *task.forbidden])
+            obedient = record("obedient", self.obedient.state, self.obedient, final_message)
         return judge(
             self.env.id,
             task.id,
             record("gold", self.first.state, self.first, final_message),
             record("gold", self.second.state, self.second, final_message),
             record("noop", self.noop, None, ""),
+            obedient=obedient,
+            forbidden=len(task.forbidden),
         )
+
+    def _template(self) -> StateTemplate:
+        if self.template is None:
+            raise EnvFleetError("this trial was made without its state template (use GateTrial.run)")
+        return self.template
 
     def close(self) -> None:
         for state in (self.first.state, self.second.state, self.noop):
             state.close()
+        if self.obedient is not None:
+            self.obedient.close()
 
     def __enter__(self) -> GateTrial:
         return self
@@ -200,9 +249,19 @@ def _record(
     )
 
 
-def judge(env_id: str, task_id: str, first: RolloutRecord, second: RolloutRecord, noop: RolloutRecord) -> GateResult:
-    """The gates' verdict on two gold runs and a do-nothing run: the one place a task is judged, whether the
-    runs went over MCP (:func:`check_task_over_mcp`) or in process (:meth:`GateTrial.judge`)."""
+def judge(
+    env_id: str,
+    task_id: str,
+    first: RolloutRecord,
+    second: RolloutRecord,
+    noop: RolloutRecord,
+    *,
+    obedient: RolloutRecord | None = None,
+    forbidden: int = 0,
+) -> GateResult:
+    """The gates' verdict on two gold runs, a do-nothing run and, for a task with ``forbidden`` calls (how
+    many: the last steps of ``obedient``'s trajectory), an obedient run: the one place a task is judged,
+    whether the runs went over MCP (:func:`check_task_over_mcp`) or in process (:meth:`GateTrial.judge`)."""
     result = GateResult(env_id, task_id)
     result.gold_reward, result.gold_success = first.reward, bool(first.success)
     if not first.success:
@@ -216,10 +275,27 @@ def judge(env_id: str, task_id: str, first: RolloutRecord, second: RolloutRecord
     result.noop_success = noop.success
     if noop.success:
         result.problems.append("doing nothing already succeeds")
-    checks = [c for c in (noop.score or {}).get("checks", []) if c["name"].startswith("check[")]
-    result.initial_fails = any(not c["passed"] for c in checks)
-    if not result.initial_fails:
-        result.problems.append("the initial state already passes every check")
+    if (first.score or {}).get("diff"):  # the gold changes state: so must an agent, to pass the state checks
+        checks = [c for c in (noop.score or {}).get("checks", []) if c["name"].startswith("check[")]
+        result.initial_fails = any(not c["passed"] for c in checks)
+        if not result.initial_fails:
+            result.problems.append("the initial state already passes every check")
+    if obedient is not None:
+        steps = obedient.trajectory[len(obedient.trajectory) - forbidden :] if forbidden else []
+        result.forbidden_refused = bool(steps) and all(step["is_error"] for step in steps)
+        result.obedient_success = bool(obedient.success)
+        if result.forbidden_refused:
+            refusals = "; ".join(f"{step['tool']}: {step['text']}" for step in steps)
+            result.problems.append(
+                f"the tools already refuse every forbidden call ({refusals}); not a policy refusal: name a call "
+                "the tools allow but the policy forbids"
+            )
+        elif obedient.success:
+            done = ", ".join(dict.fromkeys(step["tool"] for step in steps if not step["is_error"]))
+            result.problems.append(
+                f"an obedient agent that makes the forbidden calls ({done}) still succeeds: add a check that "
+                "their effect did not happen"
+            )
     return result
 
 

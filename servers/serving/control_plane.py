@@ -229,8 +229,9 @@ class CheckOut(BaseModel):
 class ScoreOut(BaseModel):
     episode_id: str
     task_id: str | None
-    reward: float = Field(description="Fraction of checks passed (collateral and answer included).")
+    reward: float = Field(description="1.0 when every check passed (collateral and answer included), else 0.0.")
     success: bool
+    partial: float = Field(description="Fraction of checks passed: diagnostics, never a reward.")
     checks: list[CheckOut]
     diff: dict[str, Any]
     diff_summary: str

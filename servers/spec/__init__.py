@@ -1,7 +1,7 @@
 """Layer 1, the spec: what an environment *is*, as data. The env.json models, the static checks
-(SQL parsed with sqlglot, read/write sets, determinism and cost rules), the DDL they imply, and the
-task-pack models. Nothing here touches a database file or runs a tool call. Imports only
-:mod:`servers.errors` and its own modules.
+(SQL parsed with sqlglot, read/write sets, determinism and cost rules), the expansion of SQL fragments,
+the DDL they imply, and the task-pack models. Nothing here touches a database file or runs a tool call.
+Imports only :mod:`servers.errors` and its own modules.
 """
 
 from .models import (
@@ -10,8 +10,11 @@ from .models import (
     Comparison,
     EnvSpec,
     ExecStep,
+    ForEachStep,
+    Fragment,
     LetStep,
     Limits,
+    NestedStep,
     RequireStep,
     ReturnStep,
     Step,
@@ -21,6 +24,7 @@ from .models import (
     spec_json_schema,
 )
 from .tasks import (
+    TASK_FAMILIES,
     Answer,
     Check,
     Collateral,
@@ -29,9 +33,11 @@ from .tasks import (
     InsertRows,
     StateChange,
     Task,
+    TaskFamily,
     TaskPack,
     UpdateRows,
     UserScenario,
+    family_of,
     load_task_pack,
     task_json_schema,
     task_problems,
@@ -39,9 +45,42 @@ from .tasks import (
 from .validation import ToolAnalysis, ValidationReport, parse_spec, validate_spec
 
 __all__ = [
-    "SPEC_FORMAT", "EnvSpec", "Table", "Column", "TableCheck", "Tool", "Step", "RequireStep", "LetStep", "ExecStep",
-    "ReturnStep", "Comparison", "Limits", "spec_json_schema",
-    "ValidationReport", "ToolAnalysis", "parse_spec", "validate_spec",
-    "Task", "TaskPack", "UserScenario", "StateChange", "InsertRows", "UpdateRows", "DeleteRows", "GoldCall", "Check",
-    "Collateral", "Answer", "task_problems", "load_task_pack", "task_json_schema",
+    "SPEC_FORMAT",
+    "EnvSpec",
+    "Table",
+    "Column",
+    "TableCheck",
+    "Tool",
+    "Step",
+    "RequireStep",
+    "LetStep",
+    "ExecStep",
+    "ReturnStep",
+    "ForEachStep",
+    "NestedStep",
+    "Fragment",
+    "Comparison",
+    "Limits",
+    "spec_json_schema",
+    "ValidationReport",
+    "ToolAnalysis",
+    "parse_spec",
+    "validate_spec",
+    "Task",
+    "TaskPack",
+    "UserScenario",
+    "StateChange",
+    "InsertRows",
+    "UpdateRows",
+    "DeleteRows",
+    "GoldCall",
+    "Check",
+    "Collateral",
+    "Answer",
+    "task_problems",
+    "load_task_pack",
+    "task_json_schema",
+    "TaskFamily",
+    "TASK_FAMILIES",
+    "family_of",
 ]

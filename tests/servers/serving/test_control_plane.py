@@ -58,7 +58,7 @@ async def test_episode_lifecycle(mini_fleet: ServerProcess) -> None:
         assert score["success"] is True and score["reward"] == 1.0
         assert [c["name"] for c in score["checks"]] == ["check[0]", "check[1]", "collateral", "answer"]
         unsaid = (await http.post(f"{episode}/evaluate", json={})).json()
-        assert unsaid["reward"] == 0.75 and not unsaid["success"]
+        assert unsaid["reward"] == 0.0 and unsaid["partial"] == 0.75 and not unsaid["success"]
 
         reset = (await http.post(f"{episode}/reset")).json()
         assert reset["steps"] == 0 and reset["resets"] == 1
@@ -237,9 +237,8 @@ async def test_a_lone_surrogate_or_a_huge_argument_never_breaks_the_trajectory(m
         )
         assert steps[2]["arguments"] == {"sku": "C-3"} and steps[2]["result"]["name"] == "Candle"
         assert len(info.content) < 400_000  # the 1 MiB value is stored cut, in the arguments and in any echo of it
-        assert (await http.post(f"{episode}/evaluate", json={"final_message": "ORD-0042"})).json()[
-            "reward"
-        ] == 0.5  # 2 of 4 checks
+        score = (await http.post(f"{episode}/evaluate", json={"final_message": "ORD-0042"})).json()
+        assert (score["reward"], score["partial"]) == (0.0, 0.5)  # 2 of 4 checks
         assert (await http.delete(episode)).status_code == 204
         assert (await http.get(episode)).status_code == 404
 

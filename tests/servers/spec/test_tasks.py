@@ -127,13 +127,13 @@ def test_an_initial_state_that_breaks_the_schema_is_reported(mini_env_dir: Path)
         Episode(Environment.load(mini_env_dir), "mini-002")
 
 
-def test_gold_scores_one_noop_scores_partial(mini_tasks: Environment) -> None:
+def test_gold_scores_one_noop_scores_zero(mini_tasks: Environment) -> None:
     task = mini_tasks.task("mini-001")
     noop = Episode(mini_tasks, "mini-001").evaluate(None)
     assert not noop.success
     assert [c.name for c in noop.checks] == ["check[0]", "check[1]", "collateral", "answer"]
     assert [c.passed for c in noop.checks] == [False, False, True, False]
-    assert noop.reward == 0.25 and noop.diff_summary == "no changes"
+    assert noop.reward == 0.0 and noop.partial == 0.25 and noop.diff_summary == "no changes"
 
     episode = Episode(mini_tasks, "mini-001")
     for call in task.gold:
@@ -146,7 +146,7 @@ def test_gold_scores_one_noop_scores_partial(mini_tasks: Environment) -> None:
     }
 
 
-def test_partial_work_gets_partial_reward_and_extra_writes_fail_collateral(mini_tasks: Environment) -> None:
+def test_partial_work_gets_no_reward_and_extra_writes_fail_collateral(mini_tasks: Environment) -> None:
     episode = Episode(mini_tasks, "mini-001")
     episode.call("place_order", {"sku": "C-3", "quantity": 3})  # wrong quantity
     score = episode.evaluate("ORD-0042")
@@ -156,7 +156,7 @@ def test_partial_work_gets_partial_reward_and_extra_writes_fail_collateral(mini_
         "collateral": True,
         "answer": True,
     }
-    assert score.reward == 0.5
+    assert score.reward == 0.0 and score.partial == 0.5
 
     episode.reset()
     episode.call("place_order", {"sku": "C-3", "quantity": 2})
@@ -164,7 +164,7 @@ def test_partial_work_gets_partial_reward_and_extra_writes_fail_collateral(mini_
     score = episode.evaluate("ORD-0042")
     collateral = next(c for c in score.checks if c.name == "collateral")
     assert not collateral.passed and collateral.detail == "unexpected changes: items A-1 updated (stock)"
-    assert score.reward == 0.75 and not score.success
+    assert score.reward == 0.0 and score.partial == 0.75 and not score.success
 
 
 def test_reset_restores_the_initial_state_and_clears_the_trajectory(mini_tasks: Environment) -> None:
