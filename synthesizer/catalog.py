@@ -18,8 +18,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SynthesisError
+from .operations import Operation, operation_problems
 from .rules import Consumes, Eligibility, LimitPerOwner, Param, Rule, TimeWindow, UniqueActive, rule_kind
 from .rules.base import Identifier
+from .world import COMPUTED_AUTO, Agent, Derive, Ledger, Org, Pricing, Principal, owner_chain
 
 __all__ = [
     "Attribute",
@@ -41,6 +43,7 @@ __all__ = [
     "CatalogError",
     "load_catalog",
     "DOMAINS_DIR",
+    "Operation",
 ]
 
 DOMAINS_DIR = Path(__file__).parent / "domains"
@@ -56,7 +59,9 @@ class _Model(BaseModel):
 
 class Attribute(_Model):
     name: Identifier
-    type: Literal["text", "integer", "real", "boolean", "date", "datetime"]
+    type: Literal["text", "integer", "real", "boolean", "date", "datetime", "money"] = Field(
+        description="'money' (world domains): integer cents, the name ends in _cents."
+    )
     description: str = Field(min_length=1)
     generator: str = Field(
         description="How seed values are made: a Faker method ('name', 'company', 'city', 'email', 'sentence', ...), "
@@ -68,6 +73,18 @@ class Attribute(_Model):
     mutable: bool = Field(False, description="Can be changed by the update tool.")
     required: bool = True
     unique: bool = False
+    derive: Derive | None = Field(None, description="System-computed (world domains): never a tool parameter.")
+    input: bool = Field(False, description="A parameter of the entity's book operation (world domains).")
+    set_by: str | None = Field(
+        None, pattern=r"^(principal|system|staff:[a-z][a-z0-9_]*)$", description="Who may change it (world domains)."
+    )
+    values: list[str] | None = Field(None, description="The vocabulary of the 'pick' generator.")
+    differs_from: Identifier | None = Field(None, description="Another attribute this one never equals (origin).")
+
+    @property
+    def column_type(self) -> str:
+        """The column's runtime type: money is integer cents."""
+        return "integer" if self.type == "money" else self.type
 
 
 class Relation(_Model):
@@ -88,6 +105,8 @@ class Transition(_Model):
     description: str = Field(min_length=1)
     stamp: Identifier | None = Field(None, description="A datetime attribute set to now() by the transition.")
     compensates: bool = Field(False, description="Gives back what 'consumes' rules took (cancel, refund, return).")
+    by: str | None = Field(None, pattern=r"^(principal|system|staff:[a-z][a-z0-9_]*)$")
+    expose: Literal["tool", "hidden", "forbidden"] | None = None
 
 
 class Lifecycle(_Model):
@@ -97,6 +116,10 @@ class Lifecycle(_Model):
     transitions: list[Transition] = Field(min_length=1)
     seed_mix: dict[str, float] | None = Field(
         None, description="Share of seed rows per state (default: mostly early states)."
+    )
+    at: Identifier | None = Field(None, description="The moment the lifecycle revolves around (world domains).")
+    phases: dict[str, Literal["before", "after", "any"]] | None = Field(
+        None, description="Where 'at' lies relative to the clock in each state (world domains)."
     )
 
 
@@ -112,6 +135,10 @@ class Entity(_Model):
     creatable: bool = True
     core: bool = Field(False, description="Always part of the modeled environment.")
     seed_count: int = Field(30, ge=3, le=400)
+    owner: str | None = Field(
+        "auto", description="World domains: 'auto' derives the owner chain; null marks a shared resource."
+    )
+    kind: Literal["person", "organisation", "thing"] = "thing"
 
 
 class Domain(_Model):
@@ -127,6 +154,21 @@ class Domain(_Model):
     )
     entities: list[Entity] = Field(min_length=2)
     rules: list[Rule] = Field(min_length=1)
+    legacy: bool = Field(
+        True, description="Modeled as before the world vocabulary; a migrated domain says false and declares it."
+    )
+    org: Org | None = None
+    agent: Agent | None = None
+    staff_roles: dict[Identifier, str] = {}
+    principals: list[Principal] = []
+    ledger: Ledger | None = None
+    pricing: dict[Identifier, Pricing] = {}
+    operations: list[Operation] = []
+
+    @property
+    def world(self) -> bool:
+        """Whether the domain uses the world vocabulary (principals, ledger, intent operations)."""
+        return not self.legacy
 
     def entity(self, name: str) -> Entity:
         for entity in self.entities:
@@ -212,6 +254,103 @@ def _domain_problems(domain: Domain) -> list[str]:
             problems.append(f"{at}: unknown entity {rule.entity!r}")
             continue
         problems += [f"{at}: {problem}" for problem in rule_kind(rule.kind).problems(rule, entity, by_name)]
+    if domain.world:
+        problems += _world_problems(domain)
+    elif domain.operations or domain.principals or domain.ledger or domain.pricing:
+        problems.append("operations, principals, ledger and pricing need 'legacy': false")
+    elif any(a.type == "money" or a.derive or a.input for e in domain.entities for a in e.attributes):
+        problems.append("money attributes, derive and input need 'legacy': false")
+    return problems
+
+
+def _world_problems(domain: Domain) -> list[str]:
+    """§1–§3 validation of a migrated domain: who is who, what is money, what is computed."""
+    problems: list[str] = []
+    by_name = {e.name: e for e in domain.entities}
+    for field_name in ("org", "agent"):
+        if getattr(domain, field_name) is None:
+            problems.append(f"{field_name}: a world domain declares it")
+    if domain.agent and domain.agent.role not in domain.staff_roles:
+        problems.append(f"agent.role: {domain.agent.role!r} is not one of staff_roles")
+    if not domain.principals:
+        problems.append("principals: a world domain names at least one")
+    for principal in domain.principals:
+        entity = by_name.get(principal.entity)
+        if entity is None:
+            problems.append(f"principals: {principal.entity!r} is not an entity")
+            continue
+        attrs = {a.name for a in entity.attributes}
+        for key_set in principal.identify_by:
+            for name in key_set:
+                if name not in attrs:
+                    problems.append(f"principals ({principal.entity}).identify_by: {name!r} is not an attribute")
+    if problems:
+        return problems
+    for entity in domain.entities:
+        attrs = {a.name: a for a in entity.attributes}
+        for attr in entity.attributes:
+            at = f"{entity.name}.{attr.name}"
+            if attr.type == "money" and not attr.name.endswith("_cents"):
+                problems.append(f"{at}: a money attribute's name ends in _cents")
+            if attr.generator == "pick" and not attr.values:
+                problems.append(f"{at}: generator 'pick' needs values")
+            if attr.differs_from and attr.differs_from not in attrs:
+                problems.append(f"{at}: differs_from {attr.differs_from!r} is not an attribute")
+            if attr.input and attr.derive:
+                problems.append(f"{at}: a derived attribute is never an input")
+            derive = attr.derive
+            if derive is None:
+                continue
+            if derive.copy_:
+                target, column = derive.copy_.split(".")
+                relation = next((r for r in entity.relations if r.to == target and r.required), None)
+                if relation is None or column not in {a.name for a in by_name[target].attributes}:
+                    problems.append(f"{at}: derive.copy {derive.copy_!r} needs a required relation and its attribute")
+            if derive.price and derive.price not in domain.pricing:
+                problems.append(f"{at}: derive.price {derive.price!r} is not a pricing id")
+            if derive.counter:
+                holder = by_name.get(derive.counter.entity)
+                if derive.counter.capacity not in attrs or holder is None:
+                    problems.append(f"{at}: derive.counter needs a capacity attribute and a holding entity")
+                elif derive.counter.amount not in {a.name for a in holder.attributes}:
+                    problems.append(f"{at}: derive.counter amount {derive.counter.amount!r} is not an attribute")
+            if derive.lookup and derive.lookup.by not in attrs:
+                problems.append(f"{at}: derive.lookup by {derive.lookup.by!r} is not an attribute")
+        if entity.lifecycle and entity.lifecycle.at and entity.lifecycle.at not in attrs:
+            problems.append(f"{entity.name}.lifecycle.at: {entity.lifecycle.at!r} is not an attribute")
+        for name in COMPUTED_AUTO:
+            if name in attrs:
+                problems.append(f"{entity.name}.{name}: the modeler adds this column; do not declare it")
+    for pricing_id, pricing in domain.pricing.items():
+        problems += [f"pricing.{pricing_id}: {p}" for p in _pricing_problems(domain, pricing)]
+    names = [op.name for op in domain.operations]
+    if len(names) != len(set(names)):
+        problems.append("operations: tool names repeat")
+    for j, op in enumerate(domain.operations):
+        at = f"operations[{j}] ({op.name})"
+        if op.entity not in by_name:
+            problems.append(f"{at}: unknown entity {op.entity!r}")
+            continue
+        if op.by_or_default() == "principal" and owner_chain(domain, by_name[op.entity]) is None:
+            problems.append(f"{at}: a principal's operation acts on an owned entity; {op.entity!r} has no owner")
+        problems += [f"{at}: {p}" for p in operation_problems(op, domain)]
+    return problems
+
+
+def _pricing_problems(domain: Domain, pricing: Pricing) -> list[str]:
+    problems: list[str] = []
+    if pricing.unit.column:
+        target, column = pricing.unit.column.split(".")
+        if target not in {e.name for e in domain.entities} or column not in {
+            a.name for a in domain.entity(target).attributes
+        }:
+            problems.append(f"unit.column {pricing.unit.column!r} is not an attribute")
+    if pricing.discount:
+        target, column = pricing.discount.by.split(".")
+        if target not in {e.name for e in domain.entities} or column not in {
+            a.name for a in domain.entity(target).attributes
+        }:
+            problems.append(f"discount.by {pricing.discount.by!r} is not an attribute")
     return problems
 
 
@@ -231,6 +370,12 @@ class Catalog:
                 self.sector_of[domain.id] = sector.sector
             for composite in sector.composites:
                 self.composites[composite.id] = composite
+        self.waiting: dict[str, str] = {}  # composite id -> why it is not offered yet
+        for composite in list(self.composites.values()):
+            world = [d for d in composite.domains if d in self.domains and self.domains[d].world]
+            if world:  # composing world domains (one ledger, merged principals) comes with the wave-1 migration
+                self.waiting[composite.id] = f"joins {', '.join(world)}, migrated to the world vocabulary"
+                del self.composites[composite.id]
         for composite in self.composites.values():
             for domain_id in composite.domains:
                 if domain_id not in self.domains:
@@ -245,6 +390,11 @@ class Catalog:
             return self.domains[domain_id]
         if domain_id in self.composites:
             return compose(self.composites[domain_id], [self.domains[d] for d in self.composites[domain_id].domains])
+        if domain_id in self.waiting:
+            raise CatalogError(
+                f"composite {domain_id!r} is not offered until its members share one vocabulary: it "
+                f"{self.waiting[domain_id]}"
+            )
         raise CatalogError(f"no domain or composite {domain_id!r}")
 
     def ids(self) -> list[str]:

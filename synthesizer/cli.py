@@ -22,7 +22,7 @@ from .llm import LLMConfig
 from .llm.backend import LLMBackend
 from .pipeline import Job, Result, publish_result, run_batch, save_stages
 from .planning import plan_jobs, planned_env_id
-from .publish import PublishConflict, is_published
+from .publish import InvariantViolation, PublishConflict, is_published
 from .topics import mine_corpus, read_corpus
 
 app = typer.Typer(
@@ -175,6 +175,8 @@ def synth(
                 publish_result(result, env_root, registry, replace=replace)
             except PublishConflict as e:  # an id only known after synthesis (a model named it), or twice in the batch
                 result.ok, result.reason = False, f"{e} (--replace replaces it)"
+            except InvariantViolation as e:  # a world that breaks its own invariants: this one fails, the batch goes on
+                result.ok, result.reason = False, str(e)
     _print_results(results)
     if llm is not None:
         _print_usage(llm.client.usage.to_dict())
@@ -322,12 +324,28 @@ def stats(
     env_root: Annotated[
         Path, typer.Option(help="Environment folders to measure.", show_default=PACKAGED)
     ] = PACKAGED_ENV_ROOT,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Everything, metrics with their details, as JSON.")] = False,
+    baselines: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--baselines",
+            help="An `envfleet run` folder (or its trajectories.jsonl) of the noop, random or heuristic agent "
+            "(repeatable): their success rates on synthesized tasks, against the targets.",
+        ),
+    ] = None,
 ) -> None:
-    """The quality bar for synthesized environments: coverage, size, tests, gates, variety."""
+    """The quality bar for synthesized environments and its acceptance metrics.
+
+    Coverage, size, tests, gates, variety; each acceptance metric with its target: met, unmet or n/a."""
     from .stats import fleet_stats, render
 
-    report = fleet_stats(env_root)
+    missing = [str(p) for p in baselines or [] if not p.exists()]
+    if missing:
+        raise fail(f"--baselines: no such file or folder: {', '.join(missing)}", 2)
+    try:
+        report = fleet_stats(env_root, baselines or [])
+    except EnvFleetError as e:  # a --baselines file that is not run results
+        raise fail(str(e), 2) from None
     if as_json:
         out.print_json(json.dumps(report))
     else:

@@ -13,6 +13,9 @@
         ├── KindError           a rule or operation kind is unknown or misses a phase (rules/base.py; also a
         │                       TypeError)
         ├── PublishConflict     the id is published already and replacing it was not asked for (publish.py)
+        ├── InvariantViolation  a seed or gold final state breaks an invariant; not published (publish.py)
+        ├── InvariantError      an invariant could not be evaluated on a state (invariants.py)
+        ├── BaselineError       a baseline run file given to `synth stats` cannot be read (stats.py)
         ├── QueueFull           the REST service's queue is full (service/jobs.py)
         ├── IdempotencyConflict an idempotency key reused for another request (service/jobs.py)
         └── (pipeline.py)       the pipeline's own control flow: a refused draft, a stopped job, a failed assist

@@ -21,6 +21,7 @@ from .naming import p_, words
 from .operations import OPERATIONS, ToolRole
 from .operations.parts import DATETIME_PATTERN, record_fragment
 from .rules import RuleRef, rule_kind
+from .world import owner_chain
 
 __all__ = ["Design", "ToolRole", "RuleRef", "design_domain", "build_spec", "p_", "MODELER_VERSION", "DATETIME_PATTERN"]
 
@@ -48,8 +49,51 @@ class Design:
     codes: dict[tuple[str, str], str] = field(default_factory=dict)  # (entity, attribute) -> sequence prefix
     vocabulary: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (entity, attribute) -> seed values
 
+    tier_hours: dict[tuple[str, int], int] = field(default_factory=dict)  # (cancel op, tier) -> hours drawn
+
     def entity(self, name: str) -> Entity:
         return next(e for e in self.entities if e.name == name)
+
+    @property
+    def world(self) -> bool:
+        """Modeled with the world vocabulary (principals, ledger, intent operations)."""
+        return self.domain.world
+
+    @property
+    def principal(self) -> Entity:
+        """The (first) principal entity of a world design."""
+        return self.entity(self.domain.principals[0].entity)
+
+    @property
+    def org_name(self) -> str:
+        assert self.domain.org is not None
+        return self.domain.org.names[self.variant % len(self.domain.org.names)]
+
+    def chain(self, entity: Entity) -> list[Entity] | None:
+        """The owner chain of ``entity`` up to its principal, or None for a shared resource."""
+        chain = owner_chain(self.domain, self.domain.entity(entity.name))
+        return None if chain is None else [self.entity(e.name) for e in chain]
+
+    def owned(self, entity: Entity) -> bool:
+        """Owned by a principal, and not a principal itself."""
+        chain = self.chain(entity)
+        return chain is not None and len(chain) > 1
+
+    def op_tool(self, op_id: str) -> str | None:
+        """The tool made for a declared operation (world designs), found by its role's ``op_id``."""
+        return next((name for name, role in self.roles.items() if role.op_id == op_id), None)
+
+    def listing_tool(self, entity: Entity) -> str | None:
+        """The read that lists the acting principal's records of ``entity`` (world designs)."""
+        return self.tool("list_owned", entity.name)
+
+    def operations(self, kind: str, entity: Entity) -> list[Any]:
+        """The declared operations of ``kind`` on ``entity`` that are exposed as tools."""
+        return [
+            op
+            for op in self.domain.operations
+            if op.kind == kind and op.entity == entity.name and op.expose != "hidden"
+        ]
 
     def table(self, entity: Entity | str) -> str:
         return (entity if isinstance(entity, Entity) else self.entity(entity)).plural
@@ -70,7 +114,7 @@ def _draw(rng: random.Random, param: Param, variant: int) -> float:
 def design_domain(domain: Domain, *, seed: int, variant: int = 0, env_id: str | None = None) -> Design:
     """Pick the variant: core entities always, others mostly; rules whose entities survive; parameters."""
     rng = random.Random(f"{domain.id}:{seed}:{variant}")
-    kept = {e.name for e in domain.entities if e.core or variant == 0 or rng.random() < 0.8}
+    kept = {e.name for e in domain.entities if e.core or variant == 0 or domain.world or rng.random() < 0.8}
     changed = True
     while changed:  # required relations pull their targets in
         changed = False
@@ -100,7 +144,13 @@ def design_domain(domain: Domain, *, seed: int, variant: int = 0, env_id: str | 
     for index, rule in enumerate(rules):
         param = rule_kind(rule.kind).parameter(rule)
         design.refs.append(RuleRef.of(index, rule, None if param is None else _draw(rng, param, variant)))
+    for op in domain.operations:  # world designs: refund tier hours drawn per variant
+        for index, tier in enumerate(getattr(op, "refund", None).tiers if getattr(op, "refund", None) else []):
+            if isinstance(tier.hours, Param):
+                design.tier_hours[(op.name, index)] = int(_draw(rng, tier.hours, variant))
     taken = {e.id_prefix for e in entities}
+    if domain.ledger:
+        taken |= {domain.ledger.prefix, domain.ledger.payment_prefix}
     for entity in entities:
         for attr in entity.attributes:
             if attr.generator.startswith("code:"):
@@ -168,12 +218,16 @@ def _policy(design: Design) -> str:
 
 def build_spec(design: Design) -> dict[str, Any]:
     """The env.json content for a design."""
+    if design.world:
+        from .world_spec import build_world_spec  # noqa: PLC0415 (world_spec builds on this module)
+
+        return build_world_spec(design)
     design.roles.clear()
     tools = []
     for phase in ("read", "write"):  # every entity's reads, then every entity's writes
         for entity in design.entities:
             for operation in OPERATIONS.values():
-                if operation.phase == phase:
+                if operation.phase == phase and "legacy" in operation.styles:
                     for role, tool in operation.tools(design, entity):
                         design.roles[tool["name"]] = role
                         tools.append(tool)

@@ -32,6 +32,7 @@ from .procedural_tests import TestReport, run_procedural_tests
 from .publish import publish_folder, write_env_folder
 from .seeding import SeedingError, seed_rows
 from .task_synthesis import synthesize_tasks
+from .world_spec import design_record
 
 __all__ = [
     "Job",
@@ -111,6 +112,8 @@ class Result:
                 for k in ("attempted", "published", "failures", "families", "templates", "chain_lengths")
             },
         }
+        if "design" in self.stages:  # world designs only: legacy provenance stays as it was
+            provenance["design"] = self.stages["design"]
         if "llm" in self.stages:
             provenance["llm"] = self.stages["llm"]["provenance"]
         return provenance
@@ -211,6 +214,7 @@ def synthesize(job: Job, min_tasks: int = 1, assist: Assist | None = None, progr
     """Run stages 1–6 for one environment. Never raises for a bad draft: the result says why.
     ``progress`` hears the name of each stage as it starts (and may raise to stop the work)."""
     started = time.perf_counter()
+    min_tasks = min(min_tasks, job.tasks)  # a job asking for no tasks publishes the environment alone
     try:
         return _synthesize(job, min_tasks, assist, started, progress or (lambda stage: None))
     except Stopped:
@@ -277,6 +281,8 @@ def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float,
         return _done(result, started, assist)
     result.env_id = built.design.env_id
     spec, env = built.spec, built.env
+    if built.design.world:
+        result.stages["design"] = design_record(built.design, spec)
     if assist is not None:
         step("extra_tools")
         extended = assist.extra_tools(spec, built.seed, built.design)

@@ -13,7 +13,7 @@ neither fails the environment.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from servers import Environment, StateCopy
 from servers.clients import schema_value
 
 from .catalog import Entity
+from .invariants import violations
 from .modeling import Design, ToolRole
 from .operations import operation
 from .rules import RuleRef
@@ -34,17 +35,18 @@ __all__ = [
     "Tester",
     "declared_writes",
     "run_procedural_tests",
+    "block_rules",
     "PASS_THRESHOLD",
 ]
 
 PASS_THRESHOLD = 0.95
-CRITICAL = {"rule", "wrong_state", "unknown_id"}
+CRITICAL = {"rule", "wrong_state", "unknown_id", "oracle"}
 
 
 @dataclass
 class Probe:
     tool: str
-    kind: str  # positive, unknown_id, wrong_state, rule, wrong_type, missing_argument
+    kind: str  # positive, oracle, unknown_id, wrong_state, rule, wrong_type, missing_argument
     arguments: Any
     passed: bool
     detail: str = ""
@@ -138,7 +140,7 @@ class Tester:
         Returns the arguments that succeeded."""
         role = self.design.roles[tool]
         allowed = declared_writes(self.design, role)
-        must_change = role.kind in ("create", "update", "transition")
+        must_change = operation(role.kind).phase == "write"
         last = None
         for arguments in candidates[: self.attempts]:
             last = self.succeeds(tool, arguments, allowed, must_change, record_error=False)
@@ -182,6 +184,103 @@ class Tester:
             return None
         finally:
             state.close()
+
+    def oracle(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        check: Callable[[StateCopy, Any], list[str]],
+        state: StateCopy | None = None,
+        record: bool = True,
+    ) -> bool:
+        """A call that must succeed and whose effect ``check`` (the test's own recomputation) accepts; it
+        also writes only declared tables, keeps every reference whole and leaves every invariant of the
+        environment holding. Recorded as an ``oracle`` probe."""
+        role = self.design.roles[tool]
+        allowed = declared_writes(self.design, role)
+        state = state or self.env.new_state()  # a given state is the probe's own: closed here too
+        try:
+            tables = sorted(state.template.table_names)
+            before = state.snapshot()
+            result = self.env.call(state, tool, arguments)
+            if result.is_error:
+                problems = [f"failed: {result.text}"]
+            else:
+                changed = {t for t, old, new in zip(tables, before, state.snapshot(), strict=True) if old != new}
+                problems = [f"wrote undeclared table(s) {sorted(changed - allowed)}"] if changed - allowed else []
+                problems += self._integrity(state) + check(state, result)
+                broken = {name: n for name, n in violations(self.env, state).items() if n}
+                problems += [f"breaks {name} ({n} row(s))" for name, n in broken.items()]
+            if record or not problems:
+                self.report.probes.append(Probe(tool, "oracle", arguments, not problems, "; ".join(problems)))
+            return not problems
+        finally:
+            state.close()
+
+    def first_oracle(
+        self,
+        tool: str,
+        candidates: list[dict[str, Any]],
+        check: Callable[[StateCopy, Any, dict[str, Any]], list[str]],
+        want: int = 4,
+    ) -> dict[str, Any] | None:
+        """Judge up to ``want`` candidates the tool accepts with ``check`` (a refused candidate is skipped: the
+        rules may refuse a drawn one; an accepted one is always judged). The first accepted arguments, or
+        None (recorded as untested)."""
+        first = None
+        judged = 0
+        last = ""
+        for arguments in candidates[: self.attempts]:
+            probe = self.env.new_state()
+            result = self.env.call(probe, tool, arguments)
+            probe.close()
+            if result.is_error:
+                last = result.text
+                continue
+            self.oracle(tool, arguments, lambda state, result, a=arguments: check(state, result, a))
+            first = first or arguments
+            judged += 1
+            if judged >= want:
+                break
+        if first is None:
+            self.untested(tool, f"no generated call succeeded (last: {last[:300]})")
+        return first
+
+    @property
+    def now(self) -> str:
+        """The environment clock as SQLite text."""
+        return self.clock.strftime("%Y-%m-%d %H:%M:%S")
+
+    def at_offset(self, seconds: int) -> str:
+        return (self.clock + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+
+    def table(self, name: str) -> list[dict[str, Any]]:
+        """The seeded rows of any table (the ledger's included)."""
+        return [dict(r) for r in self.env.template.read_table(self.env.template.conn, name)]
+
+    def owners(self, entity: Entity) -> dict[str, str]:
+        """Each record's principal, read from the seeded rows along the owner chain (not the tool's fragment)."""
+        chain = self.design.chain(entity)
+        assert chain is not None
+        owners = {r[f"{entity.name}_id"]: r[f"{entity.name}_id"] for r in self.rows(entity.name)}
+        for child, parent in zip(chain, chain[1:], strict=False):
+            column = next(r.column for r in child.relations if r.to == parent.name)
+            parents = {r[f"{child.name}_id"]: r[column] for r in self.rows(child.name)}
+            owners = {record: parents[current] for record, current in owners.items()}
+        return owners
+
+    def open_resources(self, op: Any, future: bool) -> list[dict[str, Any]]:
+        """Seeded resources of a book operation whose moment lies ahead (``future``) or behind the clock,
+        with room for one more when they count capacity."""
+        resource = self.design.entity(op.resource)
+        at = resource.lifecycle.at if resource.lifecycle else None
+        rows = self.rows(resource.name)
+        if at:
+            rows = [r for r in rows if (str(r[at]) > self.now) == future]
+        if op.availability.mode == "counter":
+            rows = [r for r in rows if r[op.availability.counter] >= 1]
+        self.rng.shuffle(rows)
+        return rows
 
     def negative(
         self,
@@ -321,7 +420,25 @@ def run_procedural_tests(env: Environment, design: Design) -> TestReport:
     """Exercise every tool of ``env`` (modeled from ``design``), and account for every rule."""
     tester = Tester(env, design)
     tester.report.rules = [ref.id for ref in design.refs]
+    if design.world:  # the step blocks' rules (ownership, payment, capacity, phase) must be probed too
+        tester.report.rules += block_rules(env)
     return tester.test()
+
+
+BLOCK_RULES = ("authority.", "pay.", "avail.", "phase.", "args.")
+"""Rule-id families of the world step blocks (``synthesizer.ledger`` and the operation kinds)."""
+
+
+def block_rules(env: Environment) -> list[str]:
+    """Every block rule id a tool's ``require`` steps name (nested loop steps included), sorted."""
+    found: set[str] = set()
+    for tool in env.spec.model_dump()["tools"]:
+        for step in tool["steps"]:
+            for inner in [step, *(step.get("steps") or [])]:
+                rule = inner.get("rule") or ""
+                if rule.startswith(BLOCK_RULES):
+                    found.add(rule)
+    return sorted(found)
 
 
 @dataclass

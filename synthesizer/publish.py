@@ -5,6 +5,11 @@ rewritten to a temporary file and renamed over the old one, under an exclusive l
 concurrent publishers never lose each other's entries. A process killed at any point leaves
 either the old registry or the new one, and never lists a folder that is not complete.
 
+Before anything is listed the staged folder is loaded by the runtime (every check runs) and its invariants
+(``invariant_*`` fragments, :mod:`synthesizer.invariants`) are evaluated on the seed and on each task's gold
+final state: a world that contradicts itself is refused with :class:`InvariantViolation`, naming the
+invariant and its row count, and nothing is published.
+
 Every temporary folder under an env root follows the runtime's staging convention
 (``servers.episodes.STAGING_PREFIX``: ``.envfleet-staging-<id>-<random>[.<suffix>]``, removed by
 ``envfleet registry check --fix`` once untouched for 15 minutes); the suffix here names its kind
@@ -40,6 +45,7 @@ from servers.episodes import (
 )
 
 from .errors import SynthesisError
+from .invariants import describe, gold_violations, seed_violations
 
 __all__ = [
     "write_env_folder",
@@ -48,11 +54,13 @@ __all__ = [
     "unpublish",
     "is_published",
     "PublishConflict",
+    "InvariantViolation",
     "registry_lock",
     "update_registry",
     "remove_from_registry",
     "TEMP_PREFIX",
     "STALE_AFTER",
+    "check_invariants",
     "temp_folder",
     "is_stale",
     "clean_stale",
@@ -158,15 +166,38 @@ class PublishConflict(SynthesisError):
     """The environment id is published already and replacing it was not asked for."""
 
 
+class InvariantViolation(SynthesisError):
+    """The environment's seed, or a task's gold final state, breaks one of its invariants (``invariant_*``
+    fragments, synthesizer/invariants.py): a world that contradicts itself is not published."""
+
+
+def check_invariants(env: Environment) -> None:
+    """Raise :class:`InvariantViolation` naming each invariant the seed or a gold final state violates, with
+    its row count. Nothing to check for an environment without invariants."""
+    seed = seed_violations(env)
+    if any(seed.values()):
+        raise InvariantViolation(f"{env.id}: the seed violates {describe(seed)}; not published")
+    gold = gold_violations(env)
+    if gold:
+        task_id, counts = next(iter(gold.items()))
+        more = f" (and {len(gold) - 1} more task(s))" if len(gold) > 1 else ""
+        raise InvariantViolation(
+            f"{env.id}: the gold final state of task {task_id} violates {describe(counts)}{more}; not published"
+        )
+
+
 def _entry(registry_path: Path, folder: Path, at: Path) -> RegistryEntry:
-    """Load ``folder`` (every runtime check runs) and describe it as it will be listed, at ``at``."""
+    """Load ``folder`` (every runtime check runs, and its invariants are checked) and describe it as it will be
+    listed, at ``at``."""
     env = Environment.load(folder)
+    check_invariants(env)
     relative = os.path.relpath(at.resolve(), registry_path.resolve().parent).replace(os.sep, "/")
     return entry_for(env, relative)
 
 
 def update_registry(registry_path: Path, folder: Path) -> RegistryEntry:
-    """Load the environment in ``folder`` and list it, replacing any entry with its id."""
+    """Load the environment in ``folder`` (refused if it breaks its invariants) and list it, replacing any entry
+    with its id."""
     entry = _entry(registry_path, folder, folder)
     with registry_lock(registry_path):
         entries = [e for e in _read_entries(registry_path) if e.id != entry.id]
@@ -222,7 +253,8 @@ def publish_folder(
     staging = _staging(env_root, env_id, registry_path)
     try:
         write_env_folder(staging, {**files, PROVENANCE_FILE: provenance})
-        entry = _entry(registry_path, staging, env_root / env_id)  # refuse anything the runtime would not serve
+        # refuse anything the runtime would not serve, and a world that breaks its own invariants
+        entry = _entry(registry_path, staging, env_root / env_id)
         if not replace:
             with registry_lock(registry_path):
                 if is_published(env_root, env_id, registry_path):

@@ -25,7 +25,22 @@ from .modeling import Design
 
 __all__ = ["seed_rows", "SPECIAL_GENERATORS", "SeedingError", "generator_problem", "Seeder", "ValueMaker"]
 
-_ARITY = {"choice": 0, "none": 0, "int": 2, "money": 2, "bool": 1, "date": 2, "datetime": 2, "code": 1, "words": 1}
+_ARITY = {
+    "choice": 0,
+    "none": 0,
+    "int": 2,
+    "money": 2,
+    "bool": 1,
+    "date": 2,
+    "datetime": 2,
+    "code": 1,
+    "words": 1,
+    "pick": 0,
+    "person_name": 0,
+    "phone": 0,
+    "email_from": 1,
+}
+_AREA_CODES = ("212", "312", "415", "617", "303", "206", "404", "305", "512", "615", "503", "702")
 SPECIAL_GENERATORS = tuple(_ARITY)
 _FAKER = Faker()
 _CLOCK_BOUND = {name for name in dir(DateTimeProvider) if not name.startswith("_")}
@@ -38,8 +53,10 @@ def generator_problem(generator: str) -> str | None:
     if head in _ARITY:
         if len(args) != _ARITY[head]:
             return f"generator {generator!r} takes {_ARITY[head]} argument(s)"
-        if head == "code":
-            return None if args[0] else f"generator {generator!r} needs a prefix"
+        if head in ("code", "email_from"):
+            return (
+                None if args[0] else f"generator {generator!r} needs {'a prefix' if head == 'code' else 'an attribute'}"
+            )
         try:
             numbers = [float(a) for a in args]
         except ValueError:
@@ -126,9 +143,19 @@ class Seeder:
             return None
         if head == "choice":
             return self.rng.choice(attr.enum or [""])
+        if head == "pick":
+            return self.rng.choice(attr.values or [""])
+        if head == "person_name":  # no prefixes or suffixes (Faker's name() gives "Dr." and "MD")
+            return f"{self.fake.first_name()} {self.fake.last_name()}"
+        if head == "phone":  # a real area code and a 555-01NN number, which is never a real line
+            return f"({self.rng.choice(_AREA_CODES)}) 555-01{self.rng.randint(0, 99):02d}"
+        if head == "email_from":  # made from the row's name once the row is complete (world seeding)
+            return None
         if head == "int":
             return self.rng.randint(int(args[0]), int(args[1]))
         if head == "money":
+            if attr.type == "money":  # whole dollars and cents as integer cents
+                return self.rng.randint(int(float(args[0]) * 100), int(float(args[1]) * 100))
             return round(self.rng.uniform(float(args[0]), float(args[1])), 2)
         if head == "bool":
             return self.rng.random() < float(args[0])
@@ -205,7 +232,14 @@ class Seeder:
                     row[entity.lifecycle.field] = state
                 rows.append(row)
             self.rows[entity.plural] = rows
-        self._respect_rules()
+        if self.design.world:
+            from .world_seed import seed_world, shape_world  # noqa: PLC0415 (world_seed builds on this Seeder)
+
+            shape_world(self)
+            self._respect_rules()
+            seed_world(self)
+        else:
+            self._respect_rules()
         return self.rows
 
     def stamps(self, entity: Entity, state: str | None) -> dict[str, str]:

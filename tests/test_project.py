@@ -62,6 +62,8 @@ _PUBLIC_API = {
         "ForEachStep",
         "NestedStep",
         "Fragment",
+        "FragmentSet",
+        "expand_fragments",
         "Comparison",
         "Limits",
         "spec_json_schema",

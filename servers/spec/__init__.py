@@ -4,6 +4,7 @@ the DDL they imply, and the task-pack models. Nothing here touches a database fi
 Imports only :mod:`servers.errors` and its own modules.
 """
 
+from .fragments import FragmentSet, expand_fragments
 from .models import (
     SPEC_FORMAT,
     Column,
@@ -59,6 +60,8 @@ __all__ = [
     "ForEachStep",
     "NestedStep",
     "Fragment",
+    "FragmentSet",
+    "expand_fragments",
     "Comparison",
     "Limits",
     "spec_json_schema",

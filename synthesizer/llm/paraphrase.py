@@ -65,7 +65,9 @@ def wording_problems(task: Task, instruction: str, persona: str = "") -> list[st
     invented = sorted(_specifics(persona) - _specifics(task.user.persona))
     if invented:
         problems.append(f"the persona adds {', '.join(repr(a) for a in invented)}; describe the person, not facts")
-    if task.answer is not None and "?" not in instruction:
+    if (
+        task.answer is not None and "?" in task.instruction and "?" not in instruction
+    ):  # "please let me know …" asks too
         problems.append("dropped the question the customer asks")
     return problems
 

@@ -13,14 +13,59 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..rules.base import KindError
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..rules.base import Identifier, KindError
 
 if TYPE_CHECKING:
-    from ..catalog import Entity
+    from ..catalog import Domain, Entity
     from ..modeling import Design
     from ..procedural_tests import Tester
 
-__all__ = ["ToolRole", "Tool", "OperationKind", "OPERATIONS", "register", "operation"]
+__all__ = [
+    "ToolRole",
+    "Tool",
+    "OperationKind",
+    "OperationModel",
+    "OPERATIONS",
+    "register",
+    "operation",
+    "default_by",
+    "Style",
+]
+
+Style = Literal["legacy", "world"]
+
+STAFF_VERBS = frozenset(
+    "approve deny reject issue grant waive complete close resolve assign inspect verify activate suspend reinstate "
+    "refund adjust set".split()
+)
+SYSTEM_VERBS = frozenset("depart delay ship deliver load expire bill accrue start finish mark".split())
+
+
+def default_by(name: str, agent_role: str) -> str:
+    """Who may request an operation when the catalog does not say, from its verb (design §2.3)."""
+    verb = name.split("_")[0]
+    if verb in SYSTEM_VERBS:
+        return "system"
+    if verb in STAFF_VERBS:
+        return f"staff:{agent_role}"
+    return "principal"
+
+
+class OperationModel(BaseModel):
+    """A declared operation of a world domain (``Domain.operations``): each kind's model adds its fields
+    and declares ``kind: Literal[...]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Identifier = Field(description="The tool name, in the domain's verbs: book_flight, cancel_booking.")
+    entity: Identifier
+    by: str | None = Field(None, pattern=r"^(principal|system|staff:[a-z][a-z0-9_]*)$")
+    expose: Literal["tool", "hidden", "forbidden"] = "tool"
+
+    def by_or_default(self, agent_role: str = "agent") -> str:
+        return self.by or default_by(self.name, agent_role)
 
 
 @dataclass(frozen=True)
@@ -31,6 +76,8 @@ class ToolRole:
     entity: str
     relation: str | None = None  # list_for / summarize: the owner entity
     transition: str | None = None
+    op_id: str | None = None  # world designs: the declared operation's name
+    by: str | None = None  # world designs: principal, staff:<role> or system
 
 
 Tool = tuple[ToolRole, dict[str, Any]]
@@ -39,6 +86,12 @@ Tool = tuple[ToolRole, dict[str, Any]]
 class OperationKind(ABC):
     name: ClassVar[str]  # the ToolRole kind
     phase: ClassVar[Literal["read", "write"]]  # every entity's reads are made before any write
+    styles: ClassVar[frozenset[Style]] = frozenset({"legacy"})  # the designs it makes tools for
+    model: ClassVar[type[OperationModel] | None] = None  # declared kinds: the catalog item's model
+
+    def problems(self, op: Any, domain: Domain) -> list[str]:
+        """What is inconsistent about a declared operation in its domain (declared kinds override)."""
+        return []
 
     @abstractmethod
     def tools(self, design: Design, entity: Entity) -> list[Tool]:

@@ -28,6 +28,8 @@ __all__ = [
     "effect_steps",
     "p_",
     "words",
+    "principal_param",
+    "view_select",
 ]
 
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$"
@@ -36,6 +38,7 @@ JSON_TYPES = {
     "date": "string",
     "datetime": "string",
     "integer": "integer",
+    "money": "integer",
     "real": "number",
     "boolean": "boolean",
 }
@@ -139,3 +142,21 @@ def effect_steps(design: Design, entity: Entity, transition: Transition | None) 
         if ref.rule.entity == entity.name
         for step in ref.kind.effect_steps(design, ref, entity, transition)
     ]
+
+
+def principal_param(design: Design) -> dict[str, Any]:
+    """The acting principal's id, first parameter of every tool that acts for one (world designs)."""
+    principal = design.principal
+    return {
+        **id_param(principal),
+        "description": f"The id of the {words(principal.name)} you are helping (from find_{principal.name}).",
+    }
+
+
+def view_select(design: Design, entity: Entity, where: str) -> str:
+    """A record with its related records' names and ``money_text`` of its money columns (world reads)."""
+    money = [a.name for a in entity.attributes if a.type == "money"]
+    if any(op.entity == entity.name and op.kind in ("book", "pay") for op in design.domain.operations):
+        money.append("amount_paid_cents")
+    texts = [f"money_text(t.{m}) AS {m[: -len('_cents')]}_text" for m in money]
+    return f"SELECT {', '.join(['t.*', *texts])} FROM {record_source(entity)} t WHERE {where}"

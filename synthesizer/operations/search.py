@@ -19,8 +19,11 @@ __all__ = ["Search"]
 class Search(OperationKind):
     name = "search"
     phase = "read"
+    styles = frozenset({"legacy", "world"})
 
     def tools(self, design: Design, entity: Entity) -> list[Tool]:
+        if design.world and design.chain(entity) is not None:
+            return []  # owned records and principals are found through find_<p> and list_<e>_for_<p>
         e, table = entity.name, entity.plural
         properties: dict[str, Any] = {
             "query": {

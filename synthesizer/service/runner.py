@@ -23,7 +23,7 @@ from ..llm import LLMConfig, LLMError
 from ..llm.backend import LLMBackend
 from ..pipeline import Stopped, more_tasks, publish_result, synthesize
 from ..planning import plan_jobs
-from ..publish import PublishConflict, add_files, publish_folder, temp_folder, write_env_folder
+from ..publish import InvariantViolation, PublishConflict, add_files, publish_folder, temp_folder, write_env_folder
 from ..topics import read_corpus_text
 from .jobs import Job, JobStore
 
@@ -190,7 +190,7 @@ class Runner:
                             self.settings.registry,
                             replace=request.get("replace", False),
                         )
-                    except PublishConflict as e:
+                    except (PublishConflict, InvariantViolation) as e:
                         ok, reason = False, str(e)
                 progress.end(
                     entry,
@@ -261,7 +261,7 @@ class Runner:
                 {"backend": "upload", "job": job.id, "tasks": {"uploaded": len(tasks)}},
                 replace=request.get("replace", False),
             )
-        except PublishConflict as e:
+        except (PublishConflict, InvariantViolation) as e:
             progress.end(entry, env_id=env.id, ok=False, reason=str(e))
             return {}
         progress.end(entry, env_id=env.id, ok=True, tools=len(env.tool_names), tasks=len(env.tasks))
@@ -291,7 +291,7 @@ class Runner:
                 {f"tasks/{pack}.jsonl": [t.model_dump(mode="json", exclude_none=True) for t in tasks]},
                 self.settings.registry,
             )
-        except PublishConflict as e:
+        except (PublishConflict, InvariantViolation) as e:
             progress.end(entry, env_id=env_id, ok=False, reason=str(e))
             return {"task_stats": stats}
         progress.end(entry, env_id=env_id, ok=True, tasks=len(tasks))

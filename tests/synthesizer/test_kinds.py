@@ -54,9 +54,17 @@ def test_every_registered_rule_kind_implements_every_phase_itself() -> None:
 def test_every_registered_operation_kind_implements_every_phase_itself() -> None:
     phases = OperationKind.__abstractmethods__
     assert phases == {"tools", "writes", "probe"}
-    assert [k for k, op in OPERATIONS.items() if op.phase == "write"] == ["create", "update", "transition"]
+    writes = {
+        style: [k for k, op in OPERATIONS.items() if op.phase == "write" and style in op.styles]
+        for style in ("legacy", "world")
+    }
+    assert writes == {"legacy": ["create", "update", "transition"], "world": ["book", "pay", "cancel"]}
     for name, op in OPERATIONS.items():
         assert not [p for p in phases if getattr(type(op), p) is getattr(OperationKind, p)], name
+        assert op.styles and op.styles <= {"legacy", "world"}, name
+        if op.model is not None:  # a kind the catalog declares: its model names it, and it checks its items
+            assert op.model.model_fields["kind"].annotation.__args__ == (name,)
+            assert type(op).problems is not OperationKind.problems, name
 
 
 class _Partial(RuleModel):
@@ -83,9 +91,9 @@ def test_an_incomplete_rule_kind_is_refused_at_registration() -> None:
 def test_an_incomplete_operation_kind_is_refused_at_registration() -> None:
     with pytest.raises(KindError, match="does not implement: probe"):
         register_operation(
-            type("Quote", (OperationKind,), {"name": "quote", "phase": "write", "tools": None, "writes": None})
+            type("Exchange", (OperationKind,), {"name": "exchange", "phase": "write", "tools": None, "writes": None})
         )
-    assert "quote" not in OPERATIONS
+    assert "exchange" not in OPERATIONS
 
 
 def test_unknown_kinds_are_errors_not_skipped_rules() -> None:
