@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -216,54 +217,74 @@ def _policy(design: Design) -> str:
     return "\n".join(lines) + "\n"
 
 
+def style_tools(design: Design, style: str) -> list[dict[str, Any]]:
+    """Every entity's reads, then every entity's writes, from the operation kinds of ``style`` ("legacy" or
+    "world"); each tool's role is recorded in ``design.roles``."""
+    design.roles.clear()
+    tools = []
+    for phase in ("read", "write"):
+        for entity in design.entities:
+            for operation in OPERATIONS.values():
+                if operation.phase == phase and style in operation.styles:
+                    for role, tool in operation.tools(design, entity):
+                        design.roles[tool["name"]] = role
+                        tools.append(tool)
+    return tools
+
+
+def entity_columns(
+    design: Design,
+    entity: Entity,
+    extra: list[dict[str, Any]] | None = None,
+    column: Callable[[Attribute], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """An entity's table columns: its id, its relations, its attributes (as ``column`` writes one), ``extra``
+    ones, its lifecycle state."""
+    columns: list[dict[str, Any]] = [
+        {
+            "name": f"{entity.name}_id",
+            "type": "text",
+            "primary_key": True,
+            "description": f"Id, e.g. {entity.id_prefix}-0001.",
+        }
+    ]
+    for relation in entity.relations:
+        target = design.entity(relation.to)
+        columns.append(
+            {
+                "name": relation.column,
+                "type": "text",
+                "nullable": not relation.required,
+                "references": f"{target.plural}.{target.name}_id",
+                "description": relation.description,
+            }
+        )
+    columns += [(column or _column)(a) for a in entity.attributes]
+    columns += extra or []
+    if entity.lifecycle:
+        columns.append(
+            {
+                "name": entity.lifecycle.field,
+                "type": "text",
+                "nullable": False,
+                "enum": entity.lifecycle.states,
+                "default": entity.lifecycle.initial,
+                "description": "Where the record is in its lifecycle.",
+            }
+        )
+    return columns
+
+
 def build_spec(design: Design) -> dict[str, Any]:
     """The env.json content for a design."""
     if design.world:
         from .world_spec import build_world_spec  # noqa: PLC0415 (world_spec builds on this module)
 
         return build_world_spec(design)
-    design.roles.clear()
-    tools = []
-    for phase in ("read", "write"):  # every entity's reads, then every entity's writes
-        for entity in design.entities:
-            for operation in OPERATIONS.values():
-                if operation.phase == phase and "legacy" in operation.styles:
-                    for role, tool in operation.tools(design, entity):
-                        design.roles[tool["name"]] = role
-                        tools.append(tool)
+    tools = style_tools(design, "legacy")
     tables = []
     for entity in design.entities:
-        columns: list[dict[str, Any]] = [
-            {
-                "name": f"{entity.name}_id",
-                "type": "text",
-                "primary_key": True,
-                "description": f"Id, e.g. {entity.id_prefix}-0001.",
-            }
-        ]
-        for relation in entity.relations:
-            target = design.entity(relation.to)
-            columns.append(
-                {
-                    "name": relation.column,
-                    "type": "text",
-                    "nullable": not relation.required,
-                    "references": f"{target.plural}.{target.name}_id",
-                    "description": relation.description,
-                }
-            )
-        columns += [_column(a) for a in entity.attributes]
-        if entity.lifecycle:
-            columns.append(
-                {
-                    "name": entity.lifecycle.field,
-                    "type": "text",
-                    "nullable": False,
-                    "enum": entity.lifecycle.states,
-                    "default": entity.lifecycle.initial,
-                    "description": "Where the record is in its lifecycle.",
-                }
-            )
+        columns = entity_columns(design, entity)
         checks: list[dict[str, Any]] = []
         tables.append({"name": entity.plural, "description": entity.description, "columns": columns, "checks": checks})
     for ref in design.refs:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .ledger import ledger_sequences, ledger_tables, owner_fragment, paid_fragment, payable_entities
+from .modeling import entity_columns, style_tools
 from .naming import words
-from .operations import OPERATIONS
 from .operations.parts import record_fragment
 from .policy import world_policy
 from .world_invariants import derived_invariants
@@ -86,49 +86,10 @@ def computed_columns(design: Design, entity: Entity) -> set[str]:
 
 
 def build_world_spec(design: Design) -> dict[str, Any]:
-    design.roles.clear()
-    tools = []
-    for phase in ("read", "write"):
-        for entity in design.entities:
-            for operation in OPERATIONS.values():
-                if operation.phase == phase and "world" in operation.styles:
-                    for role, tool in operation.tools(design, entity):
-                        design.roles[tool["name"]] = role
-                        tools.append(tool)
+    tools = style_tools(design, "world")
     tables = []
     for entity in design.entities:
-        columns: list[dict[str, Any]] = [
-            {
-                "name": f"{entity.name}_id",
-                "type": "text",
-                "primary_key": True,
-                "description": f"Id, e.g. {entity.id_prefix}-0001.",
-            }
-        ]
-        for relation in entity.relations:
-            target = design.entity(relation.to)
-            columns.append(
-                {
-                    "name": relation.column,
-                    "type": "text",
-                    "nullable": not relation.required,
-                    "references": f"{target.plural}.{target.name}_id",
-                    "description": relation.description,
-                }
-            )
-        columns += [_column(a) for a in entity.attributes]
-        columns += auto_columns(design, entity)
-        if entity.lifecycle:
-            columns.append(
-                {
-                    "name": entity.lifecycle.field,
-                    "type": "text",
-                    "nullable": False,
-                    "enum": entity.lifecycle.states,
-                    "default": entity.lifecycle.initial,
-                    "description": "Where the record is in its lifecycle.",
-                }
-            )
+        columns = entity_columns(design, entity, auto_columns(design, entity), _column)
         checks: list[dict[str, Any]] = []
         for attr in entity.attributes:
             if attr.type == "money":
