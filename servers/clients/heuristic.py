@@ -18,18 +18,11 @@ from typing import Any
 
 import jsonschema_rs
 
+from ..episodes.evaluation import MONTHS
 from .agents import AgentSession, CallOutcome, ToolSpec, schema_value
 
 __all__ = ["HeuristicAgent", "Parsed", "parse_instruction", "stem"]
 
-MONTHS = {
-    m: i + 1
-    for i, names in enumerate(
-        ("jan january", "feb february", "mar march", "apr april", "may", "jun june", "jul july", "aug august")
-        + ("sep sept september", "oct october", "nov november", "dec december")
-    )
-    for m in names.split()
-}
 _MONTH = "|".join(sorted(MONTHS, key=len, reverse=True))
 _STOP = set(
     "a an and the of to in on at for by with from my me i i'm i'd i've it's is are was be this that there here "

@@ -52,7 +52,7 @@ _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::00)?z?$")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _ISO_T = re.compile(r"(\d{4}-\d{2}-\d{2})t(\d{2}:\d{2})")
-_MONTHS = {
+MONTHS = {  # English month names and abbreviations -> number; the heuristic agent reads dates with it too
     name: number
     for number, names in enumerate(
         [
@@ -73,7 +73,7 @@ _MONTHS = {
     )
     for name in names
 }
-_MONTH = "(?P<month>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_MONTH = "(?P<month>" + "|".join(sorted(MONTHS, key=len, reverse=True)) + r")\.?"
 _DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
 _YEAR = r"(?P<year>\d{4})(?!\d)"
 _DATES = [
@@ -88,7 +88,7 @@ _CURRENCY = {"usd", "dollar", "dollars", "eur", "euro", "euros", "gbp"}
 def _date(match: re.Match[str]) -> str:
     month = match["month"]
     try:
-        day = dt.date(int(match["year"]), int(month) if month.isdigit() else _MONTHS[month], int(match["day"]))
+        day = dt.date(int(match["year"]), int(month) if month.isdigit() else MONTHS[month], int(match["day"]))
     except ValueError:
         return match[0]
     return day.isoformat()
