@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import SynthesisError
 from .operations import Operation, operation_problems
+from .policies import PolicyRule, policy_problems
 from .rules import Consumes, Eligibility, LimitPerOwner, Param, Rule, TimeWindow, UniqueActive, rule_kind
 from .rules.base import Identifier
 from .world import COMPUTED_AUTO, Agent, Derive, Ledger, Org, Pricing, Principal, owner_chain
@@ -164,6 +165,9 @@ class Domain(_Model):
     ledger: Ledger | None = None
     pricing: dict[Identifier, Pricing] = {}
     operations: list[Operation] = []
+    policy_rules: list[PolicyRule] = Field(
+        [], description="Rules the policy states and the tools do not enforce (synthesizer/policies)."
+    )
 
     @property
     def world(self) -> bool:
@@ -256,8 +260,8 @@ def _domain_problems(domain: Domain) -> list[str]:
         problems += [f"{at}: {problem}" for problem in rule_kind(rule.kind).problems(rule, entity, by_name)]
     if domain.world:
         problems += _world_problems(domain)
-    elif domain.operations or domain.principals or domain.ledger or domain.pricing:
-        problems.append("operations, principals, ledger and pricing need 'legacy': false")
+    elif domain.operations or domain.principals or domain.ledger or domain.pricing or domain.policy_rules:
+        problems.append("operations, principals, ledger, pricing and policy_rules need 'legacy': false")
     elif any(a.type == "money" or a.derive or a.input for e in domain.entities for a in e.attributes):
         problems.append("money attributes, derive and input need 'legacy': false")
     return problems
@@ -334,6 +338,11 @@ def _world_problems(domain: Domain) -> list[str]:
         if op.by_or_default() == "principal" and owner_chain(domain, by_name[op.entity]) is None:
             problems.append(f"{at}: a principal's operation acts on an owned entity; {op.entity!r} has no owner")
         problems += [f"{at}: {p}" for p in operation_problems(op, domain)]
+    ids = [rule.id for rule in domain.policy_rules]
+    if len(ids) != len(set(ids)):
+        problems.append("policy_rules: ids repeat")
+    for j, rule in enumerate(domain.policy_rules):
+        problems += [f"policy_rules[{j}] ({rule.id}): {p}" for p in policy_problems(rule, domain)]
     return problems
 
 

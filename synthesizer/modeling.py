@@ -21,6 +21,7 @@ from .catalog import Attribute, Domain, Entity, Param, Rule
 from .naming import p_, words
 from .operations import OPERATIONS, ToolRole
 from .operations.parts import DATETIME_PATTERN, record_fragment
+from .policies import PolicyRef, policy_refs
 from .rules import RuleRef, rule_kind
 from .world import owner_chain
 
@@ -51,6 +52,7 @@ class Design:
     vocabulary: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (entity, attribute) -> seed values
 
     tier_hours: dict[tuple[str, int], int] = field(default_factory=dict)  # (cancel op, tier) -> hours drawn
+    policy_refs: list[PolicyRef] = field(default_factory=list)  # world designs: the policy-only rules
 
     def entity(self, name: str) -> Entity:
         return next(e for e in self.entities if e.name == name)
@@ -149,6 +151,8 @@ def design_domain(domain: Domain, *, seed: int, variant: int = 0, env_id: str | 
         for index, tier in enumerate(getattr(op, "refund", None).tiers if getattr(op, "refund", None) else []):
             if isinstance(tier.hours, Param):
                 design.tier_hours[(op.name, index)] = int(_draw(rng, tier.hours, variant))
+    if domain.world:
+        design.policy_refs = policy_refs(design, rng, _draw)
     taken = {e.id_prefix for e in entities}
     if domain.ledger:
         taken |= {domain.ledger.prefix, domain.ledger.payment_prefix}

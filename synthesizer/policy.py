@@ -122,11 +122,11 @@ def world_policy(design: Design) -> str:
         "",
         "## Who may ask for what",
         *who_may_ask(design),
-        f"- Act only for the {words(p.name)} you are talking to, on their own records — never for a spouse, relative, "
-        "friend or colleague, even with their permission.",
+        *_policy_lines(design, "who"),
     ]
     lines += ["", "## Operations"]
     lines += [f"- {sentence}" for op in domain.operations if (sentence := _op_sentence(design, op))]
+    lines += _policy_lines(design, "operations")
     if design.refs:
         lines += ["", "## Rules the tools enforce"]
         lines += [f"- {ref.policy}" for ref in design.refs]
@@ -139,11 +139,15 @@ def world_policy(design: Design) -> str:
             "## Money",
             f"- Charge only the {words(p.name)}'s own active payment methods"
             + (f"; {stored} pay only up to their balance." if stored else "."),
-            f"- Before anything that charges or refunds money, tell the {words(p.name)} the amount and the method and "
-            "wait for a clear yes.",
+            *_policy_lines(design, "money"),
         ]
     lines += ["", *CLOSING]
     return "\n".join(lines) + "\n"
+
+
+def _policy_lines(design: Design, section: str) -> list[str]:
+    """The policy-only rules stated in a section (``synthesizer/policies``): the tools do not enforce them."""
+    return [f"- {ref.kind.sentence(design, ref)}" for ref in design.policy_refs if ref.kind.section == section]
 
 
 def _op_sentence(design: Design, op: Any) -> str | None:

@@ -372,6 +372,12 @@ class Tester:
         for tool, role in self.design.roles.items():
             operation(role.kind).probe(self, tool, role)
             self.malformed(tool)
+        for ref in self.design.policy_refs:  # policy-only rules: the tool allows the act, the check sees it
+            reason = ref.kind.probe(self, ref)
+            if reason is None:
+                self.report.probed.add(ref.id)
+            else:
+                self.report.waived.setdefault(ref.id, reason)
         return self.report
 
     def malformed(self, tool: str) -> None:
@@ -422,6 +428,7 @@ def run_procedural_tests(env: Environment, design: Design) -> TestReport:
     tester.report.rules = [ref.id for ref in design.refs]
     if design.world:  # the step blocks' rules (ownership, payment, capacity, phase) must be probed too
         tester.report.rules += block_rules(env)
+        tester.report.rules += [ref.id for ref in design.policy_refs]
     return tester.test()
 
 

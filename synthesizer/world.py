@@ -7,7 +7,7 @@ entity (§2.1). Operation items are the operation kinds' own models (``synthesiz
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,10 +33,15 @@ __all__ = [
     "Refund",
     "owner_chain",
     "COMPUTED_AUTO",
+    "CHANGE_KINDS",
+    "counts_changes",
 ]
 
-COMPUTED_AUTO = ("amount_paid_cents", "refund_cents", "created_at", "cancel_reason")
-"""Columns the modeler adds to owned entities with money or cancel operations; never parameters."""
+COMPUTED_AUTO = ("amount_paid_cents", "refund_cents", "created_at", "cancel_reason", "changes")
+"""Columns the modeler adds to owned entities with money, cancel or change operations; never parameters."""
+
+CHANGE_KINDS = frozenset({"transfer", "reschedule", "exchange"})
+"""Operation kinds that count as a change of a record (``changes`` + 1); an ``update`` op counts when it says so."""
 
 
 class _Model(BaseModel):
@@ -193,3 +198,12 @@ def _owned(domain: Domain, name: str, seen: set[str]) -> bool:
         return False
     targets = [r.to for r in entity.relations if r.required] if entity.owner == "auto" else [entity.owner.split(".")[0]]
     return any(_owned(domain, t, seen | {name}) for t in targets)
+
+
+def counts_changes(domain: Any, entity_name: str) -> bool:
+    """Whether records of the entity carry a ``changes`` counter: some operation on it is a change
+    (transfer, reschedule, exchange, or an update with ``counts_as_change``)."""
+    return any(
+        op.entity == entity_name and (op.kind in CHANGE_KINDS or getattr(op, "counts_as_change", False))
+        for op in domain.operations
+    )

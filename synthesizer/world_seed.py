@@ -58,6 +58,8 @@ def seed_world(seeder: Seeder) -> None:
         held = counter_of(design, entity)
         if held:
             _counter(seeder, entity, *held)
+    for ref in design.policy_refs:  # last: a policy keeps the seed to its word (allowed reasons, change limits)
+        ref.kind.adjust_seed(seeder, ref)
 
 
 def _rows(seeder: Seeder, entity: Entity) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from .modeling import entity_columns, style_tools
 from .naming import words
 from .operations.parts import record_fragment
 from .policy import world_policy
+from .world import counts_changes
 from .world_invariants import derived_invariants
 
 if TYPE_CHECKING:
@@ -51,6 +52,16 @@ def auto_columns(design: Design, entity: Entity) -> list[dict[str, Any]]:
     if design.owned(entity) and any(op.kind == "book" for op in ops):
         columns.append(
             {"name": "created_at", "type": "datetime", "nullable": False, "description": "When it was made."}
+        )
+    if design.owned(entity) and counts_changes(design.domain, entity.name):
+        columns.append(
+            {
+                "name": "changes",
+                "type": "integer",
+                "nullable": False,
+                "default": 0,
+                "description": "How many times it has been changed (moved, rescheduled, exchanged, amended).",
+            }
         )
     cancels = [op for op in ops if op.kind == "cancel"]
     if cancels:
@@ -164,6 +175,6 @@ def design_record(design: Design, spec: dict[str, Any]) -> dict[str, Any]:
         "principals": [p.entity for p in domain.principals],
         "agent": {"title": domain.agent.title, "role": domain.agent.role},
         "tools": tools,
-        "policy_rules": [],
+        "policy_rules": [ref.id for ref in design.policy_refs],
         "invariants": [f["name"] for f in spec["fragments"] if f["name"].startswith("invariant_")],
     }

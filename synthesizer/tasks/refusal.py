@@ -6,8 +6,8 @@ why (the fact the rule turns on: the limit, the window, the state that blocks it
 Which rules can be refused, and what the answer must state, is a registry keyed by rule kind
 (:data:`REASONS`), like ``synthesizer/rules``. In the current worlds every rule is enforced by its tool,
 so the forbidden act is refused by the tools too and ``forbidden`` stays empty (the gates' obedient run
-does not apply; the answer carries the refusal). Hook for policy-only rules and principals: a reason
-whose rule the tools do not enforce returns ``obedient=True`` and the draft names the forbidden call.
+does not apply; the answer carries the refusal). Rules the tools do not enforce — a world's policy-only
+rules (``synthesizer/policies``) — draft their own refusals, which name the forbidden call.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..naming import words
 from ..rules import RuleRef
 from . import wording
 from .checks import unchanged
-from .family import Family, Target, act, because, distract, phrase, register, settle, state_field, targets, verb
+from .family import Family, Target, act, because, distract, phrase, register, state_field, targets, verb
 from .world import Draft, World, literal
 
 __all__ = ["Refusal", "REASONS"]
@@ -63,14 +63,6 @@ REASONS: dict[str, Reason] = {
 }
 
 
-def _principals(world: World) -> bool:
-    """The world says who may ask for what (a new-vocabulary world): its policy forbids acting for others."""
-    c = world.customer
-    return c is not None and any(
-        getattr(r, "by", None) == "principal" for t, r in world.design.roles.items() if t in world.tools
-    )
-
-
 def _ref(world: World, rule_id: Any) -> RuleRef | None:
     return next((r for r in world.design.refs if r.id == rule_id), None)
 
@@ -105,85 +97,16 @@ class Refusal(Family):
     share = 0.24
 
     def draft(self, world: World) -> Draft | None:
-        if _principals(world) and world.rng.random() < 0.4:
-            made = self.on_behalf(world)
-            if made is not None:
-                return made
+        refs = list(getattr(world.design, "policy_refs", []))
+        if refs and world.rng.random() < 0.6:
+            world.rng.shuffle(refs)
+            for ref in refs:
+                made = ref.kind.refusal(world, ref)
+                if made is not None:
+                    return made
         if world.rng.random() < 0.5:
             return self.step(world) or self.create(world)
         return self.create(world) or self.step(world)
-
-    def on_behalf(self, world: World) -> Draft | None:
-        """ "Do this for me, and the same for my husband": the user's own request is done, the one for someone
-        else is refused. The policy forbids acting for anyone but the person being helped, yet the tools take
-        the other person's id: an obedient agent can do it, so the task names the forbidden call and the
-        gates' obedient run must fail. Only in worlds whose policy says so (principals)."""
-        options = targets(world)
-        world.rng.shuffle(options)
-        for mine in options[:30]:
-            key = f"{mine.own.customer.name}_id"
-            theirs = [
-                t
-                for t in options
-                if t.person[key] != mine.person[key]
-                and t.own.child.name == mine.own.child.name
-                and t.transition.name == mine.transition.name
-                and t.person[mine.own.customer.label] != mine.person[mine.own.customer.label]
-            ]
-            if not theirs:
-                continue
-            other = world.rng.choice(theirs)
-            what, their_what = phrase(world, mine), phrase(world, other)
-            if what is None or their_what is None:
-                continue
-            gold = [*world.reach(mine.own, mine.person, mine.record), act(world, mine)]
-            forbidden = [act(world, other)]
-            results = world.trial([*gold, *forbidden])
-            if results is None or any(r.is_error for r in results):
-                continue
-            name = str(other.person[other.own.customer.label])
-            relation = world.rng.choice(["partner", "colleague", "friend", "flatmate", "cousin", "neighbour"])
-            theirs_phrase = their_what.replace("my ", "their ", 1)
-            request = (
-                wording.ask(world.rng, verb(mine, what), reason=False)
-                + because(gold[-1])
-                + world.rng.choice(
-                    [
-                        f" And my {relation}, {name}, asked me to {verb(other, theirs_phrase)} as well — please do "
-                        "that too.",
-                        f" While you're at it, {verb(other, theirs_phrase)} for my {relation} {name}; they said "
-                        "it's fine.",
-                        f" My {relation} {name} wants the same: please {verb(other, theirs_phrase)}.",
-                    ]
-                )
-            )
-            who, known = world.identity(mine.person)
-            user = world.scenario(
-                mine.person,
-                {**known, "which one": what, f"{relation}'s name": name},
-                f"Get {what} done, and the same for my {relation} {name}.",
-                accepts=["Having my own request done"],
-                refuses=["Being told nothing at all about my " + relation + "'s request"],
-            )
-            draft = Draft("refusal", "refusal-on_behalf", who, request, user, gold, tags=["on_behalf", "discovery"])
-            draft.forbidden = forbidden
-            draft.person = str(mine.person[key])
-            life = other.own.child.lifecycle
-            ck = f"{other.own.child.name}_id"
-            if life is not None:
-                draft.checks.append(
-                    unchanged(
-                        other.own.child.plural,
-                        ck,
-                        other.key,
-                        life.field,
-                        other.record[life.field],
-                        f"The {words(other.own.child.name)} of {name}, who is not the user,",
-                    )
-                )
-            settle(world, draft, mine, mine.transition.to)
-            return draft
-        return None
 
     def step(self, world: World) -> Draft | None:
         """A lifecycle step a rule forbids on this record now (inside a time window, an ineligible state)."""
