@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -181,6 +181,8 @@ class Domain(_Model):
         raise KeyError(name)
 
     def customer_entity(self) -> Entity:
+        if self.world and self.principals:  # the person the agent talks to is the principal
+            return self.entity(self.principals[0].entity)
         if self.customer:
             return self.entity(self.customer)
         referred = {
@@ -382,7 +384,7 @@ class Catalog:
         self.waiting: dict[str, str] = {}  # composite id -> why it is not offered yet
         for composite in list(self.composites.values()):
             world = [d for d in composite.domains if d in self.domains and self.domains[d].world]
-            if world:  # composing world domains (one ledger, merged principals) comes with the wave-1 migration
+            if world and len(world) < len(composite.domains):  # one member migrated, the other not yet
                 self.waiting[composite.id] = f"joins {', '.join(world)}, migrated to the world vocabulary"
                 del self.composites[composite.id]
         for composite in self.composites.values():
@@ -443,7 +445,7 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
         for key in ["entity", *rule_kind(rule.kind).references(rule)]:
             data[key] = mapped(data[key])
         rules.append(data)
-    merged = {
+    merged: dict[str, Any] = {
         "id": composite.id,
         "name": composite.name,
         "description": composite.description,
@@ -453,16 +455,78 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
         "entities": entities,
         "rules": rules,
     }
-    kept = [rule for rule in rules if _survives(merged, rule)]  # a rule on an attribute the shared entity lacks goes
+    if first.world and second.world:
+        merged.update(_world_parts(first, _renamed(second.model_dump(by_alias=True), rename)))
+        for entity in merged["entities"][len(first.entities) :]:  # the second's own entities, renamed throughout
+            entity.update(_renamed(entity, rename))
+        for theirs, ours in rename.items():  # a shared entity keeps what the second domain knows of it too
+            entity = next(e for e in merged["entities"] if e["name"] == ours)
+            known = {a["name"] for a in entity["attributes"]}
+            extra = [a for a in second.entity(theirs).model_dump(by_alias=True)["attributes"] if a["name"] not in known]
+            entity["attributes"] = [*entity["attributes"], *extra]
+    # a rule, operation or policy rule on something the merged domain lacks (an attribute only the second's
+    # shared entity had) goes, one at a time against what is kept so far; what is left validates as one domain
+    kept: dict[str, Any] = {**merged, "rules": []}
+    if "operations" in merged:
+        kept.update(operations=[], policy_rules=[])
+    for key in ("rules", "operations", "policy_rules"):
+        for item in merged.get(key, []):
+            if _survives({**kept, key: [*kept[key], item]}):
+                kept[key].append(item)
     try:
-        return Domain.model_validate({**merged, "rules": kept})
+        return Domain.model_validate(kept)
     except ValidationError as e:
         raise CatalogError(f"composite {composite.id!r}: {e}") from None
 
 
-def _survives(merged: dict, rule: dict) -> bool:
+_ENTITY_KEYS = frozenset({"entity", "resource", "to", "relation", "subject", "owner", "target"})
+_PATH_KEYS = frozenset({"path", "copy", "column", "by"})  # "entity.attribute" values
+
+
+def _renamed(value: Any, rename: dict[str, str], key: str | None = None) -> Any:
+    """A dumped domain part with entity names mapped through ``rename`` wherever a field names an entity."""
+    if isinstance(value, dict):
+        return {k: _renamed(v, rename, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, rename, key) for v in value]
+    if isinstance(value, str) and key in _ENTITY_KEYS:
+        return rename.get(value, value)
+    if isinstance(value, str) and key in _PATH_KEYS and "." in value:
+        head, tail = value.split(".", 1)
+        return f"{rename.get(head, head)}.{tail}"
+    return value
+
+
+def _world_parts(first: Domain, second: dict[str, Any]) -> dict[str, Any]:
+    """Two world domains as one business: the first's people, name and agent; both sets of staff roles,
+    one ledger with every method either takes, both pricings, operations and policy rules."""
+    data = first.model_dump(by_alias=True)
+    ledger = data["ledger"] or second["ledger"]
+    if data["ledger"] and second["ledger"]:
+        ledger = {
+            **data["ledger"],
+            "methods": list(dict.fromkeys([*data["ledger"]["methods"], *second["ledger"]["methods"]])),
+            "stored_value": list(dict.fromkeys([*data["ledger"]["stored_value"], *second["ledger"]["stored_value"]])),
+        }
+    clash = set(data["pricing"]) & set(second["pricing"])
+    if clash or {o["name"] for o in data["operations"]} & {o["name"] for o in second["operations"]}:
+        raise CatalogError(f"composite of {first.id!r}: pricing ids or operation names clash")
+    return {
+        "legacy": False,
+        "org": data["org"],
+        "agent": data["agent"],
+        "staff_roles": {**second["staff_roles"], **data["staff_roles"]},
+        "principals": data["principals"],
+        "ledger": ledger,
+        "pricing": {**data["pricing"], **second["pricing"]},
+        "operations": [*data["operations"], *second["operations"]],
+        "policy_rules": [*data["policy_rules"], *second["policy_rules"]],
+    }
+
+
+def _survives(merged: dict[str, Any]) -> bool:
     try:
-        Domain.model_validate({**merged, "rules": [rule]})
+        Domain.model_validate(merged)
     except ValidationError:
         return False
     return True

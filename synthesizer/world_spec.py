@@ -106,7 +106,7 @@ def build_world_spec(design: Design) -> dict[str, Any]:
             if attr.type == "money":
                 checks.append(
                     {
-                        "name": f"{attr.name}_not_negative",
+                        "name": f"{entity.name}_{attr.name}_not_negative",
                         "expression": f"{attr.name} IS NULL OR {attr.name} >= 0",
                         "message": f"{words(attr.name)} is never negative.",
                     }
