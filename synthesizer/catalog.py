@@ -411,6 +411,12 @@ class Catalog:
     def ids(self) -> list[str]:
         return sorted([*self.domains, *self.composites])
 
+    def world_ids(self) -> list[str]:
+        """Domains and composites in the world vocabulary: what a batch is planned over (a legacy domain is
+        still synthesized when asked for by name or topic, until its migration)."""
+        composites = [c for c in self.composites.values() if all(self.domains[d].world for d in c.domains)]
+        return sorted([*(d for d, domain in self.domains.items() if domain.world), *(c.id for c in composites)])
+
 
 def compose(composite: Composite, domains: list[Domain]) -> Domain:
     """Merge two domains: the second's ``shared`` entities become the first's, and its relations and

@@ -396,12 +396,12 @@ def more_tasks(folder: Path, *, count: int, seed: int, pack: str) -> tuple[list[
 
 
 def plan_batch(count: int, seed: int, tasks: int, domains: Iterable[str] | None = None) -> list[Job]:
-    """``count`` jobs spread over the catalog's sectors (composites included); after one pass over
-    every domain, further jobs are seeded variants."""
+    """``count`` jobs spread over the catalog's sectors (composites included), over the domains migrated to
+    the world vocabulary; after one pass over every domain, further jobs are seeded variants."""
     catalog = load_catalog()
     if domains is None:
         by_sector: dict[str, list[str]] = {}
-        for domain_id in catalog.ids():
+        for domain_id in catalog.world_ids() or catalog.ids():
             by_sector.setdefault(catalog.sector_of[domain_id], []).append(domain_id)
         order: list[str] = []
         while any(by_sector.values()):  # round-robin over sectors

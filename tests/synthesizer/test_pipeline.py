@@ -85,6 +85,16 @@ def test_a_small_batch_passes_the_gates_through_mcp(tmp_path: Path) -> None:
     assert "12/12 tasks pass every gate" in check.stdout
 
 
+def test_a_batch_is_planned_over_the_migrated_domains_across_sectors() -> None:
+    catalog = load_catalog()
+    jobs = plan_batch(len(catalog.world_ids()) + 1, seed=1, tasks=4)
+    planned = [job.domain_id for job in jobs]
+    assert set(planned) == set(catalog.world_ids()) and all(catalog.domain(d).world for d in planned)
+    assert [job.variant for job in jobs][-1] == 1  # the pass over every domain done, variants follow
+    sectors = [catalog.sector_of[d] for d in planned[: len({catalog.sector_of[d] for d in planned})]]
+    assert len(set(sectors)) == len(sectors)  # round robin: one domain per sector before any sector repeats
+
+
 def test_procedural_tests_pass_a_good_spec_and_catch_broken_ones(dental) -> None:
     design, spec, env = dental
     report = run_procedural_tests(env, design)
