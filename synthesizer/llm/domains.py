@@ -1,7 +1,8 @@
 """Stage 2 with a model: a topic → a new domain in the catalog's format (data, never code).
 
-The model gets the domain format's JSON Schema, the rule vocabulary, the seed generators and a
-complete catalog domain as an example, and answers ``{"sector", "domain"}``. The proposal is
+The model gets the domain format's JSON Schema, the vocabularies of operation kinds, rules and
+policy-only rules, the seed generators and a complete world domain of the catalog as an example, and
+answers ``{"sector", "domain"}`` in the world vocabulary (principals, ledger, intent operations). The proposal is
 checked like a catalog entry (schema, consistency of relations, lifecycles and rules, generators,
 an id no catalog domain has) and then, through ``check_env``, by the rest of the procedural path
 — the spec the modeler writes from it, the runtime's validation and the procedural tests — so a
@@ -16,15 +17,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import rules
+from .. import policies, rules
 from ..catalog import Attribute, Catalog, Domain
+from ..operations import OPERATIONS
 from ..seeding import generator_problem
 from ..topics import rank
 from . import prompts
 from .client import ChatClient
 from .repair import Problems, Proposal, propose
 
-__all__ = ["DomainProposal", "propose_domain", "pydantic_problems"]
+__all__ = ["DomainProposal", "propose_domain", "pydantic_problems", "operations_vocabulary"]
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,27 @@ def pydantic_problems(error: ValidationError, prefix: str) -> list[str]:
 
 
 def _example(catalog: Catalog, topic: str) -> dict[str, Any]:
-    ranked = rank(catalog, topic)
-    domain = (
-        catalog.domains[ranked[0].domain_id]
-        if ranked
-        else catalog.domains.get("dental_clinic") or next(iter(catalog.domains.values()))
-    )
+    """The closest world domain of the catalog (the airline when none is close)."""
+    worlds = {d: domain for d, domain in catalog.domains.items() if domain.world}
+    ranked = [m for m in rank(catalog, topic) if m.domain_id in worlds]
+    domain = worlds[ranked[0].domain_id] if ranked else worlds.get("airline_booking") or next(iter(worlds.values()))
     return domain.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+def operations_vocabulary() -> str:
+    """Each declared operation kind with its fields, from its catalog model (so a new kind is taught as soon as
+    it is registered)."""
+    lines = []
+    for name, kind in OPERATIONS.items():
+        if kind.model is None:
+            continue
+        fields = [
+            f"{field.alias or key}" + (f" ({field.description})" if field.description else "")
+            for key, field in kind.model.model_fields.items()
+            if key not in ("kind", "name", "entity", "by", "expose")
+        ]
+        lines.append(f'* {name} {{"name", "entity", "by"?, "expose"?{", " if fields else ""}{", ".join(fields)}}}')
+    return "\n".join(lines)
 
 
 def propose_domain(
@@ -74,7 +90,15 @@ def propose_domain(
     schema = Domain.model_json_schema(by_alias=True)
     generators = Attribute.model_fields["generator"].description or ""
     messages = prompts.domain(
-        topic, schema, _example(catalog, topic), sectors, rules.vocabulary(), generators, requests
+        topic,
+        schema,
+        _example(catalog, topic),
+        sectors,
+        rules.vocabulary(),
+        generators,
+        requests,
+        operations_help=operations_vocabulary(),
+        policies_help=policies.vocabulary(),
     )
 
     def check(data: dict[str, Any]) -> DomainProposal:
@@ -88,6 +112,8 @@ def propose_domain(
             domain = Domain.model_validate(data["domain"])
         except ValidationError as e:
             raise Problems(problems + pydantic_problems(e, "domain")) from None
+        if not domain.world:
+            problems.append('domain.legacy: propose a world domain ("legacy": false, with org, agent, principals ...)')
         if domain.id in catalog.domains or domain.id in catalog.composites:
             problems.append(f"domain.id: {domain.id!r} is already a catalog domain; choose an id of its own")
         for i, entity in enumerate(domain.entities):

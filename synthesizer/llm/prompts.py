@@ -19,7 +19,7 @@ __all__ = [
     "environment_tasks",
 ]
 
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 
 SYSTEM = (
     "You design synthetic, fully fictional business systems that AI agents are trained and tested in. "
@@ -55,15 +55,26 @@ def domain(
     rules_help: str,
     generators: str,
     requests: list[str] | None = None,
+    operations_help: str = "",
+    policies_help: str = "",
 ) -> list[dict[str, str]]:
     seen = "".join(f"\n- {r}" for r in (requests or [])[:8])
     return _messages(
         f"Model the business domain of: {topic!r}.{' Users of it asked, for example:' + seen if seen else ''}\n\n"
-        "Describe it as data in the domain format below: 3 to 7 entities (the customer the agent serves, the records "
-        "they own, the resources those records use), each with typed attributes, relations, and where records move "
-        "through states a lifecycle of states and transitions; and 2 to 6 business rules from the rule vocabulary. "
-        "Make it realistic: the attributes, states and rules a real such business has.\n\n"
-        f"Rule vocabulary:\n{rules_help}\n\nSeed value generators (the `generator` of an attribute):\n{generators}\n\n"
+        'Describe it as data in the domain format below, as a world (`"legacy": false`): the business (`org`: three '
+        "fictional names and what it is), the agent's job (`agent`) among the `staff_roles` (who does what the agent "
+        "must not), the `principals` (the people or organisations the agent serves, who own records, with "
+        "`identify_by` key sets such as full name + date of birth, or email), 3 to 7 entities with typed attributes "
+        "(money as `type: money` named `*_cents`; what the system computes has `derive` and is never an input; what "
+        "a customer supplies has `input: true`), relations, lifecycles whose transitions say `by` whom "
+        "(principal, system or staff:<role>) and carry `stamp`s, a `ledger` of payment methods where money moves, "
+        "`pricing` formulas computed from the tables, 5 to 9 `operations` in the business's own verbs (at least 3 "
+        "with computed effects: quote, book, pay, cancel with refund tiers, transfer, compensate), 2 to 6 business "
+        "`rules` the tools enforce, and at least 3 `policy_rules` the policy states but the tools do not enforce. "
+        "Make it realistic: the people, prices, states and rules a real such business has; no placeholder text.\n\n"
+        f"Operation kinds:\n{operations_help}\n\nRule vocabulary (enforced by the tools):\n{rules_help}\n\n"
+        f"Policy-only rule vocabulary:\n{policies_help}\n\n"
+        f"Seed value generators (the `generator` of an attribute):\n{generators}\n\n"
         f"The domain format (JSON Schema):\n{json.dumps(schema, separators=(',', ':'))}\n\n"
         f"A complete example of a different domain:\n{json.dumps(example, separators=(',', ':'))}\n\n"
         f'Answer {{"sector": one of {json.dumps(sectors)}, "domain": {{...the domain...}}}}.'

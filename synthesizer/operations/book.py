@@ -94,6 +94,11 @@ class Book(OperationKind):
         inputs = [a for a in entity.attributes if a.input]
         properties: dict[str, Any] = {p_id: principal_param(design), resource_column: id_param(resource)}
         required = [p_id, resource_column]
+        others = [r for r in entity.relations if r.to not in (principal.name, op.resource)]  # the pet a stay is for
+        for relation in others:
+            properties[relation.column] = id_param(design.entity(relation.to))
+            if relation.required:
+                required.append(relation.column)
         for attr in inputs:
             properties[attr.name] = param(attr)
             if attr.required:
@@ -107,6 +112,14 @@ class Book(OperationKind):
             steps += owned_steps(design, resource, resource_column)
         else:
             steps.append(exists_step(resource, resource_column))
+        for relation in others:  # the principal's own (their pet), or any existing one (a shared resource)
+            target = design.entity(relation.to)
+            if not relation.required:
+                continue
+            if design.owned(target):
+                steps += owned_steps(design, target, relation.column)
+            else:
+                steps.append(exists_step(target, relation.column))
         steps += rule_steps(design, entity, "create")
         if resource.lifecycle and resource.lifecycle.at:
             at = resource.lifecycle.at
@@ -293,6 +306,19 @@ class Book(OperationKind):
             p_id: principal[p_id],
             resource_column: tester.rng.choice(resources)[f"{op.resource}_id"],
         }
+        for relation in entity.relations:  # another party of the record: one of the principal's own (their pet)
+            if relation.to in (design.principal.name, op.resource) or not relation.required:
+                continue
+            target = design.entity(relation.to)
+            owners = tester.owners(target) if design.owned(target) else {}
+            rows = [
+                r
+                for r in tester.eligible(entity.name, relation.to)
+                if not owners or owners.get(r[f"{relation.to}_id"]) == principal[p_id]
+            ]
+            if not rows:
+                return None
+            arguments[relation.column] = tester.rng.choice(rows)[f"{relation.to}_id"]
         for attr in entity.attributes:
             if attr.input and attr.name in schema:
                 arguments[attr.name] = tester.value_for(schema[attr.name], attr.name)

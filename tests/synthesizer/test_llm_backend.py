@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from servers import Registry
+from synthesizer import policies, rules
 from synthesizer.catalog import Domain, load_catalog
-from synthesizer.llm import LLMClient, LLMConfig
+from synthesizer.llm import LLMClient, LLMConfig, prompts
+from synthesizer.llm import domains as domains_module
 from synthesizer.llm.config import LLMConfigError
 from synthesizer.llm.mining import mine_corpus_with_llm
 from synthesizer.llm.replies import ReplyProblem, parse_json_reply
@@ -98,7 +100,7 @@ def broken_domain() -> dict[str, Any]:
     data = copy.deepcopy(DOMAIN)
     stay = data["domain"]["entities"][3]
     stay["lifecycle"]["initial"] = "reserved"  # not one of its states
-    stay["relations"][1]["to"] = "kennel"  # no such entity
+    stay["relations"][2]["to"] = "kennel"  # no such entity (the suite's relation: the suite rule loses it too)
     return data
 
 
@@ -382,7 +384,7 @@ def test_a_domain_whose_rules_the_seed_cannot_meet_goes_back_with_the_failing_pr
     result = synth(tmp_path, stub.url, "--topic", TOPIC, "--stages", "domain", "--tasks-per-env", "3")
     assert result.returncode == 0, result.stderr
     feedback = stub.requests_for("domain")[1]["messages"][-1]["content"]
-    assert "create_stay (positive" in feedback and "vaccinations" in feedback
+    assert "book_stay (positive" in feedback and "no active owner" in feedback
 
 
 def test_review_gate_keeps_a_rejected_environment_out(stub: OpenAIStub, tmp_path: Path) -> None:
@@ -740,3 +742,22 @@ def test_a_model_written_environment_with_its_tasks(stub: OpenAIStub, tmp_path: 
     assert check.returncode == 0 and "4/4 tasks pass every gate" in check.stdout, check.stdout + check.stderr
     provenance = json.loads((folder / "provenance.json").read_text())["llm"]
     assert provenance["stages"] == ["spec"] and provenance["rounds"] == {"spec": 2, "spec_tasks": 2}
+
+
+def test_the_domain_prompt_teaches_the_world_vocabulary_from_the_registries() -> None:
+    catalog = load_catalog()
+    text = prompts.domain(
+        TOPIC,
+        {},
+        domains_module._example(catalog, TOPIC),
+        ["health"],
+        rules.vocabulary(),
+        "",
+        operations_help=domains_module.operations_vocabulary(),
+        policies_help=policies.vocabulary(),
+    )[1]["content"]
+    for kind in ("quote", "book", "pay", "cancel", "transfer", "compensate", "update", "create"):
+        assert f"* {kind} {{" in text, kind
+    for kind in policies.POLICIES:
+        assert f"* {kind}" in text, kind
+    assert '"legacy": false' in text and '"principals"' in text  # the example is a world domain
