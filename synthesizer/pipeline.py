@@ -58,6 +58,7 @@ class Job:
     env_id: str | None = None
     topic: str | None = None  # a topic for the LLM backend to model as a new domain
     requests: tuple[str, ...] = ()  # user requests that asked for it (from a mined corpus)
+    held_out: bool = False  # every task in the test split: an environment no training task comes from
 
     @property
     def name(self) -> str:
@@ -112,6 +113,8 @@ class Result:
                 for k in ("attempted", "published", "failures", "families", "templates", "chain_lengths")
             },
         }
+        if self.job.held_out:
+            provenance["held_out"] = True
         if "design" in self.stages:  # world designs only: legacy provenance stays as it was
             provenance["design"] = self.stages["design"]
         if "llm" in self.stages:
@@ -295,7 +298,9 @@ def _synthesize(job: Job, min_tasks: int, assist: Assist | None, started: float,
     graph = build_graph(env)
     result.stages["graph"] = graph_json(graph)
     step("tasks")
-    tasks, stats = synthesize_tasks(env, built.design, graph, count=job.tasks, seed=job.seed)
+    tasks, stats = synthesize_tasks(
+        env, built.design, graph, count=job.tasks, seed=job.seed, test_share=1.0 if job.held_out else 0.3
+    )
     if assist is not None:
         step("paraphrase")
         tasks = assist.rewrite_tasks(tasks, built.design.name)
@@ -390,14 +395,23 @@ def more_tasks(folder: Path, *, count: int, seed: int, pack: str) -> tuple[list[
     design = design_domain(domain, seed=provenance["seed"], variant=provenance.get("variant", 0), env_id=env.id)
     build_spec(design)  # fills the design's tool roles, which task synthesis reads
     tasks, stats = synthesize_tasks(
-        env, design, build_graph(env), count=count, seed=seed, id_prefix=f"{env.id}-{pack}", avoid=env.tasks
+        env,
+        design,
+        build_graph(env),
+        count=count,
+        seed=seed,
+        id_prefix=f"{env.id}-{pack}",
+        avoid=env.tasks,
+        test_share=1.0 if provenance.get("held_out") else 0.3,
     )
     return tasks, stats.to_dict()
 
 
 def plan_batch(count: int, seed: int, tasks: int, domains: Iterable[str] | None = None) -> list[Job]:
     """``count`` jobs spread over the catalog's sectors (composites included), over the domains migrated to
-    the world vocabulary; after one pass over every domain, further jobs are seeded variants."""
+    the world vocabulary; after one pass over every domain, further jobs are seeded variants. The last domain
+    of the first pass is held out (all its tasks, in every variant, are test tasks), so a fleet has a world no
+    training task was drawn from."""
     catalog = load_catalog()
     if domains is None:
         by_sector: dict[str, list[str]] = {}
@@ -410,7 +424,11 @@ def plan_batch(count: int, seed: int, tasks: int, domains: Iterable[str] | None 
                     order.append(by_sector[sector].pop(0))
         domains = order
     domains = list(domains)
-    return [Job(domains[i % len(domains)], seed, i // len(domains), tasks) for i in range(count)]
+    held_out = domains[min(count, len(domains)) - 1] if count > 1 and len(domains) > 1 else None
+    return [
+        Job(domains[i % len(domains)], seed, i // len(domains), tasks, held_out=domains[i % len(domains)] == held_out)
+        for i in range(count)
+    ]
 
 
 def run_batch(

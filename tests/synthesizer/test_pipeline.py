@@ -93,6 +93,17 @@ def test_a_batch_is_planned_over_the_migrated_domains_across_sectors() -> None:
     assert [job.variant for job in jobs][-1] == 1  # the pass over every domain done, variants follow
     sectors = [catalog.sector_of[d] for d in planned[: len({catalog.sector_of[d] for d in planned})]]
     assert len(set(sectors)) == len(sectors)  # round robin: one domain per sector before any sector repeats
+    held = {job.domain_id for job in jobs if job.held_out}
+    assert held == {planned[len(catalog.world_ids()) - 1]}  # the last of the first pass, in every variant
+
+
+def test_a_held_out_environment_has_only_test_tasks() -> None:
+    result = synthesize(Job("airline_booking", seed=1, tasks=6, held_out=True))
+    assert result.ok, result.reason
+    tasks = result.stages["tasks"]
+    assert tasks and {t["split"] for t in tasks} == {"test"}
+    assert result.provenance()["held_out"] is True
+    assert "held_out" not in synthesize(Job("airline_booking", seed=1, tasks=2)).provenance()
 
 
 def test_procedural_tests_pass_a_good_spec_and_catch_broken_ones(dental) -> None:
