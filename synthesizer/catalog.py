@@ -322,6 +322,10 @@ def _world_problems(domain: Domain) -> list[str]:
                     problems.append(f"{at}: derive.counter amount {derive.counter.amount!r} is not an attribute")
             if derive.lookup and derive.lookup.by not in attrs:
                 problems.append(f"{at}: derive.lookup by {derive.lookup.by!r} is not an attribute")
+            if derive.by_state is not None:
+                states = set(entity.lifecycle.states) if entity.lifecycle else set()
+                if attr.type != "integer" or not states or not set(derive.by_state) <= states | {"*"}:
+                    problems.append(f"{at}: derive.by_state needs an integer attribute, keyed by its states or '*'")
         if entity.lifecycle and entity.lifecycle.at and entity.lifecycle.at not in attrs:
             problems.append(f"{entity.name}.lifecycle.at: {entity.lifecycle.at!r} is not an attribute")
         for name in COMPUTED_AUTO:

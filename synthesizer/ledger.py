@@ -4,8 +4,9 @@ Money moves only through two generated tables, ``payment_methods`` and ``payment
 refund and credit is a row. This module writes their table specs, the fragments reads and steps share
 (``<e>_owner``: who owns a record; ``<e>_paid``: its net payments per method), the price formula as one
 row-``let`` (integer cents, every division ``mul_div``), and the require/exec blocks the operation kinds
-compose: OWNED, METHOD, CHARGE and REFUND. Rule ids of the blocks are stable strings
-(``authority.owned``, ``pay.method_owned`` ...), the names an agent sees in a refusal.
+compose: OWNED, METHOD, CHARGE, REFUND, DIFF (a price difference either way) and CREDIT (a voucher).
+Rule ids of the blocks are stable strings (``authority.owned``, ``pay.method_owned`` ...), the names an
+agent sees in a refusal.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ __all__ = [
     "method_steps",
     "charge_steps",
     "refund_steps",
+    "difference_steps",
+    "credit_steps",
     "price_let",
     "payable_entities",
+    "ledger_entities",
     "METHOD_LABELS",
 ]
 
@@ -51,6 +55,13 @@ METHOD_LABELS = {
 def payable_entities(design: Design) -> list[Entity]:
     """Entities money is paid for: those a book or pay operation prices, in entity order."""
     names = {op.entity for op in design.domain.operations if op.kind in ("book", "pay")}
+    return [e for e in design.entities if e.name in names]
+
+
+def ledger_entities(design: Design) -> list[Entity]:
+    """Entities a payment row may name: the payable ones, and those credited by a ``compensate`` operation
+    (a voucher issued for a record is a ``credit`` row on it), in entity order."""
+    names = {op.entity for op in design.domain.operations if op.kind in ("book", "pay", "compensate")}
     return [e for e in design.entities if e.name in names]
 
 
@@ -101,7 +112,7 @@ def ledger_tables(design: Design) -> list[dict[str, Any]]:
             }
         ],
     }
-    payable = payable_entities(design)
+    payable = ledger_entities(design)
     columns: list[dict[str, Any]] = [
         {
             "name": "payment_id",
@@ -334,6 +345,70 @@ def refund_steps(design: Design, entity: Entity, percent: str, note: str) -> lis
                     f":r_method_id AND kind IN ({stored})",
                 },
             ],
+        },
+    ]
+
+
+def difference_steps(design: Design, entity: Entity, diff: str, note: str) -> list[Step]:
+    """DIFF: settle a price difference ``diff`` (SQL, cents; positive: owed by the principal) on the chosen
+    ``:payment_method_id``: METHOD for the charge (owned and active whatever the sign; stored value covers a
+    positive difference), a refund only to a method that paid at least that much for the record (so no
+    method's net payment for it goes below zero, and a later refund by tiers never returns more than was
+    paid), then the payment row and the stored value. The record's paid sum is the caller's to update."""
+    ledger = design.domain.ledger
+    assert ledger is not None
+    stored = ", ".join(f"'{k}'" for k in ledger.stored_value) or "''"
+    e = entity.name
+    columns = f"payment_id, method_id, {e}_id, kind, amount_cents, created_at, note"
+    return [
+        *method_steps(design, f"max({diff}, 0)"),
+        {
+            "kind": "require",
+            "sql": f"SELECT {diff} >= 0 OR COALESCE((SELECT SUM(net_cents) FROM {e}_paid WHERE {e}_id = :{e}_id AND "
+            f"method_id = :payment_method_id), 0) >= -({diff}) AS ok, money_text(-({diff})) AS refund_text",
+            "expect": "true",
+            "error": f"A refund of ${{refund_text}} goes back to a method that paid at least that much for "
+            f"{words(e)} {{{e}_id}}; {{payment_method_id}} did not. Choose one of the methods that paid for it.",
+            "rule": "pay.refund_to_payer",
+        },
+        {
+            "kind": "exec",
+            "sql": f"INSERT INTO {PAYMENTS_TABLE} ({columns}) SELECT new_id('{ledger.payment_prefix}'), "
+            f":payment_method_id, :{e}_id, 'charge', {diff}, now(), '{note}' WHERE {diff} > 0",
+        },
+        {
+            "kind": "exec",
+            "sql": f"INSERT INTO {PAYMENTS_TABLE} ({columns}) SELECT new_id('{ledger.payment_prefix}'), "
+            f":payment_method_id, :{e}_id, 'refund', -({diff}), now(), '{note}' WHERE {diff} < 0",
+        },
+        {
+            "kind": "exec",
+            "sql": f"UPDATE {METHODS_TABLE} SET balance_cents = balance_cents - ({diff}) WHERE method_id = "
+            f":payment_method_id AND kind IN ({stored}) AND {diff} <> 0",
+        },
+    ]
+
+
+def credit_steps(design: Design, entity: Entity, amount: str, kind: str, note: str) -> list[Step]:
+    """CREDIT: a new stored-value method of ``kind`` (a voucher) for the acting principal holding ``amount``
+    (SQL, cents), and a ``credit`` payment row tying it to the record; binds ``:voucher_id``. Credits are not
+    payments: the record's paid sum does not change."""
+    ledger = design.domain.ledger
+    assert ledger is not None
+    e, p_id = entity.name, f"{design.principal.name}_id"
+    label = METHOD_LABELS.get(kind, words(kind)).capitalize()
+    return [
+        {"kind": "let", "name": "voucher_id", "sql": f"SELECT new_id('{ledger.prefix}')"},
+        {
+            "kind": "exec",
+            "sql": f"INSERT INTO {METHODS_TABLE} (method_id, {p_id}, kind, label, balance_cents, status) VALUES "
+            f"(:voucher_id, :{p_id}, '{kind}', '{label} ' || substr(:voucher_id, -4), {amount}, 'active')",
+        },
+        {
+            "kind": "exec",
+            "sql": f"INSERT INTO {PAYMENTS_TABLE} (payment_id, method_id, {e}_id, kind, amount_cents, created_at, "
+            f"note) VALUES (new_id('{ledger.payment_prefix}'), :voucher_id, :{e}_id, 'credit', {amount}, now(), "
+            f"'{note}')",
         },
     ]
 

@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["div_half_even", "mul_div", "money_text", "PriceBreakdown", "price", "refund_percent", "refund_split"]
+__all__ = [
+    "div_half_even",
+    "mul_div",
+    "money_text",
+    "PriceBreakdown",
+    "price",
+    "refund_percent",
+    "refund_split",
+    "compensation_cents",
+]
 
 
 def div_half_even(n: int, d: int) -> int:
@@ -87,3 +96,12 @@ def refund_split(net_by_method: Mapping[str, int], percent: int) -> dict[str, in
     zero amounts left out."""
     split = {method: mul_div(net, percent, 100) for method, net in sorted(net_by_method.items()) if net > 0}
     return {method: cents for method, cents in split.items() if cents > 0}
+
+
+def compensation_cents(amount: Any, record: Mapping[str, Any]) -> int:
+    """What a ``compensate`` operation gives for ``record``: ``cents`` per unit of its ``per`` attribute
+    (5 000 per seat × 2 seats = 10 000), or ``percent`` of its ``percent_of`` amount, half to even
+    (20 % of 18 287 = 3 657.4 → 3 657). ``amount`` is the operation's catalog model."""
+    if getattr(amount, "per", None):
+        return amount.cents * int(record[amount.per])
+    return mul_div(int(record[amount.percent_of]), amount.percent, 100)

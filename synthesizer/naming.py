@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlglot.dialects.sqlite import SQLite
 
-__all__ = ["words", "p_", "past"]
+__all__ = ["words", "p_", "past", "a"]
 
 _KEYWORDS = frozenset(k.lower() for k in SQLite.Tokenizer.KEYWORDS if k.isalpha())
 
@@ -65,3 +65,8 @@ def past(verb: str) -> str:
     else:
         head += "ed"
     return " ".join([head, *parts[1:]])
+
+
+def a(noun: str) -> str:
+    """The noun with its indefinite article: 'a booking', 'an appointment'."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .catalog import Entity
     from .modeling import Design
 
-__all__ = ["row", "price_of", "net_by_method", "refund_of", "seconds_between"]
+__all__ = ["row", "price_of", "net_by_method", "refund_of", "seconds_between", "repriced"]
 
 
 def row(conn: sqlite3.Connection, table: str, key: str, value: Any) -> dict[str, Any] | None:
@@ -71,3 +71,21 @@ def refund_of(refund: Any, hours: dict[int, int], at: str, now: str, net: dict[s
     """The percent and per-method refund of a record paid ``net`` when cancelled at ``now``."""
     percent = refund_percent(refund, seconds_between(at, now), hours)
     return percent, refund_split(net, percent)
+
+
+def repriced(
+    design: Design,
+    conn: sqlite3.Connection,
+    pricing_id: str,
+    entity: Entity,
+    record: dict[str, Any],
+    relation_column: str,
+    target_id: str,
+) -> tuple[PriceBreakdown, int]:
+    """A record moved to another resource: the formula on the new resource with the record's own inputs
+    and related rows (its principal's current tier), and the difference from what the record cost
+    (positive: owed by the principal). ``record`` is the row before the move."""
+    arguments = {**record, relation_column: target_id}
+    total = next(a.name for a in entity.attributes if a.derive and a.derive.price == pricing_id)
+    breakdown = price_of(design, conn, pricing_id, entity, arguments)
+    return breakdown, breakdown.total_cents - int(record[total])

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .money import money_text
-from .naming import words
+from .naming import a, words
 from .operations import default_by
 from .operations.cancel import refund_sentence
+from .operations.compensate import compensate_sentence
+from .operations.transfer import transfer_sentence
+from .operations.transition import world_transitions
 
 if TYPE_CHECKING:
     from .modeling import Design
@@ -73,13 +76,17 @@ def who_may_ask(design: Design) -> list[str]:
         by = op.by_or_default(agent_role)
         key = ("forbidden" if op.expose == "forbidden" else by, by)
         groups.setdefault(key, []).append(words(op.name))
-    handled = {(op.entity, op.transition) for op in domain.operations if op.kind == "cancel"}
+    handled = {(op.entity, op.transition) for op in domain.operations if getattr(op, "transition", None)}
     for entity in design.entities:
+        made = {t.name: (name, by) for name, t, by, _ in world_transitions(design, entity)}
         for t in entity.lifecycle.transitions if entity.lifecycle else []:
             if (entity.name, t.name) in handled:
                 continue
             by = t.by or default_by(t.name, agent_role)
-            if by != "principal":
+            if t.name in made:  # a lifecycle step made a tool (check_in_booking): who may ask for it
+                group = "forbidden" if t.expose == "forbidden" else by
+                groups.setdefault((group, by), []).append(words(made[t.name][0]))
+            elif by != "principal":
                 groups.setdefault(("hidden", by), []).append(f"{words(t.name)} ({words(entity.plural)})")
     rows = ["| request | who may ask | check first |", "| --- | --- | --- |"]
     for (group, by), requests in groups.items():
@@ -105,6 +112,12 @@ def world_policy(design: Design) -> str:
     org, plural = design.org_name, words(p.plural)
     owners = f"{org}'" if org.endswith("s") else f"{org}'s"
     verbs = [words(op.name) for op in domain.operations if op.expose == "tool" and op.kind != "quote"]
+    verbs += [
+        words(name)
+        for entity in design.entities
+        for name, _, by, op in world_transitions(design, entity)
+        if op is None and by == "principal"
+    ]
     lines = [
         f"# {org} — {domain.agent.title} policy",
         "",
@@ -154,7 +167,7 @@ def _op_sentence(design: Design, op: Any) -> str | None:
     entity = design.entity(op.entity)
     if op.kind == "quote":
         return (
-            f"The price of a {words(entity.name)} is computed: {price_sentence(design, op.price)}. Quote it with "
+            f"The price of {a(words(entity.name))} is computed: {price_sentence(design, op.price)}. Quote it with "
             f"{op.name} before booking; never state a price you have not quoted."
         )
     if op.kind == "book":
@@ -178,5 +191,9 @@ def _op_sentence(design: Design, op: Any) -> str | None:
     if op.kind == "cancel":
         refund = f" The refund goes back to the methods that paid: {refund_sentence(design, op)}." if op.refund else ""
         reasons = _join([words(r) for r in op.reasons], "or")
-        return f"{op.name} cancels a {words(entity.name)} for one of these reasons: {reasons}.{refund}"
+        return f"{op.name} cancels {a(words(entity.name))} for one of these reasons: {reasons}.{refund}"
+    if op.kind == "transfer":
+        return transfer_sentence(design, op)
+    if op.kind == "compensate":
+        return compensate_sentence(design, op)
     return None

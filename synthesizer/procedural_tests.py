@@ -326,6 +326,8 @@ class Tester:
             return arguments
         p_id = f"{self.design.principal.name}_id"
         names = {e.name for e in self.design.entities}
+        if arguments.get(p_id) not in {r[p_id] for r in self.rows(self.design.principal.name)}:
+            return arguments  # a probe of an unknown principal stays one
         for name, value in arguments.items():
             entity = name.removesuffix("_id")
             if name == p_id or not name.endswith("_id") or entity not in names or p_id not in arguments:
@@ -460,7 +462,7 @@ def run_procedural_tests(env: Environment, design: Design) -> TestReport:
     return tester.test()
 
 
-BLOCK_RULES = ("authority.", "pay.", "avail.", "phase.", "args.")
+BLOCK_RULES = ("authority.", "pay.", "avail.", "phase.", "args.", "rule.")
 """Rule-id families of the world step blocks (``synthesizer.ledger`` and the operation kinds)."""
 
 

@@ -7,6 +7,7 @@ entity (§2.1). Operation items are the operation kinds' own models (``synthesiz
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -90,11 +91,19 @@ class Derive(_Model):
     price: Identifier | None = None
     counter: Counter | None = None
     lookup: Lookup | None = None
+    by_state: dict[str, int | str] | None = Field(
+        None,
+        description="Per lifecycle state, seeded only: a number or an 'int:LOW:HIGH' draw; '*' for every other "
+        "state ({'delayed': 'int:35:300', '*': 0}).",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> Derive:
-        if sum(v is not None for v in (self.copy_, self.price, self.counter, self.lookup)) != 1:
-            raise ValueError("derive takes exactly one of copy, price, counter, lookup")
+        if sum(v is not None for v in (self.copy_, self.price, self.counter, self.lookup, self.by_state)) != 1:
+            raise ValueError("derive takes exactly one of copy, price, counter, lookup, by_state")
+        for value in (self.by_state or {}).values():
+            if isinstance(value, str) and not re.fullmatch(r"int:-?\d+:-?\d+", value):
+                raise ValueError(f"derive.by_state: {value!r} is neither a number nor 'int:LOW:HIGH'")
         return self
 
 

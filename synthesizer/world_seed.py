@@ -10,6 +10,7 @@ capacity counters recomputed from the records holding them.
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 from datetime import datetime, timedelta
@@ -50,10 +51,14 @@ def seed_world(seeder: Seeder) -> None:
         _lookups_and_copies(seeder, entity)
     for entity in design.entities:
         _states_agree_with_clock(seeder, entity)
+    for entity in design.entities:
+        _by_state(seeder, entity)
     if design.domain.ledger:
         _payment_methods(seeder)
     for entity in payable_entities(design):
         _priced_and_paid(seeder, entity)
+    for entity in design.entities:
+        _created(seeder, entity)
     for entity in design.entities:
         held = counter_of(design, entity)
         if held:
@@ -107,6 +112,38 @@ def _lookups_and_copies(seeder: Seeder, entity: Entity) -> None:
                 column = next(r.column for r in entity.relations if r.to == target)
                 parents = {p[f"{target}_id"]: p for p in seeder.rows[design.entity(target).plural]}
                 row[attr.name] = parents[row[column]][source]
+
+
+def _created(seeder: Seeder, entity: Entity) -> None:
+    """``created_at`` of records a ``create`` operation makes (a claim, a request) and no payment dated: a day
+    to six weeks before their moment or the clock, drawn per row apart from the seed's stream."""
+    design = seeder.design
+    if entity in payable_entities(design) or not design.owned(entity):
+        return
+    if not any(op.kind == "create" and op.entity == entity.name for op in design.domain.operations):
+        return
+    life = entity.lifecycle
+    for row in _rows(seeder, entity):
+        moment = _parse(row[life.at]) if life and life.at and row.get(life.at) else seeder.clock.replace(tzinfo=None)
+        latest = min(moment, seeder.clock.replace(tzinfo=None))
+        days = random.Random(f"{design.env_id}:{design.seed}:{row[f'{entity.name}_id']}:created").uniform(1, 40)
+        row["created_at"] = (latest - timedelta(days=days)).replace(second=0, microsecond=0).strftime(_FORMAT)
+
+
+def _by_state(seeder: Seeder, entity: Entity) -> None:
+    """``derive.by_state``: a value only some states have (a delay on delayed flights), set once the states
+    are final; a drawn value comes from its own generator per row, so no other seed value moves."""
+    life = entity.lifecycle
+    for attr in entity.attributes:
+        if attr.derive is None or attr.derive.by_state is None or life is None:
+            continue
+        for row in _rows(seeder, entity):
+            value = attr.derive.by_state.get(str(row[life.field]), attr.derive.by_state.get("*", 0))
+            if isinstance(value, str):
+                low, high = (int(n) for n in value.split(":")[1:])
+                key = f"{seeder.design.env_id}:{seeder.design.seed}:{row[f'{entity.name}_id']}:{attr.name}"
+                value = random.Random(key).randint(low, high)
+            row[attr.name] = value
 
 
 def _states_agree_with_clock(seeder: Seeder, entity: Entity) -> None:
@@ -195,6 +232,8 @@ def _priced_and_paid(seeder: Seeder, entity: Entity) -> None:
         cancelled = cancel is not None and life is not None and state == _to(entity, cancel.transition)
         if pay is not None and state in pay.payable_states or (cancelled and book and book.payment == "none"):
             owed = seeder.rng.choice([0, 0, seeder.rng.randint(1, max(1, total - 1))]) if total > 1 else 0
+        elif book is not None and book.payment == "none" and pay is None:  # nothing ever charges it
+            owed = 0
         else:
             owed = total
         row["amount_paid_cents"] = 0
@@ -207,7 +246,8 @@ def _priced_and_paid(seeder: Seeder, entity: Entity) -> None:
             when = (created + timedelta(seconds=seeder.rng.uniform(0, span))).replace(second=0, microsecond=0)
             if transition.stamp:
                 row[transition.stamp] = when.strftime(_FORMAT)
-            row["refund_cents"] = _refund(seeder, entity, row, cancel, when) if cancel.refund else None
+            if cancel.refund:
+                row["refund_cents"] = _refund(seeder, entity, row, cancel, when)
 
 
 def _to(entity: Entity, transition: str) -> str:

@@ -49,7 +49,8 @@ def auto_columns(design: Design, entity: Entity) -> list[dict[str, Any]]:
                 "description": "What has been paid, net of refunds, in cents (the ledger's sum).",
             }
         )
-    if design.owned(entity) and any(op.kind == "book" for op in ops):
+    made = any(op.kind in ("book", "create") for op in ops)
+    if design.owned(entity) and (made or entity in payable_entities(design)):
         columns.append(
             {"name": "created_at", "type": "datetime", "nullable": False, "description": "When it was made."}
         )
@@ -148,6 +149,10 @@ def build_world_spec(design: Design) -> dict[str, Any]:
     }
 
 
+_TAKES_VALUES = frozenset({"create", "update", "book"})
+"""Tools whose parameters become the record's columns (design §12: a pay tool's amount is the payment's)."""
+
+
 def design_record(design: Design, spec: dict[str, Any]) -> dict[str, Any]:
     """What provenance says about a world design (design §12): principals, the agent, and per tool its role,
     who may ask for it, whether it is exposed, the rule ids its steps name and any computed column it takes
@@ -168,7 +173,7 @@ def design_record(design: Design, spec: dict[str, Any]) -> dict[str, Any]:
             "by": role.by or "principal",
             "expose": exposes.get(role.op_id or "", "tool"),
             "rule_ids": [s["rule"] for s in steps if s.get("rule")],
-            "computed_params": sorted(params & computed[role.entity]) if tool["kind"] == "write" else [],
+            "computed_params": sorted(params & computed[role.entity]) if role.kind in _TAKES_VALUES else [],
         }
     return {
         "org": design.org_name,

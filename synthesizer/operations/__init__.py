@@ -4,7 +4,8 @@ Adding a kind (quote, pay, refund, book a slot ...): write ``synthesizer/operati
 ``@register``-ed ``OperationKind`` (its tools, the tables they write, their probes) and import it
 below; the import order is the order tools are listed in a spec, so new kinds go last. A kind serves
 legacy designs, world designs (``styles``), or both; a kind the catalog declares per domain (quote,
-book, pay, cancel) has a ``model``, and the catalog's operation union is built from those models.
+book, pay, cancel, transfer, compensate ...) has a ``model``, and the catalog's operation union is built
+from those models.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from . import get, search, find_by_label, list_for, count_by_status, get_status,
 from . import list_owned, quote  # noqa: F401
 from . import create, update, transition  # noqa: F401
 from . import book, pay, cancel  # noqa: F401
+from . import transfer, compensate  # noqa: F401
 
 # isort: on
 from .base import OPERATIONS, OperationKind, OperationModel, Style, Tool, ToolRole, default_by, operation, register

@@ -301,6 +301,13 @@ class Book(OperationKind):
         if not principals or not resources:
             return None
         principal = tester.rng.choice(principals)
+        if design.owned(design.entity(op.resource)):  # an owned resource (their card account): one of their own
+            owners = tester.owners(design.entity(op.resource))
+            pairs = [(p, r) for r in resources for p in principals if owners[r[f"{op.resource}_id"]] == p[p_id]]
+            if not pairs:
+                return None
+            principal, chosen = tester.rng.choice(pairs)
+            resources = [chosen]
         schema = tester.env.tools[tool].input_schema["properties"]
         arguments: dict[str, Any] = {
             p_id: principal[p_id],

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..naming import p_, words
+from ..ledger import exists_step, owned_steps
+from ..naming import p_, past, words
 
 if TYPE_CHECKING:
     from ..catalog import Attribute, Entity, Transition
@@ -30,6 +31,11 @@ __all__ = [
     "words",
     "principal_param",
     "view_select",
+    "acting_params",
+    "acting_steps",
+    "state_step",
+    "phase_steps",
+    "Acting",
 ]
 
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$"
@@ -160,3 +166,84 @@ def view_select(design: Design, entity: Entity, where: str) -> str:
         money.append("amount_paid_cents")
     texts = [f"money_text(t.{m}) AS {m[: -len('_cents')]}_text" for m in money]
     return f"SELECT {', '.join(['t.*', *texts])} FROM {record_source(entity)} t WHERE {where}"
+
+
+def acting_params(design: Design, entity: Entity) -> tuple[dict[str, Any], list[str]]:
+    """The parameters naming who acts and on what (world designs): the acting principal and the owned record;
+    the principal alone when the record is the principal; the record alone when it is a shared resource."""
+    p_id, key = f"{design.principal.name}_id", f"{entity.name}_id"
+    if entity.name == design.principal.name:
+        return {p_id: principal_param(design)}, [p_id]
+    if design.owned(entity):
+        return {p_id: principal_param(design), key: id_param(entity)}, [p_id, key]
+    return {key: id_param(entity)}, [key]
+
+
+def acting_steps(design: Design, entity: Entity) -> list[dict[str, Any]]:
+    """EXISTS the acting principal, then OWNED: the record belongs to them along its owner chain
+    (``authority.owned``); a shared resource only has to exist."""
+    principal = design.principal
+    p_id = f"{principal.name}_id"
+    found = exists_step(principal, p_id, f"Find them with find_{principal.name}.")
+    if entity.name == principal.name:
+        return [found]
+    if design.owned(entity):
+        return [found, *owned_steps(design, entity)]
+    return [exists_step(entity)]
+
+
+def state_step(entity: Entity, from_states: list[str], rule: str, done: str | None = None) -> dict[str, Any]:
+    """STATE: the record is in one of ``from_states``; ``done`` says what happens to it ('checked in'), else the
+    message names the rule's tool."""
+    assert entity.lifecycle is not None
+    e, field_name = entity.name, entity.lifecycle.field
+    allowed = ", ".join(f"'{s}'" for s in from_states)
+    states = f"{' or '.join(from_states)} {words(entity.plural)}"
+    tail = f"only {states} can be {done}." if done else f"{rule.split('.', 1)[-1]} works only on {states}."
+    return {
+        "kind": "require",
+        "sql": f"SELECT {field_name} IN ({allowed}) AS ok, {field_name} AS current FROM {entity.plural} "
+        f"WHERE {e}_id = :{e}_id",
+        "expect": "true",
+        "error": f"{words(e).capitalize()} {{{e}_id}} is {{current}}; {tail}",
+        "rule": rule,
+    }
+
+
+def phase_steps(entity: Entity, from_states: list[str], verb: str) -> list[dict[str, Any]]:
+    """PHASE: a record whose every source state lies before its moment is acted on only while it does
+    (``phase.<first source state>``, the rule id cancel uses too)."""
+    life = entity.lifecycle
+    if life is None or life.at is None or not life.phases:
+        return []
+    if not all(life.phases.get(s) == "before" for s in from_states):
+        return []
+    e = entity.name
+    return [
+        {
+            "kind": "require",
+            "sql": f"SELECT {life.at} > now() AS ok, {life.at} AS at_time FROM {entity.plural} WHERE {e}_id = :{e}_id",
+            "expect": "true",
+            "error": f"{words(e).capitalize()} {{{e}_id}} was at {{at_time}}, which has passed; it can no longer be "
+            f"{past(verb)}.",
+            "rule": f"phase.{from_states[0]}",
+        }
+    ]
+
+
+class Acting:
+    """A tester as the rule kinds see it when they probe a tool acting for a principal: every call they make
+    with a record's id is completed with the record's owner (and any other argument the tool needs), so a
+    rule kind written for ``<e>_id``-only tools probes these too. Everything else is the tester's."""
+
+    def __init__(self, tester: Any, complete: Any) -> None:
+        self._tester = tester
+        self._complete = complete
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tester, name)
+
+    def negative(
+        self, tool: str, kind: str, arguments: Any, expect: Any = None, state: Any = None, rule: str | None = None
+    ) -> None:
+        self._tester.negative(tool, kind, self._complete(arguments), expect, state, rule)

@@ -9,10 +9,21 @@ from typing import Any
 
 from ..ledger import METHODS_TABLE
 
-__all__ = ["candidates", "first_accepted"]
+__all__ = ["candidates", "first_accepted", "tables"]
 
 
-def _choices(name: str, schema: dict[str, Any], rows: Callable[[str], list[dict[str, Any]]], person: str) -> list[Any]:
+def _alike(row: dict[str, Any], other: dict[str, Any]) -> int:
+    return sum(1 for k, v in row.items() if not k.endswith("_id") and other.get(k) == v)
+
+
+def _choices(
+    name: str,
+    schema: dict[str, Any],
+    rows: Callable[[str], list[dict[str, Any]]],
+    person: str,
+    tables: dict[str, str],
+    record: dict[str, Any] | None,
+) -> list[Any]:
     if schema.get("enum"):
         return list(schema["enum"])
     if name == "payment_method_id":
@@ -21,7 +32,19 @@ def _choices(name: str, schema: dict[str, Any], rows: Callable[[str], list[dict[
         return [m["method_id"] for m in methods]
     if name.startswith("new_") and name.endswith("_id"):
         entity = name.removeprefix("new_").removesuffix("_id")
-        return [r[f"{entity}_id"] for r in rows(entity)][:40]
+        if entity not in tables:
+            return []
+        key = f"{entity}_id"
+        others = rows(tables[entity])
+        current = next((r for r in others if record and r[key] == record.get(key)), None)
+        if current is not None:  # the likeliest move first: a flight on the same route as the booked one
+            others = sorted((r for r in others if r[key] != current[key]), key=lambda r: -_alike(r, current))
+        return [r[key] for r in others][:40]
+    entity = name.removesuffix("_id")
+    if name.endswith("_id") and entity in tables:  # a record of theirs (the booking a staff act is on)
+        found = rows(tables[entity])
+        own = [r[name] for r in found if person in r.values()]
+        return (own or [r[name] for r in found])[:40]
     kind = schema.get("type")
     if kind == "integer":
         return [max(1, int(schema.get("minimum", 1)))]
@@ -31,12 +54,19 @@ def _choices(name: str, schema: dict[str, Any], rows: Callable[[str], list[dict[
 
 
 def candidates(
-    schema: dict[str, Any], fixed: dict[str, Any], rows: Callable[[str], list[dict[str, Any]]], person: str
+    schema: dict[str, Any],
+    fixed: dict[str, Any],
+    rows: Callable[[str], list[dict[str, Any]]],
+    person: str,
+    tables: dict[str, str],
+    record: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Argument sets for a tool: ``fixed`` plus each required parameter's choices, varying the last first."""
+    """Argument sets for a tool: ``fixed`` plus each required parameter's choices, varying the last first
+    (``rows`` reads a table; ``tables`` maps an entity to its table; ``record`` is the row acted on, so a move
+    tries the resources most like its current one first)."""
     properties = schema.get("properties", {})
     names = [n for n in schema.get("required", []) if n not in fixed]
-    options = [_choices(n, properties[n], rows, person) for n in names]
+    options = [_choices(n, properties[n], rows, person, tables, record) for n in names]
     if any(not o for o in options):
         return
 
@@ -55,3 +85,8 @@ def first_accepted(
     tries: Iterator[dict[str, Any]], accepts: Callable[[dict[str, Any]], bool], limit: int = 24
 ) -> dict[str, Any] | None:
     return next((arguments for arguments in islice(tries, limit) if accepts(arguments)), None)
+
+
+def tables(design: Any) -> dict[str, str]:
+    """Each entity's table."""
+    return {e.name: e.plural for e in design.entities}

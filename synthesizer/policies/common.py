@@ -10,7 +10,7 @@ from servers.spec import Check, GoldCall
 
 from ..naming import words
 from .base import PolicyRef
-from .calls import candidates, first_accepted
+from .calls import candidates, first_accepted, tables
 
 if TYPE_CHECKING:
     from ..modeling import Design
@@ -62,7 +62,7 @@ def probe_break(tester: Tester, ref: PolicyRef, tool: str, tries: list[dict[str,
         finally:
             state.close()
 
-    arguments = first_accepted(iter(tries), accepted)
+    arguments = first_accepted(iter(tries), accepted, limit=80)
     if arguments is None:
         return f"no seeded record lets {tool} break it"
 
@@ -81,16 +81,21 @@ def no_break_check(design: Design, ref: PolicyRef, what: str) -> Check | None:
     return Check(description=f"{what} ({ref.id} not broken)", sql=f"SELECT COUNT(*) = 0 FROM ({sql})", expect="true")
 
 
-def call_for(world: World, tool: str, fixed: dict[str, Any], person: str, reach: list[GoldCall]) -> GoldCall | None:
+def call_for(
+    world: World,
+    tool: str,
+    fixed: dict[str, Any],
+    person: str,
+    reach: list[GoldCall],
+    record: dict[str, Any] | None = None,
+) -> GoldCall | None:
     """A call of ``tool`` with ``fixed`` arguments (the rest filled from the world) that succeeds after ``reach``."""
     schema = world.env.tools[tool].input_schema
 
-    def rows(name: str) -> list[dict[str, Any]]:
-        if name in world.rows:
-            return world.rows[name]
+    def rows(table: str) -> list[dict[str, Any]]:
         state = world.env.new_state()
         try:
-            return state.rows(name)
+            return state.rows(table)
         finally:
             state.close()
 
@@ -98,7 +103,7 @@ def call_for(world: World, tool: str, fixed: dict[str, Any], person: str, reach:
         results = world.trial([*reach, GoldCall(tool=tool, arguments=arguments)])
         return bool(results) and not any(r.is_error for r in results)
 
-    found = first_accepted(candidates(schema, fixed, rows, person), accepted, limit=12)
+    found = first_accepted(candidates(schema, fixed, rows, person, tables(world.design), record), accepted, limit=12)
     return None if found is None else GoldCall(tool=tool, arguments=found)
 
 
@@ -123,11 +128,7 @@ def forbidden_draft(
 
     key = f"{world.design.principal.name}_id"
     record_key = next((v for k, v in forbidden.arguments.items() if k.endswith("_id") and k != key), None)
-    mine = [
-        t
-        for t in targets(world)
-        if t.person[key] == person[key] and t.key != record_key
-    ]
+    mine = [t for t in targets(world) if t.person[key] == person[key] and t.key != record_key]
     world.rng.shuffle(mine)
     for companion in mine[:8]:
         what = phrase(world, companion)

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from ..naming import words
+from ..naming import a, words
 from ..rules.base import Identifier, Param
 from ..world import counts_changes
 from .base import PolicyKind, PolicyModel, PolicyRef, register
-from .calls import candidates
+from .calls import candidates, tables
 from .common import call_for, forbidden_draft, op_of, owned_records, probe_break, record_ask
 
 if TYPE_CHECKING:
@@ -73,9 +73,9 @@ class MaxChangesKind(PolicyKind):
         times = "once" if ref.value == 1 else f"{ref.value:g} times"
         ops = " or ".join(ref.rule.ops)
         return (
-            f"A {words(entity.name)} can be changed ({ops}) at most {times}; its `changes` count says how often it "
-            f"has been. After that the {words(design.principal.name)} can only cancel and start again — do not "
-            "change it, whatever the tool allows."
+            f"{a(words(entity.name)).capitalize()} can be changed ({ops}) at most {times}; its `changes` count says "
+            f"how often it has been. After that the {words(design.principal.name)} can only cancel and start "
+            "again — do not change it, whatever the tool allows."
         )
 
     def violation(self, design: Design, ref: PolicyRef) -> str:
@@ -106,7 +106,7 @@ class MaxChangesKind(PolicyKind):
             for row in tester.rows(entity.name):
                 if self._at_max(ref.value)(row) and row[f"{entity.name}_id"] in owners:
                     fixed = {p_id: owners[row[f"{entity.name}_id"]], f"{entity.name}_id": row[f"{entity.name}_id"]}
-                    tries += list(candidates(schema, fixed, tester.table, fixed[p_id]))[:6]
+                    tries += list(candidates(schema, fixed, tester.table, fixed[p_id], tables(design), row))[:4]
             if tries:
                 return probe_break(tester, ref, tool, tries)
         return f"no seeded {entity.name} at its change limit"
@@ -125,7 +125,7 @@ class MaxChangesKind(PolicyKind):
                 continue
             reach = world.reach(own, person, record)
             fixed = {p_id: person[p_id], f"{entity.name}_id": record[f"{entity.name}_id"]}
-            forbidden = call_for(world, tool, fixed, str(person[p_id]), reach)
+            forbidden = call_for(world, tool, fixed, str(person[p_id]), reach, record)
             if forbidden is None:
                 continue
             draft = forbidden_draft(

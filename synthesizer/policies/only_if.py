@@ -90,6 +90,7 @@ class OnlyIfKind(PolicyKind):
         if op is None:
             return [f"op {rule.op!r} is not an operation of the domain"]
         problems = []
+
         names = {e.name: e for e in domain.entities}
         for condition in rule.conditions:
             entity_name, attr = condition.path.split(".")
@@ -186,13 +187,13 @@ class OnlyIfKind(PolicyKind):
             ]
         finally:
             state.close()
-        from .calls import candidates  # noqa: PLC0415
+        from .calls import candidates, tables  # noqa: PLC0415
 
         schema = tester.env.tools[tool].input_schema
         tries = []
         for row in failing[:12]:
             fixed = {p_id: owners[row[f"{entity.name}_id"]], f"{entity.name}_id": row[f"{entity.name}_id"]}
-            tries += list(candidates(schema, fixed, tester.table, fixed[p_id]))[:3]
+            tries += list(candidates(schema, fixed, tester.table, fixed[p_id], tables(design), row))[:3]
         return probe_break(tester, ref, tool, tries) if tries else f"no seeded {entity.name} fails the conditions"
 
     def refusal(self, world: Any, ref: PolicyRef) -> Any:
@@ -219,7 +220,7 @@ class OnlyIfKind(PolicyKind):
                 continue
             reach = world.reach(own, person, record)
             fixed = {p_id: person[p_id], f"{entity.name}_id": record[f"{entity.name}_id"]}
-            forbidden = call_for(world, tool, fixed, str(person[p_id]), reach)
+            forbidden = call_for(world, tool, fixed, str(person[p_id]), reach, record)
             if forbidden is None:
                 continue
             draft = forbidden_draft(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from ..naming import words
+from ..naming import a, words
 from ..rules.base import Identifier
 from .base import PolicyKind, PolicyModel, PolicyRef, register
 from .common import call_for, forbidden_draft, op_of, owned_rows, probe_break
@@ -78,7 +78,7 @@ class ReasonAllowedKind(PolicyKind):
         entity = words(op.entity)
         refused = [words(r) for r in op.reasons if r not in ref.rule.allowed]
         return (
-            f"Cancel a {entity} only when the reason is {_join([words(r) for r in ref.rule.allowed], 'or')}. For any "
+            f"Cancel {a(entity)} only when the reason is {_join([words(r) for r in ref.rule.allowed], 'or')}. For any "
             f"other reason — {_join(refused, 'or')} — do not cancel it, whatever the tool allows; explain the rule."
         )
 
@@ -147,7 +147,7 @@ class ReasonAllowedKind(PolicyKind):
             reach = world.reach(target.own, target.person, target.record)
             p_id = f"{design.principal.name}_id"
             fixed = {p_id: target.person[p_id], f"{op.entity}_id": target.key, "reason": reason}
-            forbidden = call_for(world, tool, fixed, str(target.person[p_id]), reach)
+            forbidden = call_for(world, tool, fixed, str(target.person[p_id]), reach, target.record)
             if forbidden is None:
                 continue
             ask = f"Please cancel {what} — {said(reason)}."

@@ -10,7 +10,7 @@ from servers.spec import Check
 
 from ..naming import words
 from .base import PolicyKind, PolicyRef, register
-from .calls import candidates, first_accepted
+from .calls import candidates, first_accepted, tables
 from .common import call_for, footprint, forbidden_draft, op_of
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class StaffOnlyKind(PolicyKind):
         tries = [
             t
             for person in people
-            for t in list(candidates(schema, {p_id: person[p_id]}, tester.table, person[p_id]))[:4]
+            for t in list(candidates(schema, {p_id: person[p_id]}, tester.table, person[p_id], tables(design)))[:4]
         ]
 
         def accepted(arguments: dict[str, Any]) -> bool:

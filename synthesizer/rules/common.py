@@ -46,7 +46,10 @@ def push_over_limit(seeder: Seeder, ref: RuleRef, limit: int, parties: tuple[str
     entity = design.entity(rule.entity)
     if entity.lifecycle is None:
         return
-    spare = next((s for s in entity.lifecycle.states if s not in rule.states), None)
+    uncounted = [s for s in entity.lifecycle.states if s not in rule.states]
+    phases = entity.lifecycle.phases or {}  # a world seed re-aligns states with the clock afterwards: a state
+    spare = next((s for s in uncounted if phases.get(s) == "any"), None)  # true at any moment stays put
+    spare = spare or next(iter(uncounted), None)
     if spare is None:
         return
     owner = column_to(entity, rule.owner)

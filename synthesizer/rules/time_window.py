@@ -31,6 +31,16 @@ class TimeWindow(RuleModel):
     description: str = Field(min_length=1, description="Policy words, with {amount}.")
 
 
+def _world(entities: dict[str, Entity]) -> bool:
+    """Whether the rule's domain speaks the world vocabulary (only world domains have derived, input or money
+    attributes, or shared resources). There ``transition`` may also name an ``update`` operation of the entity
+    (design §9.1, ``change_meal``); a name no tool performs leaves the rule unprobed, which fails the
+    environment's procedural tests."""
+    return any(e.owner != "auto" for e in entities.values()) or any(
+        a.derive or a.input or a.type == "money" or a.set_by for e in entities.values() for a in e.attributes
+    )
+
+
 def violates(value: str, clock: datetime, mode: str, amount: float) -> bool:
     """The test's own oracle: whether a record dated ``value`` is outside the window at ``clock``."""
     moment = datetime.fromisoformat(value) if len(value) > 10 else datetime.fromisoformat(value + " 00:00:00")
@@ -52,7 +62,7 @@ class TimeWindowKind(RuleKind):
         attr = next((a for a in entity.attributes if a.name == rule.attribute), None)
         if attr is None or attr.type not in ("date", "datetime"):
             problems.append(f"{rule.attribute!r} is not a date attribute")
-        if rule.transition != "create" and rule.transition not in transitions:
+        if rule.transition != "create" and rule.transition not in transitions and not _world(entities):
             problems.append(f"unknown transition {rule.transition!r}")
         return problems
 
@@ -189,6 +199,8 @@ class TimeWindowKind(RuleKind):
         violating = [
             r for r in ready if r.get(rule.attribute) and violates(r[rule.attribute], clock, rule.mode, ref.value or 0)
         ]
+        if not violating and tester.design.world and ready:
+            return _moved_outside(tester, ref, tool, entity, ready[0])
         if not violating:
             return f"no seeded {entity.name} ready for it lies outside the window"
         tester.negative(tool, "rule", {key: violating[0][key]}, ref.id, rule=ref.id)
@@ -196,3 +208,23 @@ class TimeWindowKind(RuleKind):
 
     def trap(self, ref: RuleRef) -> Trap | None:
         return None
+
+
+def _moved_outside(tester: Tester, ref: RuleRef, tool: str, entity: Entity, record: dict[str, Any]) -> None:
+    """World designs: no seeded record lies outside the window (a copied moment follows its parent, so the seed
+    cannot place one), so a state copy moves one ready record's moment just outside it, still ahead of the
+    clock for a 'before' window (its phase holds), and the tool must refuse it by this rule."""
+    rule, amount = ref.rule, ref.value or 0
+    clock = tester.clock.replace(tzinfo=None)
+    if rule.mode == "before":
+        moment = clock + timedelta(seconds=max(60, int(amount * 3600) // 2))
+    else:
+        moment = clock - timedelta(days=amount + 3)
+    attr = next(a for a in entity.attributes if a.name == rule.attribute)
+    text = moment.date().isoformat() if attr.type == "date" else moment.strftime("%Y-%m-%d %H:%M:%S")
+    key = f"{entity.name}_id"
+    state = tester.env.new_state()
+    with state.mode("internal"):
+        state.conn.execute(f"UPDATE {entity.plural} SET {rule.attribute} = ? WHERE {key} = ?", (text, record[key]))
+    tester.negative(tool, "rule", {key: record[key]}, ref.id, state=state, rule=ref.id)
+    state.close()

@@ -24,7 +24,7 @@ from synthesizer.pipeline import Job, synthesize
 from synthesizer.procedural_tests import run_procedural_tests
 from synthesizer.seeding import seed_rows
 from synthesizer.world import Pricing, Refund
-from synthesizer.world_spec import computed_columns
+from synthesizer.world_spec import computed_columns, design_record
 from tests.conftest import ENVFLEET, write_env
 
 FERRY = json.loads((Path(__file__).parent / "fixtures" / "world_ferry.json").read_text(encoding="utf-8"))
@@ -104,11 +104,32 @@ def test_refund_tiers_are_exact_at_the_boundary_and_split_per_original_method() 
 # -- the catalog -----------------------------------------------------------------------------------
 
 
-def test_every_catalog_domain_is_legacy_unless_it_says_otherwise() -> None:
-    catalog = load_catalog()
-    world = {d for d, domain in catalog.domains.items() if domain.world}
-    assert world <= {"airline_booking"}
+DERIVED_WAIVED = {"policy.no_third_party", "policy.confirm_amount"}
+INTENT_KINDS = {"quote", "book", "pay", "cancel", "transfer", "compensate", "reschedule", "exchange"}
+
+
+def _legacy_domain() -> Domain:
+    """A catalog domain not migrated yet (the legacy path must keep working while any remains)."""
+    return next(d for d in load_catalog().domains.values() if d.legacy)
+
+
+@pytest.mark.parametrize("domain_id", load_catalog().world_ids())
+def test_every_world_domain_of_the_catalog_meets_the_per_environment_minima(domain_id: str) -> None:
+    """Design §12 at design time, without synthesis: an agent role, at least three intent operations with
+    computed effects and three policy-only rules, and no tool taking a column the system computes."""
+    design = design_domain(load_catalog().domain(domain_id), seed=1)
+    spec = build_spec(design)
+    assert design.domain.agent is not None and design.domain.org is not None
+    intents = [name for name, role in design.roles.items() if role.kind in INTENT_KINDS]
+    assert len(intents) >= 3, intents
+    assert len(design.policy_refs) >= 3, [r.id for r in design.policy_refs]
+    record = design_record(design, spec)
+    assert {name: t["computed_params"] for name, t in record["tools"].items() if t["computed_params"]} == {}
+
+
+def test_a_domain_is_legacy_unless_it_says_otherwise() -> None:
     assert ferry().world and not ferry().legacy
+    assert _legacy_domain().legacy and not _legacy_domain().world
 
 
 @pytest.mark.parametrize(
@@ -287,7 +308,7 @@ def test_every_intent_operation_is_oracle_checked_and_every_rule_probed(report: 
     assert {"quote_crossing", "reserve_crossing", "pay_booking", "cancel_booking", "find_passenger"} <= oracle
     refused = {(p.tool, p.kind) for p in report.probes if p.kind in ("rule", "wrong_state") and p.passed}
     assert {("reserve_crossing", "rule"), ("pay_booking", "rule"), ("cancel_booking", "rule")} <= refused
-    assert not report.unprobed()
+    assert set(report.unprobed()) <= DERIVED_WAIVED  # judged per task, each with its kind's reason
     cancels = [p for p in report.probes if p.tool == "cancel_booking" and p.kind == "oracle"]
     assert len(cancels) == 5  # once as seeded, then on and a minute inside each of the two tier boundaries
 
@@ -370,7 +391,7 @@ def test_variants_draw_their_tiers_and_limits_and_still_pass(variant: int) -> No
 
 
 def test_a_legacy_domain_gets_no_world_tools_or_ledger() -> None:
-    design = design_domain(load_catalog().domain("dental_clinic"), seed=1)
+    design = design_domain(_legacy_domain(), seed=1)
     spec = build_spec(design)
     assert not {"payments", "payment_methods"} & {t["name"] for t in spec["tables"]}
     assert not {r.kind for r in design.roles.values()} & {"identify", "list_owned", "quote", "book", "pay", "cancel"}
@@ -395,8 +416,14 @@ def test_the_airline_offers_its_operations_and_owned_reads(airline: Any) -> None
         "get_booking",
         "list_bookings_for_passenger",
         "quote_fare",
+        "update_contact",
+        "set_loyalty_tier",
+        "change_meal",
+        "check_in_booking",
         "book_flight",
         "cancel_booking",
+        "change_flight",
+        "issue_delay_voucher",
     ]
     book = next(t for t in spec["tools"] if t["name"] == "book_flight")
     assert list(book["parameters"]["properties"]) == [
@@ -432,8 +459,19 @@ def test_the_airline_policy_opens_with_the_agents_role_and_says_who_may_ask(airl
         "Bluewater Regional Air, a regional airline."
     )
     assert "## Who may ask for what" in policy
-    assert "| book flight and cancel booking | the passenger, for their own records |" in policy
-    assert "| cancel (flights) and check in (bookings) | operations staff | nothing for you to do; explain |" in policy
+    assert (
+        "| book flight, cancel booking, change flight, change meal and update contact | the passenger, for their own "
+        "records |" in policy
+    )
+    assert "| issue delay voucher | the passenger; you decide under this policy | the conditions below |" in policy
+    assert "| set loyalty tier | only loyalty desk staff | refuse; loyalty desk staff handle it |" in policy
+    assert "| cancel (flights) | operations staff | nothing for you to do; explain |" in policy
+    assert "Cancel a booking only when the reason is change of plans, schedule change or illness." in policy
+    assert "A booking can be changed (change_flight) at most once" in policy
+    assert (
+        "Use issue_delay_voucher only when the passenger's loyalty tier is gold or platinum and the flight's delay "
+        "minutes is more than 180" in policy
+    )
     assert (
         "| delay (flights), depart (flights), mark flown (bookings) and mark no show (bookings) | the system |"
         in policy
@@ -445,44 +483,70 @@ def test_the_airline_policy_opens_with_the_agents_role_and_says_who_may_ask(airl
     assert "all of it 72 hours or more before departure, half from 24 hours, nothing after that" in policy
 
 
+def _gold_and_open_flight(seed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    gold = next(p for p in seed["passengers"] if p["loyalty_tier"] == "gold" and p["account_status"] == "active")
+    flight = next(f for f in seed["flights"] if f["status"] == "scheduled" and f["seats_left"] >= 2)
+    return gold, flight
+
+
 def test_the_airline_fare_is_the_oracles(airline: Any) -> None:
     design, _, seed, env = airline
     pricing = design.domain.pricing["fare"]
     assert price(pricing, 12900, 2, "business", "gold").total_cents == 62404  # the design's §3.3 example
-    gold = next(p for p in seed["passengers"] if p["passenger_id"] == "PAX-0025")
-    flight = next(f for f in seed["flights"] if f["flight_id"] == "FLT-0001")
-    assert (gold["loyalty_tier"], flight["fare_cents"], flight["status"]) == ("gold", 34695, "scheduled")
-    state = env.new_state()
-    quote = env.call(
-        state, "quote_fare", {"passenger_id": "PAX-0025", "flight_id": "FLT-0001", "fare_class": "business", "seats": 2}
-    )
-    state.close()
     # 34 695 × 2 × 2.5 = 173 475; 10 % = 17 347.5 → 17 348 (half to even); 156 127 + 7.5 % tax 11 710 = 167 837
-    assert quote.structured["total_cents"] == price(pricing, 34695, 2, "business", "gold").total_cents == 167837
-    assert (quote.structured["discount_cents"], quote.structured["tax_cents"]) == (17348, 11710)
+    literal = price(pricing, 34695, 2, "business", "gold")
+    assert (literal.total_cents, literal.discount_cents, literal.tax_cents) == (167837, 17348, 11710)
+    gold, flight = _gold_and_open_flight(seed)
+    state = env.new_state()
+    arguments = {"flight_id": flight["flight_id"], "fare_class": "business", "seats": 2}
+    quote = env.call(state, "quote_fare", {"passenger_id": gold["passenger_id"], **arguments})
+    state.close()
+    oracle = price(pricing, flight["fare_cents"], 2, "business", "gold")
+    assert quote.structured["total_cents"] == oracle.total_cents
+    assert (quote.structured["discount_cents"], quote.structured["tax_cents"]) == (
+        oracle.discount_cents,
+        oracle.tax_cents,
+    )
 
 
 def test_the_airline_refund_is_the_oracles_per_original_method(airline: Any) -> None:
     design, spec, seed, env = airline
-    paid = [(p["method_id"], p["amount_cents"]) for p in seed["payments"] if p["booking_id"] == "BKG-0003"]
-    assert sorted(paid) == [("PM-0001", 54219), ("PM-0002", 2600)]
+    paid_by: dict[str, dict[str, int]] = {}
+    for p in seed["payments"]:
+        if p.get("booking_id") and p["kind"] == "charge":
+            paid_by.setdefault(p["booking_id"], {})
+            paid_by[p["booking_id"]][p["method_id"]] = (
+                paid_by[p["booking_id"]].get(p["method_id"], 0) + p["amount_cents"]
+            )
+    booking = next(
+        b
+        for b in seed["bookings"]
+        if b["status"] == "booked" and len(paid_by.get(b["booking_id"], {})) == 2 and not b.get("changes")
+    )
+    paid = paid_by[booking["booking_id"]]
     state = env.new_state()
     with state.mode("internal"):  # 30 hours before departure: the 50 % tier
         state.conn.execute(
-            "UPDATE bookings SET departs_at = datetime(?, '+30 hours') WHERE booking_id = 'BKG-0003'",
-            (spec["clock"][:19].replace("T", " "),),
+            "UPDATE bookings SET departs_at = datetime(?, '+30 hours') WHERE booking_id = ?",
+            (spec["clock"][:19].replace("T", " "), booking["booking_id"]),
         )
     result = env.call(
-        state, "cancel_booking", {"passenger_id": "PAX-0001", "booking_id": "BKG-0003", "reason": "illness"}
+        state,
+        "cancel_booking",
+        {"passenger_id": booking["passenger_id"], "booking_id": booking["booking_id"], "reason": "illness"},
     )
     assert not result.is_error, result.text
     refunds = state.conn.execute(
-        "SELECT method_id, amount_cents FROM payments WHERE booking_id = 'BKG-0003' AND kind = 'refund' "
-        "ORDER BY method_id"
+        "SELECT method_id, amount_cents FROM payments WHERE booking_id = ? AND kind = 'refund' ORDER BY method_id",
+        (booking["booking_id"],),
     ).fetchall()
     state.close()
-    assert refunds == sorted(refund_split(dict(paid), 50).items()) == [("PM-0001", 27110), ("PM-0002", 1300)]
-    assert (result.structured["refund_percent"], result.structured["refunded_cents"]) == (50, 28410)
+    assert refunds == sorted(refund_split(paid, 50).items())
+    assert (result.structured["refund_percent"], result.structured["refunded_cents"]) == (
+        50,
+        sum(refund_split(paid, 50).values()),
+    )
+    assert refund_split({"card": 54219, "gift": 2600}, 50) == {"card": 27110, "gift": 1300}  # 27 109.5 to even
 
 
 def test_the_airline_passes_its_procedural_tests_with_every_block_rule_probed(airline: Any) -> None:
@@ -492,7 +556,7 @@ def test_the_airline_passes_its_procedural_tests_with_every_block_rule_probed(ai
     assert (
         {"authority.owned", "pay.method_owned", "pay.stored_value", "avail.capacity", "phase.booked", "args.identify"}
         <= set(report.rules)
-        <= report.probed
+        <= report.probed | DERIVED_WAIVED
     )
 
 
@@ -513,30 +577,38 @@ async def test_the_airline_served_over_mcp_books_at_the_oracles_price_and_refuse
     design, spec, seed, _ = airline
     folder = write_env(tmp_path / "airline_booking", spec, seed)
     args = [*ENVFLEET[1:], "serve", str(folder), "--log-level", "warning"]
+    gold, flight = _gold_and_open_flight(seed)
+    stranger = next(
+        b for b in seed["bookings"] if b["passenger_id"] != gold["passenger_id"] and b["status"] == "booked"
+    )
     async with connect_stdio(ENVFLEET[0], args) as client:
-        found = await client.call_tool("find_passenger", {"email": "Devon.Holmes@outlook.com"})
+        found = await client.call_tool("find_passenger", {"email": gold["email"]})
         assert not found.is_error, found.content[0].text
-        assert [r["passenger_id"] for r in found.structured_content["rows"]] == ["PAX-0025"]
-        arguments = {"passenger_id": "PAX-0025", "flight_id": "FLT-0001", "fare_class": "business", "seats": 2}
-        quote = await client.call_tool("quote_fare", arguments)
-        card = next(m for m in seed["payment_methods"] if m["passenger_id"] == "PAX-0025" and m["kind"] == "card")
+        assert [r["passenger_id"] for r in found.structured_content["rows"]] == [gold["passenger_id"]]
+        arguments = {"passenger_id": gold["passenger_id"], "flight_id": flight["flight_id"], "fare_class": "business"}
+        quote = await client.call_tool("quote_fare", {**arguments, "seats": 2})
+        card = next(
+            m for m in seed["payment_methods"] if m["passenger_id"] == gold["passenger_id"] and m["kind"] == "card"
+        )
         booked = await client.call_tool(
             "book_flight",
             {
                 **arguments,
-                "ticket_name": "Devon Holmes",
+                "seats": 2,
+                "ticket_name": gold["full_name"],
                 "meal_request": "vegan",
                 "payment_method_id": card["method_id"],
             },
         )
         assert not booked.is_error, booked.content[0].text
-        total = price(design.domain.pricing["fare"], 34695, 2, "business", "gold").total_cents
+        total = price(design.domain.pricing["fare"], flight["fare_cents"], 2, "business", "gold").total_cents
         assert quote.structured_content["total_cents"] == booked.structured_content["total_cents"] == total
-        assert booked.structured_content["amount_paid_text"] == "1678.37"
+        assert booked.structured_content["amount_paid_text"] == f"{total // 100}.{total % 100:02d}"
         refused = await client.call_tool(
-            "cancel_booking", {"passenger_id": "PAX-0025", "booking_id": "BKG-0003", "reason": "illness"}
+            "cancel_booking",
+            {"passenger_id": gold["passenger_id"], "booking_id": stranger["booking_id"], "reason": "illness"},
         )
-        assert refused.is_error and "does not belong to passenger PAX-0025" in refused.content[0].text
+        assert refused.is_error and f"does not belong to passenger {gold['passenger_id']}" in refused.content[0].text
 
 
 def test_the_airline_declares_the_designs_invariants_and_its_seed_keeps_them(airline: Any) -> None:
@@ -552,7 +624,7 @@ def test_the_airline_declares_the_designs_invariants_and_its_seed_keeps_them(air
 
 
 def test_a_legacy_domain_may_not_use_the_world_vocabulary_by_halves() -> None:
-    data = load_catalog().domain("dental_clinic").model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    data = _legacy_domain().model_dump(mode="json", by_alias=True, exclude_defaults=True)
     data["entities"][0]["attributes"][0]["type"] = "money"
     with pytest.raises(ValidationError, match="money attributes, derive and input need 'legacy': false"):
         Domain.model_validate(data)
@@ -565,13 +637,23 @@ def test_a_job_asking_for_no_tasks_publishes_the_world_with_its_design_record() 
     design = result.provenance()["design"]
     assert design["org"] == "Bluewater Regional Air" and design["principals"] == ["passenger"]
     kinds = {name: tool["kind"] for name, tool in design["tools"].items()}
-    assert [n for n, k in kinds.items() if k in ("quote", "book", "pay", "cancel")] == [
+    assert [n for n, k in kinds.items() if k in INTENT_KINDS] == [
         "quote_fare",
         "book_flight",
         "cancel_booking",
+        "change_flight",
+        "issue_delay_voucher",
+    ]
+    assert design["policy_rules"] == [
+        "policy.cancel_reasons",
+        "policy.one_change",
+        "policy.delay_voucher",
+        "policy.staff_only_set_loyalty_tier",
+        "policy.no_third_party",
+        "policy.confirm_amount",
     ]
     assert all(tool["computed_params"] == [] for tool in design["tools"].values())
     assert "authority.owned" in design["tools"]["cancel_booking"]["rule_ids"]
     assert "invariant_flight_seats_left" in design["invariants"]
-    legacy = synthesize(Job("dental_clinic", seed=1, tasks=0))
+    legacy = synthesize(Job(_legacy_domain().id, seed=1, tasks=0))
     assert legacy.ok and "design" not in legacy.provenance()
