@@ -344,6 +344,9 @@ def _world_problems(domain: Domain) -> list[str]:
         if op.by_or_default() == "principal" and owner_chain(domain, by_name[op.entity]) is None:
             problems.append(f"{at}: a principal's operation acts on an owned entity; {op.entity!r} has no owner")
         problems += [f"{at}: {p}" for p in operation_problems(op, domain)]
+    rule_ids = [rule.id for rule in domain.rules if rule.id]
+    if len(rule_ids) != len(set(rule_ids)):
+        problems.append("rules: ids repeat")
     ids = [rule.id for rule in domain.policy_rules]
     if len(ids) != len(set(ids)):
         problems.append("policy_rules: ids repeat")

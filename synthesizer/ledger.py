@@ -256,8 +256,8 @@ def method_steps(design: Design, amount: str) -> list[Step]:
     ledger = design.domain.ledger
     assert ledger is not None
     p_id = f"{design.principal.name}_id"
-    stored = ", ".join(f"'{k}'" for k in ledger.stored_value) or "''"
-    return [
+    stored = ", ".join(f"'{k}'" for k in ledger.stored_value)
+    owned: list[Step] = [
         {
             "kind": "require",
             "sql": f"SELECT 1 FROM {METHODS_TABLE} WHERE method_id = :payment_method_id AND {p_id} = :{p_id} "
@@ -266,6 +266,11 @@ def method_steps(design: Design, amount: str) -> list[Step]:
             f"{{{p_id}}}; get_{design.principal.name} lists their methods.",
             "rule": "pay.method_owned",
         },
+    ]
+    if not stored:  # no method holds a balance: nothing to cover
+        return owned
+    return [
+        *owned,
         {
             "kind": "require",
             "sql": f"SELECT kind NOT IN ({stored}) OR balance_cents >= {amount} AS ok, money_text(balance_cents) AS "

@@ -103,8 +103,10 @@ class Design:
 
     def tool(self, kind: str, entity: str, *, relation: str | None = None, transition: str | None = None) -> str | None:
         """The name of the tool with this role, or None when the design has none."""
-        wanted = ToolRole(kind, entity, relation, transition)
-        return next((name for name, role in self.roles.items() if role == wanted), None)
+        wanted = (kind, entity, relation, transition)
+        return next(
+            (name for name, r in self.roles.items() if (r.kind, r.entity, r.relation, r.transition) == wanted), None
+        )
 
 
 def _draw(rng: random.Random, param: Param, variant: int) -> float:

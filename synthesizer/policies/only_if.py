@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 __all__ = ["OnlyIf", "Condition"]
 
 Comparison = Literal[">", ">=", "<", "<=", "="]
+_COMPARE = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "=": lambda a, b: a == b,
+}
 _WORDS = {">": "more than", ">=": "at least", "<": "less than", "<=": "at most", "=": "exactly"}
 
 
@@ -168,13 +175,123 @@ class OnlyIfKind(PolicyKind):
         return state.conn.execute(sql, (key,)).fetchone() is not None
 
     def adjust_seed(self, seeder: Any, ref: PolicyRef) -> None:
-        """Nothing to shape: the catalog's value ranges give qualifying and non-qualifying records."""
+        """Records on both sides of the conditions: when every record qualifies (or none does), about one in
+        four is moved across by an ``in`` condition on a drawn enum attribute (chosen by id, no draw from the
+        seed's stream); the refusal and the conditional tasks need both kinds."""
+        design = seeder.design
+        op = op_of(design, ref.op)
+        entity = design.entity(op.entity)
+        rows = seeder.rows[entity.plural]
+        if not rows:
+            return
+        verdicts = [self._holds(seeder, ref, row) for row in rows]
+        if all(v is not None for v in verdicts) and 0 < sum(verdicts) < len(verdicts):  # type: ignore[arg-type]
+            return
+        flippable = [c for c in ref.rule.conditions if c.in_ is not None]
+        flip = next((c for c in flippable if (a := self._attribute(design, c)) and a.enum and not a.derive), None)
+        if flip is None:
+            return
+        target, name = flip.path.split(".")
+        attr = self._attribute(design, flip)
+        inside = [v for v in dict.fromkeys(attr.enum) if v in flip.in_]
+        outside = [v for v in dict.fromkeys(attr.enum) if v not in flip.in_]
+        values = outside if all(verdicts) else inside
+        if not values:
+            return
+        if op.kind in ("book", "create"):  # the records made lie in the past: move related rows none of them uses
+            relation = next((r for r in entity.relations if r.to == target), None)
+            if relation is None:
+                return
+            used = {row.get(relation.column) for row in rows}
+            for other in seeder.rows[design.entity(target).plural]:
+                key = other[f"{target}_id"]
+                if key not in used and sum(map(ord, str(key))) % 3 == 0:
+                    other[name] = values[sum(map(ord, str(key))) % len(values)]
+            return
+        for row in rows:
+            if sum(map(ord, str(row[f"{entity.name}_id"]))) % 4 == 0:
+                holder = self._row(seeder, entity.name, target, row)
+                if holder is not None:
+                    holder[name] = values[sum(map(ord, str(row[f"{entity.name}_id"]))) % len(values)]
+
+    def _attribute(self, design: Design, condition: Condition) -> Any:
+        entity, name = condition.path.split(".")
+        return next((a for a in design.entity(entity).attributes if a.name == name), None)
+
+    def _row(self, seeder: Any, entity_name: str, target: str, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The row of ``target`` a record of ``entity_name`` leads to (itself, a parent, or up its owner chain)."""
+        design = seeder.design
+        current, current_entity = row, design.entity(entity_name)
+        path = [current_entity, *((design.chain(current_entity) or [])[1:])]
+        relation = next((r for r in current_entity.relations if r.to == target), None)
+        if target == entity_name:
+            return row
+        if relation is not None:
+            return self._find(seeder, target, row.get(relation.column))
+        for child, parent in zip(path, path[1:], strict=False):
+            column = next(r.column for r in child.relations if r.to == parent.name)
+            current = self._find(seeder, parent.name, current.get(column)) or {}
+            if parent.name == target:
+                return current or None
         return None
+
+    def _find(self, seeder: Any, entity_name: str, key: Any) -> dict[str, Any] | None:
+        table = seeder.rows[seeder.design.entity(entity_name).plural]
+        return next((r for r in table if r[f"{entity_name}_id"] == key), None)
+
+    def _holds(self, seeder: Any, ref: PolicyRef, row: dict[str, Any]) -> bool | None:
+        """The conditions on a seed row, in Python (None when a row they name is missing)."""
+        entity = op_of(seeder.design, ref.op).entity
+        for condition in ref.rule.conditions:
+            target, name = condition.path.split(".")
+            holder = self._row(seeder, entity, target, row)
+            if holder is None:
+                return None
+            value = holder.get(name)
+            if condition.in_ is not None:
+                if value not in condition.in_:
+                    return False
+            else:
+                bound = self._value(condition, ref)
+                if value is None or not _COMPARE[condition.op](value, bound):  # type: ignore[index]
+                    return False
+        return True
+
+    def _new_record_tries(self, tester: Any, ref: PolicyRef, tool: str) -> list[dict[str, Any]]:
+        """For an op that makes a record (book): a call the tool accepts, with the related record the conditions
+        name swapped for one of the same principal's that fails them (a transfer onto a card not offered it)."""
+        design = tester.design
+        op = op_of(design, ref.op)
+        entity = design.entity(op.entity)
+        from ..operations import operation  # noqa: PLC0415
+
+        base = operation("book").arguments(tester, tool, entity, op) if op.kind == "book" else None
+        if base is None:
+            return []
+        p_id = f"{design.principal.name}_id"
+        tries = []
+        for condition in ref.rule.conditions:
+            target, name = condition.path.split(".")
+            relation = next((r for r in entity.relations if r.to == target), None)
+            if relation is None or relation.column not in base or condition.in_ is None:
+                continue
+            related = design.entity(target)
+            owners = tester.owners(related) if design.owned(related) else {}
+            for row in tester.rows(target):
+                owner = owners.get(row[f"{target}_id"], base[p_id])
+                if row.get(name) not in condition.in_ and owner == base[p_id]:
+                    tries.append({**base, relation.column: row[f"{target}_id"]})
+        return tries
 
     def probe(self, tester: Any, ref: PolicyRef) -> str | None:
         design = tester.design
         op = op_of(design, ref.op)
         tool = design.op_tool(op.name)
+        if op.kind == "book":
+            tries = self._new_record_tries(tester, ref, tool)
+            return (
+                probe_break(tester, ref, tool, tries) if tries else "no related record of the user fails the conditions"
+            )
         entity = design.entity(op.entity)
         p_id = f"{design.principal.name}_id"
         owners = tester.owners(entity)

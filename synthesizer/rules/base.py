@@ -54,6 +54,10 @@ class RuleModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    id: Identifier | None = Field(
+        None, description="A stable id: the rule is `rule.<id>` in the tools' errors, the probes and task tags."
+    )
+
 
 class Param(BaseModel):
     """A rule parameter: the default, and the range variants are drawn from."""
@@ -82,7 +86,7 @@ class RuleRef:
 
     @classmethod
     def of(cls, index: int, rule: Any, value: float | None = None) -> RuleRef:
-        return cls(f"{rule.kind}_{index}", index, rule, value)
+        return cls(f"rule.{rule.id}" if rule.id else f"{rule.kind}_{index}", index, rule, value)
 
     @property
     def kind(self) -> RuleKind:

@@ -21,10 +21,18 @@ from synthesizer.rules import KINDS, KindError, RuleKind, RuleRef, register, rul
 from synthesizer.rules.base import RuleModel
 from synthesizer.seeding import seed_rows
 
-FULLY_PROBED = ["dental_clinic", "apartment_rental", "brokerage_orders", "car_dealership", "credit_card_servicing"]
-"""Catalog domains whose seeds offer a refusal case for every rule: each rule must be probed."""
-SAMPLE = FULLY_PROBED + ["airline_booking", "dual_fuel_utility", "catering_orders", "dmv_vehicle_registration"]
-"""A wider sample, including domains where a kind has to say why it made no probe."""
+FULLY_PROBED = ["airline_booking", "dental_clinic", "apartment_rental", "car_dealership", "credit_card_servicing"]
+"""World domains whose seeds offer a refusal case for every rule: each rule must be probed."""
+SAMPLE = FULLY_PROBED + ["dealership_sales_and_service", "mobile_and_home_internet", "catering_orders"]
+"""A wider sample (a world composite, a legacy composite, a legacy domain), including domains where a kind has to
+say why it made no probe."""
+DERIVED_WAIVED = {"policy.no_third_party", "policy.confirm_amount"}
+"""Policy-only rules judged per task (who is talking, what the user declined): waived with their kind's reason."""
+
+
+def _legacy(where: Any = lambda domain: True) -> Domain:
+    """A catalog domain not migrated yet (the legacy path must keep working while any remains)."""
+    return next(d for d in load_catalog().domains.values() if d.legacy and where(d))
 
 
 def _tested(domain_id: str, variant: int = 0) -> tuple[Any, procedural_tests.TestReport]:
@@ -58,7 +66,10 @@ def test_every_registered_operation_kind_implements_every_phase_itself() -> None
         style: [k for k, op in OPERATIONS.items() if op.phase == "write" and style in op.styles]
         for style in ("legacy", "world")
     }
-    assert writes == {"legacy": ["create", "update", "transition"], "world": ["book", "pay", "cancel"]}
+    assert writes == {
+        "legacy": ["create", "update", "transition"],
+        "world": ["create", "update", "transition", "book", "pay", "cancel", "transfer", "compensate"],
+    }
     for name, op in OPERATIONS.items():
         assert not [p for p in phases if getattr(type(op), p) is getattr(OperationKind, p)], name
         assert op.styles and op.styles <= {"legacy", "world"}, name
@@ -99,7 +110,7 @@ def test_an_incomplete_operation_kind_is_refused_at_registration() -> None:
 def test_unknown_kinds_are_errors_not_skipped_rules() -> None:
     with pytest.raises(KindError, match="unknown rule kind 'quota'"):
         rule_kind("quota")
-    data = load_catalog().domain("dental_clinic").model_dump(mode="json", by_alias=True)
+    data = _legacy().model_dump(mode="json", by_alias=True)
     data["rules"].append({"kind": "quota", "entity": data["rules"][0]["entity"], "description": "At most 2."})
     with pytest.raises(ValidationError, match="quota"):
         Domain.model_validate(data)
@@ -114,24 +125,37 @@ def test_the_llm_is_taught_each_registered_kind_in_its_own_words() -> None:
 # -- the design's stable ids and roles -------------------------------------------------------------
 
 
-def test_rule_ids_are_made_once_and_are_the_names_the_tools_refuse_with() -> None:
-    design = design_domain(load_catalog().domain("dental_clinic"), seed=1)
+@pytest.mark.parametrize("world", [False, True])
+def test_rule_ids_are_made_once_and_are_the_names_the_tools_refuse_with(world: bool) -> None:
+    domain = load_catalog().domain("airline_booking") if world else _legacy()
+    design = design_domain(domain, seed=1)
     spec = build_spec(design)
-    assert [r.id for r in design.refs] == [f"{r.kind}_{i}" for i, r in enumerate(design.rules)]
+    ids = [f"rule.{r.id}" if r.id else f"{r.kind}_{i}" for i, r in enumerate(design.rules)]
+    assert [r.id for r in design.refs] == ids
+    if world:  # the airline names its rules: stable when a variant drops one
+        assert ids[:2] == ["rule.passenger_active", "rule.flight_on_sale"]
     assert all(isinstance(r, RuleRef) and r.rule is design.rules[r.index] for r in design.refs)
     named = {step.get("rule") for tool in spec["tools"] for step in tool["steps"]}
     assert {r.id for r in design.refs} <= named
     assert [line for line in spec["policy"].splitlines() if line in {f"- {r.policy}" for r in design.refs}]
 
 
-def test_tools_are_found_by_role_not_by_name() -> None:
-    design = design_domain(load_catalog().domain("dental_clinic"), seed=1)
+@pytest.mark.parametrize("world", [False, True])
+def test_tools_are_found_by_role_not_by_name(world: bool) -> None:
+    design = design_domain(load_catalog().domain("airline_booking") if world else _legacy(), seed=1)
     spec = build_spec(design)
     names = {tool["name"] for tool in spec["tools"]}
     assert set(design.roles) == names
-    assert design.tool("transition", "appointment", transition="cancel") == "cancel_appointment"
-    assert design.tool("list_for", "appointment", relation="patient") == "list_appointments_for_patient"
-    assert design.tool("transition", "appointment", transition="no_such_step") is None
+    unique: dict[tuple[Any, ...], list[str]] = {}
+    for name, role in design.roles.items():  # a role names one tool (world roles also carry op and who)
+        unique.setdefault((role.kind, role.entity, role.relation, role.transition), []).append(name)
+    for (kind, entity, relation, transition), found in unique.items():
+        assert design.tool(kind, entity, relation=relation, transition=transition) == found[0]
+    if world:
+        assert design.tool("transition", "booking", transition="check_in") == "check_in_booking"
+        assert design.tool("list_owned", "booking") == "list_bookings_for_passenger"
+    entity = design.entities[-1].name
+    assert design.tool("transition", entity, transition="no_such_step") is None
     assert {role.kind for role in design.roles.values()} <= set(OPERATIONS)
 
 
@@ -141,8 +165,8 @@ def test_tools_are_found_by_role_not_by_name() -> None:
 @pytest.mark.parametrize("domain_id", FULLY_PROBED)
 def test_every_rule_of_these_designs_is_probed(domain_id: str) -> None:
     design, report = _tested(domain_id)
-    assert report.rules == [r.id for r in design.refs] and report.rules
-    assert set(report.rules) <= report.probed, report.unprobed()
+    assert report.rules[: len(design.refs)] == [r.id for r in design.refs] and report.rules
+    assert set(report.rules) - DERIVED_WAIVED <= report.probed, report.unprobed()
     assert report.passed, report.why()
     rule_probes = [p for p in report.probes if p.kind == "rule"]
     assert rule_probes and all(p.passed for p in rule_probes)
@@ -169,7 +193,8 @@ def test_a_rule_no_phase_accounted_for_fails_the_report_loudly() -> None:
 
 
 def test_a_waived_rule_is_reported_with_its_reason() -> None:
-    design, report = _tested("dual_fuel_utility")
+    legacy = _legacy(lambda d: any(r.kind == "eligibility" and r.action != "create" for r in d.rules))
+    design, report = _tested(legacy.id)
     waived = report.unprobed()
     eligibility_on_transitions = [
         r.id for r in design.refs if r.rule.kind == "eligibility" and r.rule.action != "create"
