@@ -469,9 +469,10 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
         "rules": rules,
     }
     if first.world and second.world:
-        merged.update(_world_parts(first, _renamed(second.model_dump(by_alias=True), rename)))
-        for entity in merged["entities"][len(first.entities) :]:  # the second's own entities, renamed throughout
+        own = merged["entities"][len(first.entities) :]
+        for entity in own:  # the second's own entities, renamed throughout
             entity.update(_renamed(entity, rename))
+        merged.update(_world_parts(first, _renamed(second.model_dump(by_alias=True), rename), own))
         for theirs, ours in rename.items():  # a shared entity keeps what the second domain knows of it too
             entity = next(e for e in merged["entities"] if e["name"] == ours)
             known = {a["name"] for a in entity["attributes"]}
@@ -510,7 +511,7 @@ def _renamed(value: Any, rename: dict[str, str], key: str | None = None) -> Any:
     return value
 
 
-def _world_parts(first: Domain, second: dict[str, Any]) -> dict[str, Any]:
+def _world_parts(first: Domain, second: dict[str, Any], entities: list[dict[str, Any]]) -> dict[str, Any]:
     """Two world domains as one business: the first's people, name and agent; both sets of staff roles,
     one ledger with every method either takes, both pricings, operations and policy rules."""
     data = first.model_dump(by_alias=True)
@@ -521,9 +522,18 @@ def _world_parts(first: Domain, second: dict[str, Any]) -> dict[str, Any]:
             "methods": list(dict.fromkeys([*data["ledger"]["methods"], *second["ledger"]["methods"]])),
             "stored_value": list(dict.fromkeys([*data["ledger"]["stored_value"], *second["ledger"]["stored_value"]])),
         }
-    clash = set(data["pricing"]) & set(second["pricing"])
-    if clash or {o["name"] for o in data["operations"]} & {o["name"] for o in second["operations"]}:
-        raise CatalogError(f"composite of {first.id!r}: pricing ids or operation names clash")
+    for pricing_id in set(data["pricing"]) & set(second["pricing"]):  # the second's formula gets its own id
+        renamed = f"{pricing_id}_{second['id']}"[:40]
+        second["pricing"][renamed] = second["pricing"].pop(pricing_id)
+        for op in second["operations"]:
+            if op.get("price") == pricing_id:
+                op["price"] = renamed
+        for entity in entities:  # the second's own entities, as merged
+            for attr in entity["attributes"]:
+                if (attr.get("derive") or {}).get("price") == pricing_id:
+                    attr["derive"]["price"] = renamed
+    ours = {o["name"] for o in data["operations"]}  # one tool per name: the first's (update_contact on the merged
+    second["operations"] = [o for o in second["operations"] if o["name"] not in ours]  # principal) wins
     return {
         "legacy": False,
         "org": data["org"],

@@ -174,10 +174,10 @@ def _op_sentence(design: Design, op: Any) -> str | None:
         resource = design.entity(op.resource)
         future = " in the future" if resource.lifecycle and resource.lifecycle.at else ""
         paid = f" and charges it to one of the {words(design.principal.name)}'s own payment methods"
+        room = f" that still have {words(op.availability.counter)}" if op.availability.mode == "counter" else ""
         return (
-            f"{op.name} books {words(resource.plural)}{future} with room left; the system prices it"
-            + (paid if op.payment == "at_booking" else "; it is paid later")
-            + "."
+            f"{op.name} makes {a(words(entity.name))} on one of the {words(resource.plural)}{future}{room}; the "
+            "system prices it" + (paid if op.payment == "at_booking" else "; it is paid later") + "."
         )
     if op.kind == "pay":
         partial = (

@@ -50,10 +50,17 @@ def refund_sentence(design: Design, op: Any) -> str:
         if hours[i] == 0:
             parts.append(f"{amount} after that" if i else f"{amount}")
         elif i == 0:
-            parts.append(f"{amount} {hours[i]} hours or more before {op.refund.moment or words(op.refund.at)}")
+            parts.append(f"{amount} {span(hours[i])} or more before {op.refund.moment or words(op.refund.at)}")
         else:
-            parts.append(f"{amount} from {hours[i]} hours")
+            parts.append(f"{amount} from {span(hours[i])}")
     return ", ".join(parts)
+
+
+def span(hours: int) -> str:
+    """A notice period as people say it: '72 hours', '14 days' (whole days from 96 hours on), '1 hour'."""
+    if hours >= 96 and hours % 24 == 0:
+        return f"{hours // 24} days"
+    return "1 hour" if hours == 1 else f"{hours} hours"
 
 
 def _phase_steps(entity: Entity, transition: Transition) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..money import money_text
 from ..naming import words
 from ..rules.base import Param
 from .base import PolicyKind, PolicyModel, PolicyRef, register
@@ -127,10 +128,13 @@ class OnlyIfKind(PolicyKind):
 
     def _phrase(self, condition: Condition, ref: PolicyRef) -> str:
         entity, attr = condition.path.split(".")
-        subject = f"the {words(entity)}'s {words(attr)}"
+        unit = next((u for u in ("minutes", "hours", "days", "cents") if attr.endswith(f"_{u}")), None)
+        subject = f"the {words(entity)}'s {words(attr.removesuffix(f'_{unit}') if unit else attr)}"
         if condition.in_ is not None:
             return f"{subject} is {' or '.join(words(str(v)) for v in condition.in_)}"
-        return f"{subject} is {_WORDS[condition.op]} {self._value(condition, ref):g}"  # type: ignore[index]
+        value = self._value(condition, ref)
+        amount = money_text(int(value)) if unit == "cents" else f"{value:g}" + (f" {unit}" if unit else "")
+        return f"{subject} is {_WORDS[condition.op]} {amount}"  # type: ignore[index]
 
     def sentence(self, design: Design, ref: PolicyRef) -> str:
         conditions = " and ".join(self._phrase(c, ref) for c in ref.rule.conditions)

@@ -199,6 +199,8 @@ class TimeWindowKind(RuleKind):
         violating = [
             r for r in ready if r.get(rule.attribute) and violates(r[rule.attribute], clock, rule.mode, ref.value or 0)
         ]
+        if tester.design.world and rule.mode == "before":  # a moment already passed is refused by PHASE first
+            violating = [r for r in violating if str(r[rule.attribute]) > tester.now]
         if not violating and tester.design.world and ready:
             return _moved_outside(tester, ref, tool, entity, ready[0])
         if not violating:
@@ -221,6 +223,10 @@ def _moved_outside(tester: Tester, ref: RuleRef, tool: str, entity: Entity, reco
     else:
         moment = clock - timedelta(days=amount + 3)
     attr = next(a for a in entity.attributes if a.name == rule.attribute)
+    if attr.type == "date" and rule.mode == "before":  # a date is its midnight: tomorrow, ahead of the clock
+        moment = datetime.combine(clock.date() + timedelta(days=1), datetime.min.time())
+        if moment >= clock + timedelta(hours=amount):
+            return f"no date lies ahead of the clock and inside the {amount:g}-hour window"  # type: ignore[return-value]
     text = moment.date().isoformat() if attr.type == "date" else moment.strftime("%Y-%m-%d %H:%M:%S")
     key = f"{entity.name}_id"
     state = tester.env.new_state()

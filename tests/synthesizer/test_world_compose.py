@@ -102,3 +102,21 @@ def test_a_composite_of_a_world_and_a_legacy_domain_waits_and_clashes_are_refuse
         catalog.domain("mixed")
     with pytest.raises(CatalogError, match="clash"):
         compose(_composite(), [ferry, ferry.model_copy(update={"id": "again"})])
+
+
+def test_a_clashing_formula_gets_its_own_id_and_a_clashing_tool_name_keeps_the_first_domains() -> None:
+    shuttle = _shuttle()
+    shuttle["pricing"]["crossing"] = shuttle["pricing"].pop("ride_fare")  # the same pricing id as the ferry's
+    for op in shuttle["operations"]:
+        if op.get("price") == "ride_fare":
+            op["price"] = "crossing"
+    ride = next(e for e in shuttle["entities"] if e["name"] == "ride")
+    next(a for a in ride["attributes"] if (a.get("derive") or {}).get("price"))["derive"]["price"] = "crossing"
+    next(op for op in shuttle["operations"] if op["kind"] == "pay")["name"] = "pay_booking"  # the ferry's tool name
+    merged = compose(_composite(), [Domain.model_validate(copy.deepcopy(FERRY)), Domain.model_validate(shuttle)])
+    assert set(merged.pricing) == {"crossing", "crossing_airport_shuttle"}
+    ops = {op.name: op for op in merged.operations}
+    assert ops["reserve_ride_fare"].price == "crossing_airport_shuttle" and ops["reserve_crossing"].price == "crossing"
+    assert ops["pay_booking"].entity == "booking"  # one tool per name: the first domain's
+    total = next(a for a in merged.entity("ride").attributes if a.derive and a.derive.price)
+    assert total.derive.price == "crossing_airport_shuttle"

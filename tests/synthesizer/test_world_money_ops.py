@@ -194,10 +194,11 @@ def test_change_flight_takes_the_record_the_target_and_a_method_and_counts_chang
     assert {"avail.capacity", "phase.booked", "pay.method_owned", "pay.stored_value", "pay.refund_to_payer"} <= set(
         rules
     )
-    assert "limit_per_owner_2" not in rules  # a move does not add a booking
+    assert "rule.open_bookings" not in rules  # a move does not add a booking
     bookings = next(t for t in spec["tables"] if t["name"] == "bookings")
     assert "changes" in {c["name"] for c in bookings["columns"]}
-    assert all(b.get("changes", 0) == 0 for b in seed["bookings"])
+    used = {b.get("changes") or 0 for b in seed["bookings"]}  # some have used their one change (the policy's limit)
+    assert used == {0, 1}
 
 
 @pytest.mark.parametrize("direction", ["pricier", "cheaper"])
@@ -239,7 +240,8 @@ def test_change_flight_settles_the_recomputed_difference_and_moves_the_seats(air
         "SELECT flight_id, departs_at, total_cents, amount_paid_cents, changes FROM bookings WHERE booking_id = ?",
         booking["booking_id"],
     )[0]
-    assert moved == (target["flight_id"], target["departs_at"], expected, booking["amount_paid_cents"] + diff, 1)
+    changes = (booking.get("changes") or 0) + 1
+    assert moved == (target["flight_id"], target["departs_at"], expected, booking["amount_paid_cents"] + diff, changes)
     seats = dict(
         _rows(
             state, "SELECT flight_id, seats_left FROM flights WHERE flight_id IN (?, ?)",
@@ -317,7 +319,7 @@ def test_change_flight_refuses_what_it_must_and_changes_nothing(airline: World) 
         ({**base, "payment_method_id": stranger["method_id"]}, "pay.method_owned", None),
         ({**base, "passenger_id": stranger["passenger_id"]}, "authority.owned", None),
         (base, "avail.capacity", "UPDATE flights SET seats_left = 0 WHERE flight_id = :t"),
-        (base, "eligibility_1", "UPDATE flights SET status = 'delayed' WHERE flight_id = :t"),
+        (base, "rule.flight_on_sale", "UPDATE flights SET status = 'delayed' WHERE flight_id = :t"),
         (base, "phase.booked", "UPDATE flights SET departs_at = datetime(:now, '-1 hours') WHERE flight_id = :t"),
         (  # cheaper, refunded to one of their own methods that did not pay for this booking
             {**base, "payment_method_id": "PM-9998"},
@@ -408,7 +410,7 @@ def test_a_delay_voucher_is_worth_the_oracles_amount_pays_like_stored_value_and_
     assert again.is_error and again.structured["error"]["rule"] == "rule.once_per_booking"
     assert voucher in again.text
     assert not any(violations(env, state).values())
-    # the voucher pays a fare up to its balance: a $50 fare (with tax) fits once, not twice
+    # the voucher pays a fare up to its balance: the dearest fare (with tax) that fits fits once, not twice
     flights = [
         f["flight_id"]
         for f in seed["flights"]
@@ -416,10 +418,15 @@ def test_a_delay_voucher_is_worth_the_oracles_amount_pays_like_stored_value_and_
         and f["departs_at"] > _now(spec)
         and f["flight_id"] not in {b["flight_id"] for b in held}
     ][:2]
-    with state.mode("internal"):
-        state.conn.execute("UPDATE flights SET fare_cents = 5000 WHERE flight_id IN (?, ?)", tuple(flights))
     tier = next(p["loyalty_tier"] for p in seed["passengers"] if p["passenger_id"] == owner)
-    total = price(design.domain.pricing["fare"], 5000, 1, "economy", tier).total_cents
+    fare = next(
+        f
+        for f in range(amount, 0, -1)
+        if price(design.domain.pricing["fare"], f, 1, "economy", tier).total_cents <= amount
+    )
+    with state.mode("internal"):
+        state.conn.execute("UPDATE flights SET fare_cents = ? WHERE flight_id IN (?, ?)", (fare, *flights))
+    total = price(design.domain.pricing["fare"], fare, 1, "economy", tier).total_cents
     answers = [
         env.call(
             state,
@@ -465,7 +472,8 @@ def test_a_percent_voucher_is_computed_in_sql_as_the_oracle_does() -> None:
 def test_both_tools_are_oracle_checked_and_their_refusals_probed(report: procedural_tests.TestReport) -> None:
     assert report.passed, report.why()
     oracle = [p for p in report.probes if p.kind == "oracle" and p.tool == "change_flight"]
-    assert len(oracle) == 3 and all(p.passed for p in oracle)  # pricier on a card, on stored value, cheaper
+    # pricier on a card, on stored value, cheaper (and the policy's reach probe of its change limit)
+    assert len(oracle) >= 3 and all(p.passed for p in oracle)
     assert any(p.kind == "oracle" and p.passed for p in report.probes if p.tool == "issue_delay_voucher")
     assert {
         "args.same_target",
@@ -523,12 +531,18 @@ async def test_the_airline_served_over_mcp_changes_a_flight_and_issues_a_voucher
     folder = write_env(tmp_path / "airline_booking", spec, seed)
     args = [*ENVFLEET[1:], "serve", str(folder), "--log-level", "warning"]
     who = {"passenger_id": booking["passenger_id"], "booking_id": booking["booking_id"]}
+    charges = [p for p in seed["payments"] if p["booking_id"] == booking["booking_id"] and p["kind"] == "charge"]
+    method = max(charges, key=lambda p: p["amount_cents"])["method_id"]  # the main payer: a refund may go back to it
     async with connect_stdio(ENVFLEET[0], args) as client:
         moved = await client.call_tool(
-            "change_flight", {**who, "new_flight_id": target["flight_id"], "payment_method_id": card["method_id"]}
+            "change_flight", {**who, "new_flight_id": target["flight_id"], "payment_method_id": method}
         )
         assert not moved.is_error, moved.content[0].text
-        assert (moved.structured_content["flight_id"], moved.structured_content["changes"]) == (target["flight_id"], 1)
+        changes = (booking.get("changes") or 0) + 1
+        assert (moved.structured_content["flight_id"], moved.structured_content["changes"]) == (
+            target["flight_id"],
+            changes,
+        )
         voucher = await client.call_tool("issue_delay_voucher", who)
         assert not voucher.is_error, voucher.content[0].text
         assert voucher.structured_content["amount_cents"] == 5000 * booking["seats"]
