@@ -119,6 +119,7 @@ class Seeder:
         self.fake.seed_instance(design.seed * 7919 + design.variant)
         self.clock = design.clock.replace(tzinfo=None)
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        self._picked: dict[tuple[str, str], set[str]] = {}  # unique ``pick`` values already drawn
         self.codes: Counter[str] = Counter()
 
     def value(self, attr: Attribute, future: bool | None, entity: str | None = None) -> Any:
@@ -144,7 +145,13 @@ class Seeder:
         if head == "choice":
             return self.rng.choice(attr.enum or [""])
         if head == "pick":
-            return self.rng.choice(attr.values or [""])
+            if not attr.unique:
+                return self.rng.choice(attr.values or [""])
+            used = self._picked.setdefault((entity or "", attr.name), set())  # unique: without replacement
+            left = [v for v in attr.values or [] if v not in used]
+            value = self.rng.choice(left) if left else f"{self.rng.choice(attr.values or [''])} {len(used) + 1}"
+            used.add(value)
+            return value
         if head == "person_name":  # no prefixes or suffixes (Faker's name() gives "Dr." and "MD")
             return f"{self.fake.first_name()} {self.fake.last_name()}"
         if head == "phone":  # a real area code and a 555-01NN number, which is never a real line

@@ -181,17 +181,26 @@ def _payment_methods(seeder: Seeder) -> None:
             kinds.append("gift_card")
         if "voucher" in ledger.methods and seeder.rng.random() < 0.15:
             kinds.append("voucher")
+        for extra, share in (("bank_account", 0.5), ("balance", 0.3)):  # only ledgers that take them draw here
+            if extra in ledger.methods and extra not in kinds and seeder.rng.random() < share:
+                kinds.append(extra)
         for kind in kinds:
             digits = f"{seeder.rng.randint(0, 9999):04d}"
             stored = kind in ledger.stored_value
+            if kind == "card":
+                label = f"{seeder.rng.choice(brands)} ending {digits}"
+            elif kind == "bank_account":
+                label = f"Checking account ending {digits}"
+            elif kind == "balance":
+                label = "Account balance"
+            else:
+                label = f"{kind.replace('_', ' ').capitalize()} {digits}"
             methods.append(
                 {
                     "method_id": f"{ledger.prefix}-{len(methods) + 1:04d}",
                     f"{principal.name}_id": owner,
                     "kind": kind,
-                    "label": f"{seeder.rng.choice(brands)} ending {digits}"
-                    if kind == "card"
-                    else f"{kind.replace('_', ' ').capitalize()} {digits}",
+                    "label": label,
                     "balance_cents": seeder.rng.randint(20, 300) * 100 if stored else None,
                     "status": "active",
                 }

@@ -658,3 +658,19 @@ def test_a_job_asking_for_no_tasks_publishes_the_world_with_its_design_record() 
     assert "invariant_flight_seats_left" in design["invariants"]
     legacy = synthesize(Job(_legacy_domain().id, seed=1, tasks=0))
     assert legacy.ok and "design" not in legacy.provenance()
+
+
+def test_unique_picks_do_not_repeat_and_a_ledger_with_bank_accounts_seeds_them() -> None:
+    data = copy.deepcopy(FERRY)
+    data["ledger"]["methods"] = ["card", "bank_account", "gift_card"]
+    vessel = next(a for a in data["entities"][1]["attributes"] if a["name"] == "route")
+    vessel["unique"] = True
+    design = design_domain(Domain.model_validate(data), seed=1)
+    seed = seed_rows(design)
+    routes = [s["route"] for s in seed["sailings"]]
+    assert len(set(routes)) == len(routes)
+    assert set(vessel["values"]) <= set(routes)  # every listed value first, then numbered ones
+    banks = [m for m in seed["payment_methods"] if m["kind"] == "bank_account"]
+    assert banks and all(
+        m["label"].startswith("Checking account ending ") and m["balance_cents"] is None for m in banks
+    )
