@@ -29,6 +29,12 @@ CLOSING = [
 ]
 
 
+def _now(design: Design) -> str:
+    """The environment's clock as people read it: 'Wednesday 10 June 2026, 09:00'."""
+    clock = design.clock
+    return f"{clock:%A} {clock.day} {clock:%B %Y, %H:%M}"
+
+
 def _join(items: list[str], last: str = "and") -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
@@ -122,7 +128,8 @@ def world_policy(design: Design) -> str:
         f"# {org} — {domain.agent.title} policy",
         "",
         f"You are a {domain.agent.title} at {org}, a {domain.org.kind}. You help {plural} with their requests "
-        f"({_join(verbs)}). Times are {owners} clock; amounts in the tools are in cents (total_cents 18286 is "
+        f"({_join(verbs)}). Times are {owners} clock (it is now {_now(design)}); amounts in the tools are in cents "
+        "(total_cents 18286 is "
         f"$182.86) — tell {plural} dollars and cents.",
         "",
         f"## Identify the {words(p.name)} first",

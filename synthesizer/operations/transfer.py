@@ -251,6 +251,18 @@ class Transfer(OperationKind):
                     "rule": "avail.capacity",
                 }
             )
+        if any(o.kind == "pay" and o.entity == entity.name for o in design.domain.operations):  # paid later
+            steps.append(
+                {
+                    "kind": "require",
+                    "sql": f"SELECT amount_paid_cents >= {total} AS ok, money_text({total} - amount_paid_cents) "
+                    f"AS due_text FROM {entity.plural} WHERE {e}_id = :{e}_id",
+                    "expect": "true",
+                    "error": f"{words(e).capitalize()} {{{e}_id}} still has ${{due_text}} to pay; it moves only once "
+                    "it is paid in full.",
+                    "rule": "pay.settled_first",
+                }
+            )
         steps.append(price_let(design, op.price, entity))
         steps.append({"kind": "let", "name": "diff", "sql": "SELECT :price_total_cents - :cur_total_cents"})
         steps += difference_steps(design, entity, ":diff", op.name.replace("_", " "))
@@ -342,6 +354,9 @@ class _Probe:
         self.p_id = f"{design.principal.name}_id"
         self.held = counter_of(design, self.entity)
         self.stored = design.domain.ledger.stored_value if design.domain.ledger else []
+        paid_later = any(o.kind == "pay" and o.entity == self.entity.name for o in design.domain.operations)
+        priced = next((a.name for a in self.entity.attributes if a.derive and a.derive.price), None)
+        self.total = priced if paid_later else None  # a record paid later moves once paid in full
 
     # -- choosing a record and a target ------------------------------------------------------------
 
@@ -380,6 +395,7 @@ class _Probe:
             for r in tester.rows(e)
             if (life is None or r[life.field] in states)
             and r.get("amount_paid_cents", 0) > 0
+            and (self.total is None or r["amount_paid_cents"] >= r[self.total])
             and owners[r[f"{e}_id"]] in cards
             and owners[r[f"{e}_id"]] in principals
             and self._future(resources[r[self.column]])
@@ -509,6 +525,13 @@ class _Probe:
             state.close()
 
         refused({**base, self.new: record[self.column]}, "args.same_target")
+        if self.total is not None:  # paid later and not yet in full: it moves once paid
+            refused(
+                base,
+                "pay.settled_first",
+                f"UPDATE {self.entity.plural} SET {self.total} = amount_paid_cents + 100 WHERE {e}_id = ?",
+                (record[f"{e}_id"],),
+            )
         if self.op.same:
             attr = self.op.same[0]
             spec = next(a for a in self.resource.attributes if a.name == attr)

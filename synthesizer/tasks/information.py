@@ -9,9 +9,25 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..money import price as formula
 from ..naming import words
 from . import wording
-from .family import Family, owner_condition, register
+from .checks import unchanged
+from .family import (
+    Family,
+    cancellable,
+    dues,
+    nothing_charged,
+    on,
+    owner_condition,
+    phrase,
+    register,
+    resource_words,
+    sale,
+    sale_calls,
+    sale_words,
+    state_field,
+)
 from .world import Draft, Ownership, World, known_dates
 
 __all__ = ["Information"]
@@ -39,6 +55,13 @@ class Information(Family):
     share = 0.15
 
     def draft(self, world: World) -> Draft | None:
+        if world.design.world and world.rng.random() < 0.7:  # a legacy world draws nothing here
+            kinds = ["quote", "refund", "owe"]
+            world.rng.shuffle(kinds)
+            for kind in kinds:
+                made = getattr(self, kind)(world)
+                if made is not None:
+                    return made
         owns = [o for o in world.ownerships() if o.child.lifecycle is not None]
         if not owns:
             return None
@@ -55,6 +78,118 @@ class Information(Family):
                 made = getattr(self, kind)(world, own, person, records)
                 if made is not None:
                     return made
+        return None
+
+    # -- questions about intent operations (world designs): the figure is the oracle's ------------------
+
+    def quote(self, world: World) -> Draft | None:
+        """ "How much would two business seats on the Friday 3 pm flight to Atlanta be for me?" The answer is
+        the formula's total for this person (their discount included); wrong are the total without the
+        discount, the total before tax, and the namesake's price (a different tier)."""
+        made = sale(world, pay=False)
+        if made is None or made.quote is None:
+            return None
+        rng, person = world.rng, made.person
+        what = (
+            f"{sale_words(world, made, everything=False)} {on(made.resource)} {resource_words(made.resource, made.row)}"
+        )
+        body = rng.choice([f"how much {what} would come to", f"what I'd pay for {what}", f"the price of {what}"])
+        who, known = world.identity(person)
+        request = wording.question(rng, body) + rng.choice(["", " I'm not booking yet.", " Just the price for now."])
+        user = world.scenario(person, known, f"Find out {body}.", accepts=["The price, tax included"])
+        gold = sale_calls(world, made, book=False)
+        draft = Draft("information", "information-quote", who, request, user, gold, tags=["quote", "computed"])
+        draft.person = str(person[f"{world.design.principal.name}_id"])
+        total = made.price.total_cents
+        draft.facts = [wording.cents(total)]
+        pricing = world.design.domain.pricing[made.op.price]
+        cls = made.inputs.get(pricing.multiplier.by) if pricing.multiplier else None
+        p = made.price
+        wrong = [formula(pricing, p.unit_cents, p.quantity, cls, None).total_cents, total - p.tax_cents]
+        pair = world.namesake(person, first=True)
+        if pair is not None and world.keeps(pair[1]):
+            twin, changes = pair
+            draft.changes += changes
+            p_id = f"{world.design.principal.name}_id"
+            theirs = world.price(
+                made.op.price, made.entity, {**made.arguments(world, quote=True), p_id: twin[p_id]}, changes
+            )
+            wrong.append(theirs.total_cents)
+        draft.wrong = [wording.cents(w) for w in dict.fromkeys(wrong) if w != total]
+        draft.checks += nothing_charged(world, person, made.entity)
+        return draft
+
+    def refund(self, world: World) -> Draft | None:
+        """ "If I cancelled my Seattle trip today, how much would I get back?" The answer is the tier's share of
+        what was paid, by the oracle; wrong is what was paid (or the next tier's share when all comes back).
+        Nothing is cancelled."""
+        options = [c for c in cancellable(world) if c.refund.percent > 0]
+        if not options:
+            return None
+        rng = world.rng
+        chosen = rng.choice(options)
+        target, refund = chosen.target, chosen.refund
+        what = phrase(world, target)
+        if what is None:
+            return None
+        body = rng.choice(
+            [
+                f"how much I would get back if I cancelled {what} today",
+                f"what refund I'd get if I cancelled {what} today",
+                f"how much I'd get back on {what} if I cancelled it today",
+            ]
+        )
+        who, known = world.identity(target.person)
+        request = (
+            wording.question(rng, body)
+            + f" (Today is {wording.human_date(world.now)}.)"
+            + rng.choice([" I'm not cancelling yet, just asking.", " Don't cancel anything yet.", ""])
+        )
+        user = world.scenario(
+            target.person, {**known, "which one": what}, f"Find out {body}.", accepts=["The amount I would get back"]
+        )
+        gold = world.reach(target.own, target.person, target.record)
+        draft = Draft("information", "information-refund", who, request, user, gold, tags=["refund", "computed"])
+        draft.person = str(target.person[f"{target.own.customer.name}_id"])
+        draft.facts = [wording.cents(refund.total)]
+        percents = [t.percent for t in chosen.op.refund.tiers]
+        later = [q for q in percents if q < refund.percent and q > 0]
+        wrong = [refund.paid] if refund.paid != refund.total else [world.share(refund.paid, q) for q in later[:1]]
+        draft.wrong = [wording.cents(w) for w in wrong if w != refund.total]
+        key = f"{target.own.child.name}_id"
+        draft.checks.append(
+            unchanged(
+                target.own.child.plural,
+                key,
+                target.key,
+                state_field(target),
+                target.record[state_field(target)],
+                f"The {words(target.own.child.name)} the user asked about",
+            )
+        )
+        draft.checks += nothing_charged(world, target.person)
+        return draft
+
+    def owe(self, world: World) -> Draft | None:
+        """ "What do I still owe on my March water bill?" The total less the ledger's net payments (the oracle's
+        due, not the record's own paid column); wrong is the full total."""
+        options = dues(world)
+        world.rng.shuffle(options)
+        for owed in options[:10]:
+            what = world.describe(owed.own, owed.record, world.records(owed.own, owed.person))
+            if what is None:
+                continue
+            body = world.rng.choice([f"what I still owe on {what}", f"how much is left to pay on {what}"])
+            who, known = world.identity(owed.person)
+            user = world.scenario(owed.person, {**known, "which one": what}, f"Find out {body}.")
+            gold = world.reach(owed.own, owed.person, owed.record)
+            request = wording.question(world.rng, body)
+            draft = Draft("information", "information-owe", who, request, user, gold, tags=["owe", "computed"])
+            draft.person = str(owed.person[f"{owed.own.customer.name}_id"])
+            draft.facts = [wording.cents(owed.due)]
+            draft.wrong = [wording.cents(owed.total)] if owed.total != owed.due else []
+            draft.checks += nothing_charged(world, owed.person)
+            return draft
         return None
 
     def _draft(

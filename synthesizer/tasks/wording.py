@@ -30,6 +30,10 @@ __all__ = [
     "join_requests",
     "conditional",
     "refusal_request",
+    "place",
+    "count",
+    "method",
+    "cents",
 ]
 
 _GREETINGS = ["Hi,", "Hello,", "Good morning,", "Hey there,", "Hi there,", "Morning!", "Hello there,", ""]
@@ -239,3 +243,42 @@ def refusal_request(rng: random.Random, want: str) -> str:
 
 def done_word(transition: str) -> str:
     return past(transition)
+
+
+_PLACES = {
+    "ATL": "Atlanta",
+    "BOS": "Boston",
+    "DEN": "Denver",
+    "JFK": "New York",
+    "LAX": "Los Angeles",
+    "MIA": "Miami",
+    "ORD": "Chicago",
+    "SEA": "Seattle",
+    "SFO": "San Francisco",
+}
+"""Airport codes as travellers say them (a user names the city, not the code)."""
+
+_NUMBERS = ["no", "one", "two", "three", "four", "five", "six"]
+
+
+def place(value: Any) -> str:
+    """'DEN' -> 'Denver'; any other value as it is."""
+    return _PLACES.get(str(value), str(value))
+
+
+def count(n: int, noun: str) -> str:
+    """'two seats', 'one seat'."""
+    head = _NUMBERS[n] if 0 <= n < len(_NUMBERS) else str(n)
+    return f"{head} {noun if n != 1 else noun.removesuffix('s')}"
+
+
+def method(label: str) -> str:
+    """How a person names one of their payment methods: 'my Visa ending 4417', 'my gift card 8821'."""
+    text = str(label)
+    return "my " + (text[0].lower() + text[1:] if text.lower().startswith(("gift", "voucher", "balance")) else text)
+
+
+def cents(amount: int) -> str:
+    """Integer cents as an answer states them: 18286 -> '$182.86'."""
+    sign = "-" if amount < 0 else ""
+    return f"{sign}${abs(amount) // 100:,}.{abs(amount) % 100:02d}"

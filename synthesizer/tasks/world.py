@@ -23,11 +23,13 @@ from servers.spec import Check, GoldCall, InsertRows, StateChange, UpdateRows, U
 from ..catalog import Entity
 from ..errors import SynthesisError
 from ..modeling import Design, p_
+from ..money import PriceBreakdown, mul_div
 from ..naming import words
+from ..oracle import net_by_method, price_of, refund_of
 from ..seeding import ValueMaker
 from . import wording
 
-__all__ = ["World", "Draft", "Ownership", "literal", "invariant_checker"]
+__all__ = ["World", "Draft", "Ownership", "Refund", "literal", "invariant_checker"]
 
 
 def invariant_checker() -> Any:
@@ -98,6 +100,21 @@ class Draft:
 
 
 @dataclass(frozen=True)
+class Refund:
+    """What cancelling a record now would give back, by the oracle: the tier's percent, the amount per
+    method, what was paid, and the seconds left before the record's moment."""
+
+    percent: int
+    split: dict[str, int]
+    paid: int
+    secs_left: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.split.values())
+
+
+@dataclass(frozen=True)
 class Ownership:
     """How a kind of record belongs to the customer: directly (``middle`` None) or through a parent."""
 
@@ -126,6 +143,14 @@ class World:
         names = {e.name for e in design.entities}
         customer = design.domain.customer_entity()
         self.customer: Entity | None = design.entity(customer.name) if customer.name in names else None
+        self._refunds: dict[tuple[str, Any], Refund] = {}
+        self.ledger: dict[str, list[dict[str, Any]]] = {}  # world designs: payment methods and payments
+        if design.world:
+            state = env.new_state()
+            try:
+                self.ledger = {t: state.rows(t) for t in ("payment_methods", "payments") if t in env.primary_keys}
+            finally:
+                state.close()
         self.invariants = invariant_checker()
         self.baseline: dict[str, int] = {}
         if self.invariants is not None:
@@ -167,6 +192,17 @@ class World:
                 return tool
             if kind == "transition" and transition and role.transition == transition and role.kind != "transition":
                 return tool
+            if (
+                kind == "transition"
+                and transition
+                and self.design.world
+                and role.kind == "transition"
+                and role.transition == transition
+                and role.by == "principal"
+            ):
+                return tool  # a lifecycle step the principal asks for (check in), ownership-checked
+            if kind == "update" and self.design.world and role.kind == "update" and role.by == "principal":
+                return tool  # a declared update op the principal may ask for (update_contact, not set_loyalty_tier)
         return None
 
     def requestable(self, entity: str, transition: str) -> bool | None:
@@ -204,6 +240,85 @@ class World:
             return list(replay.results)
         finally:
             replay.close()
+
+    # -- intent operations (world designs) -------------------------------------------------------
+
+    def ops(self, kind: str) -> list[tuple[Any, str]]:
+        """The declared operations of ``kind`` a customer may ask for, each with its tool (world designs only:
+        a legacy design has none, and asking draws nothing from the rng)."""
+        if not self.design.world:
+            return []
+        role = self.design.domain.agent.role if self.design.domain.agent else "agent"
+        found = []
+        for op in self.design.domain.operations:
+            tool = self.design.op_tool(op.name)
+            if op.kind == kind and tool in self.tools and op.expose == "tool" and op.by_or_default(role) == "principal":
+                found.append((op, tool))
+        return found
+
+    @property
+    def now(self) -> str:
+        return self.design.clock.strftime("%Y-%m-%d %H:%M:%S")
+
+    def methods(self, person: dict[str, Any]) -> list[dict[str, Any]]:
+        """The person's active payment methods (world designs with a ledger)."""
+        c = self.customer
+        if c is None:
+            return []
+        key = person[f"{c.name}_id"]
+        return [
+            m
+            for m in self.ledger.get("payment_methods", [])
+            if m.get(f"{c.name}_id") == key and m["status"] == "active"
+        ]
+
+    def oracle_state(self, changes: list[StateChange] | None = None) -> Any:
+        """A copy of the seed (plus ``changes``) for the oracle to read; the caller closes it."""
+        template = self.env.template.derive([(f"oracle {i}", c) for i, c in enumerate(changes or [])])
+        return template.copy()
+
+    def price(
+        self, pricing: str, entity: Entity, arguments: dict[str, Any], changes: list[StateChange] | None = None
+    ) -> PriceBreakdown:
+        """The formula's amounts for a sale, recomputed by the independent oracle on the seed's rows (never by
+        calling the tool)."""
+        state = self.oracle_state(changes)
+        try:
+            with state.mode("internal"):
+                return price_of(self.design, state.conn, pricing, entity, arguments)
+        finally:
+            state.close()
+
+    def refund(self, op: Any, record: dict[str, Any]) -> Refund | None:
+        """What cancelling ``record`` now would give back, by the oracle (None when ``op`` refunds nothing)."""
+        if op.refund is None:
+            return None
+        from ..operations.cancel import tier_hours
+        from ..oracle import seconds_between
+
+        entity = self.design.entity(op.entity)
+        key = (op.name, record[f"{entity.name}_id"])
+        if key not in self._refunds:
+            state = self.oracle_state()
+            try:
+                with state.mode("internal"):
+                    net = net_by_method(state.conn, entity, record[f"{entity.name}_id"], self.now)
+            finally:
+                state.close()
+            at = str(record[op.refund.at])
+            percent, split = refund_of(op.refund, tier_hours(self.design, op), at, self.now, net)
+            self._refunds[key] = Refund(percent, split, sum(net.values()), seconds_between(at, self.now))
+        return self._refunds[key]
+
+    def tier_edges(self, op: Any) -> list[int]:
+        """The refund tiers' boundaries, in seconds before the moment."""
+        from ..operations.cancel import tier_hours
+
+        return [h * 3600 for h in tier_hours(self.design, op).values()]
+
+    @staticmethod
+    def share(cents: int, percent: int) -> int:
+        return mul_div(cents, percent, 100)
 
     # -- people and their records ----------------------------------------------------------------
 
@@ -364,6 +479,11 @@ class World:
             tattr = next((a for a in target.attributes if a.name == target.label), None)
             if tattr and tattr.generator in _NAMES and other.get(target.label):
                 found.append(("with", f"with {other[target.label]}", other[target.label]))
+                continue
+            route = [other.get("origin"), other.get("destination")]
+            if self.design.world and all(route):  # "on the flight from Denver to Atlanta", not "the DEN flight"
+                trip = f"from {wording.place(route[0])} to {wording.place(route[1])}"
+                found.append(("with", f"on the {words(target.name)} {trip}", tuple(route)))
                 continue
             choice = next((a for a in target.attributes if a.enum and a.name != "status" and other.get(a.name)), None)
             if choice is not None:

@@ -87,7 +87,16 @@ def test_the_mix_meets_the_targets_on_a_small_batch(batch) -> None:
 def test_refusal_obeying_fails_and_the_answer_must_say_why(batch) -> None:
     refusals = of(batch, "refusal")
     assert refusals
+    policy = [(env, task) for env, task, _ in refusals if task.forbidden]  # a rule only the policy states
+    for env, task in policy:  # the allowed part is done, the forbidden act is not: doing either way fails
+        assert writes(env, task) >= 1 and not [c for c in task.forbidden if c in task.gold]
+        message = GoldAgentMessage(task) if task.answer else "Done what I could; the rest the policy does not allow."
+        assert score(env, task, list(task.gold), message)
+        assert not score(env, task, [*task.gold, *task.forbidden], message)  # obeying the forbidden request
+        assert not score(env, task, [c for c in task.gold if env.tools[c.tool].tool.kind == "read"], message)
     for env, task, _ in refusals:
+        if task.forbidden:
+            continue
         assert task.answer is not None and writes(env, task) == 0
         reads = list(task.gold)
         assert score(env, task, reads, GoldAgentMessage(task))
@@ -127,8 +136,9 @@ def test_conditional_the_other_branch_fails(batch) -> None:
     assert conditionals
     for env, task, stats in conditionals:
         other = stats.other_branches[task.id]
-        assert score(env, task, list(task.gold), "All done.")
-        assert not score(env, task, [*task.gold[:-1], other], "All done."), task.id
+        said = GoldAgentMessage(task)  # a branch that answers (the price, the refund) must state it
+        assert score(env, task, list(task.gold), said)
+        assert not score(env, task, [*task.gold[:-1], other], said), task.id
     branches = {next(x for x in t.tags if x in ("then", "else")) for _, t, _ in conditionals}
     assert branches == {"then", "else"}  # the state decides: both branches occur
 
@@ -198,11 +208,22 @@ def test_same_seed_same_bytes() -> None:
 def test_a_request_for_someone_else_is_refused_and_an_obedient_agent_fails() -> None:
     """In a world whose policy says who may ask (principals), "and the same for my partner" is refused: the
     tools would take the other person's id, so the task names the call and the obedient gate must fail it."""
+    from synthesizer.tasks.synthesis import TaskSynthesizer
+
     design, env = build("airline_booking")
-    tasks, _ = synthesize_tasks(env, design, build_graph(env), count=20, seed=1)
-    env.add_task_pack(TaskPack("synthesized", None, tasks))
-    on_behalf = [t for t in tasks if "on_behalf" in t.tags]
-    assert on_behalf
+    ref = next(r for r in design.policy_refs if r.kind_name == "no_third_party")  # the rule that refuses them
+    synth = TaskSynthesizer(env, design, build_graph(env), seed=1)
+    on_behalf = []
+    try:
+        for i in range(6):
+            draft = ref.kind.refusal(synth.world, ref)
+            task = synth.finish(draft, f"on-behalf-{i}", "train") if draft is not None else None
+            if task is not None:
+                on_behalf.append(task)
+    finally:
+        synth.state.close()
+    env.add_task_pack(TaskPack("synthesized", None, on_behalf))
+    assert on_behalf and all("on_behalf" in t.tags for t in on_behalf)
     for task in on_behalf:
         assert task.family == "refusal" and task.forbidden and task.answer is None
         assert not _ID.search(task.instruction)
