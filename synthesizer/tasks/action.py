@@ -11,15 +11,11 @@ from servers.spec import GoldCall
 from ..naming import words
 from . import wording
 from .checks import unchanged
-from .family import (
+from .family import Family, Target, act, because, distract, phrase, register, settle, state_field, targets, verb
+from .intents import (
     Due,
-    Family,
     Move,
     Sale,
-    Target,
-    act,
-    because,
-    distract,
     dues,
     known_dates_of,
     move,
@@ -29,18 +25,12 @@ from .family import (
     pay_call,
     pay_checks,
     paying_method,
-    phrase,
-    register,
     resource_words,
     sale,
     sale_calls,
     sale_checks,
     sale_extras,
     sale_words,
-    settle,
-    state_field,
-    targets,
-    verb,
 )
 from .world import Draft, World, known_dates
 

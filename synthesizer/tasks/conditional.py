@@ -15,14 +15,9 @@ from ..naming import words
 from . import wording
 from .action import detail_change
 from .checks import unchanged
-from .family import (
-    Family,
-    Target,
-    act,
-    allowed,
-    because,
+from .family import Family, Target, act, allowed, because, distract, phrase, register, settle, state_field, targets
+from .intents import (
     cancellable,
-    distract,
     dues,
     known_dates_of,
     nothing_charged,
@@ -30,17 +25,12 @@ from .family import (
     pay_call,
     pay_checks,
     paying_method,
-    phrase,
-    register,
     resource_words,
     sale,
     sale_calls,
     sale_checks,
     sale_extras,
     sale_words,
-    settle,
-    state_field,
-    targets,
 )
 from .world import Draft, World, literal
 

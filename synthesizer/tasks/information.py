@@ -13,21 +13,8 @@ from ..money import price as formula
 from ..naming import words
 from . import wording
 from .checks import unchanged
-from .family import (
-    Family,
-    cancellable,
-    dues,
-    nothing_charged,
-    on,
-    owner_condition,
-    phrase,
-    register,
-    resource_words,
-    sale,
-    sale_calls,
-    sale_words,
-    state_field,
-)
+from .family import Family, owner_condition, phrase, register, state_field
+from .intents import cancellable, dues, nothing_charged, on, resource_words, sale, sale_calls, sale_words
 from .world import Draft, Ownership, World, known_dates
 
 __all__ = ["Information"]

@@ -13,27 +13,18 @@ from servers.spec import GoldCall
 
 from . import wording
 from .action import book_request, detail_change, detail_sentence, move_request
-from .family import (
-    Family,
-    Target,
-    act,
-    because,
+from .family import Family, Target, act, because, distract, phrase, register, settle, targets, verb
+from .intents import (
     change,
     change_call,
     change_checks,
     change_words,
-    distract,
     move,
     move_calls,
     move_checks,
-    phrase,
-    register,
     sale,
     sale_calls,
     sale_checks,
-    settle,
-    targets,
-    verb,
 )
 from .world import Draft, Ownership, World
 
