@@ -37,10 +37,44 @@ def shape_world(seeder: Seeder) -> None:
     """Before the rule kinds shape the rows: what is derived from other columns, and states that agree
     with the clock (so the rules' limits are counted on the states the seed keeps)."""
     for entity in seeder.design.entities:
+        _parties_of_one_principal(seeder, entity)
         _emails_from_names(seeder, entity)
         _lookups_and_copies(seeder, entity)
     for entity in seeder.design.entities:
         _states_agree_with_clock(seeder, entity)
+
+
+def _owner_of(seeder: Seeder, entity: Entity, row: dict[str, Any]) -> Any:
+    """The principal id a row of an owned entity belongs to, up its owner chain."""
+    design = seeder.design
+    chain = design.chain(entity) or []
+    current = row
+    for child, parent in zip(chain, chain[1:], strict=False):
+        column = next(r.column for r in child.relations if r.to == parent.name)
+        key = current.get(column)
+        current = next((r for r in _rows(seeder, parent) if r[f"{parent.name}_id"] == key), None)
+        if current is None:
+            return None
+    return current.get(f"{design.principal.name}_id")
+
+
+def _parties_of_one_principal(seeder: Seeder, entity: Entity) -> None:
+    """A record naming the principal and another of their records (a visit for their pet, a meal order for
+    their child) names the owner of that record: the parties never belong to two different people."""
+    design = seeder.design
+    principal = design.principal
+    direct = next((r for r in entity.relations if r.to == principal.name and r.required), None)
+    if direct is None or entity.name == principal.name:
+        return
+    for relation in entity.relations:
+        target = design.entity(relation.to) if relation.to != principal.name else None
+        if target is None or not design.owned(target):
+            continue
+        for row in _rows(seeder, entity):
+            other = next((r for r in _rows(seeder, target) if r[f"{target.name}_id"] == row.get(relation.column)), None)
+            owner = _owner_of(seeder, target, other) if other else None
+            if owner is not None:
+                row[direct.column] = owner
 
 
 def seed_world(seeder: Seeder) -> None:
