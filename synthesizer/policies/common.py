@@ -171,8 +171,9 @@ def footprint(design: Design, op: Any) -> str | None:
     None when the op leaves no such trace."""
     entity = design.entity(op.entity)
     key = f"{entity.name}_id"
-    if op.kind in ("pay", "compensate") and design.domain.ledger is not None:
-        return f"SELECT {key} AS id FROM payments WHERE {key} IS NOT NULL AND created_at >= now()"
+    if op.kind in ("pay", "compensate") and design.domain.ledger is not None:  # its own ledger rows, by their note
+        note = op.name.replace("_", " ")
+        return f"SELECT {key} AS id FROM payments WHERE {key} IS NOT NULL AND created_at >= now() AND note = '{note}'"
     if op.kind in ("book", "create"):
         return f"SELECT {key} AS id FROM {entity.plural} WHERE created_at >= now()"
     transition = getattr(op, "transition", None)

@@ -146,6 +146,9 @@ class TaskSynthesizer:
             if self.violations is not None and any(self.violations(env, trial.first.state).values()):
                 self.stats.failures["invariant"] += 1
                 return None
+            if self.breaks_policy(conn):  # the gold keeps the policy-only rules too (a cancel's reasons, limits)
+                self.stats.failures["policy"] += 1
+                return None
             answer = Answer(facts=draft.facts, wrong=draft.wrong) if draft.facts else None
             task = Task(
                 id=task_id,
@@ -168,6 +171,14 @@ class TaskSynthesizer:
             self.stats.failures[_GATE_FAILURES[verdict.failed_gates[0]] if verdict.failed_gates else "gate"] += 1
             return None
         return task
+
+    def breaks_policy(self, conn: Any) -> bool:
+        """Whether a state shows what a policy-only rule forbids (each kind's SQL over what the episode did)."""
+        for ref in getattr(self.design, "policy_refs", []):
+            sql = ref.kind.violation(self.design, ref)
+            if sql is not None and conn.execute(sql).fetchone() is not None:
+                return True
+        return False
 
     @staticmethod
     def difficulty(draft: Draft, writes: int) -> str:

@@ -209,3 +209,30 @@ def test_a_refusal_keeps_the_rule_while_its_forbidden_call_breaks_it(world: Any,
             assert gold.state.conn.execute(sql).fetchall() == []
     finally:
         gold.close()
+
+
+def test_a_gold_that_breaks_a_policy_rule_is_never_published(world: Any) -> None:
+    design, _, seed, env = world
+    from servers.spec import GoldCall, UserScenario
+    from synthesizer.dependency_graph import build_graph
+    from synthesizer.task_synthesis import _Draft, _Synthesizer
+
+    row = next(r for r in seed["bookings"] if r["status"] == "reserved")
+    calls = {
+        reason: [
+            GoldCall(
+                tool="cancel_booking",
+                arguments={"passenger_id": row["passenger_id"], "booking_id": row["booking_id"], "reason": reason},
+            )
+        ]
+        for reason in ("other", "illness")
+    }
+    synth = _Synthesizer(env, design, build_graph(env), seed=1)
+    user = UserScenario(persona="someone")
+    try:
+        assert synth.finish(_Draft("action", "x", "Hi.", "Cancel it.", user, calls["other"]), "t-1", "train") is None
+        assert synth.stats.failures["policy"] == 1  # 'other' is not a reason the policy allows
+        kept = synth.finish(_Draft("action", "x", "Hi.", "Cancel it.", user, calls["illness"]), "t-2", "train")
+        assert synth.stats.failures["policy"] == 1 and (kept is not None or sum(synth.stats.failures.values()) > 1)
+    finally:
+        synth.state.close()
