@@ -296,7 +296,7 @@ class Tester:
         if rule is not None:
             self.report.probed.add(rule)
         if not str(rule or expect or "").startswith("authority."):
-            arguments = self.as_owner(arguments)
+            arguments = self.as_owner(arguments, rule or (expect if isinstance(expect, str) else None))
         own = state is None
         state = state or self.env.new_state()
         before = self.seed_snapshot() if own else state.snapshot()
@@ -318,24 +318,31 @@ class Tester:
         if own:
             state.close()
 
-    def as_owner(self, arguments: Any) -> Any:
-        """A refusal probe of a world tool acts as the owner of the record it names: a rule kind that picks
-        another pet at its limit means that pet's owner asking (with one of their own payment methods), so
-        the call is refused by the rule, not by ownership."""
+    def as_owner(self, arguments: Any, rule: str | None = None) -> Any:
+        """A refusal probe of a world tool names records of one person: a rule kind that picks another pet at
+        its limit means that pet's owner asking (with one of their own payment methods); a rule about the
+        principal themselves (a blocked account) keeps them and takes their own pet instead. So the call is
+        refused by the rule, not by ownership."""
         if self.design is None or not self.design.world or not isinstance(arguments, dict):
             return arguments
         p_id = f"{self.design.principal.name}_id"
         names = {e.name for e in self.design.entities}
         if arguments.get(p_id) not in {r[p_id] for r in self.rows(self.design.principal.name)}:
             return arguments  # a probe of an unknown principal stays one
+        ref = next((r for r in self.design.refs if r.id == rule), None)
+        about_principal = ref is not None and getattr(ref.rule, "subject", None) == self.design.principal.name
         for name, value in arguments.items():
             entity = name.removesuffix("_id")
             if name == p_id or not name.endswith("_id") or entity not in names or p_id not in arguments:
                 continue
             target = self.design.entity(entity)
-            owner = self.owners(target).get(value) if self.design.owned(target) else None
+            owners = self.owners(target) if self.design.owned(target) else {}
+            owner = owners.get(value)
             if owner is None or owner == arguments[p_id]:
                 continue
+            if about_principal:  # the same person, with a record of their own
+                own = next((key for key, who in owners.items() if who == arguments[p_id]), None)
+                return {**arguments, name: own} if own is not None else arguments
             changed = {**arguments, p_id: owner}
             if "payment_method_id" in changed:
                 methods = [m for m in self.table("payment_methods") if m[p_id] == owner]

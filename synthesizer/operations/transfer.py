@@ -204,6 +204,8 @@ class Transfer(OperationKind):
             )
         for ref in design.refs:
             if ref.rule.entity == e and ref.kind.action(ref.rule) == "create" and ref.kind.name in MOVING_RULES:
+                if ref.kind.name == "unique_active" and ref.rule.target != op.relation:
+                    continue  # one open record per (owner, other thing): a move to another flight keeps it
                 steps += ref.kind.require_steps(design, ref, entity)
         life = resource.lifecycle
         if life and life.at:
@@ -376,7 +378,9 @@ class _Probe:
         return any(
             ref.kind.taken(self.tester, ref, self.entity, arguments)
             for ref in self.design.refs
-            if ref.rule.entity == self.entity.name and ref.kind.name == "unique_active"
+            if ref.rule.entity == self.entity.name
+            and ref.kind.name == "unique_active"
+            and ref.rule.target == self.op.relation
         )
 
     def _choose(self) -> tuple[dict[str, Any], dict[str, Any], bool] | None:
