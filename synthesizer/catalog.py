@@ -472,7 +472,14 @@ def compose(composite: Composite, domains: list[Domain]) -> Domain:
         own = merged["entities"][len(first.entities) :]
         for entity in own:  # the second's own entities, renamed throughout
             entity.update(_renamed(entity, rename))
-        merged.update(_world_parts(first, _renamed(second.model_dump(by_alias=True), rename), own))
+        parts = _renamed(second.model_dump(by_alias=True), rename)
+        if first.agent and second.agent:  # what the second's agent did, the merged business's agent does
+            theirs, ours = f"staff:{second.agent.role}", f"staff:{first.agent.role}"
+            transitions = [t for e in own for t in ((e.get("lifecycle") or {}).get("transitions") or [])]
+            for item in [*parts["operations"], *transitions]:
+                if item.get("by") == theirs:
+                    item["by"] = ours
+        merged.update(_world_parts(first, parts, own))
         for theirs, ours in rename.items():  # a shared entity keeps what the second domain knows of it too
             entity = next(e for e in merged["entities"] if e["name"] == ours)
             known = {a["name"] for a in entity["attributes"]}

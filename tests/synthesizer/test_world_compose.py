@@ -120,3 +120,13 @@ def test_a_clashing_formula_gets_its_own_id_and_a_clashing_tool_name_keeps_the_f
     assert ops["pay_booking"].entity == "booking"  # one tool per name: the first domain's
     total = next(a for a in merged.entity("ride").attributes if a.derive and a.derive.price)
     assert total.derive.price == "crossing_airport_shuttle"
+
+
+def test_what_the_second_domains_agent_did_the_merged_agent_does() -> None:
+    shuttle = _shuttle()
+    shuttle["agent"] = {"title": "dispatcher", "role": "dispatcher"}
+    shuttle["staff_roles"] = {**shuttle["staff_roles"], "dispatcher": "runs the shuttle desk"}
+    next(op for op in shuttle["operations"] if op["name"] == "cancel_ride")["by"] = "staff:dispatcher"
+    merged = compose(_composite(), [Domain.model_validate(copy.deepcopy(FERRY)), Domain.model_validate(shuttle)])
+    assert next(op for op in merged.operations if op.name == "cancel_ride").by == "staff:reservations_agent"
+    assert merged.agent is not None and merged.agent.role == "reservations_agent"
