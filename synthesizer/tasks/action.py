@@ -203,10 +203,17 @@ def move_request(world: World, made: Move) -> str | None:
         return None
     noun = words(made.resource.name)
     dates = known_dates_of(made.resource)
+    same = list(made.op.same)
+    if {"origin", "destination"} <= set(same):
+        alike, that = "on the same route", "on that route"
+    elif same:
+        alike = that = f"with the same {' and '.join(words(a) for a in same)}"
+    else:
+        alike = that = ""
     if made.next_one and (rng.random() < 0.6 or not dates):
-        where = rng.choice([f"the next {noun} after it on the same route", f"the first later {noun} on that route"])
+        where = rng.choice([f"the next {noun} after it {alike}", f"the first later {noun} {that}"]).rstrip()
     elif dates:
-        where = f"the {noun} on {wording.human_datetime(made.new[dates[0]])} on the same route"
+        where = f"the {noun} on {wording.human_datetime(made.new[dates[0]])} {alike}".rstrip()
     else:
         return None
     paid = wording.method(made.method["label"])

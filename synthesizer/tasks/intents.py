@@ -267,10 +267,14 @@ def sale_extras(world: World, made: Sale) -> str:
             continue
         noun = words(name)
         if c is not None and value == made.person.get(c.label):
-            extras.append(world.rng.choice(["the ticket in my name", "under my name", "in my own name"]))
+            extras.append(world.rng.choice([f"the {noun} in my name", "under my name", "in my own name"]))
+        elif attr.type == "money":  # cents in the tools, dollars in people's mouths
+            extras.append(f"{words(name.removesuffix('_cents'))} of {wording.money(value / 100)}")
         elif isinstance(value, bool) or attr.type == "boolean":
             thing = words(name.removesuffix("_requested").removesuffix("_needed"))
             extras.append(f"I'd like {wording.a(thing)}" if value else f"no {thing} needed")
+        elif attr.enum and str(value) in ("none", "no"):  # nothing special asked for, said so
+            extras.append(f"no {noun.removesuffix('s')}")
         elif attr.enum:
             extras.append(f"with {wording.a(words(str(value)) + ' ' + noun.split()[0])}")
         elif attr.type in ("date", "datetime"):

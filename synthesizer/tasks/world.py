@@ -492,7 +492,9 @@ class World:
             (a for a in entity.attributes if a.generator.startswith("money") and record.get(a.name)), None
         )
         if money_attr is not None and "price" not in money_attr.name and "weight" not in money_attr.name:
-            found.append(("amount", f"for {wording.money(record[money_attr.name])}", record[money_attr.name]))
+            amount = record[money_attr.name]
+            shown = amount / 100 if money_attr.type == "money" else amount  # money columns hold cents
+            found.append(("amount", f"for {wording.money(shown)}", amount))
         return found
 
     def describe(self, own: Ownership, record: dict[str, Any], among: list[dict[str, Any]]) -> str | None:
