@@ -226,6 +226,10 @@ class Seeder:
                         row[relation.column] = None
                 # a record still moving through its lifecycle lies ahead of the clock; a finished one behind it
                 ahead = entity.lifecycle is not None and state not in _terminal_states(entity)
+                phases = (entity.lifecycle.phases or {}) if self.design.world and entity.lifecycle else {}
+                phase = phases.get(state or "")
+                if phase in ("before", "after"):  # a world says where the moment lies (an active rental: behind)
+                    ahead = phase == "before"
                 stamps = self.stamps(entity, state)
                 for attr in entity.attributes:
                     if attr.name in stamps:
