@@ -23,7 +23,7 @@ from synthesizer.seeding import seed_rows
 
 FULLY_PROBED = ["airline_booking", "dental_clinic", "apartment_rental", "car_dealership", "credit_card_servicing"]
 """World domains whose seeds offer a refusal case for every rule: each rule must be probed."""
-SAMPLE = FULLY_PROBED + ["dealership_sales_and_service", "mobile_and_home_internet", "catering_orders"]
+SAMPLE = FULLY_PROBED + ["dealership_sales_and_service", "payroll_with_expenses", "catering_orders"]
 """A wider sample (a world composite, a legacy composite, a legacy domain), including domains where a kind has to
 say why it made no probe."""
 DERIVED_WAIVED = {"policy.no_third_party", "policy.confirm_amount"}

@@ -508,9 +508,9 @@ def test_the_writes_are_the_computed_columns_set_by_sql(world: World) -> None:
     ]
     (insert,) = execs["file_claim"]
     assert insert.startswith(
-        "INSERT INTO claims (claim_id, booking_id, claim_type, details, ticket_name, reference, status)"
+        "INSERT INTO claims (claim_id, booking_id, claim_type, details, ticket_name, reference, created_at, status)"
     )
-    assert "(SELECT ticket_name FROM bookings WHERE booking_id = :booking_id)" in insert and "'open')" in insert
+    assert "(SELECT ticket_name FROM bookings WHERE booking_id = :booking_id)" in insert and "now(), 'open')" in insert
 
 
 def test_declared_writes_follow_the_role(world: World) -> None:
