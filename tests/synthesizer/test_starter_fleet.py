@@ -34,6 +34,7 @@ def test_the_starter_fleet_is_listed_across_sectors() -> None:
     assert all(listed[env_id]["task_packs"][0]["tasks"] == 20 for env_id in STARTER)
 
 
+@pytest.mark.timeout(600)  # 24 environments with their procedural tests and 480 gated tasks, on two cores
 def test_the_documented_command_regenerates_the_starter_fleet_byte_for_byte(tmp_path: Path) -> None:
     result = envfleet(*REGENERATE, "--env-root", str(tmp_path / "envs"), "--registry", str(tmp_path / "registry.json"))
     assert result.returncode == 0, result.stderr
