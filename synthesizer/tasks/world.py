@@ -404,6 +404,10 @@ class World:
         c = self.customer
         if c is None:
             return None
+        principal = next((p for p in self.design.domain.principals if p.entity == c.name), None)
+        for key_set in principal.identify_by if principal else []:  # what find_<p> takes with the name
+            if c.label in key_set and len(key_set) == 2:
+                return next(name for name in key_set if name != c.label)
         attrs = {a.name for a in c.attributes}
         found = next((name for name in _SECOND_FACTS if name in attrs), None)
         if found is None:  # any fact of their own a person would know: a start date, an address

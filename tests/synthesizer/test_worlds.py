@@ -674,3 +674,24 @@ def test_unique_picks_do_not_repeat_and_a_ledger_with_bank_accounts_seeds_them()
     assert banks and all(
         m["label"].startswith("Checking account ending ") and m["balance_cents"] is None for m in banks
     )
+
+
+def test_a_user_identifies_themselves_with_a_key_set_the_find_tool_takes() -> None:
+    import random
+
+    from synthesizer.tasks.world import World
+
+    data = copy.deepcopy(FERRY)
+    data["principals"][0]["identify_by"] = [["full_name", "email"], ["email"]]  # no date of birth this time
+    design, _, seed, env = built(Domain.model_validate(data))
+    world = World(env, design, random.Random(1))
+    assert world.second_fact() == "email"
+    person = seed["passengers"][0]
+    call = world.lookup(person)
+    assert call.arguments == {"full_name": person["full_name"], "email": person["email"]}
+    state = env.new_state()
+    try:
+        found = env.call(state, call.tool, call.arguments)
+    finally:
+        state.close()
+    assert not found.is_error and person["passenger_id"] in found.text
