@@ -210,3 +210,28 @@ def owned_records(world: World, entity_name: str, where: Any) -> list[tuple[Any,
                     found.append((own, person, record))
         break
     return found
+
+
+def refuse_on_records(
+    world: World, ref: PolicyRef, found: list[tuple[Any, dict[str, Any], dict[str, Any]]], choose_op: Any
+) -> Draft | None:
+    """The first refusal drafted on one of ``found`` (ownership, person, record): the user names the record by
+    what they know and asks for the op ``choose_op()`` gives; the forbidden call is one the tool accepts."""
+    design = world.design
+    p_id = f"{design.principal.name}_id"
+    for own, person, record in found[:10]:
+        op = choose_op()
+        tool = design.op_tool(op.name)
+        what = world.describe(own, record, world.records(own, person))
+        if tool is None or tool not in world.tools or what is None:
+            continue
+        reach = world.reach(own, person, record)
+        fixed = {p_id: person[p_id], f"{op.entity}_id": record[f"{op.entity}_id"]}
+        forbidden = call_for(world, tool, fixed, str(person[p_id]), reach, record)
+        if forbidden is None:
+            continue
+        ask = record_ask(world, op, what)
+        draft = forbidden_draft(world, ref, person, forbidden, reach, ask, {"which one": what}, None)
+        if draft is not None:
+            return draft
+    return None

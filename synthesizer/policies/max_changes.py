@@ -12,7 +12,7 @@ from ..rules.base import Identifier, Param
 from ..world import counts_changes
 from .base import PolicyKind, PolicyModel, PolicyRef, register
 from .calls import candidates, tables
-from .common import call_for, forbidden_draft, op_of, owned_records, probe_break, record_ask
+from .common import op_of, owned_records, probe_break, refuse_on_records
 
 if TYPE_CHECKING:
     from ..catalog import Domain
@@ -114,23 +114,6 @@ class MaxChangesKind(PolicyKind):
     def refusal(self, world: Any, ref: PolicyRef) -> Any:
         design = world.design
         entity = self._entity(design, ref)
-        p_id = f"{design.principal.name}_id"
         found = owned_records(world, entity.name, self._at_max(ref.value))
         world.rng.shuffle(found)
-        for own, person, record in found[:10]:
-            op = op_of(design, world.rng.choice(ref.rule.ops))
-            tool = design.op_tool(op.name)
-            what = world.describe(own, record, world.records(own, person))
-            if tool is None or tool not in world.tools or what is None:
-                continue
-            reach = world.reach(own, person, record)
-            fixed = {p_id: person[p_id], f"{entity.name}_id": record[f"{entity.name}_id"]}
-            forbidden = call_for(world, tool, fixed, str(person[p_id]), reach, record)
-            if forbidden is None:
-                continue
-            draft = forbidden_draft(
-                world, ref, person, forbidden, reach, record_ask(world, op, what), {"which one": what}, None
-            )
-            if draft is not None:
-                return draft
-        return None
+        return refuse_on_records(world, ref, found, lambda: op_of(design, world.rng.choice(ref.rule.ops)))

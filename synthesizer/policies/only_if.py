@@ -12,7 +12,7 @@ from ..money import money_text
 from ..naming import words
 from ..rules.base import Param
 from .base import PolicyKind, PolicyModel, PolicyRef, register
-from .common import call_for, footprint, forbidden_draft, op_of, owned_records, probe_break, record_ask
+from .common import footprint, op_of, owned_records, probe_break, refuse_on_records
 
 if TYPE_CHECKING:
     from ..catalog import Domain
@@ -324,7 +324,6 @@ class OnlyIfKind(PolicyKind):
         if tool is None or tool not in world.tools:
             return None
         entity = design.entity(op.entity)
-        p_id = f"{design.principal.name}_id"
         state = world.env.new_state()
         try:
             found = [
@@ -335,18 +334,4 @@ class OnlyIfKind(PolicyKind):
         finally:
             state.close()
         world.rng.shuffle(found)
-        for own, person, record in found[:10]:
-            what = world.describe(own, record, world.records(own, person))
-            if what is None:
-                continue
-            reach = world.reach(own, person, record)
-            fixed = {p_id: person[p_id], f"{entity.name}_id": record[f"{entity.name}_id"]}
-            forbidden = call_for(world, tool, fixed, str(person[p_id]), reach, record)
-            if forbidden is None:
-                continue
-            draft = forbidden_draft(
-                world, ref, person, forbidden, reach, record_ask(world, op, what), {"which one": what}, None
-            )
-            if draft is not None:
-                return draft
-        return None
+        return refuse_on_records(world, ref, found, lambda: op)
