@@ -421,15 +421,25 @@ def cancellable(world: World, *, margin_hours: int = 16) -> list[Cancellable]:
 
 
 @dataclass
-class Move:
-    """A record the user could move to another resource (a booking to another flight on the same route), with
-    the oracle's new price and difference, and the method that settles it."""
+class OnRecord:
+    """An act the op ``tool`` could do on one of ``person``'s own records (moves, payments, changes share it)."""
 
     op: Any
     tool: str
     own: Ownership
     person: dict[str, Any]
     record: dict[str, Any]
+
+    @property
+    def key(self) -> Any:
+        return self.record[f"{self.own.child.name}_id"]
+
+
+@dataclass
+class Move(OnRecord):
+    """A record the user could move to another resource (a booking to another flight on the same route), with
+    the oracle's new price and difference, and the method that settles it."""
+
     resource: Entity
     column: str  # the record's column naming the resource
     old: dict[str, Any]  # the resource row it is on
@@ -438,10 +448,6 @@ class Move:
     diff: int  # new total - old total (positive: the user pays)
     method: dict[str, Any]
     next_one: bool  # the new resource is the first with room after the old one on the same route
-
-    @property
-    def key(self) -> Any:
-        return self.record[f"{self.own.child.name}_id"]
 
 
 def _max_changes(world: World, op_name: str) -> int | None:
@@ -606,21 +612,12 @@ def move_checks(world: World, made: Move) -> list[Check]:
 
 
 @dataclass
-class Due:
+class Due(OnRecord):
     """A record of the user's with something left to pay, by the oracle: its total less its net payments in the
     ledger (not the record's own paid column)."""
 
-    op: Any
-    tool: str
-    own: Ownership
-    person: dict[str, Any]
-    record: dict[str, Any]
     total: int
     due: int
-
-    @property
-    def key(self) -> Any:
-        return self.record[f"{self.own.child.name}_id"]
 
 
 def dues(world: World) -> list[Due]:
@@ -700,21 +697,12 @@ def paying_method(world: World, person: dict[str, Any], amount: int) -> dict[str
 
 
 @dataclass
-class Change:
+class Change(OnRecord):
     """A change the user could ask for on one of their own records through a declared update op (the meal on
     a booking): the new value is one the tool accepts and differs from the current one."""
 
-    op: Any
-    tool: str
-    own: Ownership
-    person: dict[str, Any]
-    record: dict[str, Any]
     attribute: str
     value: Any
-
-    @property
-    def key(self) -> Any:
-        return self.record[f"{self.own.child.name}_id"]
 
 
 def change(world: World, person: dict[str, Any] | None = None) -> Change | None:
