@@ -45,15 +45,8 @@ def owned_rows(tester: Tester, entity_name: str, where: Any) -> list[tuple[dict[
     ]
 
 
-def probe_break(tester: Tester, ref: PolicyRef, tool: str, tries: list[dict[str, Any]]) -> str | None:
-    """The reachability probe: the first call of ``tries`` the tool accepts must leave a state in which the
-    rule's violation SQL lists something (the tools let the act through; the rule is policy-only and the
-    check sees a break). Recorded as an oracle probe."""
-    design = tester.design
-    sql = ref.kind.violation(design, ref)
-    if sql is None:
-        return "its break is judged per task (who asked, what they declined)"
-    env = tester.env
+def accepts(env: Any, tool: str) -> Any:
+    """Whether the tool accepts a call on a fresh copy of the seed (the copy is closed either way)."""
 
     def accepted(arguments: dict[str, Any]) -> bool:
         state = env.new_state()
@@ -62,7 +55,18 @@ def probe_break(tester: Tester, ref: PolicyRef, tool: str, tries: list[dict[str,
         finally:
             state.close()
 
-    arguments = first_accepted(iter(tries), accepted, limit=80)
+    return accepted
+
+
+def probe_break(tester: Tester, ref: PolicyRef, tool: str, tries: list[dict[str, Any]]) -> str | None:
+    """The reachability probe: the first call of ``tries`` the tool accepts must leave a state in which the
+    rule's violation SQL lists something (the tools let the act through; the rule is policy-only and the
+    check sees a break). Recorded as an oracle probe."""
+    design = tester.design
+    sql = ref.kind.violation(design, ref)
+    if sql is None:
+        return "its break is judged per task (who asked, what they declined)"
+    arguments = first_accepted(iter(tries), accepts(tester.env, tool), limit=80)
     if arguments is None:
         return f"no seeded record lets {tool} break it"
 

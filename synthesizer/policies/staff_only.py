@@ -11,7 +11,7 @@ from servers.spec import Check
 from ..naming import words
 from .base import PolicyKind, PolicyRef, register
 from .calls import candidates, first_accepted, tables
-from .common import call_for, footprint, forbidden_draft, op_of
+from .common import accepts, call_for, footprint, forbidden_draft, op_of
 
 if TYPE_CHECKING:
     from ..catalog import Domain
@@ -79,21 +79,15 @@ class StaffOnlyKind(PolicyKind):
             for person in people
             for t in list(candidates(schema, {p_id: person[p_id]}, tester.table, person[p_id], tables(design)))[:4]
         ]
-
-        def accepted(arguments: dict[str, Any]) -> bool:
-            state = tester.env.new_state()
-            try:
-                return not tester.env.call(state, tool, arguments).is_error
-            finally:
-                state.close()
-
-        arguments = first_accepted(iter(tries), accepted)
+        arguments = first_accepted(iter(tries), accepts(tester.env, tool))
         if arguments is None:
             return f"no call of {tool} on a seeded record succeeded"
         tester.oracle(tool, arguments, lambda state, result: [])
         return None
 
     def refusal(self, world: Any, ref: PolicyRef) -> Any:
+        from ..tasks.world import literal  # noqa: PLC0415 (tasks build on the policies, not the reverse)
+
         design = world.design
         op = op_of(design, ref.op)
         tool = design.op_tool(op.name)
@@ -122,8 +116,8 @@ class StaffOnlyKind(PolicyKind):
             )
             unchanged = Check(
                 description=f"The user's {words(attr.name)} is unchanged (only {_role(op)} staff set it)",
-                sql=f"SELECT {attr.name} IS {_literal(person.get(attr.name))} FROM {design.principal.plural} "
-                f"WHERE {p_id} = {_literal(person[p_id])}",
+                sql=f"SELECT {attr.name} IS {literal(person.get(attr.name))} FROM {design.principal.plural} "
+                f"WHERE {p_id} = {literal(person[p_id])}",
                 expect="true",
             )
             draft = forbidden_draft(
@@ -140,11 +134,3 @@ class StaffOnlyKind(PolicyKind):
             if draft is not None:
                 return draft
         return None
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
