@@ -25,15 +25,22 @@ FAILING_TASK = {
     "id": "mini-003",
     "checks": [
         {
-            "description": "Candle stock is exactly 999 (it never is)",
+            "description": "Candle stock is exactly 987654321 (it never is)",
             "sql": "SELECT stock FROM items WHERE sku = 'C-3'",
-            "expect": {"op": "==", "value": 999},
+            "expect": {"op": "==", "value": 987654321},
         }
     ],
 }
 UPLOAD = {"spec": MINI_SPEC, "seed_data": MINI_SEED, "tasks": [*MINI_TASKS, FAILING_TASK]}
-# What an agent must never read: gold arguments, check SQL and descriptions, expected answers.
-SECRETS = ["SELECT stock FROM items WHERE sku = 'C-3'", "Candle stock went down to 38", "ORD-0042", '"gold"', "999"]
+# What an agent must never read: gold arguments, check SQL and descriptions, expected answers (the expected
+# number is one no job id, time or count contains by chance: "999" once turned up in a job's id).
+SECRETS = [
+    "SELECT stock FROM items WHERE sku = 'C-3'",
+    "Candle stock went down to 38",
+    "ORD-0042",
+    '"gold"',
+    "987654321",
+]
 
 
 class Service:
